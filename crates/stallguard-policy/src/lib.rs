@@ -1,0 +1,11 @@
+//! Plain-Rust core shared by the stallguard shim and its tools: the policy (what the
+//! `STALLGUARD_*` variables mean) and the verdict (whether a connection is stalled).
+//! No libc, no hooks: everything here is unit-tested without sockets.
+
+pub mod duration;
+pub mod policy;
+pub mod verdict;
+
+pub use duration::{format_duration_ms, parse_duration_ms};
+pub use policy::{parse_env, Action, ConfigError, LogLevel, OnError, Policy, RequestPolicy};
+pub use verdict::{judge, time_left_ms, Facts, Reason, Verdict};

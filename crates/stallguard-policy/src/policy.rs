@@ -1,0 +1,478 @@
+//! The policy: what `STALLGUARD_*` variables mean, parsed into plain values.
+//! Every bad value or unknown name becomes a [`ConfigError`] naming the variable, the value and
+//! what is accepted; nothing is silently defaulted.
+
+use crate::duration::{format_duration_ms, parse_duration_ms, DURATION_ACCEPTS, MAX_DURATION_MS};
+use std::fmt;
+
+/// Apache `mod_reqtimeout` arithmetic: once the client starts sending it has `timeout_ms`; every
+/// byte received extends that by 1/`min_rate` s, never past `max_ms` after the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestPolicy {
+    pub timeout_ms: u64,
+    /// Equal to `timeout_ms` when no range was given.
+    pub max_ms: u64,
+    /// Bytes per second; 0 means no extension.
+    pub min_rate: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `shutdown(SHUT_RDWR)`: wakes the blocked worker, which sees EOF / EPIPE.
+    Shutdown,
+    /// Monitor only: log what would be reaped, touch nothing.
+    Log,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop the process at start with status 2.
+    Exit,
+    /// Run the process unguarded and say so.
+    Warn,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub first_byte_ms: u64,
+    /// `None` when `STALLGUARD_REQUEST=off`.
+    pub request: Option<RequestPolicy>,
+    pub idle_ms: u64,
+    pub write_stall_ms: u64,
+    pub action: Action,
+    pub tick_ms: u64,
+    pub log_level: LogLevel,
+    pub log_file: Option<String>,
+    pub on_error: OnError,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            first_byte_ms: 20_000,
+            request: Some(RequestPolicy {
+                timeout_ms: 20_000,
+                max_ms: 40_000,
+                min_rate: 500,
+            }),
+            idle_ms: 60_000,
+            write_stall_ms: 60_000,
+            action: Action::Shutdown,
+            tick_ms: 100,
+            log_level: LogLevel::Info,
+            log_file: None,
+            on_error: OnError::Exit,
+        }
+    }
+}
+
+/// One rejected variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: String,
+    pub value: String,
+    /// What is accepted, or (for an unknown name) the list of known names / a suggestion.
+    pub accepted: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stallguard: invalid {}={:?}: {}",
+            self.var, self.value, self.accepted
+        )
+    }
+}
+
+/// Every variable the shim reads, with what it accepts (used for help text and suggestions).
+pub const VARIABLES: &[(&str, &str)] = &[
+    ("STALLGUARD_FIRST_BYTE", DURATION_ACCEPTS),
+    ("STALLGUARD_REQUEST", REQUEST_ACCEPTS),
+    ("STALLGUARD_IDLE", DURATION_ACCEPTS),
+    ("STALLGUARD_WRITE_STALL", DURATION_ACCEPTS),
+    ("STALLGUARD_ACTION", "shutdown or log"),
+    (
+        "STALLGUARD_TICK",
+        "a duration from 10ms to 10s, such as 100ms",
+    ),
+    ("STALLGUARD_LOG", "off, error, warn, info or debug"),
+    (
+        "STALLGUARD_LOG_FILE",
+        "an absolute path to a file to append to",
+    ),
+    ("STALLGUARD_ON_ERROR", "exit or warn"),
+];
+
+const REQUEST_ACCEPTS: &str =
+    "T[-MAX][,minrate=BYTES_PER_SECOND] with durations T <= MAX (e.g. 20-40,minrate=500 or 10s), or off";
+
+fn err(var: &str, value: &str, accepted: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var: var.into(),
+        value: value.into(),
+        accepted: accepted.into(),
+    }
+}
+
+fn parse_timer(var: &str, value: &str) -> Result<u64, ConfigError> {
+    parse_duration_ms(value)
+        .map_err(|why| err(var, value, format!("{why}; expected {DURATION_ACCEPTS}")))
+}
+
+/// Parses `20-40,minrate=500`, `20s-1m`, `10`, `off`.
+pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") || v == "0" {
+        return Ok(None);
+    }
+    let mut parts = v.split(',');
+    let range = parts.next().unwrap_or("").trim();
+    let (t, max) = match range.split_once('-') {
+        Some((t, max)) => (
+            parse_duration_ms(t).map_err(|e| format!("timeout: {e}"))?,
+            parse_duration_ms(max).map_err(|e| format!("maximum: {e}"))?,
+        ),
+        None => {
+            let t = parse_duration_ms(range).map_err(|e| format!("timeout: {e}"))?;
+            (t, t)
+        }
+    };
+    if t == 0 {
+        return Err("the timeout must be above 0 (use off to disable)".into());
+    }
+    if max < t {
+        return Err("the maximum is below the timeout".into());
+    }
+    let mut min_rate = 0;
+    for option in parts {
+        let (key, val) = option
+            .split_once('=')
+            .ok_or_else(|| format!("'{}' is not key=value", option.trim()))?;
+        if !key.trim().eq_ignore_ascii_case("minrate") {
+            return Err(format!("unknown option '{}'", key.trim()));
+        }
+        min_rate = val
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|r| (1..=1_000_000_000).contains(r))
+            .ok_or_else(|| {
+                format!(
+                    "minrate '{}' is not a whole number of bytes per second from 1 to 1e9",
+                    val.trim()
+                )
+            })?;
+    }
+    if min_rate > 0 && max == t {
+        // A rate without room to extend into would be silently useless.
+        return Err("minrate needs a range T-MAX with MAX above T".into());
+    }
+    Ok(Some(RequestPolicy {
+        timeout_ms: t,
+        max_ms: max.min(MAX_DURATION_MS),
+        min_rate,
+    }))
+}
+
+/// Builds the policy from `(name, value)` pairs (the process environment, or a CLI's flags).
+/// Names not starting with `STALLGUARD_` are ignored; unknown `STALLGUARD_` names are errors.
+pub fn parse_env<I, K, V>(vars: I) -> (Policy, Vec<ConfigError>)
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut p = Policy::default();
+    let mut errors = Vec::new();
+    for (k, v) in vars {
+        let (name, value) = (k.as_ref(), v.as_ref());
+        if !name.starts_with("STALLGUARD_") {
+            continue;
+        }
+        let result: Result<(), ConfigError> = (|| {
+            match name {
+                "STALLGUARD_FIRST_BYTE" => p.first_byte_ms = parse_timer(name, value)?,
+                "STALLGUARD_IDLE" => p.idle_ms = parse_timer(name, value)?,
+                "STALLGUARD_WRITE_STALL" => p.write_stall_ms = parse_timer(name, value)?,
+                "STALLGUARD_REQUEST" => {
+                    p.request = parse_request(value).map_err(|why| {
+                        err(name, value, format!("{why}; expected {REQUEST_ACCEPTS}"))
+                    })?
+                }
+                "STALLGUARD_TICK" => {
+                    let ms = parse_duration_ms(value)
+                        .ok()
+                        .filter(|ms| (10..=10_000).contains(ms));
+                    p.tick_ms = ms.ok_or_else(|| err(name, value, accepted_for(name)))?;
+                }
+                "STALLGUARD_ACTION" => {
+                    p.action = match value.trim().to_ascii_lowercase().as_str() {
+                        "shutdown" => Action::Shutdown,
+                        "log" => Action::Log,
+                        _ => return Err(err(name, value, accepted_for(name))),
+                    }
+                }
+                "STALLGUARD_LOG" => {
+                    p.log_level = match value.trim().to_ascii_lowercase().as_str() {
+                        "off" => LogLevel::Off,
+                        "error" => LogLevel::Error,
+                        "warn" => LogLevel::Warn,
+                        "info" => LogLevel::Info,
+                        "debug" => LogLevel::Debug,
+                        _ => return Err(err(name, value, accepted_for(name))),
+                    }
+                }
+                "STALLGUARD_LOG_FILE" => {
+                    if !value.starts_with('/') || value.contains('\0') {
+                        return Err(err(name, value, accepted_for(name)));
+                    }
+                    p.log_file = Some(value.to_string());
+                }
+                "STALLGUARD_ON_ERROR" => {
+                    p.on_error = match value.trim().to_ascii_lowercase().as_str() {
+                        "exit" => OnError::Exit,
+                        "warn" => OnError::Warn,
+                        _ => return Err(err(name, value, accepted_for(name))),
+                    }
+                }
+                _ => {
+                    let hint = match nearest_name(name) {
+                        Some(n) => format!("unknown variable; did you mean {n}?"),
+                        None => format!(
+                            "unknown variable; known: {}",
+                            VARIABLES
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ),
+                    };
+                    return Err(err(name, value, hint));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    (p, errors)
+}
+
+fn accepted_for(name: &str) -> String {
+    VARIABLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| format!("expected {a}"))
+        .unwrap_or_default()
+}
+
+/// The known variable closest to a misspelt one, if it is plausibly a typo.
+pub fn nearest_name(name: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .map(|(n, _)| (edit_distance(name, n), *n))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, n)| n)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+impl Policy {
+    /// The effective policy as logfmt pairs, for the start line.
+    pub fn describe(&self) -> String {
+        let request = match self.request {
+            None => "off".to_string(),
+            Some(r) if r.max_ms == r.timeout_ms => format_duration_ms(r.timeout_ms),
+            Some(r) => format!(
+                "{}-{}{}",
+                format_duration_ms(r.timeout_ms),
+                format_duration_ms(r.max_ms),
+                if r.min_rate > 0 {
+                    format!(",minrate={}", r.min_rate)
+                } else {
+                    String::new()
+                }
+            ),
+        };
+        format!(
+            "first_byte={} request={} idle={} write_stall={} action={} tick={}",
+            format_duration_ms(self.first_byte_ms),
+            request,
+            format_duration_ms(self.idle_ms),
+            format_duration_ms(self.write_stall_ms),
+            match self.action {
+                Action::Shutdown => "shutdown",
+                Action::Log => "log",
+            },
+            format_duration_ms(self.tick_ms),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> (Policy, Vec<ConfigError>) {
+        parse_env(pairs.iter().copied())
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let (p, e) = parse(&[("PATH", "/bin")]);
+        assert!(e.is_empty());
+        assert_eq!(p, Policy::default());
+        assert_eq!(
+            p.describe(),
+            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m action=shutdown tick=100ms"
+        );
+    }
+
+    #[test]
+    fn every_variable_parses() {
+        let (p, e) = parse(&[
+            ("STALLGUARD_FIRST_BYTE", "2s"),
+            ("STALLGUARD_REQUEST", "3-9,minrate=100"),
+            ("STALLGUARD_IDLE", "off"),
+            ("STALLGUARD_WRITE_STALL", "1500ms"),
+            ("STALLGUARD_ACTION", "log"),
+            ("STALLGUARD_TICK", "50ms"),
+            ("STALLGUARD_LOG", "debug"),
+            ("STALLGUARD_LOG_FILE", "/tmp/sg.log"),
+            ("STALLGUARD_ON_ERROR", "warn"),
+        ]);
+        assert_eq!(e, vec![]);
+        assert_eq!(p.first_byte_ms, 2000);
+        assert_eq!(
+            p.request,
+            Some(RequestPolicy {
+                timeout_ms: 3000,
+                max_ms: 9000,
+                min_rate: 100
+            })
+        );
+        assert_eq!(p.idle_ms, 0);
+        assert_eq!(p.write_stall_ms, 1500);
+        assert_eq!(p.action, Action::Log);
+        assert_eq!(p.tick_ms, 50);
+        assert_eq!(p.log_level, LogLevel::Debug);
+        assert_eq!(p.log_file.as_deref(), Some("/tmp/sg.log"));
+        assert_eq!(p.on_error, OnError::Warn);
+    }
+
+    #[test]
+    fn request_forms() {
+        assert_eq!(parse_request("off"), Ok(None));
+        assert_eq!(
+            parse_request("10"),
+            Ok(Some(RequestPolicy {
+                timeout_ms: 10_000,
+                max_ms: 10_000,
+                min_rate: 0
+            }))
+        );
+        assert_eq!(
+            parse_request("20s-1m, MinRate=500"),
+            Ok(Some(RequestPolicy {
+                timeout_ms: 20_000,
+                max_ms: 60_000,
+                min_rate: 500
+            }))
+        );
+        for bad in [
+            "40-20",
+            "20-40,minrate=0",
+            "20-40,minrate=-1",
+            "20,minrate=5",
+            "20-40,rate=5",
+            "20-40,minrate",
+            "-",
+            "0-5",
+            "",
+            "20-x",
+        ] {
+            assert!(parse_request(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_the_value_and_what_is_accepted() {
+        let (_, e) = parse(&[("STALLGUARD_IDLE", "5x")]);
+        let line = e[0].to_string();
+        assert!(line.contains("STALLGUARD_IDLE"), "{line}");
+        assert!(line.contains("\"5x\""), "{line}");
+        assert!(line.contains("500ms"), "{line}");
+        assert!(!line.contains('\n'));
+
+        for (var, val) in [
+            ("STALLGUARD_ACTION", "kill"),
+            ("STALLGUARD_LOG", "verbose"),
+            ("STALLGUARD_TICK", "1ms"),
+            ("STALLGUARD_TICK", "1m"),
+            ("STALLGUARD_LOG_FILE", "relative.log"),
+            ("STALLGUARD_ON_ERROR", ""),
+            ("STALLGUARD_FIRST_BYTE", "-3"),
+            ("STALLGUARD_WRITE_STALL", "∞"),
+        ] {
+            let (_, e) = parse(&[(var, val)]);
+            assert_eq!(e.len(), 1, "{var}={val}");
+            assert_eq!(e[0].var, var);
+            assert!(e[0].to_string().contains("expected"), "{}", e[0]);
+        }
+    }
+
+    #[test]
+    fn unknown_names_suggest_the_nearest() {
+        let (_, e) = parse(&[("STALLGUARD_IDEL", "5s")]);
+        assert!(
+            e[0].to_string().contains("did you mean STALLGUARD_IDLE?"),
+            "{}",
+            e[0]
+        );
+        let (_, e) = parse(&[("STALLGUARD_FIRSTBYTE", "5s")]);
+        assert!(
+            e[0].to_string().contains("STALLGUARD_FIRST_BYTE"),
+            "{}",
+            e[0]
+        );
+        let (_, e) = parse(&[("STALLGUARD_COMPLETELY_DIFFERENT", "1")]);
+        assert!(
+            e[0].to_string().contains("known: STALLGUARD_FIRST_BYTE"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_not_only_the_first() {
+        let (_, e) = parse(&[("STALLGUARD_IDLE", "x"), ("STALLGUARD_ACTION", "y")]);
+        assert_eq!(e.len(), 2);
+    }
+}

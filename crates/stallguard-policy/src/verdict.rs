@@ -1,0 +1,336 @@
+//! The verdict: a pure function of what the hooks recorded about one connection, the policy
+//! and the time. Everything that decides whether a connection is stalled lives here.
+//!
+//! The rule that keeps legitimate clients alive: a timer runs only on the client's turn, i.e.
+//! while the server waits on the client (a read blocked or answered EAGAIN, the fd in a
+//! poll/select/epoll read set) or while the server's write cannot move bytes. When the server
+//! has the turn (it read a request and is thinking), nothing is charged.
+
+use crate::policy::Policy;
+
+/// What is known about one connection. Times are milliseconds on one monotonic clock;
+/// 0 means "never" / "not now".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// When the server first waited on this client. 0: still queued inside the server.
+    pub first_wait_at: u64,
+    /// Start of the server's current wait on the client. 0: the server is not waiting.
+    pub waiting_since: u64,
+    /// Last time bytes came in.
+    pub last_in: u64,
+    /// Last time bytes went out (seen by a hook, or acked per the kernel's TCP_INFO).
+    pub last_out: u64,
+    pub bytes_in: u64,
+    /// First byte of the request in progress. 0: no request open (none yet, or answered).
+    pub request_start: u64,
+    /// Bytes received since `request_start`.
+    pub request_bytes: u64,
+    /// Since when the server has been trying to write (blocked, short or EAGAIN). 0: not.
+    pub write_pending_since: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    FirstByte,
+    Request,
+    Idle,
+    WriteStall,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 4] = [
+        Reason::FirstByte,
+        Reason::Request,
+        Reason::Idle,
+        Reason::WriteStall,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::FirstByte => "first_byte",
+            Reason::Request => "request",
+            Reason::Idle => "idle",
+            Reason::WriteStall => "write_stall",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    /// Stalled for `reason`; the timer that expired had run `waited_ms`.
+    Stalled {
+        reason: Reason,
+        waited_ms: u64,
+    },
+}
+
+/// Judges one connection at `now`.
+pub fn judge(f: &Facts, policy: &Policy, now: u64) -> Verdict {
+    let since = |t: u64| now.saturating_sub(t);
+    let stalled = |reason, waited_ms| Verdict::Stalled { reason, waited_ms };
+
+    if f.write_pending_since != 0 && policy.write_stall_ms > 0 {
+        let quiet = since(f.write_pending_since.max(f.last_out));
+        if quiet >= policy.write_stall_ms {
+            return stalled(Reason::WriteStall, quiet);
+        }
+    }
+    if f.waiting_since == 0 {
+        return Verdict::Healthy; // the server has the turn
+    }
+    if f.bytes_in == 0 && policy.first_byte_ms > 0 && f.first_wait_at != 0 {
+        let waited = since(f.first_wait_at);
+        if waited >= policy.first_byte_ms {
+            return stalled(Reason::FirstByte, waited);
+        }
+    }
+    if let (Some(r), true) = (policy.request, f.request_start != 0) {
+        let earned_ms = f
+            .request_bytes
+            .saturating_mul(1000)
+            .checked_div(r.min_rate)
+            .unwrap_or(0);
+        let allowed = r.timeout_ms.saturating_add(earned_ms).min(r.max_ms);
+        let waited = since(f.request_start);
+        if waited >= allowed {
+            return stalled(Reason::Request, waited);
+        }
+    }
+    if policy.idle_ms > 0 {
+        let quiet = since(f.waiting_since.max(f.last_in).max(f.last_out));
+        if quiet >= policy.idle_ms {
+            return stalled(Reason::Idle, quiet);
+        }
+    }
+    Verdict::Healthy
+}
+
+/// Milliseconds left before the earliest timer that is running would expire; `None` when no
+/// timer runs (the server has the turn, or every relevant timer is off). For live views.
+pub fn time_left_ms(f: &Facts, policy: &Policy, now: u64) -> Option<u64> {
+    // Probe forward with the same rules instead of duplicating the arithmetic.
+    if judge(f, policy, now) != Verdict::Healthy {
+        return Some(0);
+    }
+    let mut lo = 0u64;
+    let mut hi = crate::duration::MAX_DURATION_MS;
+    if judge(f, policy, now + hi) == Verdict::Healthy {
+        return None;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if judge(f, policy, now + mid) == Verdict::Healthy {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RequestPolicy;
+
+    fn policy() -> Policy {
+        Policy {
+            first_byte_ms: 2_000,
+            request: Some(RequestPolicy {
+                timeout_ms: 5_000,
+                max_ms: 10_000,
+                min_rate: 100,
+            }),
+            idle_ms: 7_000,
+            write_stall_ms: 3_000,
+            ..Policy::default()
+        }
+    }
+
+    const T0: u64 = 1_000_000;
+
+    #[test]
+    fn queued_connection_is_never_charged() {
+        // Accepted long ago but no worker has read it yet: first_wait_at and waiting are 0.
+        let f = Facts::default();
+        assert_eq!(judge(&f, &policy(), T0 + 3_600_000), Verdict::Healthy);
+    }
+
+    #[test]
+    fn silent_client_is_cut_at_first_byte_deadline_from_first_wait() {
+        let f = Facts {
+            first_wait_at: T0,
+            waiting_since: T0,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &policy(), T0 + 1_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &policy(), T0 + 2_000),
+            Verdict::Stalled {
+                reason: Reason::FirstByte,
+                waited_ms: 2_000
+            }
+        );
+    }
+
+    #[test]
+    fn first_byte_off_falls_back_to_idle() {
+        let p = Policy {
+            first_byte_ms: 0,
+            ..policy()
+        };
+        let f = Facts {
+            first_wait_at: T0,
+            waiting_since: T0,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &p, T0 + 6_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &p, T0 + 7_000),
+            Verdict::Stalled {
+                reason: Reason::Idle,
+                waited_ms: 7_000
+            }
+        );
+    }
+
+    #[test]
+    fn slowloris_is_cut_by_the_request_deadline_despite_byte_progress() {
+        // One byte per second: never idle, but the request deadline only grows by 10ms a byte.
+        let now = T0 + 5_100;
+        let f = Facts {
+            first_wait_at: T0,
+            waiting_since: now - 100,
+            last_in: now - 100,
+            bytes_in: 5,
+            request_start: T0,
+            request_bytes: 5,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &policy(), now - 100), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &policy(), now),
+            Verdict::Stalled {
+                reason: Reason::Request,
+                waited_ms: 5_100
+            }
+        );
+    }
+
+    #[test]
+    fn client_at_twice_min_rate_is_not_cut_before_max() {
+        // 200 B/s for 8 s: allowance 5 s + 1600/100 s = 21 s, capped at 10 s.
+        let now = T0 + 8_000;
+        let f = Facts {
+            first_wait_at: T0,
+            waiting_since: now,
+            last_in: now,
+            bytes_in: 1_600,
+            request_start: T0,
+            request_bytes: 1_600,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &policy(), now), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &policy(), T0 + 10_000),
+            Verdict::Stalled {
+                reason: Reason::Request,
+                waited_ms: 10_000
+            }
+        );
+    }
+
+    #[test]
+    fn server_thinking_is_never_charged() {
+        // Long poll: the request was read long ago, the server holds it without reading.
+        let f = Facts {
+            first_wait_at: T0,
+            waiting_since: 0,
+            last_in: T0,
+            bytes_in: 80,
+            request_start: T0,
+            request_bytes: 80,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &policy(), T0 + 600_000), Verdict::Healthy);
+        assert_eq!(time_left_ms(&f, &policy(), T0), None);
+    }
+
+    #[test]
+    fn keep_alive_wait_is_cut_by_idle_counted_from_the_last_byte() {
+        let f = Facts {
+            first_wait_at: T0,
+            waiting_since: T0 + 50,
+            last_in: T0,
+            last_out: T0 + 1_000,
+            bytes_in: 80,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &policy(), T0 + 7_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &policy(), T0 + 8_000),
+            Verdict::Stalled {
+                reason: Reason::Idle,
+                waited_ms: 7_000
+            }
+        );
+        assert_eq!(time_left_ms(&f, &policy(), T0 + 1_000), Some(7_000));
+    }
+
+    #[test]
+    fn write_stall_counts_from_the_last_progress() {
+        let f = Facts {
+            write_pending_since: T0,
+            last_out: T0 + 1_000,
+            bytes_in: 10,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &policy(), T0 + 3_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &policy(), T0 + 4_000),
+            Verdict::Stalled {
+                reason: Reason::WriteStall,
+                waited_ms: 3_000
+            }
+        );
+        let off = Policy {
+            write_stall_ms: 0,
+            ..policy()
+        };
+        assert_eq!(judge(&f, &off, T0 + 400_000), Verdict::Healthy);
+    }
+
+    #[test]
+    fn disabled_timers_never_fire() {
+        let p = Policy {
+            first_byte_ms: 0,
+            request: None,
+            idle_ms: 0,
+            write_stall_ms: 0,
+            ..policy()
+        };
+        let f = Facts {
+            first_wait_at: T0,
+            waiting_since: T0,
+            request_start: T0,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &p, T0 + 10_000_000), Verdict::Healthy);
+        assert_eq!(time_left_ms(&f, &p, T0), None);
+    }
+
+    #[test]
+    fn clock_going_backwards_is_harmless() {
+        let f = Facts {
+            first_wait_at: T0,
+            waiting_since: T0,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &policy(), T0 - 500), Verdict::Healthy);
+    }
+}

@@ -1,0 +1,61 @@
+//! Reads the `STALLGUARD_*` environment once, in the constructor, and decides whether the
+//! process runs guarded. Bad input never gets a silent default: each problem is one line on
+//! stderr; `STALLGUARD_ON_ERROR=exit` (default) stops the process with status 2, `warn` runs it
+//! unguarded and says so.
+
+use stallguard_policy::{parse_env, OnError, Policy};
+use std::sync::OnceLock;
+
+static POLICY: OnceLock<Policy> = OnceLock::new();
+
+/// The policy in force (defaults until the constructor ran).
+pub fn policy() -> &'static Policy {
+    POLICY.get_or_init(Policy::default)
+}
+
+/// Parses the environment. Returns whether the guard may be enabled.
+pub fn load() -> bool {
+    let vars = std::env::vars_os().map(|(k, v)| {
+        (
+            k.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        )
+    });
+    let (policy, errors) = parse_env(vars);
+    let on_error = policy.on_error;
+    for e in &errors {
+        crate::log::to_stderr(&e.to_string());
+    }
+    if !errors.is_empty() {
+        match on_error {
+            OnError::Exit => {
+                crate::log::to_stderr(
+                    "stallguard: refusing to start with an invalid policy (set STALLGUARD_ON_ERROR=warn to run unguarded instead)",
+                );
+                unsafe { libc::_exit(2) };
+            }
+            OnError::Warn => {
+                crate::log::to_stderr(
+                    "stallguard: invalid policy: running UNGUARDED (STALLGUARD_ON_ERROR=warn)",
+                );
+                return false;
+            }
+        }
+    }
+    let log_file = policy.log_file.clone();
+    crate::log::set_level(policy.log_level);
+    let _ = POLICY.set(policy);
+    if let Err(why) = crate::log::open(log_file.as_deref()) {
+        let line = format!(
+            "stallguard: invalid STALLGUARD_LOG_FILE={:?}: cannot open it ({why}); expected a writable file path",
+            log_file.unwrap_or_default()
+        );
+        crate::log::to_stderr(&line);
+        if on_error == OnError::Exit {
+            unsafe { libc::_exit(2) };
+        }
+        crate::log::to_stderr("stallguard: running UNGUARDED (STALLGUARD_ON_ERROR=warn)");
+        return false;
+    }
+    true
+}

@@ -1,0 +1,89 @@
+//! read, readv, recv, recvfrom, recvmsg and the _FORTIFY_SOURCE variants. Entering the call
+//! means the server waits on the client; the result says whether the client delivered.
+
+use crate::real;
+use crate::table;
+use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+/// Records a read-family call around `call` (which makes the real call exactly once).
+#[inline(always)]
+unsafe fn reading(fd: c_int, flags: c_int, call: impl FnOnce() -> ssize_t) -> ssize_t {
+    let Some(slot) = table::tracked(fd) else {
+        return call();
+    };
+    let token = slot.state.load(std::sync::atomic::Ordering::Relaxed);
+    slot.mark_waiting();
+    let r = call();
+    if slot.same_generation(token) {
+        slot.record_read(r, flags & libc::MSG_PEEK != 0);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    reading(fd, 0, || real::read(fd, buf, n))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    reading(fd, 0, || real::__read_chk(fd, buf, n, buflen))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    reading(fd, 0, || real::readv(fd, iov, cnt))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    reading(fd, flags, || real::recv(fd, buf, n, flags))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    reading(fd, flags, || real::__recv_chk(fd, buf, n, buflen, flags))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    reading(fd, flags, || real::recvfrom(fd, buf, n, flags, addr, len))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    reading(fd, flags, || {
+        real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    reading(fd, flags, || real::recvmsg(fd, msg, flags))
+}

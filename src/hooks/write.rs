@@ -1,0 +1,176 @@
+//! write, writev, send, sendto, sendmsg, sendfile, sendfile64.
+//!
+//! SIGPIPE: once the watcher shut a connection down, the server's next write would raise
+//! SIGPIPE and kill a server that leaves it at its default (exit 141). So on a tracked socket
+//! the write is made with MSG_NOSIGNAL (write → send, writev → sendmsg: identical on a
+//! connected TCP socket), and SIGPIPE is raised by hand only when the *peer* closed — exactly
+//! what the kernel would have done. sendfile has no flags argument: SIGPIPE is blocked around
+//! it and a signal caused by our own shutdown is consumed.
+
+use super::{errno, set_errno};
+use crate::real;
+use crate::table::{self, Slot, FLAG_REAPED};
+use libc::{c_int, c_void, iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Records a write-family call of `len` bytes around `call`, which makes the real call once
+/// with MSG_NOSIGNAL. `caller_nosignal`: the program asked for MSG_NOSIGNAL itself.
+#[inline(always)]
+unsafe fn writing(
+    slot: &Slot,
+    len: usize,
+    caller_nosignal: bool,
+    call: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    let token = slot.state.load(Relaxed);
+    slot.write_begin();
+    let r = call();
+    if slot.same_generation(token) {
+        slot.record_write(r, len);
+    }
+    if r < 0 && errno() == libc::EPIPE && !caller_nosignal && !slot.has_flag(FLAG_REAPED) {
+        raise_sigpipe();
+    }
+    r
+}
+
+/// Delivers SIGPIPE to the calling thread, as the kernel does for a write to a closed peer.
+unsafe fn raise_sigpipe() {
+    let saved = errno();
+    libc::syscall(
+        libc::SYS_tgkill,
+        crate::process::pid(),
+        libc::gettid(),
+        libc::SIGPIPE,
+    );
+    set_errno(saved);
+}
+
+fn iov_len(iov: *const iovec, cnt: c_int) -> usize {
+    if iov.is_null() || cnt <= 0 {
+        return 0;
+    }
+    let iovs = unsafe { std::slice::from_raw_parts(iov, cnt as usize) };
+    iovs.iter()
+        .fold(0usize, |sum, v| sum.saturating_add(v.iov_len))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    let Some(slot) = table::tracked(fd) else {
+        return real::write(fd, buf, n);
+    };
+    let r = writing(slot, n, false, || {
+        real::send(fd, buf, n, libc::MSG_NOSIGNAL)
+    });
+    if r < 0 && errno() == libc::ENOTSOCK {
+        // Not a socket after all (replaced behind our back): behave exactly like write.
+        slot.untrack();
+        return real::write(fd, buf, n);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    let Some(slot) = table::tracked(fd) else {
+        return real::writev(fd, iov, cnt);
+    };
+    let mut msg: msghdr = std::mem::zeroed();
+    msg.msg_iov = iov as *mut iovec;
+    msg.msg_iovlen = cnt.max(0) as usize;
+    let r = writing(slot, iov_len(iov, cnt), false, || {
+        real::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+    });
+    if r < 0 && errno() == libc::ENOTSOCK {
+        slot.untrack();
+        return real::writev(fd, iov, cnt);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    let Some(slot) = table::tracked(fd) else {
+        return real::send(fd, buf, n, flags);
+    };
+    let own = flags & libc::MSG_NOSIGNAL != 0;
+    writing(slot, n, own, || {
+        real::send(fd, buf, n, flags | libc::MSG_NOSIGNAL)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    let Some(slot) = table::tracked(fd) else {
+        return real::sendto(fd, buf, n, flags, addr, len);
+    };
+    let own = flags & libc::MSG_NOSIGNAL != 0;
+    writing(slot, n, own, || {
+        real::sendto(fd, buf, n, flags | libc::MSG_NOSIGNAL, addr, len)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    let Some(slot) = table::tracked(fd) else {
+        return real::sendmsg(fd, msg, flags);
+    };
+    let len = if msg.is_null() {
+        0
+    } else {
+        iov_len((*msg).msg_iov, (*msg).msg_iovlen as c_int)
+    };
+    let own = flags & libc::MSG_NOSIGNAL != 0;
+    writing(slot, len, own, || {
+        real::sendmsg(fd, msg, flags | libc::MSG_NOSIGNAL)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(out: c_int, inp: c_int, off: *mut off_t, n: size_t) -> ssize_t {
+    let Some(slot) = table::tracked(out) else {
+        return real::sendfile(out, inp, off, n);
+    };
+    without_our_sigpipe(slot, n, || real::sendfile(out, inp, off, n))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(out: c_int, inp: c_int, off: *mut i64, n: size_t) -> ssize_t {
+    let Some(slot) = table::tracked(out) else {
+        return real::sendfile64(out, inp, off, n);
+    };
+    without_our_sigpipe(slot, n, || real::sendfile64(out, inp, off, n))
+}
+
+/// Runs a write that cannot take MSG_NOSIGNAL with SIGPIPE blocked; if it failed with EPIPE
+/// because the shim shut the socket down, the pending SIGPIPE is consumed, otherwise it is
+/// delivered when the mask is restored, as it would have been.
+unsafe fn without_our_sigpipe(slot: &Slot, n: usize, call: impl FnOnce() -> ssize_t) -> ssize_t {
+    let mut pipe_only: libc::sigset_t = std::mem::zeroed();
+    let mut old: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut pipe_only);
+    libc::sigaddset(&mut pipe_only, libc::SIGPIPE);
+    libc::pthread_sigmask(libc::SIG_BLOCK, &pipe_only, &mut old);
+    let r = writing(slot, n, true, call);
+    let saved = errno();
+    if libc::sigismember(&old, libc::SIGPIPE) == 0 {
+        if r < 0 && saved == libc::EPIPE && slot.has_flag(FLAG_REAPED) {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::sigtimedwait(&pipe_only, std::ptr::null_mut(), &zero);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    set_errno(saved);
+    r
+}
