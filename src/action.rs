@@ -44,6 +44,11 @@ pub fn reap(fd: i32, slot: &Slot, judged: u32, reason: Reason, waited_ms: u64, f
         return;
     }
     slot.set_flag(FLAG_REAPED);
+    if reason == Reason::WriteStall {
+        // The FIN would queue behind data the client never reads: make the server's coming
+        // close() send an RST instead, freeing the pinned send buffer at once.
+        reset_on_close(fd);
+    }
     let rc = unsafe { real::shutdown(fd, libc::SHUT_RDWR) };
     slot.end_act(judged);
     if rc == 0 {
@@ -58,6 +63,23 @@ pub fn reap(fd: i32, slot: &Slot, judged: u32, reason: Reason, waited_ms: u64, f
             reason.as_str()
         );
     }
+}
+
+/// SO_LINGER {1, 0}: close() aborts the connection with an RST.
+fn reset_on_close(fd: i32) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
 }
 
 /// The kernel's identity of the socket behind `fd` (SO_COOKIE, Linux 4.14+).

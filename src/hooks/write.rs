@@ -150,9 +150,9 @@ pub unsafe extern "C" fn sendfile64(out: c_int, inp: c_int, off: *mut i64, n: si
     without_our_sigpipe(slot, n, || real::sendfile64(out, inp, off, n))
 }
 
-/// Runs a write that cannot take MSG_NOSIGNAL with SIGPIPE blocked; if it failed with EPIPE
-/// because the shim shut the socket down, the pending SIGPIPE is consumed, otherwise it is
-/// delivered when the mask is restored, as it would have been.
+/// Runs a write that cannot take MSG_NOSIGNAL with SIGPIPE blocked; if the shim shut the
+/// socket down, a pending SIGPIPE is ours and is consumed, otherwise it is delivered when the
+/// mask is restored, as it would have been.
 unsafe fn without_our_sigpipe(slot: &Slot, n: usize, call: impl FnOnce() -> ssize_t) -> ssize_t {
     let mut pipe_only: libc::sigset_t = std::mem::zeroed();
     let mut old: libc::sigset_t = std::mem::zeroed();
@@ -162,7 +162,9 @@ unsafe fn without_our_sigpipe(slot: &Slot, n: usize, call: impl FnOnce() -> ssiz
     let r = writing(slot, n, true, call);
     let saved = errno();
     if libc::sigismember(&old, libc::SIGPIPE) == 0 {
-        if r < 0 && saved == libc::EPIPE && slot.has_flag(FLAG_REAPED) {
+        // Even a sendfile that returns a short count may have raised SIGPIPE on the way
+        // (splice sends in pieces), so any SIGPIPE after our own shutdown is ours.
+        if slot.has_flag(FLAG_REAPED) {
             let zero = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 0,

@@ -1,0 +1,45 @@
+# stallguard — build, test, demo, install.
+#   make          build libstallguard.so (release) and the C example servers
+#   make test     everything CI runs: lint, unit tests, integration tests against real processes
+#   make demo     the pool server drained without the guard, served with it
+#   make install  PREFIX=/usr/local: the library (and header)
+
+PREFIX   ?= /usr/local
+CARGO    ?= cargo
+SO       := target/release/libstallguard.so
+
+.PHONY: all lib test deps lint unit integration demo install clean FORCE
+all: lib c-examples
+
+include c-examples/c-examples.mk
+
+lib:
+	$(CARGO) build --release --workspace
+
+# What a fresh Debian machine with only the Rust toolchain and gcc lacks.
+deps:
+	@bash scripts/install-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --release --workspace --lib
+
+# Integration tests spend most of their time waiting on timers, not CPU: run them wide.
+integration: all
+	$(CARGO) test --release --test '*' -- --test-threads=8
+
+test: deps lint unit integration
+
+demo: all
+	@bash scripts/demo.sh
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(SO) $(DESTDIR)$(PREFIX)/lib/libstallguard.so
+	install -m 0644 include/stallguard.h $(DESTDIR)$(PREFIX)/include/stallguard.h
+
+clean: c-examples-clean
+	$(CARGO) clean
