@@ -1,0 +1,169 @@
+//! What must NOT be cut: normal traffic, a slow but steady uploader, a long poll, time spent
+//! queued inside an eager-accept server; and monitor mode, which reports but never acts.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Every timer at 1 s except the request range, so anything mis-charged shows up quickly.
+const TIGHT: &[(&str, &str)] = &[
+    ("STALLGUARD_FIRST_BYTE", "1s"),
+    ("STALLGUARD_REQUEST", "1-6,minrate=100"),
+    ("STALLGUARD_IDLE", "1s"),
+    ("STALLGUARD_WRITE_STALL", "1s"),
+    ("STALLGUARD_TICK", "100ms"),
+];
+
+#[test]
+fn normal_traffic_is_never_reaped() {
+    for server in [
+        "pool_server",
+        "prefork_server",
+        "epoll_server",
+        "eager_server",
+    ] {
+        let srv = Server::start(server, &[], Some(TIGHT));
+        let mut served = 0;
+        for i in 0..150 {
+            let path = if i % 50 == 0 { "/big" } else { "/" };
+            let body = request(srv.addr(), path, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("{server}: request {i} failed: {e}"));
+            assert!(!body.is_empty());
+            served += 1;
+        }
+        // Keep-alive: several requests on one connection, quickly.
+        let mut s = TcpStream::connect(srv.addr()).unwrap();
+        for _ in 0..20 {
+            write!(s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            assert_eq!(
+                read_response(&mut s, Instant::now() + Duration::from_secs(3)).as_deref(),
+                Ok("ok\n")
+            );
+            served += 1;
+        }
+        drop(s);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(served, 170);
+        assert_eq!(
+            srv.events("reap").len(),
+            0,
+            "{server}: legit traffic reaped\n{}",
+            srv.log_text()
+        );
+    }
+}
+
+#[test]
+fn steady_uploader_at_twice_min_rate_outlives_the_base_timeout() {
+    // minrate=100 B/s; the client sends 200 B/s for 3 s, three times the 1 s base timeout.
+    let srv = Server::start("pool_server", &[], Some(TIGHT));
+    let body_len = 600;
+    let mut s = TcpStream::connect(srv.addr()).unwrap();
+    write!(
+        s,
+        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {body_len}\r\n\r\n"
+    )
+    .unwrap();
+    for _ in 0..(body_len / 20) {
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(&[b'u'; 20]).expect("upload cut");
+    }
+    let reply = read_response(&mut s, Instant::now() + Duration::from_secs(3));
+    assert_eq!(reply.as_deref(), Ok("ok 600\n"), "{}", srv.log_text());
+    assert_eq!(srv.events("reap").len(), 0, "{}", srv.log_text());
+}
+
+#[test]
+fn long_poll_held_longer_than_every_timer_is_not_cut() {
+    for server in ["pool_server", "prefork_server", "eager_server"] {
+        let srv = Server::start(server, &["--longpoll", "3000"], Some(TIGHT));
+        let started = Instant::now();
+        let body = request(srv.addr(), "/longpoll", Duration::from_secs(8));
+        assert_eq!(
+            body.as_deref(),
+            Ok("longpoll done\n"),
+            "{server}\n{}",
+            srv.log_text()
+        );
+        assert!(started.elapsed() >= Duration::from_millis(2900));
+        assert_eq!(srv.events("reap").len(), 0, "{server}\n{}", srv.log_text());
+    }
+}
+
+#[test]
+fn time_queued_in_an_eager_accept_server_is_not_charged() {
+    // One worker, held 3 s by a long poll; a second client connects and sends at once, then
+    // waits in the server's user-space queue three times longer than FIRST_BYTE.
+    let srv = Server::start(
+        "eager_server",
+        &["--workers", "1", "--longpoll", "3000"],
+        Some(TIGHT),
+    );
+    let addr = srv.addr();
+    let holder = std::thread::spawn(move || request(addr, "/longpoll", Duration::from_secs(8)));
+    std::thread::sleep(Duration::from_millis(200));
+    let queued = request(srv.addr(), "/", Duration::from_secs(8));
+    assert_eq!(queued.as_deref(), Ok("ok\n"), "{}", srv.log_text());
+    assert_eq!(holder.join().unwrap().as_deref(), Ok("longpoll done\n"));
+    assert_eq!(srv.events("reap").len(), 0, "{}", srv.log_text());
+}
+
+#[test]
+fn monitor_mode_logs_what_it_would_reap_and_touches_nothing() {
+    let mut policy = FAST.to_vec();
+    policy.push(("STALLGUARD_ACTION", "log"));
+    let srv = Server::start("pool_server", &["--threads", "2"], Some(&policy));
+    let attackers = Attackers::launch(srv.addr(), Attack::Silent, 2);
+    let would = srv.wait_events("would_reap", 2, Duration::from_secs(4));
+    assert_eq!(would.len(), 2, "{}", srv.log_text());
+    assert!(would
+        .iter()
+        .all(|w| w["reason"] == "first_byte" && w["action"] == "log"));
+    // Still drained: nothing was shut down.
+    assert!(request(srv.addr(), "/", Duration::from_secs(2)).is_err());
+    assert_eq!(srv.events("reap").len(), 0);
+    // Reported once per connection, not every tick.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(srv.events("would_reap").len(), 2);
+    assert_eq!(attackers.stop(), 0, "monitor mode cut a connection");
+}
+
+#[test]
+fn ipv6_connections_are_guarded() {
+    let srv = Server::start("pool_server", &["--threads", "1", "--ipv6"], Some(FAST));
+    let addr: std::net::SocketAddr = format!("[::1]:{}", srv.port).parse().unwrap();
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let reaps = srv.wait_events("reap", 1, Duration::from_secs(4));
+    assert_eq!(reaps.len(), 1, "{}", srv.log_text());
+    assert!(reaps[0]["peer"].starts_with("[::1]:"), "{:?}", reaps[0]);
+    silent
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(
+        silent.read(&mut [0u8; 16]).unwrap(),
+        0,
+        "the silent client sees EOF"
+    );
+    assert_eq!(
+        request(addr, "/", Duration::from_secs(3)).as_deref(),
+        Ok("ok\n")
+    );
+}
+
+#[test]
+fn start_line_states_the_effective_policy() {
+    let srv = Server::start("pool_server", &[], Some(FAST));
+    request(srv.addr(), "/", Duration::from_secs(3)).unwrap();
+    let start = srv.wait_events("start", 1, Duration::from_secs(2));
+    assert_eq!(start.len(), 1, "{}", srv.log_text());
+    let s = &start[0];
+    assert_eq!(s["first_byte"], "1s");
+    assert_eq!(s["request"], "2s-4s,minrate=100");
+    assert_eq!(s["idle"], "3s");
+    assert_eq!(s["write_stall"], "1s");
+    assert_eq!(s["action"], "shutdown");
+    assert_eq!(s["tick"], "100ms");
+    assert_eq!(s["prog"], "stallguard");
+}
