@@ -230,8 +230,10 @@ int main(int argc, char **argv)
         for (int i = 0; i < opt.count; i++)
             if (kids[i] > 0)
                 waitpid(kids[i], NULL, 0);
+        free(kids);
         return 0;
     }
     fprintf(stderr, "prefork_server: no children left\n");
+    free(kids);
     return 1;
 }
