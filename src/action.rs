@@ -44,6 +44,10 @@ pub fn reap(fd: i32, slot: &Slot, judged: u32, reason: Reason, waited_ms: u64, f
         return;
     }
     slot.set_flag(FLAG_REAPED);
+    // Log before acting: the shutdown wakes the worker, and a process that exits right away
+    // (fork-per-connection, inetd) would otherwise take the unwritten line with it.
+    stats::count_reap(reason, true);
+    line("reap", "shutdown");
     if reason == Reason::WriteStall {
         // The FIN would queue behind data the client never reads: make the server's coming
         // close() send an RST instead, freeing the pinned send buffer at once.
@@ -51,10 +55,7 @@ pub fn reap(fd: i32, slot: &Slot, judged: u32, reason: Reason, waited_ms: u64, f
     }
     let rc = unsafe { real::shutdown(fd, libc::SHUT_RDWR) };
     slot.end_act(judged);
-    if rc == 0 {
-        stats::count_reap(reason, true);
-        line("reap", "shutdown");
-    } else {
+    if rc != 0 {
         let err = std::io::Error::last_os_error();
         log_line!(
             Warn,

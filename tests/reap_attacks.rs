@@ -14,6 +14,7 @@ fn server_args(server: &str) -> Vec<&'static str> {
         "pool_server" => vec!["--threads", "2"],
         "prefork_server" => vec!["--procs", "2"],
         "eager_server" => vec!["--workers", "2"],
+        "forking_server" => vec!["--max", "2"],
         _ => vec![],
     }
 }
@@ -118,6 +119,10 @@ matrix! {
     eager_drip: "eager_server", Drip;
     eager_headers_without_end: "eager_server", HeadersNoEnd;
     eager_never_reads: "eager_server", NeverReads;
+    forking_silent: "forking_server", Silent;
+    forking_drip: "forking_server", Drip;
+    forking_headers_without_end: "forking_server", HeadersNoEnd;
+    forking_never_reads: "forking_server", NeverReads;
 }
 
 /// A single-threaded event loop is not drained by slow clients, but it still holds their

@@ -73,23 +73,41 @@ pub unsafe extern "C" fn dup(old: c_int) -> c_int {
     new
 }
 
+/// After a successful dup2/dup3, `new` names what `old` names. Its old tracking is replaced
+/// only now: a failed call closes nothing, so the connection must stay guarded. (A watcher
+/// that acts on `new` in between finds a different SO_COOKIE and does nothing.)
+fn replaced(old: c_int, new: c_int) {
+    if old == new {
+        return;
+    }
+    if table::tracked(old).is_some() {
+        alias(old, new);
+    } else if let Some(slot) = table::tracked(new) {
+        slot.untrack();
+    }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    if old != new {
-        forget(new);
+    if old != new && log::is_log_fd(new) {
+        log::forget_fd(new); // before: the watcher must never write into the host's new file
     }
     let r = real::dup2(old, new);
-    alias(old, r);
+    if r >= 0 {
+        replaced(old, new);
+    }
     r
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if old != new {
-        forget(new);
+    if old != new && log::is_log_fd(new) {
+        log::forget_fd(new);
     }
     let r = real::dup3(old, new, flags);
-    alias(old, r);
+    if r >= 0 {
+        replaced(old, new);
+    }
     r
 }
 
