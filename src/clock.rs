@@ -1,23 +1,33 @@
 //! A coarse "now" in milliseconds that the hooks read with one relaxed load.
 //!
 //! A clock read per hooked call would cost more than the whole hook budget, so the watcher
-//! refreshes this every tick (and accept/fork refresh it when they run). Timers are seconds
-//! long; a tick of staleness is noise. Never 0, because 0 means "never" in the table.
+//! refreshes this every tick (and accept/fork refresh it when they run). What it publishes is
+//! the *end* of the current tick: a timestamp a hook records is never earlier than the real
+//! time of the event, so the watcher (which judges with the exact time) can only
+//! underestimate how long a client stalled — a connection is never cut before its timer ran
+//! out, and at most one tick after. Never 0, because 0 means "never" in the table.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 static NOW_MS: AtomicU64 = AtomicU64::new(1);
+static TICK_MS: AtomicU64 = AtomicU64::new(100);
 
-/// The coarse time, as last refreshed.
+/// The coarse time, as last refreshed (the end of the current tick).
 #[inline(always)]
 pub fn now_ms() -> u64 {
     NOW_MS.load(Relaxed)
 }
 
-/// Reads CLOCK_MONOTONIC (vDSO, async-signal-safe), publishes it and returns it.
+/// Sets the watcher period (from the policy) before the first refresh.
+pub fn set_tick_ms(tick: u64) {
+    TICK_MS.store(tick, Relaxed);
+}
+
+/// Reads CLOCK_MONOTONIC (vDSO, async-signal-safe), publishes the end of the tick starting
+/// now, and returns the exact time.
 pub fn refresh() -> u64 {
     let now = monotonic_ms();
-    NOW_MS.store(now, Relaxed);
+    NOW_MS.fetch_max(now + TICK_MS.load(Relaxed), Relaxed);
     now
 }
 

@@ -44,6 +44,7 @@ pub fn load() -> bool {
     }
     let log_file = policy.log_file.clone();
     crate::log::set_level(policy.log_level);
+    crate::clock::set_tick_ms(policy.tick_ms);
     let _ = POLICY.set(policy);
     if let Err(why) = crate::log::open(log_file.as_deref()) {
         let line = format!(

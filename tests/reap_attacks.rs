@@ -175,3 +175,28 @@ mod epoll {
         assert_eq!(attackers.stop(), 0);
     }
 }
+
+/// Seen from the client: a silent connection is cut no earlier than FIRST_BYTE after it was
+/// picked up, and within one tick (plus scheduling noise) after that.
+#[test]
+fn reap_latency_is_the_timer_plus_at_most_a_tick() {
+    use std::io::Read;
+    let srv = Server::start("pool_server", &["--threads", "4"], Some(FAST));
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            s.read(&mut [0u8; 8]).unwrap(),
+            0,
+            "expected the guard's EOF"
+        );
+        latencies.push(started.elapsed().as_millis() as u64);
+    }
+    eprintln!("client-side reap latency for FIRST_BYTE=1s, TICK=100ms: {latencies:?} ms");
+    for ms in latencies {
+        assert!(ms >= 1000, "cut before its timer ran out: {ms} ms");
+        assert!(ms <= 1000 + 100 + 400, "cut too late: {ms} ms");
+    }
+}
