@@ -3,25 +3,35 @@
 
 use crate::log::log_line;
 use crate::table::{Identity, Slot, FLAG_REAPED};
-use crate::{config, real, stats};
+use crate::{config, real, socket, stats};
 use stallguard_policy::{Action, Facts, Reason};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Acts on the connection judged stalled in state `judged`.
-pub fn reap(fd: i32, slot: &Slot, judged: u32, reason: Reason, waited_ms: u64, facts: &Facts) {
+/// `kernel_view`: judged by the kernel's counters (an adopted stdio connection).
+pub fn reap(
+    fd: i32,
+    slot: &Slot,
+    judged: u32,
+    reason: Reason,
+    waited_ms: u64,
+    facts: &Facts,
+    kernel_view: bool,
+) {
     let id = slot.identity();
     let bytes_out = slot.bytes_out.load(std::sync::atomic::Ordering::Relaxed);
     let line = |event: &str, action: &str| {
         log_line!(
             Info,
-            "event={event} fd={fd} peer={} port={} reason={} waited={} bytes_in={} bytes_out={} action={action}",
+            "event={event} fd={fd} peer={} port={} reason={} waited={} bytes_in={} bytes_out={} view={} action={action}",
             Peer(&id),
             id.local_port,
             reason.as_str(),
             Seconds(waited_ms),
             facts.bytes_in,
             bytes_out,
+            if kernel_view { "kernel" } else { "hooks" },
         )
     };
     if config::policy().action == Action::Log {
@@ -33,7 +43,7 @@ pub fn reap(fd: i32, slot: &Slot, judged: u32, reason: Reason, waited_ms: u64, f
     if !slot.begin_act(judged) {
         return; // closed or re-tracked since we judged it: nothing to do
     }
-    if id.cookie != 0 && socket_cookie(fd) != Some(id.cookie) {
+    if id.cookie != 0 && socket::socket_cookie(fd) != Some(id.cookie) {
         // The number now names another socket (closed through a path no hook sees).
         slot.end_act(judged);
         slot.untrack();
@@ -48,10 +58,15 @@ pub fn reap(fd: i32, slot: &Slot, judged: u32, reason: Reason, waited_ms: u64, f
     // (fork-per-connection, inetd) would otherwise take the unwritten line with it.
     stats::count_reap(reason, true);
     line("reap", "shutdown");
+    if kernel_view {
+        // Its writes go through stdio, where no hook can add MSG_NOSIGNAL: without this, the
+        // program (one connection, inetd style) would die of SIGPIPE instead of exiting.
+        ignore_default_sigpipe();
+    }
     if reason == Reason::WriteStall {
         // The FIN would queue behind data the client never reads: make the server's coming
         // close() send an RST instead, freeing the pinned send buffer at once.
-        reset_on_close(fd);
+        socket::reset_on_close(fd);
     }
     let rc = unsafe { real::shutdown(fd, libc::SHUT_RDWR) };
     slot.end_act(judged);
@@ -66,56 +81,18 @@ pub fn reap(fd: i32, slot: &Slot, judged: u32, reason: Reason, waited_ms: u64, f
     }
 }
 
-/// SO_LINGER {1, 0}: close() aborts the connection with an RST.
-fn reset_on_close(fd: i32) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+/// SIGPIPE at its default action becomes ignored; a handler or an explicit SIG_IGN is kept.
+fn ignore_default_sigpipe() {
     unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-}
-
-/// The kernel's identity of the socket behind `fd` (SO_COOKIE, Linux 4.14+).
-pub fn socket_cookie(fd: i32) -> Option<u64> {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
-}
-
-/// `tcpi_bytes_acked` from TCP_INFO: progress of data the peer really took, even inside a
-/// blocking write the hooks cannot see. None on kernels whose tcp_info lacks the field.
-pub fn tcp_bytes_acked(fd: i32) -> Option<u64> {
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    let needed =
-        std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
-    (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_DFL
+        {
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGPIPE, &ignore, std::ptr::null_mut());
+        }
+    }
 }
 
 /// `127.0.0.1:5555` or `[::1]:5555`.

@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod action;
+mod adopt;
 mod clock;
 mod config;
 #[cfg(not(test))]
@@ -17,6 +18,7 @@ mod hooks;
 mod log;
 mod process;
 mod real;
+mod socket;
 mod stats;
 mod table;
 mod watcher;
@@ -36,6 +38,7 @@ extern "C" fn init() {
         }
         process::install_fork_handler();
         process::enable();
+        adopt::adopt_stdio();
     });
     if ok.is_err() {
         log::to_stderr("stallguard: internal error during start: running UNGUARDED");

@@ -35,6 +35,8 @@ pub const FLAG_REAPED: u32 = 1;
 pub const FLAG_EPOLL_IN: u32 = 2;
 /// Flag: inherited over fork; judged only on facts this process's own hooks record.
 pub const FLAG_INHERITED: u32 = 4;
+/// Flag: adopted at start (inetd); judged by the kernel's counters while no hook sees reads.
+pub const FLAG_KERNEL_VIEW: u32 = 8;
 
 #[repr(C, align(64))]
 pub struct Slot {
@@ -131,7 +133,7 @@ impl Slot {
     /// Starts tracking a new connection on this fd.
     pub fn track(&self, fd: libc::c_int, id: &Identity, now: u64) {
         let old = self.wait_not_acting();
-        self.flags.store(0, Relaxed);
+        self.flags.store(0, Relaxed); // a new connection: no flag of the old one applies
         for f in [
             &self.waiting_since,
             &self.first_wait_at,

@@ -5,9 +5,9 @@
 //! Started lazily by the first tracked accept (and in a forked child that inherited
 //! connections), with every signal blocked so no host signal handler ever runs on it.
 
-use crate::table::{self, phase, FLAG_REAPED, TRACKED};
+use crate::table::{self, phase, FLAG_KERNEL_VIEW, FLAG_REAPED, TRACKED};
 use crate::{action, clock, config, log::log_line, process, stats};
-use stallguard_policy::{judge, Verdict};
+use stallguard_policy::{judge, KernelTrack, Verdict};
 use std::sync::atomic::{AtomicI32, Ordering::*};
 
 /// The pid whose watcher is running (0: none). A forked child sees its parent's pid here
@@ -77,6 +77,8 @@ struct Memory {
     acked: Option<u64>,
     /// When that counter last moved: progress inside a blocking write the hooks cannot see.
     acked_moved_at: u64,
+    /// Kernel-counter history, for adopted connections whose I/O no hook sees.
+    kernel: Option<KernelTrack>,
 }
 
 fn run() {
@@ -139,11 +141,22 @@ fn tick(now: u64, memory: &mut Vec<Memory>) {
             continue;
         }
         let mut facts = slot.facts();
+        let kernel_view = slot.has_flag(FLAG_KERNEL_VIEW) && facts.first_wait_at == 0;
+        if kernel_view {
+            // No hook has seen this program read: judge by the kernel's counters.
+            let Some(sample) = crate::socket::kernel_sample(fd as i32) else {
+                continue;
+            };
+            facts = mem
+                .kernel
+                .get_or_insert_with(|| KernelTrack::new(sample, now))
+                .observe(sample, now);
+        }
         if facts.waiting_since != 0 {
             waiting += 1;
         }
-        if facts.write_pending_since != 0 {
-            if let Some(acked) = action::tcp_bytes_acked(fd as i32) {
+        if facts.write_pending_since != 0 && !kernel_view {
+            if let Some(acked) = crate::socket::tcp_bytes_acked(fd as i32) {
                 if mem.acked.is_some_and(|seen| seen != acked) {
                     mem.acked_moved_at = now;
                 }
@@ -152,7 +165,15 @@ fn tick(now: u64, memory: &mut Vec<Memory>) {
             facts.last_out = facts.last_out.max(mem.acked_moved_at);
         }
         if let Verdict::Stalled { reason, waited_ms } = judge(&facts, policy, now) {
-            action::reap(fd as i32, slot, state, reason, waited_ms, &facts);
+            action::reap(
+                fd as i32,
+                slot,
+                state,
+                reason,
+                waited_ms,
+                &facts,
+                kernel_view,
+            );
             mem.done = true;
         }
     }

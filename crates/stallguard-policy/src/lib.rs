@@ -3,9 +3,11 @@
 //! No libc, no hooks: everything here is unit-tested without sockets.
 
 pub mod duration;
+pub mod kernel_view;
 pub mod policy;
 pub mod verdict;
 
 pub use duration::{format_duration_ms, parse_duration_ms};
+pub use kernel_view::{KernelSample, KernelTrack};
 pub use policy::{parse_env, Action, ConfigError, LogLevel, OnError, Policy, RequestPolicy};
 pub use verdict::{judge, time_left_ms, Facts, Reason, Verdict};

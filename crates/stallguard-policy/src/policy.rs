@@ -53,6 +53,8 @@ pub struct Policy {
     pub log_level: LogLevel,
     pub log_file: Option<String>,
     pub on_error: OnError,
+    /// Adopt connected TCP sockets found on fds 0-2 at start (inetd services).
+    pub adopt_stdio: bool,
 }
 
 impl Default for Policy {
@@ -71,6 +73,7 @@ impl Default for Policy {
             log_level: LogLevel::Info,
             log_file: None,
             on_error: OnError::Exit,
+            adopt_stdio: true,
         }
     }
 }
@@ -111,6 +114,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "an absolute path to a file to append to",
     ),
     ("STALLGUARD_ON_ERROR", "exit or warn"),
+    ("STALLGUARD_ADOPT", "on or off"),
 ];
 
 const REQUEST_ACCEPTS: &str =
@@ -238,6 +242,13 @@ where
                     }
                     p.log_file = Some(value.to_string());
                 }
+                "STALLGUARD_ADOPT" => {
+                    p.adopt_stdio = match value.trim().to_ascii_lowercase().as_str() {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(err(name, value, accepted_for(name))),
+                    }
+                }
                 "STALLGUARD_ON_ERROR" => {
                     p.on_error = match value.trim().to_ascii_lowercase().as_str() {
                         "exit" => OnError::Exit,
@@ -322,7 +333,7 @@ impl Policy {
             ),
         };
         format!(
-            "first_byte={} request={} idle={} write_stall={} action={} tick={}",
+            "first_byte={} request={} idle={} write_stall={} action={} tick={} adopt={}",
             format_duration_ms(self.first_byte_ms),
             request,
             format_duration_ms(self.idle_ms),
@@ -332,6 +343,7 @@ impl Policy {
                 Action::Log => "log",
             },
             format_duration_ms(self.tick_ms),
+            if self.adopt_stdio { "on" } else { "off" },
         )
     }
 }
@@ -351,7 +363,7 @@ mod tests {
         assert_eq!(p, Policy::default());
         assert_eq!(
             p.describe(),
-            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m action=shutdown tick=100ms"
+            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m action=shutdown tick=100ms adopt=on"
         );
     }
 
@@ -367,6 +379,7 @@ mod tests {
             ("STALLGUARD_LOG", "debug"),
             ("STALLGUARD_LOG_FILE", "/tmp/sg.log"),
             ("STALLGUARD_ON_ERROR", "warn"),
+            ("STALLGUARD_ADOPT", "off"),
         ]);
         assert_eq!(e, vec![]);
         assert_eq!(p.first_byte_ms, 2000);
@@ -385,6 +398,7 @@ mod tests {
         assert_eq!(p.log_level, LogLevel::Debug);
         assert_eq!(p.log_file.as_deref(), Some("/tmp/sg.log"));
         assert_eq!(p.on_error, OnError::Warn);
+        assert!(!p.adopt_stdio);
     }
 
     #[test]
@@ -440,6 +454,7 @@ mod tests {
             ("STALLGUARD_ON_ERROR", ""),
             ("STALLGUARD_FIRST_BYTE", "-3"),
             ("STALLGUARD_WRITE_STALL", "∞"),
+            ("STALLGUARD_ADOPT", "yes"),
         ] {
             let (_, e) = parse(&[(var, val)]);
             assert_eq!(e.len(), 1, "{var}={val}");

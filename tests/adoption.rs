@@ -1,0 +1,180 @@
+//! inetd-style services: the test plays inetd (accepts, hands the connection over as fds
+//! 0/1/2) and `stdio_service` does all its I/O through stdio, which no hook sees. The shim
+//! adopts the socket at start and judges it by the kernel's counters.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+struct Service {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Service {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn reaps(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.log_text()
+            .lines()
+            .map(logfmt)
+            .filter(|m| m.get("event").map(String::as_str) == Some("reap"))
+            .collect()
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects a client, accepts it, and starts the service on the accepted socket as inetd does.
+fn inetd(args: &[&str], extra: &[(&str, &str)]) -> (TcpStream, Service) {
+    inetd_with_log(args, extra, true)
+}
+
+fn inetd_with_log(args: &[&str], extra: &[(&str, &str)], log_file: bool) -> (TcpStream, Service) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let fd = OwnedFd::from(conn);
+    let log = scratch("adopt.log");
+    let mut cmd = Command::new(example("stdio_service"));
+    cmd.args(args)
+        .stdin(Stdio::from(fd.try_clone().unwrap()))
+        .stdout(Stdio::from(fd.try_clone().unwrap()))
+        .stderr(Stdio::from(fd))
+        .env("LD_PRELOAD", shim());
+    if log_file {
+        cmd.env("STALLGUARD_LOG_FILE", &log);
+    }
+    for (k, v) in FAST.iter().chain(extra) {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn stdio_service");
+    (client, Service { child, log })
+}
+
+fn assert_clean_exit(st: Option<ExitStatus>, svc: &Service) {
+    use std::os::unix::process::ExitStatusExt;
+    let st = st.unwrap_or_else(|| panic!("the service is still running\n{}", svc.log_text()));
+    assert_eq!(st.signal(), None, "the service died of a signal (SIGPIPE?): {st:?}");
+}
+
+#[test]
+fn silent_client_of_an_inetd_service_is_reaped_by_kernel_counters() {
+    let (mut client, mut svc) = inetd(&[], &[]);
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    assert_eq!(client.read(&mut [0u8; 64]).unwrap(), 0, "expected the guard's EOF");
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert_clean_exit(svc.wait_exit(Duration::from_secs(3)), &svc);
+    let reaps = svc.reaps();
+    assert_eq!(reaps.len(), 1, "{}", svc.log_text());
+    assert_eq!(reaps[0]["reason"], "first_byte");
+    assert_eq!(reaps[0]["view"], "kernel");
+    assert_eq!(reaps[0]["fd"], "0");
+}
+
+#[test]
+fn slowloris_through_stdio_is_reaped_by_the_request_deadline() {
+    let (mut client, mut svc) = inetd(&[], &[]);
+    client.write_all(b"GET / HTTP/1.0\r\n").unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        if client.write_all(b"X-a: b\r\n").is_err() {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut || svc.wait_exit(Duration::from_secs(1)).is_some(), "{}", svc.log_text());
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_clean_exit(svc.wait_exit(Duration::from_secs(3)), &svc);
+    let reaps = svc.reaps();
+    assert_eq!(reaps.len(), 1, "{}", svc.log_text());
+    assert_eq!(reaps[0]["reason"], "request", "{:?}", reaps[0]);
+}
+
+#[test]
+fn client_that_never_reads_is_a_write_stall_and_the_service_survives_sigpipe() {
+    let (mut client, mut svc) = inetd(&["--big", "33554432"], &[]);
+    client.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+    assert_clean_exit(svc.wait_exit(Duration::from_secs(6)), &svc);
+    let reaps = svc.reaps();
+    assert_eq!(reaps.len(), 1, "{}", svc.log_text());
+    assert_eq!(reaps[0]["reason"], "write_stall", "{:?}", reaps[0]);
+}
+
+#[test]
+fn slow_but_steady_download_through_stdio_is_not_cut() {
+    // 4 MiB at ~800 kB/s: about 5 s, five times the 1 s write-stall timer.
+    let (mut client, mut svc) = inetd(&[], &[]);
+    client.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = 0usize;
+    let mut buf = [0u8; 16384];
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("download cut after {got} bytes: {e}\n{}", svc.log_text()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(got > 4 << 20, "short download: {got}\n{}", svc.log_text());
+    assert!(started.elapsed() > Duration::from_secs(2), "the download was not slow");
+    assert_eq!(svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()), Some(0));
+    assert!(svc.reaps().is_empty(), "{}", svc.log_text());
+}
+
+#[test]
+fn adoption_can_be_turned_off() {
+    let (mut client, mut svc) = inetd(&[], &[("STALLGUARD_ADOPT", "off")]);
+    client.set_read_timeout(Some(Duration::from_millis(2500))).unwrap();
+    assert!(client.read(&mut [0u8; 64]).is_err(), "cut although adoption is off");
+    assert!(svc.wait_exit(Duration::from_millis(10)).is_none());
+    assert!(svc.reaps().is_empty());
+}
+
+#[test]
+fn a_normal_request_is_served_with_zero_reaps() {
+    let (mut client, mut svc) = inetd(&[], &[]);
+    client.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let reply = read_response(&mut client, Instant::now() + Duration::from_secs(3));
+    assert_eq!(reply.as_deref(), Ok("ok\n"));
+    assert_eq!(svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()), Some(0));
+    assert!(svc.reaps().is_empty(), "{}", svc.log_text());
+}
+
+/// stderr is the client's socket here: the guard must not write its log lines into it.
+#[test]
+fn log_lines_never_go_into_the_clients_socket() {
+    let (mut client, mut svc) = inetd_with_log(&[], &[], false);
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut received = Vec::new();
+    client.read_to_end(&mut received).unwrap();
+    assert!(received.is_empty(), "the client received {:?}", String::from_utf8_lossy(&received));
+    assert_clean_exit(svc.wait_exit(Duration::from_secs(3)), &svc);
+}
