@@ -57,16 +57,17 @@ pub fn reap(
     // Log before acting: the shutdown wakes the worker, and a process that exits right away
     // (fork-per-connection, inetd) would otherwise take the unwritten line with it.
     stats::count_reap(reason, true);
-    line("reap", "shutdown");
+    // A write-stall reap always resets: the FIN would queue behind data the client never
+    // reads, and the orphan would pin the send buffer in FIN-WAIT-1.
+    let reset = config::policy().action == Action::Rst || reason == Reason::WriteStall;
+    line("reap", if reset { "rst" } else { "shutdown" });
     if kernel_view {
         // Its writes go through stdio, where no hook can add MSG_NOSIGNAL: without this, the
         // program (one connection, inetd style) would die of SIGPIPE instead of exiting.
         ignore_default_sigpipe();
     }
-    if reason == Reason::WriteStall {
-        // The FIN would queue behind data the client never reads: make the server's coming
-        // close() send an RST instead, freeing the pinned send buffer at once.
-        socket::reset_on_close(fd);
+    if reset {
+        socket::reset_on_close(fd); // the server's coming close() sends an RST
     }
     let rc = unsafe { real::shutdown(fd, libc::SHUT_RDWR) };
     slot.end_act(judged);

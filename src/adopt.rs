@@ -20,6 +20,9 @@ pub fn adopt_stdio() {
         let (Some(id), Some(slot)) = (socket::identify_tcp(fd), table::slot(fd)) else {
             continue;
         };
+        if crate::admission::decide(&id) == crate::admission::Admission::Ignore {
+            continue; // port off or exempt peer (an inetd service's cap is inetd's business)
+        }
         // fds 0, 1 and 2 are usually one connection: judge it once, through the first fd;
         // the others are tracked as its aliases, so hooked I/O on them is still recorded.
         match primary

@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod action;
+mod admission;
 mod adopt;
 mod clock;
 mod config;
@@ -19,6 +20,7 @@ mod log;
 mod process;
 mod real;
 mod socket;
+mod sources;
 mod stats;
 mod table;
 mod watcher;
@@ -35,6 +37,9 @@ extern "C" fn init() {
         if !table::init() {
             log::to_stderr("stallguard: cannot reserve the connection table: running UNGUARDED");
             return;
+        }
+        if config::policy().per_source > 0 && !sources::init() {
+            log::to_stderr("stallguard: cannot map the per-source table: STALLGUARD_PER_SOURCE is not enforced");
         }
         process::install_fork_handler();
         process::enable();

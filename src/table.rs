@@ -37,6 +37,8 @@ pub const FLAG_EPOLL_IN: u32 = 2;
 pub const FLAG_INHERITED: u32 = 4;
 /// Flag: adopted at start (inetd); judged by the kernel's counters while no hook sees reads.
 pub const FLAG_KERNEL_VIEW: u32 = 8;
+/// Flag: holds one of its source's STALLGUARD_PER_SOURCE places, given back when it ends.
+pub const FLAG_COUNTED: u32 = 16;
 
 #[repr(C, align(64))]
 pub struct Slot {
@@ -133,6 +135,9 @@ impl Slot {
     /// Starts tracking a new connection on this fd.
     pub fn track(&self, fd: libc::c_int, id: &Identity, now: u64) {
         let old = self.wait_not_acting();
+        if phase(old) != FREE {
+            self.give_back_source(); // the old one was closed where no hook saw it
+        }
         self.flags.store(0, Relaxed); // a new connection: no flag of the old one applies
         for f in [
             &self.waiting_since,
@@ -188,10 +193,18 @@ impl Slot {
                         .compare_exchange(st, next_generation(st, FREE), AcqRel, Acquire)
                         .is_ok()
                     {
+                        self.give_back_source();
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// Returns the per-source place this connection held, if any (exactly once).
+    fn give_back_source(&self) {
+        if self.flags.fetch_and(!FLAG_COUNTED, AcqRel) & FLAG_COUNTED != 0 {
+            crate::sources::release(crate::sources::source_key(&self.identity()));
         }
     }
 
@@ -357,6 +370,7 @@ impl Slot {
             waiting_since = first_wait_at.max(last_in).max(last_out);
         }
         stallguard_policy::Facts {
+            accepted_at: self.accepted_at.load(Relaxed),
             first_wait_at,
             waiting_since,
             last_in,
@@ -373,7 +387,8 @@ impl Slot {
         self.waiting_since.store(0, Relaxed);
         self.write_pending_since.store(0, Relaxed);
         self.request_start.store(0, Relaxed);
-        self.clear_flag(FLAG_EPOLL_IN);
+        // The parent gives the source's place back when it closes its copy, not us.
+        self.clear_flag(FLAG_EPOLL_IN | FLAG_COUNTED);
         self.set_flag(FLAG_INHERITED);
     }
 }

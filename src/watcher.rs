@@ -98,6 +98,7 @@ fn run() {
         );
     }
     let mut memory: Vec<Memory> = Vec::new();
+    let mut rejections = RejectionLog::default();
     let mut last_stats = clock::now_ms();
     loop {
         if WATCHER_PID.load(Acquire) != process::pid() {
@@ -106,6 +107,7 @@ fn run() {
         let now = clock::refresh();
         crate::log::reopen_if_closed();
         tick(now, &mut memory);
+        rejections.log_if_due(now);
         if now.saturating_sub(last_stats) >= STATS_EVERY_MS {
             last_stats = now;
             log_stats();
@@ -164,7 +166,11 @@ fn tick(now: u64, memory: &mut Vec<Memory>) {
             }
             facts.last_out = facts.last_out.max(mem.acked_moved_at);
         }
-        if let Verdict::Stalled { reason, waited_ms } = judge(&facts, policy, now) {
+        let Some(timers) = policy.timers_for_port(slot.identity().local_port) else {
+            continue;
+        };
+        facts.accepted_at = slot.accepted_at.load(std::sync::atomic::Ordering::Relaxed); // kernel view too
+        if let Verdict::Stalled { reason, waited_ms } = judge(&facts, timers, now) {
             action::reap(
                 fd as i32,
                 slot,
@@ -182,17 +188,46 @@ fn tick(now: u64, memory: &mut Vec<Memory>) {
 
 const STATS_EVERY_MS: u64 = 10_000;
 
+/// Connections refused for their source's cap are logged at most once a second, as a count:
+/// an attack opening thousands of connections cannot flood the log.
+#[derive(Default)]
+struct RejectionLog {
+    logged: u64,
+    at: u64,
+}
+
+impl RejectionLog {
+    fn log_if_due(&mut self, now: u64) {
+        let total = stats::rejected();
+        if total == self.logged || now.saturating_sub(self.at) < 1000 {
+            return;
+        }
+        let peer = stats::last_rejected_peer();
+        log_line!(
+            Warn,
+            "event=over_cap rejected={} total={total} last_peer={} limit={} action=rst",
+            total - self.logged,
+            crate::action::Peer(&peer),
+            config::policy().per_source,
+        );
+        self.logged = total;
+        self.at = now;
+    }
+}
+
 fn log_stats() {
     use stallguard_policy::Reason;
     log_line!(
         Debug,
-        "event=stats tracked={} waiting={} reaped_first_byte={} reaped_request={} reaped_idle={} reaped_write_stall={}",
+        "event=stats tracked={} waiting={} reaped_first_byte={} reaped_request={} reaped_idle={} reaped_write_stall={} reaped_lifetime={} rejected_over_cap={}",
         stats::tracked(),
         stats::waiting(),
         stats::reaped(Reason::FirstByte),
         stats::reaped(Reason::Request),
         stats::reaped(Reason::Idle),
         stats::reaped(Reason::WriteStall),
+        stats::reaped(Reason::Lifetime),
+        stats::rejected(),
     );
 }
 

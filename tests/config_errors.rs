@@ -35,7 +35,17 @@ fn every_bad_value_is_refused_with_a_clear_line_and_status_2() {
         ("STALLGUARD_REQUEST", "40-20", "T[-MAX]"),
         ("STALLGUARD_REQUEST", "20-40,minrate=abc", "minrate"),
         ("STALLGUARD_REQUEST", "20-40,speed=5", "unknown option"),
-        ("STALLGUARD_ACTION", "kill", "shutdown or log"),
+        ("STALLGUARD_ACTION", "kill", "shutdown, rst or log"),
+        ("STALLGUARD_LIFETIME", "forever", "500ms"),
+        ("STALLGUARD_PORTS", "8080", "PORT:off"),
+        ("STALLGUARD_PORTS", "70000:off", "1 to 65535"),
+        ("STALLGUARD_PORTS", "8080:idle=5x", "PORT:off"),
+        ("STALLGUARD_PORTS", "8080:colour=red", "unknown timer"),
+        ("STALLGUARD_EXEMPT", "10.0.0.0/33", "CIDR"),
+        ("STALLGUARD_EXEMPT", "lb.example.com", "CIDR"),
+        ("STALLGUARD_PER_SOURCE", "-1", "whole number"),
+        ("STALLGUARD_PER_SOURCE", "many", "whole number"),
+        ("STALLGUARD_ADOPT", "yes", "on or off"),
         ("STALLGUARD_TICK", "0", "10ms to 10s"),
         ("STALLGUARD_TICK", "1h", "10ms to 10s"),
         (
@@ -138,6 +148,14 @@ fn valid_values_in_every_documented_form_are_accepted() {
         ("STALLGUARD_TICK", "250ms"),
         ("STALLGUARD_LOG", "debug"),
         ("STALLGUARD_ON_ERROR", "exit"),
+        ("STALLGUARD_LIFETIME", "1h"),
+        (
+            "STALLGUARD_PORTS",
+            "8080:request=10-20,minrate=1000,idle=15s;9000:off",
+        ),
+        ("STALLGUARD_EXEMPT", "10.0.0.0/8,::1"),
+        ("STALLGUARD_PER_SOURCE", "50"),
+        ("STALLGUARD_ADOPT", "off"),
     ]);
     assert_eq!(
         out.status.code(),

@@ -63,9 +63,19 @@ pub struct Server {
 impl Server {
     /// Starts `name args…`; `policy` is None for an unguarded run.
     pub fn start(name: &str, args: &[&str], policy: Option<&[(&str, &str)]>) -> Server {
+        Server::start_on(0, name, args, policy)
+    }
+
+    /// Like `start`, on a given port (0: any free port).
+    pub fn start_on(
+        port: u16,
+        name: &str,
+        args: &[&str],
+        policy: Option<&[(&str, &str)]>,
+    ) -> Server {
         let log = scratch(&format!("{name}.log"));
         let mut cmd = Command::new(example(name));
-        cmd.arg("0")
+        cmd.arg(port.to_string())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -184,6 +194,19 @@ pub fn seconds_ms(text: &str) -> u64 {
 pub fn request(addr: SocketAddr, path: &str, within: Duration) -> Result<String, String> {
     let deadline = Instant::now() + within;
     let mut s = TcpStream::connect_timeout(&addr, within).map_err(|e| format!("connect: {e}"))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    read_response(&mut s, deadline)
+}
+
+/// Like `request`, from the local address `from`.
+pub fn request_from(
+    from: [u8; 4],
+    addr: SocketAddr,
+    path: &str,
+    within: Duration,
+) -> Result<String, String> {
+    let deadline = Instant::now() + within;
+    let mut s = connect_from(from, addr).map_err(|e| format!("connect: {e}"))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").map_err(|e| format!("send: {e}"))?;
     read_response(&mut s, deadline)
 }
@@ -390,6 +413,62 @@ fn peer_reset(s: &TcpStream) -> bool {
     };
     // Anything but ESTABLISHED (1) means the server closed or reset its side.
     rc != 0 || info.tcpi_state != 1
+}
+
+/// A loopback port that was free a moment ago (for policies that must name the port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connects to `addr` from the local address `from` (e.g. 127.0.0.2: another "client host").
+pub fn connect_from(from: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    let sin = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let stream = TcpStream::from_raw_fd(fd); // closes fd on every error path
+        let local = sin(from, 0);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sin(v4.ip().octets(), v4.port());
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// The client side's TCP state (1 established, 7 closed by RST, 8 close-wait after a FIN).
+pub fn tcp_state(s: &TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    info.tcpi_state
 }
 
 fn connect_with_small_rcvbuf(addr: SocketAddr) -> Option<TcpStream> {

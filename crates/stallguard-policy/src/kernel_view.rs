@@ -90,6 +90,7 @@ impl KernelTrack {
 
     pub fn facts(&self) -> Facts {
         Facts {
+            accepted_at: 0,
             first_wait_at: self.first_wait_at,
             waiting_since: self.waiting_since,
             last_in: self.in_moved_at,
@@ -109,11 +110,11 @@ impl KernelTrack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Policy, RequestPolicy};
+    use crate::policy::{RequestPolicy, Timers};
     use crate::verdict::{judge, Reason, Verdict};
 
-    fn policy() -> Policy {
-        Policy {
+    fn policy() -> Timers {
+        Timers {
             first_byte_ms: 5_000,
             request: Some(RequestPolicy {
                 timeout_ms: 5_000,
@@ -122,7 +123,7 @@ mod tests {
             }),
             idle_ms: 10_000,
             write_stall_ms: 5_000,
-            ..Policy::default()
+            ..Timers::default()
         }
     }
 

@@ -2,12 +2,17 @@
 //! `STALLGUARD_*` variables mean) and the verdict (whether a connection is stalled).
 //! No libc, no hooks: everything here is unit-tested without sockets.
 
+pub mod cidr;
 pub mod duration;
 pub mod kernel_view;
 pub mod policy;
+pub mod ports;
 pub mod verdict;
 
+pub use cidr::Cidr;
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use kernel_view::{KernelSample, KernelTrack};
-pub use policy::{parse_env, Action, ConfigError, LogLevel, OnError, Policy, RequestPolicy};
+pub use policy::{
+    parse_env, Action, ConfigError, LogLevel, OnError, Policy, RequestPolicy, Timers,
+};
 pub use verdict::{judge, time_left_ms, Facts, Reason, Verdict};

@@ -2,7 +2,9 @@
 //! Every bad value or unknown name becomes a [`ConfigError`] naming the variable, the value and
 //! what is accepted; nothing is silently defaulted.
 
+use crate::cidr::{Cidr, CIDR_ACCEPTS};
 use crate::duration::{format_duration_ms, parse_duration_ms, DURATION_ACCEPTS, MAX_DURATION_MS};
+use crate::ports::{parse_ports, PORTS_ACCEPTS};
 use std::fmt;
 
 /// Apache `mod_reqtimeout` arithmetic: once the client starts sending it has `timeout_ms`; every
@@ -22,6 +24,8 @@ pub enum Action {
     Shutdown,
     /// Monitor only: log what would be reaped, touch nothing.
     Log,
+    /// Like shutdown, and the program's close() sends an RST (SO_LINGER {1,0}).
+    Rst,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,13 +45,43 @@ pub enum OnError {
     Warn,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
+/// The timers a connection is judged by (the global ones, or a port's overrides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timers {
     pub first_byte_ms: u64,
     /// `None` when `STALLGUARD_REQUEST=off`.
     pub request: Option<RequestPolicy>,
     pub idle_ms: u64,
     pub write_stall_ms: u64,
+    /// Cap on a connection's total age; 0 = off (the default).
+    pub lifetime_ms: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            first_byte_ms: 20_000,
+            request: Some(RequestPolicy {
+                timeout_ms: 20_000,
+                max_ms: 40_000,
+                min_rate: 500,
+            }),
+            idle_ms: 60_000,
+            write_stall_ms: 60_000,
+            lifetime_ms: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub timers: Timers,
+    /// Per local port: its own timers, or `None` to leave the port alone.
+    pub ports: Vec<(u16, Option<Timers>)>,
+    /// Peers never touched.
+    pub exempt: Vec<Cidr>,
+    /// Most concurrent connections one client address (IPv6: one /64) may hold; 0 = no cap.
+    pub per_source: u32,
     pub action: Action,
     pub tick_ms: u64,
     pub log_level: LogLevel,
@@ -60,14 +94,10 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            first_byte_ms: 20_000,
-            request: Some(RequestPolicy {
-                timeout_ms: 20_000,
-                max_ms: 40_000,
-                min_rate: 500,
-            }),
-            idle_ms: 60_000,
-            write_stall_ms: 60_000,
+            timers: Timers::default(),
+            ports: Vec::new(),
+            exempt: Vec::new(),
+            per_source: 0,
             action: Action::Shutdown,
             tick_ms: 100,
             log_level: LogLevel::Info,
@@ -75,6 +105,21 @@ impl Default for Policy {
             on_error: OnError::Exit,
             adopt_stdio: true,
         }
+    }
+}
+
+impl Policy {
+    /// The timers for a connection on local `port`; `None` when the port is left alone.
+    pub fn timers_for_port(&self, port: u16) -> Option<&Timers> {
+        match self.ports.iter().find(|(p, _)| *p == port) {
+            Some((_, rule)) => rule.as_ref(),
+            None => Some(&self.timers),
+        }
+    }
+
+    /// Whether a peer is exempt (`peer_ip` as in the table: IPv4 in the first 4 bytes).
+    pub fn is_exempt(&self, peer_ip: &[u8; 16], v4: bool) -> bool {
+        self.exempt.iter().any(|c| c.contains(peer_ip, v4))
     }
 }
 
@@ -103,7 +148,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("STALLGUARD_REQUEST", REQUEST_ACCEPTS),
     ("STALLGUARD_IDLE", DURATION_ACCEPTS),
     ("STALLGUARD_WRITE_STALL", DURATION_ACCEPTS),
-    ("STALLGUARD_ACTION", "shutdown or log"),
+    ("STALLGUARD_ACTION", "shutdown, rst or log"),
     (
         "STALLGUARD_TICK",
         "a duration from 10ms to 10s, such as 100ms",
@@ -115,6 +160,13 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     ("STALLGUARD_ON_ERROR", "exit or warn"),
     ("STALLGUARD_ADOPT", "on or off"),
+    ("STALLGUARD_LIFETIME", DURATION_ACCEPTS),
+    ("STALLGUARD_PORTS", PORTS_ACCEPTS),
+    ("STALLGUARD_EXEMPT", CIDR_ACCEPTS),
+    (
+        "STALLGUARD_PER_SOURCE",
+        "a whole number of connections from 1 to 1000000, or off",
+    ),
 ];
 
 const REQUEST_ACCEPTS: &str =
@@ -198,6 +250,7 @@ where
 {
     let mut p = Policy::default();
     let mut errors = Vec::new();
+    let mut ports_spec: Option<String> = None;
     for (k, v) in vars {
         let (name, value) = (k.as_ref(), v.as_ref());
         if !name.starts_with("STALLGUARD_") {
@@ -205,13 +258,33 @@ where
         }
         let result: Result<(), ConfigError> = (|| {
             match name {
-                "STALLGUARD_FIRST_BYTE" => p.first_byte_ms = parse_timer(name, value)?,
-                "STALLGUARD_IDLE" => p.idle_ms = parse_timer(name, value)?,
-                "STALLGUARD_WRITE_STALL" => p.write_stall_ms = parse_timer(name, value)?,
+                "STALLGUARD_FIRST_BYTE" => p.timers.first_byte_ms = parse_timer(name, value)?,
+                "STALLGUARD_IDLE" => p.timers.idle_ms = parse_timer(name, value)?,
+                "STALLGUARD_WRITE_STALL" => p.timers.write_stall_ms = parse_timer(name, value)?,
+                "STALLGUARD_LIFETIME" => p.timers.lifetime_ms = parse_timer(name, value)?,
                 "STALLGUARD_REQUEST" => {
-                    p.request = parse_request(value).map_err(|why| {
+                    p.timers.request = parse_request(value).map_err(|why| {
                         err(name, value, format!("{why}; expected {REQUEST_ACCEPTS}"))
                     })?
+                }
+                // Applied after the loop: port overrides start from the global timers,
+                // whatever order the variables come in.
+                "STALLGUARD_PORTS" => ports_spec = Some(value.to_string()),
+                "STALLGUARD_EXEMPT" => {
+                    p.exempt = Cidr::parse_list(value).map_err(|why| {
+                        err(name, value, format!("{why}; expected {CIDR_ACCEPTS}"))
+                    })?
+                }
+                "STALLGUARD_PER_SOURCE" => {
+                    let v = value.trim();
+                    p.per_source = if v.eq_ignore_ascii_case("off") || v == "0" {
+                        0
+                    } else {
+                        v.parse::<u32>()
+                            .ok()
+                            .filter(|n| (1..=1_000_000).contains(n))
+                            .ok_or_else(|| err(name, value, accepted_for(name)))?
+                    }
                 }
                 "STALLGUARD_TICK" => {
                     let ms = parse_duration_ms(value)
@@ -222,6 +295,7 @@ where
                 "STALLGUARD_ACTION" => {
                     p.action = match value.trim().to_ascii_lowercase().as_str() {
                         "shutdown" => Action::Shutdown,
+                        "rst" => Action::Rst,
                         "log" => Action::Log,
                         _ => return Err(err(name, value, accepted_for(name))),
                     }
@@ -277,6 +351,16 @@ where
             errors.push(e);
         }
     }
+    if let Some(spec) = ports_spec {
+        match parse_ports(&spec, &p.timers) {
+            Ok(rules) => p.ports = rules,
+            Err(why) => errors.push(err(
+                "STALLGUARD_PORTS",
+                &spec,
+                format!("{why}; expected {PORTS_ACCEPTS}"),
+            )),
+        }
+    }
     (p, errors)
 }
 
@@ -315,8 +399,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-impl Policy {
-    /// The effective policy as logfmt pairs, for the start line.
+impl Timers {
+    /// `first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off`.
     pub fn describe(&self) -> String {
         let request = match self.request {
             None => "off".to_string(),
@@ -333,18 +417,44 @@ impl Policy {
             ),
         };
         format!(
-            "first_byte={} request={} idle={} write_stall={} action={} tick={} adopt={}",
+            "first_byte={} request={} idle={} write_stall={} lifetime={}",
             format_duration_ms(self.first_byte_ms),
             request,
             format_duration_ms(self.idle_ms),
             format_duration_ms(self.write_stall_ms),
+            format_duration_ms(self.lifetime_ms),
+        )
+    }
+}
+
+impl Policy {
+    /// The effective policy as logfmt pairs, for the start line. Port rules, exemptions and
+    /// the per-source cap appear only when set.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "{} action={} tick={} adopt={}",
+            self.timers.describe(),
             match self.action {
                 Action::Shutdown => "shutdown",
+                Action::Rst => "rst",
                 Action::Log => "log",
             },
             format_duration_ms(self.tick_ms),
             if self.adopt_stdio { "on" } else { "off" },
-        )
+        );
+        if self.per_source > 0 {
+            out += &format!(" per_source={}", self.per_source);
+        }
+        if !self.exempt.is_empty() {
+            out += &format!(" exempt={}", self.exempt.len());
+        }
+        for (port, rule) in &self.ports {
+            match rule {
+                None => out += &format!(" port{port}=off"),
+                Some(t) => out += &format!(" port{port}=\"{}\"", t.describe()),
+            }
+        }
+        out
     }
 }
 
@@ -363,7 +473,7 @@ mod tests {
         assert_eq!(p, Policy::default());
         assert_eq!(
             p.describe(),
-            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m action=shutdown tick=100ms adopt=on"
+            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on"
         );
     }
 
@@ -382,17 +492,17 @@ mod tests {
             ("STALLGUARD_ADOPT", "off"),
         ]);
         assert_eq!(e, vec![]);
-        assert_eq!(p.first_byte_ms, 2000);
+        assert_eq!(p.timers.first_byte_ms, 2000);
         assert_eq!(
-            p.request,
+            p.timers.request,
             Some(RequestPolicy {
                 timeout_ms: 3000,
                 max_ms: 9000,
                 min_rate: 100
             })
         );
-        assert_eq!(p.idle_ms, 0);
-        assert_eq!(p.write_stall_ms, 1500);
+        assert_eq!(p.timers.idle_ms, 0);
+        assert_eq!(p.timers.write_stall_ms, 1500);
         assert_eq!(p.action, Action::Log);
         assert_eq!(p.tick_ms, 50);
         assert_eq!(p.log_level, LogLevel::Debug);

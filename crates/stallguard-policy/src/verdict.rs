@@ -6,12 +6,14 @@
 //! poll/select/epoll read set) or while the server's write cannot move bytes. When the server
 //! has the turn (it read a request and is thinking), nothing is charged.
 
-use crate::policy::Policy;
+use crate::policy::Timers;
 
 /// What is known about one connection. Times are milliseconds on one monotonic clock;
 /// 0 means "never" / "not now".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
+    /// When the connection was accepted (or adopted). 0: unknown (lifetime not judged).
+    pub accepted_at: u64,
     /// When the server first waited on this client. 0: still queued inside the server.
     pub first_wait_at: u64,
     /// Start of the server's current wait on the client. 0: the server is not waiting.
@@ -35,6 +37,7 @@ pub enum Reason {
     Request,
     Idle,
     WriteStall,
+    Lifetime,
 }
 
 impl Reason {
@@ -51,6 +54,7 @@ impl Reason {
             Reason::Request => "request",
             Reason::Idle => "idle",
             Reason::WriteStall => "write_stall",
+            Reason::Lifetime => "lifetime",
         }
     }
 
@@ -70,9 +74,14 @@ pub enum Verdict {
 }
 
 /// Judges one connection at `now`.
-pub fn judge(f: &Facts, policy: &Policy, now: u64) -> Verdict {
+pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
     let since = |t: u64| now.saturating_sub(t);
     let stalled = |reason, waited_ms| Verdict::Stalled { reason, waited_ms };
+
+    // Defence in depth: the one timer that runs whoever has the turn.
+    if policy.lifetime_ms > 0 && f.accepted_at != 0 && since(f.accepted_at) >= policy.lifetime_ms {
+        return stalled(Reason::Lifetime, since(f.accepted_at));
+    }
 
     if f.write_pending_since != 0 && policy.write_stall_ms > 0 {
         let quiet = since(f.write_pending_since.max(f.last_out));
@@ -112,7 +121,7 @@ pub fn judge(f: &Facts, policy: &Policy, now: u64) -> Verdict {
 
 /// Milliseconds left before the earliest timer that is running would expire; `None` when no
 /// timer runs (the server has the turn, or every relevant timer is off). For live views.
-pub fn time_left_ms(f: &Facts, policy: &Policy, now: u64) -> Option<u64> {
+pub fn time_left_ms(f: &Facts, policy: &Timers, now: u64) -> Option<u64> {
     // Probe forward with the same rules instead of duplicating the arithmetic.
     if judge(f, policy, now) != Verdict::Healthy {
         return Some(0);
@@ -138,8 +147,8 @@ mod tests {
     use super::*;
     use crate::policy::RequestPolicy;
 
-    fn policy() -> Policy {
-        Policy {
+    fn policy() -> Timers {
+        Timers {
             first_byte_ms: 2_000,
             request: Some(RequestPolicy {
                 timeout_ms: 5_000,
@@ -148,7 +157,7 @@ mod tests {
             }),
             idle_ms: 7_000,
             write_stall_ms: 3_000,
-            ..Policy::default()
+            ..Timers::default()
         }
     }
 
@@ -180,7 +189,7 @@ mod tests {
 
     #[test]
     fn first_byte_off_falls_back_to_idle() {
-        let p = Policy {
+        let p = Timers {
             first_byte_ms: 0,
             ..policy()
         };
@@ -298,7 +307,7 @@ mod tests {
                 waited_ms: 3_000
             }
         );
-        let off = Policy {
+        let off = Timers {
             write_stall_ms: 0,
             ..policy()
         };
@@ -307,7 +316,7 @@ mod tests {
 
     #[test]
     fn disabled_timers_never_fire() {
-        let p = Policy {
+        let p = Timers {
             first_byte_ms: 0,
             request: None,
             idle_ms: 0,
@@ -332,5 +341,33 @@ mod tests {
             ..Facts::default()
         };
         assert_eq!(judge(&f, &policy(), T0 - 500), Verdict::Healthy);
+    }
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_caps_even_a_busy_connection_and_is_off_by_default() {
+        let f = Facts {
+            accepted_at: 1_000,
+            last_in: 50_000,
+            bytes_in: 10,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &Timers::default(), 10_000_000), Verdict::Healthy);
+        let capped = Timers {
+            lifetime_ms: 30_000,
+            ..Timers::default()
+        };
+        assert_eq!(judge(&f, &capped, 30_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &capped, 31_000),
+            Verdict::Stalled {
+                reason: Reason::Lifetime,
+                waited_ms: 30_000
+            }
+        );
     }
 }
