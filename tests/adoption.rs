@@ -77,15 +77,25 @@ fn inetd_with_log(args: &[&str], extra: &[(&str, &str)], log_file: bool) -> (Tcp
 fn assert_clean_exit(st: Option<ExitStatus>, svc: &Service) {
     use std::os::unix::process::ExitStatusExt;
     let st = st.unwrap_or_else(|| panic!("the service is still running\n{}", svc.log_text()));
-    assert_eq!(st.signal(), None, "the service died of a signal (SIGPIPE?): {st:?}");
+    assert_eq!(
+        st.signal(),
+        None,
+        "the service died of a signal (SIGPIPE?): {st:?}"
+    );
 }
 
 #[test]
 fn silent_client_of_an_inetd_service_is_reaped_by_kernel_counters() {
     let (mut client, mut svc) = inetd(&[], &[]);
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let started = Instant::now();
-    assert_eq!(client.read(&mut [0u8; 64]).unwrap(), 0, "expected the guard's EOF");
+    assert_eq!(
+        client.read(&mut [0u8; 64]).unwrap(),
+        0,
+        "expected the guard's EOF"
+    );
     assert!(started.elapsed() >= Duration::from_millis(1000));
     assert_clean_exit(svc.wait_exit(Duration::from_secs(3)), &svc);
     let reaps = svc.reaps();
@@ -108,7 +118,11 @@ fn slowloris_through_stdio_is_reaped_by_the_request_deadline() {
             break;
         }
     }
-    assert!(cut || svc.wait_exit(Duration::from_secs(1)).is_some(), "{}", svc.log_text());
+    assert!(
+        cut || svc.wait_exit(Duration::from_secs(1)).is_some(),
+        "{}",
+        svc.log_text()
+    );
     assert!(started.elapsed() < Duration::from_secs(8));
     assert_clean_exit(svc.wait_exit(Duration::from_secs(3)), &svc);
     let reaps = svc.reaps();
@@ -133,7 +147,9 @@ fn slow_but_steady_download_through_stdio_is_not_cut() {
     client.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
     let mut got = 0usize;
     let mut buf = [0u8; 16384];
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let started = Instant::now();
     loop {
         match client.read(&mut buf) {
@@ -144,16 +160,27 @@ fn slow_but_steady_download_through_stdio_is_not_cut() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(got > 4 << 20, "short download: {got}\n{}", svc.log_text());
-    assert!(started.elapsed() > Duration::from_secs(2), "the download was not slow");
-    assert_eq!(svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()), Some(0));
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the download was not slow"
+    );
+    assert_eq!(
+        svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()),
+        Some(0)
+    );
     assert!(svc.reaps().is_empty(), "{}", svc.log_text());
 }
 
 #[test]
 fn adoption_can_be_turned_off() {
     let (mut client, mut svc) = inetd(&[], &[("STALLGUARD_ADOPT", "off")]);
-    client.set_read_timeout(Some(Duration::from_millis(2500))).unwrap();
-    assert!(client.read(&mut [0u8; 64]).is_err(), "cut although adoption is off");
+    client
+        .set_read_timeout(Some(Duration::from_millis(2500)))
+        .unwrap();
+    assert!(
+        client.read(&mut [0u8; 64]).is_err(),
+        "cut although adoption is off"
+    );
     assert!(svc.wait_exit(Duration::from_millis(10)).is_none());
     assert!(svc.reaps().is_empty());
 }
@@ -161,10 +188,15 @@ fn adoption_can_be_turned_off() {
 #[test]
 fn a_normal_request_is_served_with_zero_reaps() {
     let (mut client, mut svc) = inetd(&[], &[]);
-    client.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    client
+        .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
     let reply = read_response(&mut client, Instant::now() + Duration::from_secs(3));
     assert_eq!(reply.as_deref(), Ok("ok\n"));
-    assert_eq!(svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()),
+        Some(0)
+    );
     assert!(svc.reaps().is_empty(), "{}", svc.log_text());
 }
 
@@ -172,9 +204,15 @@ fn a_normal_request_is_served_with_zero_reaps() {
 #[test]
 fn log_lines_never_go_into_the_clients_socket() {
     let (mut client, mut svc) = inetd_with_log(&[], &[], false);
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut received = Vec::new();
     client.read_to_end(&mut received).unwrap();
-    assert!(received.is_empty(), "the client received {:?}", String::from_utf8_lossy(&received));
+    assert!(
+        received.is_empty(),
+        "the client received {:?}",
+        String::from_utf8_lossy(&received)
+    );
     assert_clean_exit(svc.wait_exit(Duration::from_secs(3)), &svc);
 }
