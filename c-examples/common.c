@@ -12,12 +12,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 static void usage(const char *prog, const char *count_opt)
 {
-    fprintf(stderr, "usage: %s PORT%s%s%s [--big BYTES] [--longpoll MS] [--ipv6]\n",
+    fprintf(stderr, "usage: %s PORT%s%s%s [--big BYTES] [--longpoll MS] [--ipv6] [--unix PATH]\n",
             prog, count_opt ? " [" : "", count_opt ? count_opt : "",
             count_opt ? " N]" : "");
     exit(2);
@@ -44,6 +45,7 @@ void parse_opts(int argc, char **argv, const char *count_opt, int count_default,
     o->big = 16ULL << 20;
     o->longpoll_ms = 3000;
     o->count = count_default;
+    o->unix_path = NULL;
     if (o->port > 65535)
         usage(prog, count_opt);
 
@@ -55,6 +57,8 @@ void parse_opts(int argc, char **argv, const char *count_opt, int count_default,
         }
         if (!strcmp(a, "--big"))
             o->big = num(v, prog, count_opt);
+        else if (!strcmp(a, "--unix") && v)
+            o->unix_path = v;
         else if (!strcmp(a, "--longpoll"))
             o->longpoll_ms = (int)num(v, prog, count_opt);
         else if (count_opt && !strcmp(a, count_opt))
@@ -67,8 +71,30 @@ void parse_opts(int argc, char **argv, const char *count_opt, int count_default,
         usage(prog, count_opt);
 }
 
+/* --unix PATH: a Unix stream listener (mod_cgid-style); prints "port=0" all the same. */
+static int listen_unix(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (fd < 0 || strlen(path) >= sizeof(sun.sun_path)) {
+        fprintf(stderr, "unix socket %s: unusable\n", path);
+        exit(1);
+    }
+    strcpy(sun.sun_path, path);
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, SOMAXCONN) < 0) {
+        perror("bind/listen unix");
+        exit(1);
+    }
+    printf("port=0\n");
+    fflush(stdout);
+    return fd;
+}
+
 int listen_on(const struct opts *o)
 {
+    if (o->unix_path)
+        return listen_unix(o->unix_path);
     int fam = o->ipv6 ? AF_INET6 : AF_INET;
     int fd = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {

@@ -19,6 +19,7 @@ struct opts {
     unsigned long long big;  /* --big BYTES (default 16 MiB) */
     int longpoll_ms;         /* --longpoll MS (default 3000) */
     int count;               /* --threads / --procs / --workers */
+    const char *unix_path;   /* --unix PATH: listen on a Unix stream socket instead */
 };
 
 /* Parses "PORT [options]".  count_opt names the server's count option (e.g.

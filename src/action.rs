@@ -102,7 +102,9 @@ pub struct Peer<'a>(pub &'a Identity);
 impl fmt::Display for Peer<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let id = self.0;
-        if id.family == libc::AF_INET as u16 {
+        if id.family == libc::AF_UNIX as u16 {
+            write!(f, "unix")
+        } else if id.family == libc::AF_INET as u16 {
             let ip = Ipv4Addr::new(id.peer_ip[0], id.peer_ip[1], id.peer_ip[2], id.peer_ip[3]);
             write!(f, "{ip}:{}", id.peer_port)
         } else {

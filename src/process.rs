@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::*};
 
 static PID: AtomicI32 = AtomicI32::new(0);
 static ENABLED: AtomicBool = AtomicBool::new(false);
+static OUTBOUND: AtomicBool = AtomicBool::new(false);
 
 pub fn pid() -> i32 {
     PID.load(Relaxed)
@@ -22,7 +23,14 @@ pub fn enabled() -> bool {
 }
 
 pub fn enable() {
+    OUTBOUND.store(crate::config::policy().outbound.is_some(), Release);
     ENABLED.store(true, Release);
+}
+
+/// True when STALLGUARD_OUTBOUND is set: only then does the connect hook do anything.
+#[inline(always)]
+pub fn outbound_enabled() -> bool {
+    OUTBOUND.load(Relaxed)
 }
 
 /// Registers the fork handler (once, from the constructor).

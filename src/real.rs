@@ -93,6 +93,8 @@ macro_rules! real_functions {
 real_functions! {
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int;
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
+    fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
 
     fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t;
     fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t;

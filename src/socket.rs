@@ -9,18 +9,7 @@ use stallguard_policy::KernelSample;
 /// Identity of a connected TCP socket (IPv4 or IPv6), or None for anything else: listeners,
 /// Unix sockets, UDP, files.
 pub fn identify_tcp(fd: c_int) -> Option<Identity> {
-    let mut proto: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PROTOCOL,
-            (&mut proto as *mut c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 || proto != libc::IPPROTO_TCP {
+    if sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)? != libc::IPPROTO_TCP {
         return None;
     }
     let local = sockaddr(fd, libc::getsockname)?;
@@ -48,6 +37,111 @@ pub fn identify_tcp(fd: c_int) -> Option<Identity> {
         _ => return None,
     }
     Some(id)
+}
+
+/// Identity of a connected Unix-domain stream socket (STALLGUARD_UNIX=on), or None.
+pub fn identify_unix(fd: c_int) -> Option<Identity> {
+    if sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)? != libc::AF_UNIX
+        || sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM
+    {
+        return None;
+    }
+    Some(Identity {
+        cookie: socket_cookie(fd).unwrap_or(0),
+        family: libc::AF_UNIX as u16,
+        ..Identity::default()
+    })
+}
+
+/// An integer socket option, or None if the fd is not a socket (or has no such option).
+pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
+    (rc == 0).then_some(v)
+}
+
+fn set_sockopt<T>(fd: c_int, level: c_int, name: c_int, value: &T) {
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as socklen_t,
+        )
+    };
+}
+
+/// Kernel backstops for a tracked connection, each only where the socket still has the
+/// kernel's default (a value the program — or its listener, which accepted sockets inherit
+/// from — chose wins; and a program's own later setsockopt simply replaces ours):
+/// * TCP_USER_TIMEOUT = the write-stall timer: ends a write stalled on a zero window, and a
+///   dead peer holding unacknowledged data, instead of the kernel's 13-30 minutes;
+/// * TCP keepalive (60 s idle, 3 probes 10 s apart): finds peers that vanished silently.
+pub fn apply_backstops(fd: c_int, write_stall_ms: u64) {
+    if write_stall_ms > 0 && sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) == Some(0) {
+        let ms: libc::c_uint = write_stall_ms.min(u64::from(i32::MAX as u32)) as libc::c_uint;
+        set_sockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &ms);
+    }
+    if sockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE) == Some(0) {
+        for (name, value) in [
+            (libc::TCP_KEEPIDLE, 60),
+            (libc::TCP_KEEPINTVL, 10),
+            (libc::TCP_KEEPCNT, 3),
+        ] {
+            set_sockopt(fd, libc::IPPROTO_TCP, name, &(value as c_int));
+        }
+        set_sockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, &(1 as c_int));
+    }
+}
+
+/// STALLGUARD_SOCKET_TIMEOUTS=on: SO_RCVTIMEO = `recv_ms`, SO_SNDTIMEO = `send_ms`, each only
+/// if unset. A per-call backstop (it restarts on every call), not the mechanism.
+pub fn apply_socket_timeouts(fd: c_int, recv_ms: u64, send_ms: u64) {
+    for (name, ms) in [(libc::SO_RCVTIMEO, recv_ms), (libc::SO_SNDTIMEO, send_ms)] {
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut tv as *mut libc::timeval).cast(),
+                &mut len,
+            )
+        };
+        if ms > 0 && rc == 0 && tv.tv_sec == 0 && tv.tv_usec == 0 {
+            let tv = libc::timeval {
+                tv_sec: (ms / 1000) as libc::time_t,
+                tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+            };
+            set_sockopt(fd, libc::SOL_SOCKET, name, &tv);
+        }
+    }
+}
+
+/// TCP_DEFER_ACCEPT on a listener: a connection reaches accept() only once it has sent data
+/// (or after `secs`), so silent connects never occupy a worker.
+pub fn set_defer_accept(fd: c_int, secs: c_int) {
+    set_sockopt(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, &secs);
+}
+
+/// The local port of a bound socket.
+pub fn local_port(fd: c_int) -> Option<u16> {
+    let addr = sockaddr(fd, libc::getsockname)?;
+    match c_int::from(addr.ss_family) {
+        libc::AF_INET => Some(u16::from_be(
+            unsafe { &*(&addr as *const _ as *const libc::sockaddr_in) }.sin_port,
+        )),
+        libc::AF_INET6 => Some(u16::from_be(
+            unsafe { &*(&addr as *const _ as *const libc::sockaddr_in6) }.sin6_port,
+        )),
+        _ => None,
+    }
 }
 
 type NameFn = unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut socklen_t) -> c_int;
@@ -97,6 +191,12 @@ fn tcp_info(fd: c_int) -> Option<libc::tcp_info> {
     let needed =
         std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + std::mem::size_of::<u64>();
     (rc == 0 && len as usize >= needed).then_some(info)
+}
+
+/// Whether the TCP connection is established (an outbound connect completed).
+pub fn is_established(fd: c_int) -> bool {
+    const TCP_ESTABLISHED: u8 = 1; // include/net/tcp_states.h
+    tcp_info(fd).is_some_and(|i| i.tcpi_state == TCP_ESTABLISHED)
 }
 
 /// `tcpi_bytes_acked`: progress of data the peer really took, even inside a blocking write

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 static TRACKED: AtomicU64 = AtomicU64::new(0);
 static WAITING: AtomicU64 = AtomicU64::new(0);
-static REAPED: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
-static WOULD_REAP: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+static REAPED: [AtomicU64; Reason::ALL.len()] = [const { AtomicU64::new(0) }; Reason::ALL.len()];
+static WOULD_REAP: [AtomicU64; Reason::ALL.len()] =
+    [const { AtomicU64::new(0) }; Reason::ALL.len()];
 static REJECTED: AtomicU64 = AtomicU64::new(0);
 /// The last rejected client (peer_ip hi/lo, family << 16 | port), for the watcher's log line.
 static REJECTED_PEER: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];

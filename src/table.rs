@@ -39,6 +39,8 @@ pub const FLAG_INHERITED: u32 = 4;
 pub const FLAG_KERNEL_VIEW: u32 = 8;
 /// Flag: holds one of its source's STALLGUARD_PER_SOURCE places, given back when it ends.
 pub const FLAG_COUNTED: u32 = 16;
+/// Flag: a connection the program opened itself (STALLGUARD_OUTBOUND).
+pub const FLAG_OUTBOUND: u32 = 32;
 
 #[repr(C, align(64))]
 pub struct Slot {
@@ -61,6 +63,8 @@ pub struct Slot {
     /// peer port << 32 | local port << 16 | address family.
     pub ports_family: AtomicU64,
     pub accepted_at: AtomicU64,
+    /// An outbound connect() in progress since (0: not connecting).
+    pub connecting_since: AtomicU64,
 }
 
 /// Who a connection is, as captured at accept.
@@ -149,6 +153,7 @@ impl Slot {
             &self.last_out,
             &self.write_pending_since,
             &self.bytes_out,
+            &self.connecting_since,
         ] {
             f.store(0, Relaxed);
         }
@@ -371,6 +376,7 @@ impl Slot {
         }
         stallguard_policy::Facts {
             accepted_at: self.accepted_at.load(Relaxed),
+            connecting_since: self.connecting_since.load(Relaxed),
             first_wait_at,
             waiting_since,
             last_in,

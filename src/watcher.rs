@@ -5,7 +5,7 @@
 //! Started lazily by the first tracked accept (and in a forked child that inherited
 //! connections), with every signal blocked so no host signal handler ever runs on it.
 
-use crate::table::{self, phase, FLAG_KERNEL_VIEW, FLAG_REAPED, TRACKED};
+use crate::table::{self, phase, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, TRACKED};
 use crate::{action, clock, config, log::log_line, process, stats};
 use stallguard_policy::{judge, KernelTrack, Verdict};
 use std::sync::atomic::{AtomicI32, Ordering::*};
@@ -166,8 +166,24 @@ fn tick(now: u64, memory: &mut Vec<Memory>) {
             }
             facts.last_out = facts.last_out.max(mem.acked_moved_at);
         }
-        let Some(timers) = policy.timers_for_port(slot.identity().local_port) else {
-            continue;
+        let outbound = slot.has_flag(FLAG_OUTBOUND);
+        if outbound && facts.connecting_since != 0 && crate::socket::is_established(fd as i32) {
+            // A non-blocking connect completed (the program learns it from poll + SO_ERROR,
+            // which no hook records).
+            slot.connecting_since
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            facts.connecting_since = 0;
+        }
+        let outbound_timers;
+        let timers = if outbound {
+            let Some(o) = policy.outbound else { continue };
+            outbound_timers = o.timers();
+            &outbound_timers
+        } else {
+            let Some(t) = policy.timers_for_port(slot.identity().local_port) else {
+                continue;
+            };
+            t
         };
         facts.accepted_at = slot.accepted_at.load(std::sync::atomic::Ordering::Relaxed); // kernel view too
         if let Verdict::Stalled { reason, waited_ms } = judge(&facts, timers, now) {

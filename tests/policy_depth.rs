@@ -252,3 +252,270 @@ fn per_source_cap_is_shared_by_all_prefork_children() {
         Ok("ok\n")
     );
 }
+
+// ------------------------------------------------------------------ kernel backstops
+
+/// The server's sockets, duplicated into this process with pidfd_getfd (same user), as
+/// (is_listener, fd).
+fn server_sockets(pid: u32) -> Vec<(bool, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let pidfd =
+        unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) } as libc::c_int;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if !target.to_string_lossy().starts_with("socket:") {
+            continue;
+        }
+        let n: libc::c_int = entry.file_name().to_string_lossy().parse().unwrap();
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, n, 0) } as libc::c_int;
+        if fd >= 0 {
+            let listener = sockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 1;
+            out.push((listener, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    unsafe { libc::close(pidfd) };
+    out
+}
+
+fn sockopt(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    v
+}
+
+fn timeo_ms(fd: libc::c_int, name: libc::c_int) -> i64 {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    };
+    tv.tv_sec * 1000 + tv.tv_usec / 1000
+}
+
+/// (TCP_USER_TIMEOUT, SO_KEEPALIVE, SO_RCVTIMEO ms, SO_SNDTIMEO ms).
+type Options = (i32, i32, i64, i64);
+
+/// The options of the server's accepted connection, and of its listener.
+fn options_of(vars: &[(&'static str, String)]) -> (Options, Options) {
+    use std::os::fd::AsRawFd;
+    let srv = start(0, "pool_server", &["--threads", "1"], vars);
+    let _conn = TcpStream::connect(srv.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let socks = server_sockets(srv.child.id());
+    let read = |fd: libc::c_int| {
+        (
+            sockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+            sockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+            timeo_ms(fd, libc::SO_RCVTIMEO),
+            timeo_ms(fd, libc::SO_SNDTIMEO),
+        )
+    };
+    let conn = socks
+        .iter()
+        .find(|(l, _)| !l)
+        .expect("accepted socket")
+        .1
+        .as_raw_fd();
+    let listener = socks
+        .iter()
+        .find(|(l, _)| *l)
+        .expect("listener")
+        .1
+        .as_raw_fd();
+    (read(conn), read(listener))
+}
+
+#[test]
+fn kernel_backstops_are_set_on_connections_and_never_on_listeners() {
+    let (conn, listener) = options_of(&with(&[]));
+    assert_eq!(
+        conn,
+        (1000, 1, 0, 0),
+        "TCP_USER_TIMEOUT = WRITE_STALL, keepalive on, no socket timeouts"
+    );
+    assert_eq!(listener, (0, 0, 0, 0), "the listener is never touched");
+
+    let (conn, _) = options_of(&with(&[("STALLGUARD_BACKSTOPS", "off".into())]));
+    assert_eq!(conn, (0, 0, 0, 0));
+
+    let (conn, listener) = options_of(&with(&[("STALLGUARD_SOCKET_TIMEOUTS", "on".into())]));
+    assert_eq!(
+        conn,
+        (1000, 1, 3000, 1000),
+        "SO_RCVTIMEO = max(IDLE, FIRST_BYTE), SO_SNDTIMEO = WRITE_STALL"
+    );
+    assert_eq!(listener, (0, 0, 0, 0));
+}
+
+#[test]
+fn defer_accept_keeps_silent_connects_away_from_the_workers() {
+    let port = free_port();
+    let vars = with(&[
+        ("STALLGUARD_DEFER_ACCEPT", port.to_string()),
+        ("STALLGUARD_FIRST_BYTE", "8s".into()),
+    ]);
+    let srv = start(port, "pool_server", &["--threads", "1"], &vars);
+    let _silent = TcpStream::connect(srv.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The single worker is not parked on the silent client: a real request is served at once.
+    let started = Instant::now();
+    assert_eq!(
+        request(srv.addr(), "/", Duration::from_secs(3)).as_deref(),
+        Ok("ok\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3), // without it: parked until FIRST_BYTE (8 s)
+        "{:?}",
+        started.elapsed()
+    );
+    let listener = server_sockets(srv.child.id())
+        .into_iter()
+        .find(|(l, _)| *l)
+        .expect("the server's listening socket")
+        .1;
+    use std::os::fd::AsRawFd;
+    assert!(
+        sockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT
+        ) > 0
+    );
+}
+
+#[test]
+fn unix_stream_connections_are_guarded_only_when_asked() {
+    use std::os::unix::net::UnixStream;
+    for (unix, expect_cut) in [("on", true), ("off", false)] {
+        let path = scratch("unix.sock");
+        let path_s = path.to_string_lossy().to_string();
+        let srv = start(
+            0,
+            "pool_server",
+            &["--unix", &path_s],
+            &with(&[("STALLGUARD_UNIX", unix.into())]),
+        );
+        let mut c = UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(2500)))
+            .unwrap();
+        let cut = matches!(c.read(&mut [0u8; 8]), Ok(0));
+        assert_eq!(
+            cut,
+            expect_cut,
+            "STALLGUARD_UNIX={unix}\n{}",
+            srv.log_text()
+        );
+        if expect_cut {
+            assert_eq!(srv.events("reap")[0]["peer"], "unix");
+        }
+    }
+}
+
+// ------------------------------------------------------------------ outbound guard
+
+fn run_client(port: u16, outbound: Option<&str>, within: Duration) -> Option<(String, Duration)> {
+    let mut cmd = std::process::Command::new(example("outbound_client"));
+    cmd.arg(port.to_string())
+        .stdout(std::process::Stdio::piped());
+    if let Some(o) = outbound {
+        cmd.env("LD_PRELOAD", shim())
+            .env("STALLGUARD_OUTBOUND", o)
+            .env("STALLGUARD_LOG_FILE", scratch("outbound.log"));
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    while started.elapsed() < within {
+        if child.try_wait().unwrap().is_some() {
+            let mut out = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            return Some((out, started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn outbound_guard_releases_a_client_stuck_on_a_silent_upstream() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        let held: Vec<TcpStream> = upstream.incoming().take(2).flatten().collect();
+        std::thread::sleep(Duration::from_secs(4));
+        drop(held);
+    });
+    assert!(
+        run_client(port, None, Duration::from_millis(2500)).is_none(),
+        "hangs without the guard"
+    );
+    let (out, took) =
+        run_client(port, Some("connect=2s,idle=1s"), Duration::from_secs(4)).expect("released");
+    assert_eq!(out, "connect: ok\nread: eof after 0 bytes\n");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    holder.join().unwrap();
+}
+
+#[test]
+fn outbound_guard_aborts_a_connect_that_never_completes() {
+    // A listener with a full backlog: the kernel drops new SYNs, so connect() hangs.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    unsafe {
+        libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len);
+        libc::listen(fd, 0);
+    }
+    let mut bound: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut blen = len;
+    unsafe { libc::getsockname(fd, (&mut bound as *mut libc::sockaddr_in).cast(), &mut blen) };
+    let port = u16::from_be(bound.sin_port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _fill: Vec<_> = (0..3)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .collect();
+
+    let (out, took) =
+        run_client(port, Some("connect=1s"), Duration::from_secs(4)).expect("connect aborted");
+    assert!(
+        out.starts_with("connect: ") && !out.starts_with("connect: ok"),
+        "{out}"
+    );
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    unsafe { libc::close(fd) };
+}

@@ -24,6 +24,19 @@ pub unsafe extern "C" fn accept4(
     accepting(len, || real::accept4(fd, addr, len, flags))
 }
 
+/// listen: STALLGUARD_DEFER_ACCEPT ports get TCP_DEFER_ACCEPT (the one option ever set on a
+/// listener, and only when the operator names its port).
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    let r = real::listen(fd, backlog);
+    if r == 0 && process::enabled() {
+        let saved = errno();
+        crate::admission::arm_listener(fd);
+        set_errno(saved);
+    }
+    r
+}
+
 #[inline(always)]
 unsafe fn accepting(len: *mut socklen_t, mut call: impl FnMut() -> c_int) -> c_int {
     let len_in = if len.is_null() { 0 } else { *len };
@@ -41,7 +54,13 @@ unsafe fn accepting(len: *mut socklen_t, mut call: impl FnMut() -> c_int) -> c_i
 /// Tracks `fd` if it is a TCP connection we guard; false if it was refused (and closed).
 unsafe fn admitted(fd: c_int) -> bool {
     let saved = errno();
-    let (Some(id), Some(slot)) = (socket::identify_tcp(fd), table::slot(fd)) else {
+    let id = socket::identify_tcp(fd).or_else(|| {
+        crate::config::policy()
+            .unix
+            .then(|| socket::identify_unix(fd))
+            .flatten()
+    });
+    let (Some(id), Some(slot)) = (id, table::slot(fd)) else {
         set_errno(saved);
         return true;
     };
@@ -52,6 +71,7 @@ unsafe fn admitted(fd: c_int) -> bool {
             if counted {
                 slot.set_flag(FLAG_COUNTED);
             }
+            crate::admission::arm_backstops(fd, &id);
             watcher::ensure_running();
             true
         }

@@ -5,6 +5,7 @@
 
 mod accept;
 mod close;
+mod connect;
 mod poll;
 mod read;
 mod write;

@@ -13,6 +13,7 @@ pub use cidr::Cidr;
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use kernel_view::{KernelSample, KernelTrack};
 pub use policy::{
-    parse_env, Action, ConfigError, LogLevel, OnError, Policy, RequestPolicy, Timers,
+    parse_env, Action, ConfigError, LogLevel, OnError, OutboundPolicy, Policy, RequestPolicy,
+    Timers,
 };
 pub use verdict::{judge, time_left_ms, Facts, Reason, Verdict};

@@ -55,6 +55,8 @@ pub struct Timers {
     pub write_stall_ms: u64,
     /// Cap on a connection's total age; 0 = off (the default).
     pub lifetime_ms: u64,
+    /// Deadline of an outbound connect(); only outbound connections have one.
+    pub connect_ms: u64,
 }
 
 impl Default for Timers {
@@ -69,6 +71,7 @@ impl Default for Timers {
             idle_ms: 60_000,
             write_stall_ms: 60_000,
             lifetime_ms: 0,
+            connect_ms: 0,
         }
     }
 }
@@ -89,6 +92,40 @@ pub struct Policy {
     pub on_error: OnError,
     /// Adopt connected TCP sockets found on fds 0-2 at start (inetd services).
     pub adopt_stdio: bool,
+    /// Kernel backstops on tracked sockets: TCP_USER_TIMEOUT and TCP keepalive.
+    pub backstops: bool,
+    /// Also SO_RCVTIMEO / SO_SNDTIMEO on tracked sockets (opt-in).
+    pub socket_timeouts: bool,
+    /// Listening ports that get TCP_DEFER_ACCEPT.
+    pub defer_accept: Vec<u16>,
+    /// Track accepted Unix-domain stream connections too (opt-in).
+    pub unix: bool,
+    /// Deadlines for connections the program opens itself (opt-in).
+    pub outbound: Option<OutboundPolicy>,
+}
+
+/// `STALLGUARD_OUTBOUND=connect=5s,idle=30s`: a connect() that has not completed within
+/// `connect_ms`, or an outbound connection whose upstream sends nothing for `idle_ms` while
+/// the program waits on it, is shut down so the program gets an error instead of hanging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboundPolicy {
+    pub connect_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl OutboundPolicy {
+    /// The timers an outbound connection is judged by: the upstream must answer (first byte)
+    /// and keep moving (idle, write stall) within `idle_ms`; no request phase.
+    pub fn timers(&self) -> Timers {
+        Timers {
+            first_byte_ms: self.idle_ms,
+            request: None,
+            idle_ms: self.idle_ms,
+            write_stall_ms: self.idle_ms,
+            lifetime_ms: 0,
+            connect_ms: self.connect_ms,
+        }
+    }
 }
 
 impl Default for Policy {
@@ -104,6 +141,11 @@ impl Default for Policy {
             log_file: None,
             on_error: OnError::Exit,
             adopt_stdio: true,
+            backstops: true,
+            socket_timeouts: false,
+            defer_accept: Vec::new(),
+            unix: false,
+            outbound: None,
         }
     }
 }
@@ -167,7 +209,70 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "STALLGUARD_PER_SOURCE",
         "a whole number of connections from 1 to 1000000, or off",
     ),
+    ("STALLGUARD_BACKSTOPS", "on or off"),
+    ("STALLGUARD_SOCKET_TIMEOUTS", "on or off"),
+    (
+        "STALLGUARD_DEFER_ACCEPT",
+        "a comma-separated list of ports from 1 to 65535, or off",
+    ),
+    ("STALLGUARD_UNIX", "on or off"),
+    ("STALLGUARD_OUTBOUND", OUTBOUND_ACCEPTS),
 ];
+
+const OUTBOUND_ACCEPTS: &str = "off, or connect=DURATION,idle=DURATION (e.g. connect=5s,idle=30s)";
+
+/// `on`/`off` switches.
+fn parse_switch(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(err(name, value, accepted_for(name))),
+    }
+}
+
+/// `80,8080` (or `off`).
+fn parse_port_list(value: &str) -> Result<Vec<u16>, String> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("'{}' is not a port from 1 to 65535", p.trim()))
+        })
+        .collect()
+}
+
+/// `connect=5s,idle=30s` (either may be omitted: that deadline is off), or `off`.
+pub fn parse_outbound(value: &str) -> Result<Option<OutboundPolicy>, String> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let mut o = OutboundPolicy {
+        connect_ms: 0,
+        idle_ms: 0,
+    };
+    for item in v.split(',') {
+        let (name, val) = item
+            .split_once('=')
+            .ok_or_else(|| format!("'{}' is not name=value", item.trim()))?;
+        let ms = parse_duration_ms(val).map_err(|e| format!("{}: {e}", name.trim()))?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "connect" => o.connect_ms = ms,
+            "idle" => o.idle_ms = ms,
+            other => return Err(format!("unknown deadline '{other}'")),
+        }
+    }
+    if o.connect_ms == 0 && o.idle_ms == 0 {
+        return Err("no deadline set".into());
+    }
+    Ok(Some(o))
+}
 
 const REQUEST_ACCEPTS: &str =
     "T[-MAX][,minrate=BYTES_PER_SECOND] with durations T <= MAX (e.g. 20-40,minrate=500 or 10s), or off";
@@ -316,12 +421,26 @@ where
                     }
                     p.log_file = Some(value.to_string());
                 }
-                "STALLGUARD_ADOPT" => {
-                    p.adopt_stdio = match value.trim().to_ascii_lowercase().as_str() {
-                        "on" => true,
-                        "off" => false,
-                        _ => return Err(err(name, value, accepted_for(name))),
-                    }
+                "STALLGUARD_ADOPT" => p.adopt_stdio = parse_switch(name, value)?,
+                "STALLGUARD_BACKSTOPS" => p.backstops = parse_switch(name, value)?,
+                "STALLGUARD_SOCKET_TIMEOUTS" => p.socket_timeouts = parse_switch(name, value)?,
+                "STALLGUARD_UNIX" => p.unix = parse_switch(name, value)?,
+                "STALLGUARD_DEFER_ACCEPT" => {
+                    p.defer_accept = parse_port_list(value).map_err(|why| {
+                        err(
+                            name,
+                            value,
+                            format!(
+                                "{why}; expected {}",
+                                accepted_for(name).trim_start_matches("expected ")
+                            ),
+                        )
+                    })?
+                }
+                "STALLGUARD_OUTBOUND" => {
+                    p.outbound = parse_outbound(value).map_err(|why| {
+                        err(name, value, format!("{why}; expected {OUTBOUND_ACCEPTS}"))
+                    })?
                 }
                 "STALLGUARD_ON_ERROR" => {
                     p.on_error = match value.trim().to_ascii_lowercase().as_str() {
@@ -442,8 +561,27 @@ impl Policy {
             format_duration_ms(self.tick_ms),
             if self.adopt_stdio { "on" } else { "off" },
         );
+        out += &format!(
+            " backstops={} socket_timeouts={}",
+            if self.backstops { "on" } else { "off" },
+            if self.socket_timeouts { "on" } else { "off" }
+        );
         if self.per_source > 0 {
             out += &format!(" per_source={}", self.per_source);
+        }
+        if self.unix {
+            out += " unix=on";
+        }
+        if !self.defer_accept.is_empty() {
+            let ports: Vec<String> = self.defer_accept.iter().map(u16::to_string).collect();
+            out += &format!(" defer_accept={}", ports.join(","));
+        }
+        if let Some(o) = self.outbound {
+            out += &format!(
+                " outbound=connect={},idle={}",
+                format_duration_ms(o.connect_ms),
+                format_duration_ms(o.idle_ms)
+            );
         }
         if !self.exempt.is_empty() {
             out += &format!(" exempt={}", self.exempt.len());
@@ -473,7 +611,7 @@ mod tests {
         assert_eq!(p, Policy::default());
         assert_eq!(
             p.describe(),
-            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on"
+            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on backstops=on socket_timeouts=off"
         );
     }
 
@@ -490,6 +628,11 @@ mod tests {
             ("STALLGUARD_LOG_FILE", "/tmp/sg.log"),
             ("STALLGUARD_ON_ERROR", "warn"),
             ("STALLGUARD_ADOPT", "off"),
+            ("STALLGUARD_BACKSTOPS", "off"),
+            ("STALLGUARD_SOCKET_TIMEOUTS", "on"),
+            ("STALLGUARD_DEFER_ACCEPT", "80,8080"),
+            ("STALLGUARD_UNIX", "on"),
+            ("STALLGUARD_OUTBOUND", "connect=5s,idle=30s"),
         ]);
         assert_eq!(e, vec![]);
         assert_eq!(p.timers.first_byte_ms, 2000);
@@ -509,6 +652,17 @@ mod tests {
         assert_eq!(p.log_file.as_deref(), Some("/tmp/sg.log"));
         assert_eq!(p.on_error, OnError::Warn);
         assert!(!p.adopt_stdio);
+        assert!(!p.backstops);
+        assert!(p.socket_timeouts);
+        assert_eq!(p.defer_accept, vec![80, 8080]);
+        assert!(p.unix);
+        assert_eq!(
+            p.outbound,
+            Some(OutboundPolicy {
+                connect_ms: 5000,
+                idle_ms: 30_000
+            })
+        );
     }
 
     #[test]
@@ -565,6 +719,12 @@ mod tests {
             ("STALLGUARD_FIRST_BYTE", "-3"),
             ("STALLGUARD_WRITE_STALL", "∞"),
             ("STALLGUARD_ADOPT", "yes"),
+            ("STALLGUARD_BACKSTOPS", "1"),
+            ("STALLGUARD_DEFER_ACCEPT", "80,http"),
+            ("STALLGUARD_DEFER_ACCEPT", "0"),
+            ("STALLGUARD_OUTBOUND", "connect=5x"),
+            ("STALLGUARD_OUTBOUND", "timeout=5s"),
+            ("STALLGUARD_OUTBOUND", "connect=off"),
         ] {
             let (_, e) = parse(&[(var, val)]);
             assert_eq!(e.len(), 1, "{var}={val}");

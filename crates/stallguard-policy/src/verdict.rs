@@ -14,6 +14,8 @@ use crate::policy::Timers;
 pub struct Facts {
     /// When the connection was accepted (or adopted). 0: unknown (lifetime not judged).
     pub accepted_at: u64,
+    /// An outbound connect() in progress since. 0: not connecting.
+    pub connecting_since: u64,
     /// When the server first waited on this client. 0: still queued inside the server.
     pub first_wait_at: u64,
     /// Start of the server's current wait on the client. 0: the server is not waiting.
@@ -38,14 +40,17 @@ pub enum Reason {
     Idle,
     WriteStall,
     Lifetime,
+    Connect,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 6] = [
         Reason::FirstByte,
         Reason::Request,
         Reason::Idle,
         Reason::WriteStall,
+        Reason::Lifetime,
+        Reason::Connect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,11 +60,25 @@ impl Reason {
             Reason::Idle => "idle",
             Reason::WriteStall => "write_stall",
             Reason::Lifetime => "lifetime",
+            Reason::Connect => "connect",
         }
     }
 
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_reason_at_its_index() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        assert_eq!(Reason::ALL.len(), Reason::Connect.index() + 1);
     }
 }
 
@@ -78,6 +97,12 @@ pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
     let since = |t: u64| now.saturating_sub(t);
     let stalled = |reason, waited_ms| Verdict::Stalled { reason, waited_ms };
 
+    if f.connecting_since != 0
+        && policy.connect_ms > 0
+        && since(f.connecting_since) >= policy.connect_ms
+    {
+        return stalled(Reason::Connect, since(f.connecting_since));
+    }
     // Defence in depth: the one timer that runs whoever has the turn.
     if policy.lifetime_ms > 0 && f.accepted_at != 0 && since(f.accepted_at) >= policy.lifetime_ms {
         return stalled(Reason::Lifetime, since(f.accepted_at));
@@ -368,6 +393,36 @@ mod lifetime_tests {
                 reason: Reason::Lifetime,
                 waited_ms: 30_000
             }
+        );
+    }
+}
+
+#[cfg(test)]
+mod connect_tests {
+    use super::*;
+
+    #[test]
+    fn a_hanging_outbound_connect_is_cut_at_its_deadline() {
+        let t = Timers {
+            connect_ms: 2_000,
+            ..Timers::default()
+        };
+        let f = Facts {
+            connecting_since: 10_000,
+            ..Facts::default()
+        };
+        assert_eq!(judge(&f, &t, 11_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &t, 12_000),
+            Verdict::Stalled {
+                reason: Reason::Connect,
+                waited_ms: 2_000
+            }
+        );
+        assert_eq!(
+            judge(&f, &Timers::default(), 99_000),
+            Verdict::Healthy,
+            "off for accepted connections"
         );
     }
 }
