@@ -75,18 +75,35 @@ macro_rules! real_functions {
             #[inline(always)]
             #[allow(non_snake_case, clippy::missing_safety_doc)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
-                let mut p = TABLE.$name.load(Relaxed);
+                let p = TABLE.$name.load(Relaxed);
                 if p == 0 {
-                    p = resolve(concat!(stringify!($name), "\0").as_bytes(), &TABLE.$name);
-                    if p == 0 {
-                        *libc::__errno_location() = libc::ENOSYS;
-                        return <$ret as Unavailable>::unavailable();
-                    }
+                    return first_use::$name($($arg),*);
                 }
+                // The hot path: one load, one test, one indirect jump (a tail call).
                 let f: unsafe extern "C" fn($($ty),*) -> $ret = std::mem::transmute(p);
                 f($($arg),*)
             }
         )*
+
+        /// Out of line, so the hot path above needs no stack frame: resolves on first use
+        /// (a hook running before the constructor) and calls.
+        mod first_use {
+            use super::*;
+            $(
+                #[cold]
+                #[inline(never)]
+                #[allow(non_snake_case)]
+                pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                    let p = resolve(concat!(stringify!($name), "\0").as_bytes(), &TABLE.$name);
+                    if p == 0 {
+                        *libc::__errno_location() = libc::ENOSYS;
+                        return <$ret as Unavailable>::unavailable();
+                    }
+                    let f: unsafe extern "C" fn($($ty),*) -> $ret = std::mem::transmute(p);
+                    f($($arg),*)
+                }
+            )*
+        }
     };
 }
 

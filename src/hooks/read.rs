@@ -5,12 +5,24 @@ use crate::real;
 use crate::table;
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-/// Records a read-family call around `call` (which makes the real call exactly once).
-#[inline(always)]
-unsafe fn reading(fd: c_int, flags: c_int, call: impl FnOnce() -> ssize_t) -> ssize_t {
-    let Some(slot) = table::tracked(fd) else {
-        return call();
+/// Records a read-family call around `call` (which makes the real call exactly once). The
+/// untracked path is inlined into the hook and ends in a tail call to libc; the tracked one
+/// is out of line so it does not give every hook a stack frame.
+macro_rules! reading {
+    ($fd:expr, $flags:expr, $real:expr) => {
+        match table::tracked($fd) {
+            None => $real,
+            Some(slot) => reading_tracked(slot, $flags, move || $real),
+        }
     };
+}
+
+#[inline(never)]
+unsafe fn reading_tracked(
+    slot: &table::Slot,
+    flags: c_int,
+    call: impl FnOnce() -> ssize_t,
+) -> ssize_t {
     let token = slot.state.load(std::sync::atomic::Ordering::Relaxed);
     slot.mark_waiting();
     let r = call();
@@ -22,7 +34,7 @@ unsafe fn reading(fd: c_int, flags: c_int, call: impl FnOnce() -> ssize_t) -> ss
 
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-    reading(fd, 0, || real::read(fd, buf, n))
+    reading!(fd, 0, real::read(fd, buf, n))
 }
 
 #[no_mangle]
@@ -32,17 +44,17 @@ pub unsafe extern "C" fn __read_chk(
     n: size_t,
     buflen: size_t,
 ) -> ssize_t {
-    reading(fd, 0, || real::__read_chk(fd, buf, n, buflen))
+    reading!(fd, 0, real::__read_chk(fd, buf, n, buflen))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    reading(fd, 0, || real::readv(fd, iov, cnt))
+    reading!(fd, 0, real::readv(fd, iov, cnt))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    reading(fd, flags, || real::recv(fd, buf, n, flags))
+    reading!(fd, flags, real::recv(fd, buf, n, flags))
 }
 
 #[no_mangle]
@@ -53,7 +65,7 @@ pub unsafe extern "C" fn __recv_chk(
     buflen: size_t,
     flags: c_int,
 ) -> ssize_t {
-    reading(fd, flags, || real::__recv_chk(fd, buf, n, buflen, flags))
+    reading!(fd, flags, real::__recv_chk(fd, buf, n, buflen, flags))
 }
 
 #[no_mangle]
@@ -65,7 +77,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     len: *mut socklen_t,
 ) -> ssize_t {
-    reading(fd, flags, || real::recvfrom(fd, buf, n, flags, addr, len))
+    reading!(fd, flags, real::recvfrom(fd, buf, n, flags, addr, len))
 }
 
 #[no_mangle]
@@ -78,12 +90,14 @@ pub unsafe extern "C" fn __recvfrom_chk(
     addr: *mut sockaddr,
     len: *mut socklen_t,
 ) -> ssize_t {
-    reading(fd, flags, || {
+    reading!(
+        fd,
+        flags,
         real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)
-    })
+    )
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    reading(fd, flags, || real::recvmsg(fd, msg, flags))
+    reading!(fd, flags, real::recvmsg(fd, msg, flags))
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// Records a write-family call of `len` bytes around `call`, which makes the real call once
 /// with MSG_NOSIGNAL. `caller_nosignal`: the program asked for MSG_NOSIGNAL itself.
-#[inline(always)]
+#[inline(never)]
 unsafe fn writing(
     slot: &Slot,
     len: usize,
@@ -55,11 +55,19 @@ fn iov_len(iov: *const iovec, cnt: c_int) -> usize {
         .fold(0usize, |sum, v| sum.saturating_add(v.iov_len))
 }
 
+// Each hook: on an untracked fd, a tail call to libc; on a tracked connection, an
+// out-of-line function (so the untracked path needs no stack frame).
+
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-    let Some(slot) = table::tracked(fd) else {
-        return real::write(fd, buf, n);
-    };
+    match table::tracked(fd) {
+        None => real::write(fd, buf, n),
+        Some(slot) => write_tracked(slot, fd, buf, n),
+    }
+}
+
+#[inline(never)]
+unsafe fn write_tracked(slot: &Slot, fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     let r = writing(slot, n, false, || {
         real::send(fd, buf, n, libc::MSG_NOSIGNAL)
     });
@@ -73,9 +81,14 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    let Some(slot) = table::tracked(fd) else {
-        return real::writev(fd, iov, cnt);
-    };
+    match table::tracked(fd) {
+        None => real::writev(fd, iov, cnt),
+        Some(slot) => writev_tracked(slot, fd, iov, cnt),
+    }
+}
+
+#[inline(never)]
+unsafe fn writev_tracked(slot: &Slot, fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
     let mut msg: msghdr = std::mem::zeroed();
     msg.msg_iov = iov as *mut iovec;
     msg.msg_iovlen = cnt.max(0) as usize;
@@ -91,9 +104,20 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
 
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
-    let Some(slot) = table::tracked(fd) else {
-        return real::send(fd, buf, n, flags);
-    };
+    match table::tracked(fd) {
+        None => real::send(fd, buf, n, flags),
+        Some(slot) => send_tracked(slot, fd, buf, n, flags),
+    }
+}
+
+#[inline(never)]
+unsafe fn send_tracked(
+    slot: &Slot,
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+) -> ssize_t {
     let own = flags & libc::MSG_NOSIGNAL != 0;
     writing(slot, n, own, || {
         real::send(fd, buf, n, flags | libc::MSG_NOSIGNAL)
@@ -109,20 +133,27 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     len: socklen_t,
 ) -> ssize_t {
-    let Some(slot) = table::tracked(fd) else {
-        return real::sendto(fd, buf, n, flags, addr, len);
-    };
-    let own = flags & libc::MSG_NOSIGNAL != 0;
-    writing(slot, n, own, || {
-        real::sendto(fd, buf, n, flags | libc::MSG_NOSIGNAL, addr, len)
-    })
+    match table::tracked(fd) {
+        None => real::sendto(fd, buf, n, flags, addr, len),
+        Some(slot) => {
+            let own = flags & libc::MSG_NOSIGNAL != 0;
+            writing(slot, n, own, || {
+                real::sendto(fd, buf, n, flags | libc::MSG_NOSIGNAL, addr, len)
+            })
+        }
+    }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let Some(slot) = table::tracked(fd) else {
-        return real::sendmsg(fd, msg, flags);
-    };
+    match table::tracked(fd) {
+        None => real::sendmsg(fd, msg, flags),
+        Some(slot) => sendmsg_tracked(slot, fd, msg, flags),
+    }
+}
+
+#[inline(never)]
+unsafe fn sendmsg_tracked(slot: &Slot, fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let len = if msg.is_null() {
         0
     } else {
@@ -136,23 +167,24 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 
 #[no_mangle]
 pub unsafe extern "C" fn sendfile(out: c_int, inp: c_int, off: *mut off_t, n: size_t) -> ssize_t {
-    let Some(slot) = table::tracked(out) else {
-        return real::sendfile(out, inp, off, n);
-    };
-    without_our_sigpipe(slot, n, || real::sendfile(out, inp, off, n))
+    match table::tracked(out) {
+        None => real::sendfile(out, inp, off, n),
+        Some(slot) => without_our_sigpipe(slot, n, || real::sendfile(out, inp, off, n)),
+    }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sendfile64(out: c_int, inp: c_int, off: *mut i64, n: size_t) -> ssize_t {
-    let Some(slot) = table::tracked(out) else {
-        return real::sendfile64(out, inp, off, n);
-    };
-    without_our_sigpipe(slot, n, || real::sendfile64(out, inp, off, n))
+    match table::tracked(out) {
+        None => real::sendfile64(out, inp, off, n),
+        Some(slot) => without_our_sigpipe(slot, n, || real::sendfile64(out, inp, off, n)),
+    }
 }
 
 /// Runs a write that cannot take MSG_NOSIGNAL with SIGPIPE blocked; if the shim shut the
 /// socket down, a pending SIGPIPE is ours and is consumed, otherwise it is delivered when the
 /// mask is restored, as it would have been.
+#[inline(never)]
 unsafe fn without_our_sigpipe(slot: &Slot, n: usize, call: impl FnOnce() -> ssize_t) -> ssize_t {
     let mut pipe_only: libc::sigset_t = std::mem::zeroed();
     let mut old: libc::sigset_t = std::mem::zeroed();
