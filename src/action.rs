@@ -34,7 +34,8 @@ pub fn reap(
             if kernel_view { "kernel" } else { "hooks" },
         )
     };
-    if config::policy().action == Action::Log {
+    // An operator's request is carried out even in monitor mode.
+    if config::policy().action == Action::Log && reason != Reason::Manual {
         stats::count_reap(reason, false);
         line("would_reap", "log");
         return;

@@ -17,8 +17,11 @@ mod config;
 #[cfg(not(test))]
 mod hooks;
 mod log;
+mod observe;
 mod process;
+mod publish;
 mod real;
+mod report;
 mod socket;
 mod sources;
 mod stats;

@@ -48,6 +48,7 @@ extern "C" fn after_fork_in_child() {
     crate::clock::refresh();
     crate::log::reset_after_fork();
     crate::watcher::forget_parent_watcher();
+    crate::publish::forget_after_fork();
     let mut inherited = 0;
     for fd in 0..table::high_water() {
         if let Some(s) = table::tracked(fd as i32) {

@@ -23,16 +23,19 @@ pub fn count_reap(reason: Reason, acted: bool) {
     counters[reason.index()].fetch_add(1, Relaxed);
 }
 
-pub fn reaped(reason: Reason) -> u64 {
-    REAPED[reason.index()].load(Relaxed)
-}
-
-pub fn tracked() -> u64 {
-    TRACKED.load(Relaxed)
-}
-
-pub fn waiting() -> u64 {
-    WAITING.load(Relaxed)
+/// Everything counted so far, in the form the live view and the metrics use.
+pub fn counters() -> stallguard_shm::Counters {
+    let mut c = stallguard_shm::Counters {
+        tracked: TRACKED.load(Relaxed),
+        waiting: WAITING.load(Relaxed),
+        rejected_over_cap: REJECTED.load(Relaxed),
+        ..Default::default()
+    };
+    for r in Reason::ALL {
+        c.reaped[r.index()] = REAPED[r.index()].load(Relaxed);
+        c.would_reap[r.index()] = WOULD_REAP[r.index()].load(Relaxed);
+    }
+    c
 }
 
 /// A connection refused at accept for its source's cap (called from the accept hook: atomics

@@ -16,4 +16,6 @@ pub use policy::{
     parse_env, Action, ConfigError, LogLevel, OnError, OutboundPolicy, Policy, RequestPolicy,
     Timers,
 };
-pub use verdict::{judge, time_left_ms, Facts, Reason, Verdict};
+pub use verdict::{
+    deadline, is_stuck, judge, time_left_ms, turn_ms, Facts, Reason, Verdict, STUCK_AFTER_MS,
+};

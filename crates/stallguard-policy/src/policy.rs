@@ -102,6 +102,10 @@ pub struct Policy {
     pub unix: bool,
     /// Deadlines for connections the program opens itself (opt-in).
     pub outbound: Option<OutboundPolicy>,
+    /// Period of the stuck-connection report (0 = off).
+    pub report_ms: u64,
+    /// Prometheus textfile the watcher rewrites (`{pid}` is replaced by the pid).
+    pub metrics_file: Option<String>,
 }
 
 /// `STALLGUARD_OUTBOUND=connect=5s,idle=30s`: a connect() that has not completed within
@@ -146,6 +150,8 @@ impl Default for Policy {
             defer_accept: Vec::new(),
             unix: false,
             outbound: None,
+            report_ms: 60_000,
+            metrics_file: None,
         }
     }
 }
@@ -217,6 +223,11 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     ("STALLGUARD_UNIX", "on or off"),
     ("STALLGUARD_OUTBOUND", OUTBOUND_ACCEPTS),
+    ("STALLGUARD_REPORT", DURATION_ACCEPTS),
+    (
+        "STALLGUARD_METRICS_FILE",
+        "an absolute path for the Prometheus textfile ({pid} is replaced by the process id)",
+    ),
 ];
 
 const OUTBOUND_ACCEPTS: &str = "off, or connect=DURATION,idle=DURATION (e.g. connect=5s,idle=30s)";
@@ -425,6 +436,13 @@ where
                 "STALLGUARD_BACKSTOPS" => p.backstops = parse_switch(name, value)?,
                 "STALLGUARD_SOCKET_TIMEOUTS" => p.socket_timeouts = parse_switch(name, value)?,
                 "STALLGUARD_UNIX" => p.unix = parse_switch(name, value)?,
+                "STALLGUARD_REPORT" => p.report_ms = parse_timer(name, value)?,
+                "STALLGUARD_METRICS_FILE" => {
+                    if !value.starts_with('/') || value.contains('\0') || value.ends_with('/') {
+                        return Err(err(name, value, accepted_for(name)));
+                    }
+                    p.metrics_file = Some(value.to_string());
+                }
                 "STALLGUARD_DEFER_ACCEPT" => {
                     p.defer_accept = parse_port_list(value).map_err(|why| {
                         err(

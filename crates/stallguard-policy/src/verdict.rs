@@ -41,16 +41,19 @@ pub enum Reason {
     WriteStall,
     Lifetime,
     Connect,
+    /// An operator asked for it (`stallguard reap`); never a verdict of `judge`.
+    Manual,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::FirstByte,
         Reason::Request,
         Reason::Idle,
         Reason::WriteStall,
         Reason::Lifetime,
         Reason::Connect,
+        Reason::Manual,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Reason {
             Reason::WriteStall => "write_stall",
             Reason::Lifetime => "lifetime",
             Reason::Connect => "connect",
+            Reason::Manual => "manual",
         }
     }
 
@@ -78,7 +82,7 @@ mod reason_tests {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
         }
-        assert_eq!(Reason::ALL.len(), Reason::Connect.index() + 1);
+        assert_eq!(Reason::ALL.len(), Reason::Manual.index() + 1);
     }
 }
 
@@ -144,27 +148,76 @@ pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
     Verdict::Healthy
 }
 
-/// Milliseconds left before the earliest timer that is running would expire; `None` when no
-/// timer runs (the server has the turn, or every relevant timer is off). For live views.
-pub fn time_left_ms(f: &Facts, policy: &Timers, now: u64) -> Option<u64> {
-    // Probe forward with the same rules instead of duplicating the arithmetic.
-    if judge(f, policy, now) != Verdict::Healthy {
-        return Some(0);
+/// When the earliest running timer expires (absolute ms), or `None` when no timer runs (the
+/// server has the turn, or the relevant timers are off). The same rules as [`judge`], solved
+/// for time: `judge` reports a stall exactly from this instant on (a unit test checks it).
+pub fn deadline(f: &Facts, policy: &Timers) -> Option<u64> {
+    let mut earliest: Option<u64> = None;
+    let mut consider = |t: u64| earliest = Some(earliest.map_or(t, |e: u64| e.min(t)));
+    if f.connecting_since != 0 && policy.connect_ms > 0 {
+        consider(f.connecting_since.saturating_add(policy.connect_ms));
     }
-    let mut lo = 0u64;
-    let mut hi = crate::duration::MAX_DURATION_MS;
-    if judge(f, policy, now + hi) == Verdict::Healthy {
-        return None;
+    if policy.lifetime_ms > 0 && f.accepted_at != 0 {
+        consider(f.accepted_at.saturating_add(policy.lifetime_ms));
     }
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if judge(f, policy, now + mid) == Verdict::Healthy {
-            lo = mid;
-        } else {
-            hi = mid;
+    if f.write_pending_since != 0 && policy.write_stall_ms > 0 {
+        consider(
+            f.write_pending_since
+                .max(f.last_out)
+                .saturating_add(policy.write_stall_ms),
+        );
+    }
+    if f.waiting_since != 0 {
+        if f.bytes_in == 0 && policy.first_byte_ms > 0 && f.first_wait_at != 0 {
+            consider(f.first_wait_at.saturating_add(policy.first_byte_ms));
+        }
+        if let (Some(r), true) = (policy.request, f.request_start != 0) {
+            let earned = f
+                .request_bytes
+                .saturating_mul(1000)
+                .checked_div(r.min_rate)
+                .unwrap_or(0);
+            consider(
+                f.request_start
+                    .saturating_add(r.timeout_ms.saturating_add(earned).min(r.max_ms)),
+            );
+        }
+        if policy.idle_ms > 0 {
+            consider(
+                f.waiting_since
+                    .max(f.last_in)
+                    .max(f.last_out)
+                    .saturating_add(policy.idle_ms),
+            );
         }
     }
-    Some(hi)
+    earliest
+}
+
+/// Milliseconds left before the earliest running timer expires (0 if already expired);
+/// `None` when no timer runs. For live views.
+pub fn time_left_ms(f: &Facts, policy: &Timers, now: u64) -> Option<u64> {
+    deadline(f, policy).map(|d| d.saturating_sub(now))
+}
+
+/// How long the current turn has lasted: the client's (the server waits on it) or the
+/// server's pending write; `None` when the server has the turn.
+pub fn turn_ms(f: &Facts, now: u64) -> Option<u64> {
+    let start = match (f.waiting_since, f.write_pending_since) {
+        (0, 0) => return None,
+        (0, w) => w,
+        (r, 0) => r,
+        (r, w) => r.min(w),
+    };
+    Some(now.saturating_sub(start))
+}
+
+/// A connection is "stuck" (for reports and `stallguard reap --stuck`) when its current turn
+/// has lasted at least this long.
+pub const STUCK_AFTER_MS: u64 = 10_000;
+
+pub fn is_stuck(f: &Facts, now: u64) -> bool {
+    turn_ms(f, now).is_some_and(|t| t >= STUCK_AFTER_MS)
 }
 
 #[cfg(test)]
@@ -424,5 +477,99 @@ mod connect_tests {
             Verdict::Healthy,
             "off for accepted connections"
         );
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use crate::policy::RequestPolicy;
+
+    /// `deadline` must agree with `judge` on a spread of situations.
+    #[test]
+    fn deadline_is_where_judge_turns() {
+        let timers = Timers {
+            first_byte_ms: 2_000,
+            request: Some(RequestPolicy {
+                timeout_ms: 5_000,
+                max_ms: 9_000,
+                min_rate: 100,
+            }),
+            idle_ms: 7_000,
+            write_stall_ms: 3_000,
+            lifetime_ms: 50_000,
+            connect_ms: 0,
+        };
+        let t0 = 1_000_000;
+        let cases = [
+            Facts {
+                accepted_at: t0,
+                first_wait_at: t0,
+                waiting_since: t0,
+                ..Facts::default()
+            },
+            Facts {
+                accepted_at: t0,
+                first_wait_at: t0,
+                waiting_since: t0 + 900,
+                last_in: t0 + 800,
+                bytes_in: 120,
+                request_start: t0,
+                request_bytes: 120,
+                ..Facts::default()
+            },
+            Facts {
+                accepted_at: t0,
+                first_wait_at: t0,
+                waiting_since: t0 + 10,
+                last_in: t0,
+                last_out: t0 + 2_000,
+                bytes_in: 80,
+                ..Facts::default()
+            },
+            Facts {
+                accepted_at: t0,
+                write_pending_since: t0 + 100,
+                last_out: t0 + 400,
+                bytes_in: 80,
+                ..Facts::default()
+            },
+            Facts {
+                accepted_at: t0,
+                bytes_in: 80,
+                ..Facts::default()
+            },
+        ];
+        for f in cases {
+            let d = deadline(&f, &timers).expect("some timer runs");
+            assert_eq!(judge(&f, &timers, d - 1), Verdict::Healthy, "{f:?}");
+            assert_ne!(judge(&f, &timers, d), Verdict::Healthy, "{f:?}");
+        }
+        let thinking = Facts {
+            first_wait_at: t0,
+            last_in: t0,
+            bytes_in: 80,
+            request_start: t0,
+            request_bytes: 80,
+            ..Facts::default()
+        };
+        assert_eq!(
+            deadline(
+                &thinking,
+                &Timers {
+                    lifetime_ms: 0,
+                    ..timers
+                }
+            ),
+            None
+        );
+        assert_eq!(turn_ms(&thinking, t0 + 5), None);
+        assert!(!is_stuck(&thinking, t0 + 60_000));
+        let waiting = Facts {
+            waiting_since: t0,
+            ..Facts::default()
+        };
+        assert!(is_stuck(&waiting, t0 + STUCK_AFTER_MS));
+        assert!(!is_stuck(&waiting, t0 + STUCK_AFTER_MS - 1));
     }
 }

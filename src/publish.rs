@@ -1,0 +1,244 @@
+//! The live view: this process's segment `/dev/shm/stallguard-<pid>` (layout in the
+//! `stallguard-shm` crate), which the `stallguard` command reads (`top`, `metrics`) and posts
+//! reap requests into. Created by the watcher with mode 0600, so only the process's user (or
+//! root) can read it or ask for a reap; removed at exit. Only the watcher writes it: the hooks
+//! never touch it, so it costs the hot path nothing.
+
+use crate::observe::Observation;
+use crate::{clock, config, log::log_line, process, stats};
+use stallguard_shm::{Header, Record, CAPACITY, MAGIC, SEGMENT_BYTES, VERSION};
+use stallguard_shm::{
+    FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX, TURN_CLIENT, TURN_WRITING,
+};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering::*};
+
+static SEGMENT: AtomicPtr<Header> = AtomicPtr::new(std::ptr::null_mut());
+/// The pid the mapped segment belongs to (a forked child must not write its parent's).
+static OWNER: AtomicI32 = AtomicI32::new(0);
+static REMOVE_AT_EXIT: AtomicBool = AtomicBool::new(false);
+/// When the records were last rewritten (they are refreshed at most once a second; the
+/// counters every tick).
+static RECORDS_AT: AtomicU64 = AtomicU64::new(0);
+const RECORDS_EVERY_MS: u64 = 1000;
+
+/// Creates this process's segment (watcher start). Without /dev/shm the guard runs without
+/// a live view.
+pub fn open() {
+    let pid = process::pid();
+    if OWNER.load(Acquire) == pid && !SEGMENT.load(Acquire).is_null() {
+        return;
+    }
+    remove_stale_segments();
+    let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid as u32)) else {
+        return;
+    };
+    let p = unsafe {
+        libc::unlink(path.as_ptr()); // a stale one of a dead process with our pid
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o600,
+        );
+        if fd < 0 {
+            log_line!(
+                Debug,
+                "event=no_live_view error=\"{}\"",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        let p = if libc::ftruncate(fd, SEGMENT_BYTES as libc::off_t) == 0 {
+            libc::mmap(
+                std::ptr::null_mut(),
+                SEGMENT_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        } else {
+            libc::MAP_FAILED
+        };
+        crate::real::close(fd);
+        if p == libc::MAP_FAILED {
+            libc::unlink(path.as_ptr());
+            return;
+        }
+        p as *mut Header
+    };
+    unsafe {
+        let h = &mut *p;
+        h.magic = MAGIC;
+        h.version = VERSION;
+        h.record_size = std::mem::size_of::<Record>() as u32;
+        h.pid = pid as u32;
+        h.capacity = CAPACITY as u32;
+        h.tick_ms.store(config::policy().tick_ms as u32, Relaxed);
+        h.started_unix_ms.store(unix_ms(), Relaxed);
+        let text = config::policy().describe();
+        let n = text.len().min(stallguard_shm::POLICY_BYTES - 1);
+        h.policy[..n].copy_from_slice(&text.as_bytes()[..n]);
+    }
+    OWNER.store(pid, Release);
+    SEGMENT.store(p, Release);
+    if !REMOVE_AT_EXIT.swap(true, AcqRel) {
+        unsafe { libc::atexit(remove_at_exit) };
+    }
+}
+
+/// Segments of processes that died without running atexit (killed by a signal) are removed
+/// by the next watcher that starts (only ours: other users' files are not ours to delete).
+fn remove_stale_segments() {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = stallguard_shm::pid_of(&name.to_string_lossy()) else {
+            continue;
+        };
+        let dead = unsafe { libc::kill(pid as libc::pid_t, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if dead {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// atexit: remove the segment of the exiting process (atexit handlers are inherited over
+/// fork, hence the owner check: a child never removes its parent's segment).
+extern "C" fn remove_at_exit() {
+    let pid = unsafe { libc::getpid() };
+    if OWNER.load(Acquire) == pid {
+        if let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid as u32)) {
+            unsafe { libc::unlink(path.as_ptr()) };
+        }
+    }
+}
+
+/// In a forked child: the inherited mapping is the parent's segment; drop it (the child's
+/// watcher creates its own).
+pub fn forget_after_fork() {
+    let p = SEGMENT.swap(std::ptr::null_mut(), AcqRel);
+    OWNER.store(0, Release);
+    if !p.is_null() {
+        unsafe { libc::munmap(p.cast(), SEGMENT_BYTES) };
+    }
+}
+
+fn segment() -> Option<&'static Header> {
+    let p = SEGMENT.load(Acquire);
+    (!p.is_null() && OWNER.load(Acquire) == process::pid()).then(|| unsafe { &*p })
+}
+
+/// Publishes this tick: counters always, the connection records at most once a second.
+pub fn tick(now: u64, seen: &[Observation]) {
+    let Some(h) = segment() else { return };
+    let c = stats::counters();
+    h.tracked.store(c.tracked, Relaxed);
+    h.waiting.store(c.waiting, Relaxed);
+    h.rejected_over_cap.store(c.rejected_over_cap, Relaxed);
+    for i in 0..stallguard_shm::REASONS {
+        h.reaped[i].store(c.reaped[i], Relaxed);
+        h.would_reap[i].store(c.would_reap[i], Relaxed);
+    }
+    h.updated_unix_ms.store(unix_ms(), Relaxed);
+    if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
+    {
+        return;
+    }
+    RECORDS_AT.store(now, Relaxed);
+    let seq = h.seq.load(Relaxed);
+    h.seq.store(seq | 1, Release); // odd: writing
+    std::sync::atomic::fence(Release);
+    let records = unsafe { stallguard_shm::records(h) as *mut Record };
+    let n = seen.len().min(CAPACITY);
+    for (i, o) in seen.iter().take(n).enumerate() {
+        unsafe { records.add(i).write(record(o, now)) };
+    }
+    h.count.store(n as u32, Release);
+    h.seq.store((seq | 1) + 1, Release); // even again, and changed
+}
+
+fn record(o: &Observation, now: u64) -> Record {
+    let f = &o.facts;
+    let mut flags = 0;
+    if f.waiting_since != 0 {
+        flags |= TURN_CLIENT;
+    }
+    if f.write_pending_since != 0 {
+        flags |= TURN_WRITING;
+    }
+    if o.done {
+        flags |= FLAG_REAPED;
+    }
+    if o.kernel_view {
+        flags |= FLAG_KERNEL_VIEW;
+    }
+    if o.outbound {
+        flags |= FLAG_OUTBOUND;
+    }
+    if o.identity.family == libc::AF_UNIX as u16 {
+        flags |= FLAG_UNIX;
+    }
+    let slot = crate::table::slot(o.fd);
+    Record {
+        fd: o.fd,
+        flags,
+        family: o.identity.family,
+        local_port: o.identity.local_port,
+        peer_port: o.identity.peer_port,
+        _pad: 0,
+        peer_ip: o.identity.peer_ip,
+        waiting_ms: stallguard_policy::turn_ms(f, now).unwrap_or(0),
+        bytes_in: f.bytes_in,
+        bytes_out: slot.map_or(0, |s| s.bytes_out.load(Relaxed)),
+        time_left_ms: o
+            .timers
+            .and_then(|t| stallguard_policy::time_left_ms(f, &t, now))
+            .unwrap_or(u64::MAX),
+        age_ms: now.saturating_sub(f.accepted_at),
+    }
+}
+
+/// A reap request posted by `stallguard reap`.
+pub struct Request {
+    pub seq: u64,
+    /// `None`: every stuck connection.
+    pub fd: Option<i32>,
+}
+
+pub fn take_request() -> Option<Request> {
+    let h = segment()?;
+    let seq = h.request_seq.load(Acquire);
+    if seq == h.answer_seq.load(Acquire) {
+        return None;
+    }
+    let fd = match h.request_kind.load(Acquire) {
+        stallguard_shm::REQUEST_FD => Some(h.request_fd.load(Acquire)),
+        stallguard_shm::REQUEST_STUCK => None,
+        other => {
+            log_line!(Warn, "event=bad_request kind={other}");
+            answer(seq, 0);
+            return None;
+        }
+    };
+    log_line!(
+        Info,
+        "event=operator_request what={}",
+        fd.map_or("stuck".to_string(), |fd| format!("fd={fd}"))
+    );
+    Some(Request { seq, fd })
+}
+
+pub fn answer(seq: u64, reaped: u32) {
+    if let Some(h) = segment() {
+        h.answer_reaped.store(reaped, Relaxed);
+        h.answer_seq.store(seq, Release);
+    }
+}
+
+fn unix_ms() -> u64 {
+    let (s, ms) = clock::wall_clock();
+    (s as u64) * 1000 + u64::from(ms)
+}
