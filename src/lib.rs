@@ -12,6 +12,8 @@
 mod action;
 mod admission;
 mod adopt;
+#[cfg(not(test))]
+mod api;
 mod clock;
 mod config;
 #[cfg(not(test))]

@@ -2,7 +2,9 @@
 //! from the kernel's counters for adopted stdio connections), completed with the watcher's
 //! own memory of kernel progress, and the timers that apply to it.
 
-use crate::table::{self, phase, Identity, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, TRACKED};
+use crate::table::{
+    self, phase, Identity, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, TRACKED,
+};
 use crate::{config, socket};
 use stallguard_policy::{Facts, KernelTrack, Timers};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -21,6 +23,8 @@ pub struct Observation {
     pub outbound: bool,
     /// Already reaped (by us) or reported: not judged again.
     pub done: bool,
+    /// The program exempted it (stallguard_exempt): never judged.
+    pub exempt: bool,
 }
 
 /// What the watcher remembers about a slot between ticks (its own memory, never shared).
@@ -116,5 +120,6 @@ fn observe(
         kernel_view,
         outbound,
         done: mem.done || slot.has_flag(FLAG_REAPED),
+        exempt: slot.has_flag(FLAG_EXEMPT),
     })
 }

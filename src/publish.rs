@@ -8,7 +8,7 @@ use crate::observe::Observation;
 use crate::{clock, config, log::log_line, process, stats};
 use stallguard_shm::{Header, Record, CAPACITY, MAGIC, SEGMENT_BYTES, VERSION};
 use stallguard_shm::{
-    FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX, TURN_CLIENT, TURN_WRITING,
+    FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX, TURN_CLIENT, TURN_WRITING,
 };
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering::*};
 
@@ -177,6 +177,9 @@ fn record(o: &Observation, now: u64) -> Record {
     }
     if o.outbound {
         flags |= FLAG_OUTBOUND;
+    }
+    if o.exempt {
+        flags |= FLAG_EXEMPT;
     }
     if o.identity.family == libc::AF_UNIX as u16 {
         flags |= FLAG_UNIX;

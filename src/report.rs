@@ -71,7 +71,7 @@ impl Reports {
 fn report(now: u64, seen: &[Observation]) {
     let mut stuck: Vec<&Observation> = seen
         .iter()
-        .filter(|o| !o.done && is_stuck(&o.facts, now))
+        .filter(|o| !o.done && !o.exempt && is_stuck(&o.facts, now))
         .collect();
     if stuck.is_empty() && config::policy().action != Action::Log {
         return;

@@ -41,6 +41,8 @@ pub const FLAG_KERNEL_VIEW: u32 = 8;
 pub const FLAG_COUNTED: u32 = 16;
 /// Flag: a connection the program opened itself (STALLGUARD_OUTBOUND).
 pub const FLAG_OUTBOUND: u32 = 32;
+/// Flag: the program exempted it (stallguard_exempt): tracked, never judged.
+pub const FLAG_EXEMPT: u32 = 64;
 
 #[repr(C, align(64))]
 pub struct Slot {
@@ -65,6 +67,9 @@ pub struct Slot {
     pub accepted_at: AtomicU64,
     /// An outbound connect() in progress since (0: not connecting).
     pub connecting_since: AtomicU64,
+    // Third cache line: set only through the cooperation API (include/stallguard.h).
+    /// The program's own deadline for this connection (0: none).
+    pub own_deadline: AtomicU64,
 }
 
 /// Who a connection is, as captured at accept.
@@ -154,6 +159,7 @@ impl Slot {
             &self.write_pending_since,
             &self.bytes_out,
             &self.connecting_since,
+            &self.own_deadline,
         ] {
             f.store(0, Relaxed);
         }
@@ -377,6 +383,7 @@ impl Slot {
         stallguard_policy::Facts {
             accepted_at: self.accepted_at.load(Relaxed),
             connecting_since: self.connecting_since.load(Relaxed),
+            own_deadline: self.own_deadline.load(Relaxed),
             first_wait_at,
             waiting_since,
             last_in,
@@ -420,8 +427,8 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_two_cache_lines() {
-        assert_eq!(std::mem::size_of::<Slot>(), 128);
+    fn slot_is_three_cache_lines() {
+        assert_eq!(std::mem::size_of::<Slot>(), 192);
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn run() {
 }
 
 fn judge_and_act(now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
-    for o in seen.iter_mut().filter(|o| !o.done) {
+    for o in seen.iter_mut().filter(|o| !o.done && !o.exempt) {
         let Some(timers) = o.timers else { continue };
         if let Verdict::Stalled { reason, waited_ms } = judge(&o.facts, &timers, now) {
             reap(o, reason, waited_ms, memory);

@@ -92,6 +92,7 @@ impl KernelTrack {
         Facts {
             accepted_at: 0,
             connecting_since: 0,
+            own_deadline: 0,
             first_wait_at: self.first_wait_at,
             waiting_since: self.waiting_since,
             last_in: self.in_moved_at,

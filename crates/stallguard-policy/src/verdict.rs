@@ -16,6 +16,8 @@ pub struct Facts {
     pub accepted_at: u64,
     /// An outbound connect() in progress since. 0: not connecting.
     pub connecting_since: u64,
+    /// The program's own deadline for the connection (stallguard_set_deadline). 0: none.
+    pub own_deadline: u64,
     /// When the server first waited on this client. 0: still queued inside the server.
     pub first_wait_at: u64,
     /// Start of the server's current wait on the client. 0: the server is not waiting.
@@ -43,10 +45,12 @@ pub enum Reason {
     Connect,
     /// An operator asked for it (`stallguard reap`); never a verdict of `judge`.
     Manual,
+    /// The program's own deadline (stallguard_set_deadline) passed.
+    Deadline,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::FirstByte,
         Reason::Request,
         Reason::Idle,
@@ -54,6 +58,7 @@ impl Reason {
         Reason::Lifetime,
         Reason::Connect,
         Reason::Manual,
+        Reason::Deadline,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +70,7 @@ impl Reason {
             Reason::Lifetime => "lifetime",
             Reason::Connect => "connect",
             Reason::Manual => "manual",
+            Reason::Deadline => "deadline",
         }
     }
 
@@ -82,7 +88,7 @@ mod reason_tests {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
         }
-        assert_eq!(Reason::ALL.len(), Reason::Manual.index() + 1);
+        assert_eq!(Reason::ALL.len(), Reason::Deadline.index() + 1);
     }
 }
 
@@ -101,6 +107,15 @@ pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
     let since = |t: u64| now.saturating_sub(t);
     let stalled = |reason, waited_ms| Verdict::Stalled { reason, waited_ms };
 
+    // The program's own deadline binds whoever has the turn: it asked for it.
+    if f.own_deadline != 0 && now >= f.own_deadline {
+        let age = if f.accepted_at != 0 {
+            since(f.accepted_at)
+        } else {
+            0
+        };
+        return stalled(Reason::Deadline, age);
+    }
     if f.connecting_since != 0
         && policy.connect_ms > 0
         && since(f.connecting_since) >= policy.connect_ms
@@ -154,6 +169,9 @@ pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
 pub fn deadline(f: &Facts, policy: &Timers) -> Option<u64> {
     let mut earliest: Option<u64> = None;
     let mut consider = |t: u64| earliest = Some(earliest.map_or(t, |e: u64| e.min(t)));
+    if f.own_deadline != 0 {
+        consider(f.own_deadline);
+    }
     if f.connecting_since != 0 && policy.connect_ms > 0 {
         consider(f.connecting_since.saturating_add(policy.connect_ms));
     }
@@ -571,5 +589,30 @@ mod deadline_tests {
         };
         assert!(is_stuck(&waiting, t0 + STUCK_AFTER_MS));
         assert!(!is_stuck(&waiting, t0 + STUCK_AFTER_MS - 1));
+    }
+}
+
+#[cfg(test)]
+mod own_deadline_tests {
+    use super::*;
+
+    #[test]
+    fn the_programs_own_deadline_binds_even_on_the_servers_turn() {
+        let f = Facts {
+            accepted_at: 1_000,
+            own_deadline: 5_000,
+            bytes_in: 80,
+            ..Facts::default()
+        };
+        let t = Timers::default();
+        assert_eq!(judge(&f, &t, 4_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &t, 5_000),
+            Verdict::Stalled {
+                reason: Reason::Deadline,
+                waited_ms: 4_000
+            }
+        );
+        assert_eq!(deadline(&f, &t), Some(5_000));
     }
 }

@@ -14,7 +14,8 @@ pub const MAGIC: [u8; 8] = *b"STALLGD1";
 pub const VERSION: u32 = 1;
 /// Records in a segment; the file is sparse, so unused records cost no memory.
 pub const CAPACITY: usize = 65_536;
-/// Counter slots per reason (index = `stallguard_policy::Reason::index()`; 6 = manual).
+/// Counter slots per reason (index = `stallguard_policy::Reason::index()`; 6 = manual,
+/// 7 = the program's own deadline).
 pub const REASONS: usize = 8;
 pub const REASON_MANUAL: usize = 6;
 pub const POLICY_BYTES: usize = 1024;
@@ -73,6 +74,7 @@ pub const FLAG_REAPED: u32 = 4;
 pub const FLAG_KERNEL_VIEW: u32 = 8;
 pub const FLAG_OUTBOUND: u32 = 16;
 pub const FLAG_UNIX: u32 = 32;
+pub const FLAG_EXEMPT: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -179,7 +181,7 @@ pub const REASON_NAMES: [&str; REASONS] = [
     "lifetime",
     "connect",
     "manual",
-    "",
+    "deadline",
 ];
 
 impl Counters {
