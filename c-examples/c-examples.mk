@@ -20,7 +20,8 @@ C_EXAMPLES_CC     ?= gcc
 # Fortify matters: it turns some calls into __*_chk variants, which the shim hooks too.
 C_EXAMPLES_CFLAGS ?= -O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -pthread
 C_EXAMPLES_NAMES  := pool_server prefork_server epoll_server eager_server forking_server \
-                     fileio_check hook_check signal_stress stdio_service outbound_client
+                     fileio_check hook_check signal_stress stdio_service outbound_client \
+                     coop_server
 C_EXAMPLES        := $(addprefix $(C_EXAMPLES_OUT)/,$(C_EXAMPLES_NAMES))
 
 # prefork_server must import sendfile64, not sendfile.
@@ -45,6 +46,11 @@ C_EXAMPLES_STANDALONE := $(addprefix $(C_EXAMPLES_OUT)/,fileio_check hook_check 
 $(C_EXAMPLES_STANDALONE): $(C_EXAMPLES_OUT)/%: $(C_EXAMPLES_SRC)/%.c $(lastword $(MAKEFILE_LIST)) \
                           | $(C_EXAMPLES_OUT)
 	$(C_EXAMPLES_CC) $(C_EXAMPLES_CFLAGS) -o $@ $<
+
+# coop_server is built against the optional cooperation API (include/stallguard.h).
+$(C_EXAMPLES_OUT)/coop_server: $(C_EXAMPLES_SRC)/coop_server.c include/stallguard.h \
+                               $(lastword $(MAKEFILE_LIST)) | $(C_EXAMPLES_OUT)
+	$(C_EXAMPLES_CC) $(C_EXAMPLES_CFLAGS) -Iinclude -o $@ $<
 
 $(C_EXAMPLES_OUT):
 	mkdir -p $@
