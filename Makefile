@@ -33,8 +33,12 @@ integration: all
 
 test: deps lint unit integration
 
+# The text demo (the guard's own log lines), then the chart: served requests and busy workers
+# over time, without and with the guard (target/demo/demo.svg; docs/demo.svg is a committed copy).
 demo: all
 	@bash scripts/demo.sh
+	@mkdir -p target/demo
+	./target/release/stallguard-demo . target/demo/demo.svg 20
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
