@@ -2,19 +2,22 @@
 #   make          build libstallguard.so (release) and the C example servers
 #   make test     everything CI runs: lint, unit tests, integration tests against real processes
 #   make demo     the pool server drained without the guard, served with it
-#   make install  PREFIX=/usr/local: the library (and header)
+#   make install  PREFIX=/usr/local: the library, the stallguard command, the header, man pages
 
 PREFIX   ?= /usr/local
+MANDIR   ?= $(PREFIX)/share/man
 CARGO    ?= cargo
 SO       := target/release/libstallguard.so
+BIN      := target/release/stallguard
 
 .PHONY: all lib test deps lint unit integration demo install clean FORCE
 all: lib c-examples
 
 include c-examples/c-examples.mk
 
+# STALLGUARD_PREFIX: where the installed `stallguard` command looks for the library.
 lib:
-	$(CARGO) build --release --workspace
+	STALLGUARD_PREFIX=$(PREFIX) $(CARGO) build --release --workspace
 
 # What a fresh Debian machine with only the Rust toolchain and gcc lacks.
 deps:
@@ -25,11 +28,12 @@ lint:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --release --workspace --lib
+	$(CARGO) test --release --workspace --lib --bins
 
 # Integration tests spend most of their time waiting on timers, not CPU: run them wide.
 integration: all
 	$(CARGO) test --release --test '*' -- --test-threads=8
+	$(CARGO) test --release -p stallguard-cli --tests -- --test-threads=8
 
 test: deps lint unit integration
 
@@ -41,9 +45,13 @@ demo: all
 	./target/release/stallguard-demo . target/demo/demo.svg 20
 
 install: lib
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+	           $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(SO) $(DESTDIR)$(PREFIX)/lib/libstallguard.so
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/stallguard
 	install -m 0644 include/stallguard.h $(DESTDIR)$(PREFIX)/include/stallguard.h
+	install -m 0644 man/stallguard.1 $(DESTDIR)$(MANDIR)/man1/stallguard.1
+	install -m 0644 man/libstallguard.so.8 $(DESTDIR)$(MANDIR)/man8/libstallguard.so.8
 
 clean: c-examples-clean
 	$(CARGO) clean

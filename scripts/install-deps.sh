@@ -4,6 +4,8 @@ set -euo pipefail
 need_apt=()
 command -v make >/dev/null || need_apt+=(make)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+command -v groff >/dev/null || need_apt+=(groff-base)   # the man-page test renders the pages
+command -v setpriv >/dev/null || need_apt+=(util-linux) # the permission test runs as nobody
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -3,7 +3,8 @@
 //! own memory of kernel progress, and the timers that apply to it.
 
 use crate::table::{
-    self, phase, Identity, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, TRACKED,
+    self, phase, Identity, FLAG_ALIAS, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED,
+    TRACKED,
 };
 use crate::{config, socket};
 use stallguard_policy::{Facts, KernelTrack, Timers};
@@ -25,6 +26,8 @@ pub struct Observation {
     pub done: bool,
     /// The program exempted it (stallguard_exempt): never judged.
     pub exempt: bool,
+    /// A duplicate fd of a connection (counted once).
+    pub alias: bool,
 }
 
 /// What the watcher remembers about a slot between ticks (its own memory, never shared).
@@ -121,5 +124,26 @@ fn observe(
         outbound,
         done: mem.done || slot.has_flag(FLAG_REAPED),
         exempt: slot.has_flag(FLAG_EXEMPT),
+        alias: slot.has_flag(FLAG_ALIAS),
     })
+}
+
+/// How many distinct connections `seen` holds (dup'ed fds of one connection count once).
+/// Sorting happens only when there are aliases, which most servers never have.
+pub fn distinct_connections(seen: &[Observation], scratch: &mut Vec<u64>) -> (u64, u64) {
+    let waiting = |o: &Observation| o.facts.waiting_since != 0;
+    if !seen.iter().any(|o| o.alias) {
+        return (
+            seen.len() as u64,
+            seen.iter().filter(|o| waiting(o)).count() as u64,
+        );
+    }
+    let mut distinct = |keep: &dyn Fn(&Observation) -> bool| {
+        scratch.clear();
+        scratch.extend(seen.iter().filter(|o| keep(o)).map(|o| o.identity.cookie));
+        scratch.sort_unstable();
+        scratch.dedup();
+        scratch.len() as u64
+    };
+    (distinct(&|_| true), distinct(&waiting))
 }

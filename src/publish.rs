@@ -181,6 +181,9 @@ fn record(o: &Observation, now: u64) -> Record {
     if o.exempt {
         flags |= FLAG_EXEMPT;
     }
+    if o.alias {
+        flags |= stallguard_shm::FLAG_ALIAS;
+    }
     if o.identity.family == libc::AF_UNIX as u16 {
         flags |= FLAG_UNIX;
     }

@@ -43,6 +43,8 @@ pub const FLAG_COUNTED: u32 = 16;
 pub const FLAG_OUTBOUND: u32 = 32;
 /// Flag: the program exempted it (stallguard_exempt): tracked, never judged.
 pub const FLAG_EXEMPT: u32 = 64;
+/// Flag: a duplicate (dup, dup2, F_DUPFD, inherited 0-2) of a connection tracked elsewhere.
+pub const FLAG_ALIAS: u32 = 128;
 
 #[repr(C, align(64))]
 pub struct Slot {
@@ -186,6 +188,7 @@ impl Slot {
         ] {
             to.store(from.load(Relaxed), Relaxed);
         }
+        self.set_flag(FLAG_ALIAS);
     }
 
     /// Stops tracking (the fd is being closed). Waits while the watcher acts on it, so the

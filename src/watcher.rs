@@ -6,7 +6,7 @@
 //! Started lazily by the first tracked accept (and in a forked child that inherited
 //! connections), with every signal blocked so no host signal handler ever runs on it.
 
-use crate::observe::{observe_all, Memory, Observation};
+use crate::observe::{distinct_connections, observe_all, Memory, Observation};
 use crate::{action, clock, config, log::log_line, process, publish, report, stats};
 use stallguard_policy::{is_stuck, judge, turn_ms, Reason, Verdict};
 use std::sync::atomic::{AtomicI32, Ordering::*};
@@ -86,6 +86,7 @@ fn run() {
     publish::open();
     let mut memory: Vec<Memory> = Vec::new();
     let mut seen: Vec<Observation> = Vec::new();
+    let mut scratch: Vec<u64> = Vec::new();
     let mut reports = report::Reports::default();
     loop {
         if WATCHER_PID.load(Acquire) != process::pid() {
@@ -96,8 +97,8 @@ fn run() {
         observe_all(now, &mut memory, &mut seen);
         judge_and_act(now, &mut seen, &mut memory);
         answer_operator(now, &mut seen, &mut memory);
-        let waiting = seen.iter().filter(|o| o.facts.waiting_since != 0).count() as u64;
-        stats::publish_tick(seen.len() as u64, waiting);
+        let (tracked, waiting) = distinct_connections(&seen, &mut scratch);
+        stats::publish_tick(tracked, waiting);
         publish::tick(now, &seen);
         reports.tick(now, &seen);
         sleep_ms(policy.tick_ms);

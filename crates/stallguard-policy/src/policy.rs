@@ -369,7 +369,8 @@ where
     let mut ports_spec: Option<String> = None;
     for (k, v) in vars {
         let (name, value) = (k.as_ref(), v.as_ref());
-        if !name.starts_with("STALLGUARD_") {
+        // STALLGUARD_LIB tells the `stallguard` command where the library is: not policy.
+        if !name.starts_with("STALLGUARD_") || name == "STALLGUARD_LIB" {
             continue;
         }
         let result: Result<(), ConfigError> = (|| {

@@ -75,6 +75,8 @@ pub const FLAG_KERNEL_VIEW: u32 = 8;
 pub const FLAG_OUTBOUND: u32 = 16;
 pub const FLAG_UNIX: u32 = 32;
 pub const FLAG_EXEMPT: u32 = 64;
+/// A duplicate fd of a connection listed under another fd too (dup2 onto 0/1, inetd 0-2).
+pub const FLAG_ALIAS: u32 = 128;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

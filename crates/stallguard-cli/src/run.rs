@@ -1,0 +1,424 @@
+//! `stallguard run [POLICY FLAGS] -- CMD ARGS...`: validate the policy exactly as the shim
+//! will, find the library, preload it and exec the command.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
+use stallguard_policy::policy::VARIABLES;
+use stallguard_policy::{parse_env, ConfigError, Policy};
+
+/// The environment variable that names the library explicitly. The command's own: it is not
+/// a policy variable, and it is removed from the child's environment (the shim would reject
+/// it as an unknown STALLGUARD_ name).
+pub const LIB_VAR: &str = "STALLGUARD_LIB";
+pub const LIB_NAME: &str = "libstallguard.so";
+
+/// `STALLGUARD_WRITE_STALL` → `write-stall`.
+pub fn flag_for(var: &str) -> String {
+    var.trim_start_matches("STALLGUARD_")
+        .to_ascii_lowercase()
+        .replace('_', "-")
+}
+
+/// (flag, variable, what it accepts), one per policy variable: the flags are derived from
+/// the policy crate's list, so a new variable gets its flag without touching this file.
+pub fn policy_flags() -> Vec<(String, &'static str, &'static str)> {
+    VARIABLES
+        .iter()
+        .map(|(var, accepts)| (flag_for(var), *var, *accepts))
+        .collect()
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs {
+    pub check: bool,
+    /// (variable, value) from the flags, in the policy crate's order.
+    pub policy: Vec<(&'static str, String)>,
+    pub command: Vec<OsString>,
+}
+
+impl FromArgMatches for RunArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = RunArgs {
+            check: m.get_flag("check"),
+            ..RunArgs::default()
+        };
+        for (flag, var, _) in policy_flags() {
+            if let Some(v) = m.get_one::<String>(&flag) {
+                args.policy.push((var, v.clone()));
+            }
+        }
+        args.command = m
+            .get_many::<OsString>("command")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default();
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = RunArgs::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for RunArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let mut cmd = cmd
+            .override_usage(
+                "stallguard run [POLICY FLAGS] [--] CMD [ARGS]...\n       stallguard run [POLICY FLAGS] --check",
+            )
+            .arg(
+                Arg::new("check")
+                    .long("check")
+                    .action(ArgAction::SetTrue)
+                    .help("Only validate the policy and print it (like nginx -t); start nothing"),
+            )
+            .arg(
+                Arg::new("command")
+                    .value_name("CMD")
+                    .help("The server to run, and its arguments (after --)")
+                    .num_args(1..)
+                    .trailing_var_arg(true)
+                    .value_parser(clap::value_parser!(OsString))
+                    .required_unless_present("check"),
+            );
+        for (flag, var, accepts) in policy_flags() {
+            cmd = cmd.arg(
+                Arg::new(flag.clone())
+                    .long(flag)
+                    .value_name("VALUE")
+                    .action(ArgAction::Set)
+                    .help_heading("Policy (each flag sets its STALLGUARD_ variable)")
+                    .help(format!("{var}: {accepts}")),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        RunArgs::augment_args(cmd)
+    }
+}
+
+/// The policy variables in effect: the environment's `STALLGUARD_*` (but not
+/// `STALLGUARD_LIB`), each overridden by its flag. Non-UTF-8 values are errors.
+pub fn merged_policy_vars(
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+    flags: &[(&'static str, String)],
+) -> (Vars, Vec<ConfigError>) {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut errors = Vec::new();
+    for (k, v) in env {
+        let Some(k) = k.to_str() else { continue };
+        if !k.starts_with("STALLGUARD_") || k == LIB_VAR {
+            continue;
+        }
+        if flags.iter().any(|(var, _)| *var == k) {
+            continue;
+        }
+        match v.into_string() {
+            Ok(v) => vars.push((k.to_string(), v)),
+            Err(v) => errors.push(ConfigError {
+                var: k.to_string(),
+                value: v.to_string_lossy().into_owned(),
+                accepted: "the value is not valid UTF-8".into(),
+            }),
+        }
+    }
+    vars.extend(flags.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    (vars, errors)
+}
+
+/// One line per error: a flag's errors name the flag (and its variable), the environment's
+/// name the variable; both reuse the policy crate's description of what is accepted.
+pub fn error_line(e: &ConfigError, flags: &[(&'static str, String)]) -> String {
+    if flags.iter().any(|(var, _)| *var == e.var) {
+        format!(
+            "stallguard: invalid --{} {:?} ({}): {}",
+            flag_for(&e.var),
+            e.value,
+            e.var,
+            e.accepted
+        )
+    } else {
+        format!("{e} (from the environment)")
+    }
+}
+
+/// `(name, value)` pairs of policy variables.
+pub type Vars = Vec<(String, String)>;
+
+/// Validates; on success returns the policy and the variables to set.
+pub fn validate(args: &RunArgs) -> Result<(Policy, Vars), Vec<String>> {
+    let (vars, mut errors) = merged_policy_vars(std::env::vars_os(), &args.policy);
+    let (policy, parse_errors) = parse_env(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    errors.extend(parse_errors);
+    if errors.is_empty() {
+        Ok((policy, vars))
+    } else {
+        Err(errors.iter().map(|e| error_line(e, &args.policy)).collect())
+    }
+}
+
+/// Where the library is looked for, in order (see the man page).
+pub fn library_candidates(exe: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = exe.and_then(Path::parent) {
+        out.push(dir.join("../lib").join(LIB_NAME));
+        out.push(dir.join(LIB_NAME));
+    }
+    let prefix = option_env!("STALLGUARD_PREFIX").unwrap_or("/usr/local");
+    out.push(Path::new(prefix).join("lib").join(LIB_NAME));
+    // Development: target/debug/stallguard (or target/release/deps/…) finds
+    // target/release/libstallguard.so.
+    if let Some(dir) = exe.and_then(Path::parent) {
+        for anc in dir.ancestors().take(4) {
+            let p = anc.join("release").join(LIB_NAME);
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The library to preload: `STALLGUARD_LIB` if set (it must exist), else the first candidate
+/// that exists. Always absolute, so a server that changes directory and re-execs keeps it.
+pub fn find_library() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(LIB_VAR) {
+        let p = PathBuf::from(p);
+        return p.canonicalize().map_err(|e| {
+            format!(
+                "stallguard: {LIB_VAR}={}: {e} (it must name libstallguard.so)",
+                p.display()
+            )
+        });
+    }
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
+    let candidates = library_candidates(exe.as_deref());
+    for c in &candidates {
+        if c.is_file() {
+            return c
+                .canonicalize()
+                .map_err(|e| format!("{}: {e}", c.display()));
+        }
+    }
+    let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    Err(format!(
+        "stallguard: cannot find {LIB_NAME} (looked in {}); set {LIB_VAR}=/path/to/{LIB_NAME}",
+        looked.join(", ")
+    ))
+}
+
+/// `LD_PRELOAD` with the library first, keeping the existing entries (and not repeating it).
+pub fn preload_value(lib: &Path, existing: Option<&str>) -> String {
+    let lib = lib.to_string_lossy();
+    let rest: Vec<&str> = existing
+        .unwrap_or("")
+        .split([' ', ':'])
+        .filter(|e| !e.is_empty() && *e != lib)
+        .collect();
+    let mut out = lib.into_owned();
+    for e in rest {
+        out.push(':');
+        out.push_str(e);
+    }
+    out
+}
+
+/// Runs the subcommand; returns the exit status (on success `exec` never returns).
+pub fn run(args: RunArgs) -> i32 {
+    let (policy, vars) = match validate(&args) {
+        Ok(ok) => ok,
+        Err(lines) => {
+            for l in &lines {
+                eprintln!("{l}");
+            }
+            eprintln!(
+                "stallguard: refusing to start with an invalid policy ({} error{}); nothing was started",
+                lines.len(),
+                if lines.len() == 1 { "" } else { "s" }
+            );
+            return 2;
+        }
+    };
+    if args.check {
+        println!("{}", policy.describe());
+        if !args.command.is_empty() {
+            eprintln!("stallguard: --check: policy valid; the command was not started");
+        }
+        return 0;
+    }
+    let lib = match find_library() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let lib_text = lib.to_string_lossy();
+    if lib_text.contains([' ', ':']) {
+        eprintln!(
+            "stallguard: the library path {lib_text:?} contains a space or a colon, which \
+             LD_PRELOAD cannot express; move it or set {LIB_VAR}"
+        );
+        return 1;
+    }
+    let program = &args.command[0];
+    warn_if_unguardable(program);
+    let existing = std::env::var("LD_PRELOAD").ok();
+    let mut cmd = Command::new(program);
+    cmd.args(&args.command[1..])
+        .env("LD_PRELOAD", preload_value(&lib, existing.as_deref()))
+        .env_remove(LIB_VAR);
+    for (k, v) in &vars {
+        cmd.env(k, v);
+    }
+    let err = cmd.exec();
+    eprintln!(
+        "stallguard: cannot run {}: {err}",
+        Path::new(program).display()
+    );
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+/// A one-line warning when the program obviously cannot be guarded (static, Go); the run
+/// goes ahead (the user asked for it).
+fn warn_if_unguardable(program: &std::ffi::OsStr) {
+    let path = Path::new(program);
+    let resolved = if path.components().count() > 1 {
+        Some(path.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(path))
+                .find(|p| p.is_file())
+        })
+    };
+    let Some(p) = resolved else { return };
+    let Ok(data) = std::fs::read(&p) else { return };
+    let Ok(info) = crate::check::read_elf(&data) else {
+        return;
+    };
+    if !info.go_evidence.is_empty() {
+        eprintln!(
+            "stallguard: warning: {} is a Go program: the guard cannot see its connections",
+            p.display()
+        );
+    } else if info.interpreter.is_none() && info.needed.is_empty() {
+        eprintln!(
+            "stallguard: warning: {} is statically linked: the library cannot be preloaded",
+            p.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_has_a_flag() {
+        let flags = policy_flags();
+        assert_eq!(flags.len(), VARIABLES.len());
+        let names: Vec<&str> = flags.iter().map(|(f, _, _)| f.as_str()).collect();
+        for f in [
+            "first-byte",
+            "request",
+            "idle",
+            "write-stall",
+            "action",
+            "tick",
+            "log",
+            "log-file",
+            "on-error",
+            "adopt",
+            "lifetime",
+            "ports",
+            "exempt",
+            "per-source",
+            "backstops",
+            "socket-timeouts",
+            "defer-accept",
+            "unix",
+            "outbound",
+        ] {
+            assert!(names.contains(&f), "{f} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_environment_and_lib_var_is_not_policy() {
+        let env = vec![
+            (OsString::from("STALLGUARD_IDLE"), OsString::from("5s")),
+            (OsString::from("STALLGUARD_TICK"), OsString::from("50ms")),
+            (OsString::from(LIB_VAR), OsString::from("/x.so")),
+            (OsString::from("PATH"), OsString::from("/bin")),
+        ];
+        let (vars, errors) = merged_policy_vars(env, &[("STALLGUARD_IDLE", "9s".into())]);
+        assert!(errors.is_empty());
+        assert_eq!(
+            vars,
+            vec![
+                ("STALLGUARD_TICK".to_string(), "50ms".to_string()),
+                ("STALLGUARD_IDLE".to_string(), "9s".to_string())
+            ]
+        );
+        let (p, e) = parse_env(vars);
+        assert!(e.is_empty());
+        assert_eq!(p.timers.idle_ms, 9000);
+        assert_eq!(p.tick_ms, 50);
+    }
+
+    #[test]
+    fn errors_name_the_flag_or_the_variable() {
+        let flags = [("STALLGUARD_IDLE", "5x".to_string())];
+        let (_, e) = parse_env([("STALLGUARD_IDLE", "5x"), ("STALLGUARD_IDEL", "1s")]);
+        let a = error_line(&e[0], &flags);
+        assert!(
+            a.starts_with("stallguard: invalid --idle \"5x\" (STALLGUARD_IDLE): "),
+            "{a}"
+        );
+        assert!(a.contains("500ms"), "{a}");
+        let b = error_line(&e[1], &flags);
+        assert!(b.contains("did you mean STALLGUARD_IDLE?"), "{b}");
+        assert!(b.ends_with("(from the environment)"), "{b}");
+    }
+
+    #[test]
+    fn preload_keeps_existing_entries_after_the_library() {
+        let lib = Path::new("/usr/local/lib/libstallguard.so");
+        assert_eq!(preload_value(lib, None), "/usr/local/lib/libstallguard.so");
+        assert_eq!(
+            preload_value(lib, Some("libfoo.so /opt/bar.so")),
+            "/usr/local/lib/libstallguard.so:libfoo.so:/opt/bar.so"
+        );
+        assert_eq!(
+            preload_value(lib, Some("/usr/local/lib/libstallguard.so:libfoo.so")),
+            "/usr/local/lib/libstallguard.so:libfoo.so"
+        );
+    }
+
+    #[test]
+    fn library_search_order() {
+        let c = library_candidates(Some(Path::new("/opt/sg/bin/stallguard")));
+        assert_eq!(c[0], Path::new("/opt/sg/bin/../lib/libstallguard.so"));
+        assert_eq!(c[1], Path::new("/opt/sg/bin/libstallguard.so"));
+        assert_eq!(
+            c[2],
+            Path::new(option_env!("STALLGUARD_PREFIX").unwrap_or("/usr/local"))
+                .join("lib/libstallguard.so")
+        );
+        let dev = library_candidates(Some(Path::new("/w/target/debug/stallguard")));
+        assert!(dev.contains(&PathBuf::from("/w/target/release/libstallguard.so")));
+    }
+}

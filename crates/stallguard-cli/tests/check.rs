@@ -1,0 +1,153 @@
+//! `stallguard check BINARY` on the C examples, system binaries, a static binary and
+//! binaries carrying each Go marker.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn check(path: &Path) -> (i32, String, String) {
+    let out = stallguard(&["check", path.to_str().unwrap()]);
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// Compiles a C program into the scratch directory.
+fn cc(name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let src = scratch(&format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out = scratch(name);
+    let status = Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "gcc {flags:?} failed for {name}");
+    out
+}
+
+#[test]
+fn c_examples_are_guardable_and_list_their_hooked_imports() {
+    let (code, out, _) = check(&example("pool_server"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("guardable"), "{out}");
+    let imports = out
+        .lines()
+        .find(|l| {
+            l.starts_with("    ")
+                && l.trim_start()
+                    .starts_with(&format!("{}:", example("pool_server").display()))
+        })
+        .unwrap_or("");
+    for f in ["accept", "__recv_chk", "recv", "send", "close"] {
+        assert!(
+            imports.split_whitespace().any(|w| w == f),
+            "{f} missing: {out}"
+        );
+    }
+
+    let (code, out, _) = check(&example("prefork_server"));
+    assert_eq!(code, 0, "{out}");
+    for f in ["accept4", "sendfile64", "writev", "read"] {
+        assert!(out.split_whitespace().any(|w| w == f), "{f} missing: {out}");
+    }
+
+    let (code, out, _) = check(&example("epoll_server"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.split_whitespace().any(|w| w == "epoll_ctl"), "{out}");
+}
+
+#[test]
+fn programs_that_accept_nothing_are_not_guardable() {
+    // ls: no socket functions of its own (libselinux's are for its own use).
+    let (code, out, _) = check(Path::new("/bin/ls"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not guardable"), "{out}");
+    // The inetd service reads stdin through stdio: only adoption can guard it.
+    let (code, out, _) = check(&example("stdio_service"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("inetd"), "{out}");
+}
+
+#[test]
+fn a_static_binary_is_not_guardable() {
+    let src = "#include <stdio.h>\n#include <sys/socket.h>\nint main(void){int s=socket(AF_INET,SOCK_STREAM,0);\
+               printf(\"%d\\n\", accept(s,0,0)); return 0;}\n";
+    for (name, flag) in [("static_srv", "-static"), ("static_pie_srv", "-static-pie")] {
+        let bin = cc(name, src, &["-O2", flag]);
+        let (code, out, err) = check(&bin);
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        assert!(out.contains("statically linked"), "{name}: {out}");
+    }
+}
+
+#[test]
+fn go_markers_make_a_binary_unguardable() {
+    // No Go toolchain here: plain C binaries carrying each marker a Go binary has.
+    let main = "int main(void){return 0;}\n";
+    let cases = [
+        (
+            "go_buildinfo",
+            format!(
+                "__attribute__((section(\".go.buildinfo\"), used)) static const char bi[32] = \
+                 \"\\xff Go buildinf:\";\n{main}"
+            ),
+            ".go.buildinfo",
+        ),
+        (
+            "go_note",
+            format!(
+                "__asm__(\".section .note.go.buildid,\\\"a\\\",@note\\n.balign 4\\n.long 3\\n.long 8\\n\
+                 .long 4\\n.asciz \\\"Go\\\"\\n.balign 4\\n.ascii \\\"abcdefgh\\\"\\n.text\\n\");\n{main}"
+            ),
+            "Go build ID note",
+        ),
+        (
+            "go_runtime_main",
+            format!(
+                "void runtime_main(void) __asm__(\"runtime.main\");\nvoid runtime_main(void) {{}}\n{main}"
+            ),
+            "runtime.main",
+        ),
+    ];
+    for (name, source, evidence) in cases {
+        let bin = cc(name, &source, &["-O0"]);
+        let (code, out, err) = check(&bin);
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        assert!(out.contains("a Go program"), "{name}: {out}");
+        assert!(out.contains(evidence), "{name}: {out}");
+    }
+    if let Ok(go) = which("go") {
+        eprintln!("note: a Go toolchain is at {go}, but this test does not use it");
+    }
+}
+
+fn which(name: &str) -> Result<String, ()> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map_err(|_| ())?;
+    if out.status.success() {
+        Ok(text(&out.stdout).trim().to_string())
+    } else {
+        Err(())
+    }
+}
+
+#[test]
+fn errors_exit_2() {
+    let (code, _, err) = check(Path::new("/nonexistent/server"));
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/server"), "{err}");
+    let script = scratch("script.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let (code, _, err) = check(&script);
+    assert_eq!(code, 2);
+    assert!(err.contains("not an ELF file"), "{err}");
+}

@@ -1,0 +1,388 @@
+//! `top`, `reap` and `metrics` against real guarded processes (started with `stallguard run`,
+//! so they publish /dev/shm/stallguard-<pid>).
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn local_port(s: &std::net::TcpStream) -> u16 {
+    s.local_addr().unwrap().port()
+}
+
+fn is_client_turn(c: &serde_json::Value) -> bool {
+    c["turn"] == "client"
+}
+
+#[test]
+fn top_shows_a_stalled_client_with_a_growing_wait() {
+    let server = Guarded::start("pool_server", &[], PATIENT);
+    let client = silent_client(server.addr());
+    let port = local_port(&client);
+    let first = wait_connection(server.pid(), port, Duration::from_secs(20), is_client_turn);
+    let w0 = first["waiting_ms"].as_u64().unwrap();
+    assert_eq!(first["local_port"].as_u64(), Some(u64::from(server.port)));
+    assert_eq!(first["pid"].as_u64(), Some(u64::from(server.pid())));
+    assert_eq!(first["peer"], format!("127.0.0.1:{port}"));
+    assert_eq!(first["view"], "hooks");
+    let left = first["time_left_ms"].as_u64().expect("a timer runs");
+    // The deadline is 120 s after the wait began; the shim's coarse clock may add a tick.
+    assert!(left <= 120_000 + 1000, "{first}");
+    // Records are republished about once a second: wait for a later copy.
+    let later = wait_connection(server.pid(), port, Duration::from_secs(15), |c| {
+        c["waiting_ms"].as_u64().unwrap_or(0) >= w0 + 1000
+    });
+    assert_eq!(later["turn"], "client");
+    assert!(
+        later["time_left_ms"].as_u64().unwrap() < left,
+        "{first} then {later}"
+    );
+
+    let doc = top_json(server.pid()).unwrap();
+    assert!(doc["counters"]["tracked"].as_u64().unwrap() >= 1, "{doc}");
+    assert!(doc["counters"]["waiting"].as_u64().unwrap() >= 1, "{doc}");
+    assert!(doc["processes"][0]["policy"]
+        .as_str()
+        .unwrap()
+        .contains("first_byte=2m"));
+
+    // The text form, sorted by waiting time.
+    let out = stallguard(&["top", "--once", &server.pid().to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let screen = text(&out.stdout);
+    assert!(screen.contains("TURN"), "{screen}");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains(&format!("127.0.0.1:{port}")) && l.contains("client")),
+        "{screen}"
+    );
+    drop(client);
+}
+
+#[test]
+fn reap_fd_releases_the_connection() {
+    let server = Guarded::start("pool_server", &[], PATIENT);
+    let mut client = silent_client(server.addr());
+    let port = local_port(&client);
+    let conn = wait_connection(server.pid(), port, Duration::from_secs(20), is_client_turn);
+    let fd = conn["fd"].as_i64().unwrap().to_string();
+
+    let out = stallguard(&["reap", &server.pid().to_string(), "--fd", &fd]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("reaped fd {fd}")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        sees_eof(&mut client, Duration::from_secs(5)),
+        "client not cut"
+    );
+    let reaps = server.wait_events("reap", 1, Duration::from_secs(5));
+    assert!(
+        reaps.iter().any(|r| r["reason"] == "manual"
+            && r["fd"] == fd
+            && r["peer"].ends_with(&format!(":{port}"))),
+        "{}",
+        server.log_text()
+    );
+    // The worker is free again: a request is served.
+    let (status, body) = http_get(server.addr(), "/", "GET").unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+
+    // An fd that is not a tracked connection: answered, nothing reaped.
+    let out = stallguard(&["reap", &server.pid().to_string(), "--fd", "999"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("reaped 0"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn reap_stuck_cuts_long_waits_only() {
+    let server = Guarded::start("pool_server", &["--threads", "4"], PATIENT);
+    let mut a = silent_client(server.addr());
+    let mut b = silent_client(server.addr());
+    // "Stuck": on the client's turn for 10 s or more.
+    for c in [&a, &b] {
+        wait_connection(server.pid(), local_port(c), Duration::from_secs(40), |c| {
+            is_client_turn(c) && c["waiting_ms"].as_u64().unwrap_or(0) >= 10_500
+        });
+    }
+    let mut fresh = silent_client(server.addr());
+    wait_connection(
+        server.pid(),
+        local_port(&fresh),
+        Duration::from_secs(20),
+        is_client_turn,
+    );
+
+    let out = stallguard(&["reap", &server.pid().to_string(), "--stuck"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("reaped 2 connections"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(sees_eof(&mut a, Duration::from_secs(5)));
+    assert!(sees_eof(&mut b, Duration::from_secs(5)));
+    assert!(
+        !sees_eof(&mut fresh, Duration::from_millis(500)),
+        "a fresh wait was cut"
+    );
+    let manual: Vec<_> = server
+        .wait_events("reap", 2, Duration::from_secs(5))
+        .into_iter()
+        .filter(|r| r["reason"] == "manual")
+        .collect();
+    assert_eq!(manual.len(), 2, "{}", server.log_text());
+}
+
+/// Parses Prometheus text: checks every sample follows its family's TYPE line and returns
+/// `name{labels}` → value.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap());
+            assert!(
+                ["counter", "gauge", "untyped", "histogram", "summary"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "TYPE {name} twice"
+            );
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("name value");
+        let name = series.split('{').next().unwrap();
+        assert!(types.contains_key(name), "{name} has no TYPE before it");
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        samples.insert(series.to_string(), value.parse::<f64>().expect("a number"));
+    }
+    samples
+}
+
+#[test]
+fn metrics_over_http_count_a_manual_reap() {
+    let server = Guarded::start("pool_server", &[], PATIENT);
+    let pid = server.pid().to_string();
+    let client = silent_client(server.addr());
+    let conn = wait_connection(
+        server.pid(),
+        local_port(&client),
+        Duration::from_secs(20),
+        is_client_turn,
+    );
+
+    // Once, on stdout.
+    let out = stallguard(&["metrics", &pid]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let once = parse_prometheus(&text(&out.stdout));
+    assert!(once[&format!("stallguard_connections_tracked{{pid=\"{pid}\"}}")] >= 1.0);
+
+    let mut exporter = Command::new(bin())
+        .args(["metrics", &pid, "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(exporter.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("stallguard: serving http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    assert!(addr.ip().is_loopback());
+
+    let manual = format!("stallguard_reaped_total{{pid=\"{pid}\",reason=\"manual\"}}");
+    let scrape = || {
+        let (status, body) = http_get(addr, "/metrics", "GET").unwrap();
+        assert!(status.contains("200"), "{status}");
+        assert!(
+            body.contains("# TYPE stallguard_reaped_total counter\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("# TYPE stallguard_connections_tracked gauge\n"),
+            "{body}"
+        );
+        parse_prometheus(&body)
+    };
+    let before = scrape()[&manual];
+
+    let out = stallguard(&["reap", &pid, "--fd", &conn["fd"].to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = scrape()[&manual];
+        if now >= before + 1.0 {
+            break;
+        }
+        assert!(Instant::now() < end, "manual counter stayed at {now}");
+        thread::sleep(Duration::from_millis(200));
+    }
+
+    let (status, _) = http_get(addr, "/metrics", "POST").unwrap();
+    assert!(status.contains("405"), "{status}");
+    let (status, _) = http_get(addr, "/nope", "GET").unwrap();
+    assert!(status.contains("404"), "{status}");
+
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+}
+
+#[test]
+fn only_the_servers_user_may_reap() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the command as nobody");
+        return;
+    }
+    let server = Guarded::start("pool_server", &[], PATIENT);
+    let client = silent_client(server.addr());
+    wait_connection(
+        server.pid(),
+        local_port(&client),
+        Duration::from_secs(20),
+        is_client_turn,
+    );
+    // A copy of the command that nobody can execute wherever the build tree is.
+    let dir = std::env::temp_dir().join(format!("stallguard-cli-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("stallguard");
+    std::fs::copy(bin(), &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        // 126 is ETXTBSY: another test thread forked while the copy was still open for
+        // writing and holds that descriptor until its exec. It passes; try again.
+        for _ in 0..50 {
+            let out = Command::new("setpriv")
+                .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+                .arg(&copy)
+                .args(args)
+                .output()
+                .expect("setpriv");
+            if out.status.code() != Some(126) {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} stayed busy (ETXTBSY)", copy.display());
+    };
+    let pid = server.pid().to_string();
+    let out = as_nobody(&["reap", &pid, "--stuck"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("permission denied: only the server's user or root may reap"),
+        "{err}"
+    );
+    let out = as_nobody(&["top", "--once", &pid]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The segment is still there and root still reads it.
+    assert!(top_json(server.pid()).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn top_on_a_prefork_parent_shows_its_childrens_connections() {
+    let server = Guarded::start("prefork_server", &["--procs", "2"], PATIENT);
+    let client = silent_client(server.addr());
+    let conn = wait_connection(
+        server.pid(),
+        local_port(&client),
+        Duration::from_secs(20),
+        is_client_turn,
+    );
+    let child = conn["pid"].as_u64().unwrap() as u32;
+    assert_ne!(child, server.pid(), "{conn}");
+    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
+    let ppid: u32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, server.pid());
+    // And metrics for the parent cover the child.
+    let out = stallguard(&["metrics", &server.pid().to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("pid=\"{child}\"")));
+}
+
+#[test]
+fn unguarded_and_missing_processes_are_clear_errors() {
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    for args in [
+        vec!["top", "--once", pid.as_str()],
+        vec!["reap", pid.as_str(), "--stuck"],
+        vec!["metrics", pid.as_str()],
+    ] {
+        let out = stallguard(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("has no stallguard segment"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let out = stallguard(&["top", "--once", &pid]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("no process {pid}")),
+        "{}",
+        text(&out.stderr)
+    );
+    // Bad input is refused by the parser, naming the argument.
+    let out = stallguard(&["reap", "12", "--fd", "-3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--fd"), "{}", text(&out.stderr));
+    let out = stallguard(&["top", "abc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("abc"), "{}", text(&out.stderr));
+    let out = stallguard(&["metrics", "1", "--listen", "localhost"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--listen"),
+        "{}",
+        text(&out.stderr)
+    );
+}
