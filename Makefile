@@ -14,6 +14,8 @@ BIN      := target/release/stallguard
 all: lib c-examples
 
 include c-examples/c-examples.mk
+include tests/real/real.mk
+include bench/bench.mk
 
 # STALLGUARD_PREFIX: where the installed `stallguard` command looks for the library.
 lib:
@@ -22,6 +24,7 @@ lib:
 # What a fresh Debian machine with only the Rust toolchain and gcc lacks.
 deps:
 	@bash scripts/install-deps.sh
+	@bash scripts/install-real-deps.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -62,11 +62,6 @@ pub fn reap(
     // reads, and the orphan would pin the send buffer in FIN-WAIT-1.
     let reset = config::policy().action == Action::Rst || reason == Reason::WriteStall;
     line("reap", if reset { "rst" } else { "shutdown" });
-    if kernel_view {
-        // Its writes go through stdio, where no hook can add MSG_NOSIGNAL: without this, the
-        // program (one connection, inetd style) would die of SIGPIPE instead of exiting.
-        ignore_default_sigpipe();
-    }
     if reset {
         socket::reset_on_close(fd); // the server's coming close() sends an RST
     }
@@ -80,20 +75,6 @@ pub fn reap(
             Peer(&id),
             reason.as_str()
         );
-    }
-}
-
-/// SIGPIPE at its default action becomes ignored; a handler or an explicit SIG_IGN is kept.
-fn ignore_default_sigpipe() {
-    unsafe {
-        let mut current: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut current) == 0
-            && current.sa_sigaction == libc::SIG_DFL
-        {
-            let mut ignore: libc::sigaction = std::mem::zeroed();
-            ignore.sa_sigaction = libc::SIG_IGN;
-            libc::sigaction(libc::SIGPIPE, &ignore, std::ptr::null_mut());
-        }
     }
 }
 

@@ -47,6 +47,7 @@ extern "C" fn init() {
             log::to_stderr("stallguard: cannot map the per-source table: STALLGUARD_PER_SOURCE is not enforced");
         }
         process::install_fork_handler();
+        process::refresh_sigpipe_disposition();
         process::enable();
         adopt::adopt_stdio();
     });

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::*};
 static PID: AtomicI32 = AtomicI32::new(0);
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static OUTBOUND: AtomicBool = AtomicBool::new(false);
+static SIGPIPE_IGNORED: AtomicBool = AtomicBool::new(false);
 
 pub fn pid() -> i32 {
     PID.load(Relaxed)
@@ -60,4 +61,19 @@ extern "C" fn after_fork_in_child() {
     if inherited > 0 && enabled() {
         crate::watcher::ensure_running();
     }
+}
+
+/// Whether SIGPIPE is ignored, as last looked up (constructor, then every watcher tick). A
+/// program that switches SIGPIPE back to its default action is noticed within one tick.
+#[inline(always)]
+pub fn sigpipe_ignored() -> bool {
+    SIGPIPE_IGNORED.load(Relaxed)
+}
+
+/// Looks the disposition up again (one rt_sigaction query, no change).
+pub fn refresh_sigpipe_disposition() {
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    let ignored = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut current) } == 0
+        && current.sa_sigaction == libc::SIG_IGN;
+    SIGPIPE_IGNORED.store(ignored, Relaxed);
 }

@@ -76,12 +76,14 @@ fn set_sockopt<T>(fd: c_int, level: c_int, name: c_int, value: &T) {
 /// Kernel backstops for a tracked connection, each only where the socket still has the
 /// kernel's default (a value the program — or its listener, which accepted sockets inherit
 /// from — chose wins; and a program's own later setsockopt simply replaces ours):
-/// * TCP_USER_TIMEOUT = the write-stall timer: ends a write stalled on a zero window, and a
-///   dead peer holding unacknowledged data, instead of the kernel's 13-30 minutes;
+/// * TCP_USER_TIMEOUT = twice the write-stall timer: ends a write stalled on a zero window,
+///   and a dead peer holding unacknowledged data, instead of the kernel's 13-30 minutes. Twice,
+///   so it stays a backstop: the watcher (timer + one tick) always acts first and logs why;
+///   equal timers would let the kernel abort the connection silently a few ms earlier;
 /// * TCP keepalive (60 s idle, 3 probes 10 s apart): finds peers that vanished silently.
 pub fn apply_backstops(fd: c_int, write_stall_ms: u64) {
     if write_stall_ms > 0 && sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) == Some(0) {
-        let ms: libc::c_uint = write_stall_ms.min(u64::from(i32::MAX as u32)) as libc::c_uint;
+        let ms = write_stall_ms.saturating_mul(2).min(i32::MAX as u64) as libc::c_uint;
         set_sockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &ms);
     }
     if sockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE) == Some(0) {

@@ -400,9 +400,10 @@ impl Slot {
 
     /// In a forked child: the parent's in-flight calls do not exist here.
     pub fn forget_inflight(&self) {
+        // Only the state of calls in flight is dropped: the request phase is a fact about the
+        // connection (mini_httpd reads the headers, then a forked child reads the body).
         self.waiting_since.store(0, Relaxed);
         self.write_pending_since.store(0, Relaxed);
-        self.request_start.store(0, Relaxed);
         // The parent gives the source's place back when it closes its copy, not us.
         self.clear_flag(FLAG_EPOLL_IN | FLAG_COUNTED);
         self.set_flag(FLAG_INHERITED);

@@ -93,6 +93,7 @@ fn run() {
             return;
         }
         let now = clock::refresh();
+        process::refresh_sigpipe_disposition();
         crate::log::reopen_if_closed();
         observe_all(now, &mut memory, &mut seen);
         judge_and_act(now, &mut seen, &mut memory);

@@ -357,8 +357,8 @@ fn kernel_backstops_are_set_on_connections_and_never_on_listeners() {
     let (conn, listener) = options_of(&with(&[]));
     assert_eq!(
         conn,
-        (1000, 1, 0, 0),
-        "TCP_USER_TIMEOUT = WRITE_STALL, keepalive on, no socket timeouts"
+        (2000, 1, 0, 0),
+        "TCP_USER_TIMEOUT = 2 x WRITE_STALL, keepalive on, no socket timeouts"
     );
     assert_eq!(listener, (0, 0, 0, 0), "the listener is never touched");
 
@@ -368,7 +368,7 @@ fn kernel_backstops_are_set_on_connections_and_never_on_listeners() {
     let (conn, listener) = options_of(&with(&[("STALLGUARD_SOCKET_TIMEOUTS", "on".into())]));
     assert_eq!(
         conn,
-        (1000, 1, 3000, 1000),
+        (2000, 1, 3000, 1000),
         "SO_RCVTIMEO = max(IDLE, FIRST_BYTE), SO_SNDTIMEO = WRITE_STALL"
     );
     assert_eq!(listener, (0, 0, 0, 0));

@@ -15,7 +15,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// Records a write-family call of `len` bytes around `call`, which makes the real call once
 /// with MSG_NOSIGNAL. `caller_nosignal`: the program asked for MSG_NOSIGNAL itself.
-#[inline(never)]
+/// Inlined into each out-of-line `*_tracked` function, so the real call is made from there
+/// with the arguments still in registers.
+#[inline(always)]
 unsafe fn writing(
     slot: &Slot,
     len: usize,
@@ -56,19 +58,20 @@ fn iov_len(iov: *const iovec, cnt: c_int) -> usize {
 }
 
 // Each hook: on an untracked fd, a tail call to libc; on a tracked connection, an
-// out-of-line function (so the untracked path needs no stack frame).
+// out-of-line function (so the untracked path needs no stack frame). The slot goes last so
+// the arguments stay in the registers they arrived in.
 
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     match table::tracked(fd) {
         None => real::write(fd, buf, n),
-        Some(slot) => write_tracked(slot, fd, buf, n),
+        Some(slot) => write_tracked(fd, buf, n, slot),
     }
 }
 
 #[inline(never)]
-unsafe fn write_tracked(slot: &Slot, fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-    let r = writing(slot, n, false, || {
+unsafe fn write_tracked(fd: c_int, buf: *const c_void, n: size_t, slot: &Slot) -> ssize_t {
+    let r = writing(slot, n, false, move || {
         real::send(fd, buf, n, libc::MSG_NOSIGNAL)
     });
     if r < 0 && errno() == libc::ENOTSOCK {
@@ -83,16 +86,16 @@ unsafe fn write_tracked(slot: &Slot, fd: c_int, buf: *const c_void, n: size_t) -
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
     match table::tracked(fd) {
         None => real::writev(fd, iov, cnt),
-        Some(slot) => writev_tracked(slot, fd, iov, cnt),
+        Some(slot) => writev_tracked(fd, iov, cnt, slot),
     }
 }
 
 #[inline(never)]
-unsafe fn writev_tracked(slot: &Slot, fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+unsafe fn writev_tracked(fd: c_int, iov: *const iovec, cnt: c_int, slot: &Slot) -> ssize_t {
     let mut msg: msghdr = std::mem::zeroed();
     msg.msg_iov = iov as *mut iovec;
     msg.msg_iovlen = cnt.max(0) as usize;
-    let r = writing(slot, iov_len(iov, cnt), false, || {
+    let r = writing(slot, iov_len(iov, cnt), false, move || {
         real::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
     });
     if r < 0 && errno() == libc::ENOTSOCK {
@@ -106,20 +109,20 @@ unsafe fn writev_tracked(slot: &Slot, fd: c_int, iov: *const iovec, cnt: c_int) 
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
     match table::tracked(fd) {
         None => real::send(fd, buf, n, flags),
-        Some(slot) => send_tracked(slot, fd, buf, n, flags),
+        Some(slot) => send_tracked(fd, buf, n, flags, slot),
     }
 }
 
 #[inline(never)]
 unsafe fn send_tracked(
-    slot: &Slot,
     fd: c_int,
     buf: *const c_void,
     n: size_t,
     flags: c_int,
+    slot: &Slot,
 ) -> ssize_t {
     let own = flags & libc::MSG_NOSIGNAL != 0;
-    writing(slot, n, own, || {
+    writing(slot, n, own, move || {
         real::send(fd, buf, n, flags | libc::MSG_NOSIGNAL)
     })
 }
@@ -135,32 +138,43 @@ pub unsafe extern "C" fn sendto(
 ) -> ssize_t {
     match table::tracked(fd) {
         None => real::sendto(fd, buf, n, flags, addr, len),
-        Some(slot) => {
-            let own = flags & libc::MSG_NOSIGNAL != 0;
-            writing(slot, n, own, || {
-                real::sendto(fd, buf, n, flags | libc::MSG_NOSIGNAL, addr, len)
-            })
-        }
+        Some(slot) => sendto_tracked(fd, buf, n, flags, addr, len, slot),
     }
+}
+
+#[inline(never)]
+unsafe fn sendto_tracked(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    slot: &Slot,
+) -> ssize_t {
+    let own = flags & libc::MSG_NOSIGNAL != 0;
+    writing(slot, n, own, move || {
+        real::sendto(fd, buf, n, flags | libc::MSG_NOSIGNAL, addr, len)
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     match table::tracked(fd) {
         None => real::sendmsg(fd, msg, flags),
-        Some(slot) => sendmsg_tracked(slot, fd, msg, flags),
+        Some(slot) => sendmsg_tracked(fd, msg, flags, slot),
     }
 }
 
 #[inline(never)]
-unsafe fn sendmsg_tracked(slot: &Slot, fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+unsafe fn sendmsg_tracked(fd: c_int, msg: *const msghdr, flags: c_int, slot: &Slot) -> ssize_t {
     let len = if msg.is_null() {
         0
     } else {
         iov_len((*msg).msg_iov, (*msg).msg_iovlen as c_int)
     };
     let own = flags & libc::MSG_NOSIGNAL != 0;
-    writing(slot, len, own, || {
+    writing(slot, len, own, move || {
         real::sendmsg(fd, msg, flags | libc::MSG_NOSIGNAL)
     })
 }
@@ -169,7 +183,7 @@ unsafe fn sendmsg_tracked(slot: &Slot, fd: c_int, msg: *const msghdr, flags: c_i
 pub unsafe extern "C" fn sendfile(out: c_int, inp: c_int, off: *mut off_t, n: size_t) -> ssize_t {
     match table::tracked(out) {
         None => real::sendfile(out, inp, off, n),
-        Some(slot) => without_our_sigpipe(slot, n, || real::sendfile(out, inp, off, n)),
+        Some(slot) => without_our_sigpipe(slot, n, move || real::sendfile(out, inp, off, n)),
     }
 }
 
@@ -177,7 +191,7 @@ pub unsafe extern "C" fn sendfile(out: c_int, inp: c_int, off: *mut off_t, n: si
 pub unsafe extern "C" fn sendfile64(out: c_int, inp: c_int, off: *mut i64, n: size_t) -> ssize_t {
     match table::tracked(out) {
         None => real::sendfile64(out, inp, off, n),
-        Some(slot) => without_our_sigpipe(slot, n, || real::sendfile64(out, inp, off, n)),
+        Some(slot) => without_our_sigpipe(slot, n, move || real::sendfile64(out, inp, off, n)),
     }
 }
 
@@ -186,6 +200,11 @@ pub unsafe extern "C" fn sendfile64(out: c_int, inp: c_int, off: *mut i64, n: si
 /// mask is restored, as it would have been.
 #[inline(never)]
 unsafe fn without_our_sigpipe(slot: &Slot, n: usize, call: impl FnOnce() -> ssize_t) -> ssize_t {
+    if crate::process::sigpipe_ignored() {
+        // The program ignores SIGPIPE (most servers do): nothing to protect it from, and the
+        // two sigprocmask calls would be most of this hook's cost.
+        return writing(slot, n, true, call);
+    }
     let mut pipe_only: libc::sigset_t = std::mem::zeroed();
     let mut old: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut pipe_only);

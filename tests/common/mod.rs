@@ -79,6 +79,13 @@ impl Server {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // Only the policy a test gives: a STALLGUARD_* knob of the test run itself (or of the
+        // operator's shell) would be an unknown variable to the guard, which refuses to start.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("STALLGUARD_") {
+                cmd.env_remove(&k);
+            }
+        }
         if let Some(vars) = policy {
             cmd.env("LD_PRELOAD", shim())
                 .env("STALLGUARD_LOG_FILE", &log);

@@ -1,0 +1,46 @@
+# Benchmark suite (issue #6). Included by the top-level Makefile (`include bench/bench.mk`);
+# paths are relative to the repository root, so run make from there.
+#
+#   make bench        hooks (wall clock + callgrind), end to end (wrk: civetweb, nginx,
+#                     HAProxy in front), watcher cost and memory at 1k/10k connections;
+#                     7-11 minutes (longer when the machine is busy). Prints the
+#                     results and writes bench/results/latest.md, latest.json, e2e.svg.
+#   make bench-quick  the same, reduced (< 3 minutes); writes bench/results/quick.*.
+#                     Never fails on a timing (CI-safe); BENCH_STRICT=1 makes a missed
+#                     budget fail the target.
+#
+# Needs root for the first run only (bench/install-deps.sh installs wrk, nginx-light,
+# civetweb, haproxy, valgrind and strace when missing). Everything runs on loopback.
+
+# Keep the includer's default goal.
+BENCH_PREV_GOAL := $(.DEFAULT_GOAL)
+
+BENCH_OUT    := target/bench
+BENCH_CC     ?= gcc
+# No _FORTIFY_SOURCE: the benchmark must call plain read/recv, not the __*_chk variants.
+BENCH_CFLAGS ?= -O2 -g -U_FORTIFY_SOURCE -Wall -Wextra -Werror -pthread
+BENCH_BINS   := $(BENCH_OUT)/hookbench $(BENCH_OUT)/idlebench
+BENCH_SO     ?= target/release/libstallguard.so
+BENCH_PY     ?= python3
+
+.PHONY: bench bench-quick bench-deps bench-bins
+bench-bins: $(BENCH_BINS)
+
+$(BENCH_OUT)/%: bench/%.c bench/bench.mk | $(BENCH_OUT)
+	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $<
+
+$(BENCH_OUT):
+	mkdir -p $@
+
+bench-deps:
+	@bash bench/install-deps.sh
+
+bench: lib bench-bins bench-deps
+	@$(BENCH_PY) bench/run.py --so $(BENCH_SO) --command "make bench"
+
+bench-quick: lib bench-bins bench-deps
+	@$(BENCH_PY) bench/run.py --quick --so $(BENCH_SO) --command "make bench-quick"
+
+# Restore it (an empty value lets make pick the next target it sees, as if this file were
+# not there).
+.DEFAULT_GOAL := $(BENCH_PREV_GOAL)

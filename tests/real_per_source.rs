@@ -1,0 +1,97 @@
+//! STALLGUARD_PER_SOURCE on a real server: civetweb (8 workers, its own timeouts far away)
+//! under a sustained slowloris from 127.0.0.1 — a new slow connection every 100 ms for the whole
+//! run — while a legitimate client on 127.0.0.2 probes every 200 ms. Per-connection deadlines
+//! alone cannot keep the workers free (each slow connection holds one for its whole request
+//! timer); the cap can.
+
+mod common;
+mod real;
+
+use common::connect_from;
+use real::{civetweb, require_tools, Job, Mode, PROBE_BODY};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECONDS: u64 = 20;
+
+/// Share of probes from 127.0.0.2 served during the last two thirds of the attack.
+fn served_under_sustained_slowloris(cap: Option<u32>) -> (f64, String) {
+    let label = if cap.is_some() {
+        "sustained slowloris, cap"
+    } else {
+        "sustained slowloris, no cap"
+    };
+    let mut job = Job::new("civetweb", label, Mode::Guarded);
+    if let Some(n) = cap {
+        job.extra_env
+            .push(("STALLGUARD_PER_SOURCE".into(), n.to_string()));
+    }
+    let server = civetweb(&job, "civetweb", true);
+    let addr = server.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut s) = connect_from([127, 0, 0, 1], addr) {
+                    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
+                    held.push(s);
+                }
+                held.retain_mut(|s| s.write_all(b"X-a: b\r\n").is_ok());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let start = Instant::now();
+    let (mut served, mut probes) = (0, 0);
+    while start.elapsed() < Duration::from_secs(SECONDS) {
+        if start.elapsed() >= Duration::from_secs(SECONDS / 3) {
+            probes += 1;
+            if probe_from_other_host(addr) {
+                served += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    attacker.join().unwrap();
+    let log = std::fs::read_to_string(job.guard_log()).unwrap_or_default();
+    (served as f64 / probes.max(1) as f64, log)
+}
+
+fn probe_from_other_host(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = connect_from([127, 0, 0, 2], addr) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    if s.write_all(b"GET /index.html HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains(PROBE_BODY)
+}
+
+#[test]
+fn per_source_cap_keeps_civetweb_serving_other_clients() {
+    require_tools();
+    let without = std::thread::spawn(|| served_under_sustained_slowloris(None));
+    let (with_cap, log) = served_under_sustained_slowloris(Some(4));
+    let (without, _) = without.join().unwrap();
+    eprintln!(
+        "civetweb, sustained slowloris for {SECONDS}s: legit probes from another address served {:.1}% without the cap, {:.1}% with STALLGUARD_PER_SOURCE=4",
+        without * 100.0,
+        with_cap * 100.0
+    );
+    assert!(
+        without < 0.5,
+        "the sustained attack should deny service without the cap ({without})"
+    );
+    assert!(with_cap >= 0.99, "with the cap: {with_cap}\n{log}");
+    assert!(log.contains("event=over_cap"), "{log}");
+}
