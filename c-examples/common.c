@@ -256,3 +256,18 @@ void sleep_ms(int ms)
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
 }
+
+int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}

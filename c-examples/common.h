@@ -69,4 +69,7 @@ size_t buf_drop(char *buf, size_t *len, unsigned long long n);
 /* Sleeps without touching any fd (used for /longpoll in blocking servers). */
 void sleep_ms(int ms);
 
+/* write() until all n bytes are out (retrying EINTR); -1 on any other error. */
+int write_all(int fd, const char *p, size_t n);
+
 #endif

@@ -66,21 +66,6 @@ static int q_pop(void)
     return fd;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int send_response(int fd, const struct resp *r)
 {
     if (r->kind == RESP_LONGPOLL)

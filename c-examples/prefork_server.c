@@ -31,21 +31,6 @@
 static struct opts opt;
 static int lfd, bigfd;
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The /big body lives in an unlinked temp file shared by all children; each
  * sendfile() call passes its own offset, so the shared file position is unused. */
 static int make_big_file(unsigned long long size)
