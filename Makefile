@@ -16,6 +16,7 @@ all: lib c-examples
 include c-examples/c-examples.mk
 include tests/real/real.mk
 include bench/bench.mk
+include tests/reliability.mk
 
 # STALLGUARD_PREFIX: where the installed `stallguard` command looks for the library.
 lib:
@@ -37,6 +38,7 @@ unit:
 integration: all
 	$(CARGO) test --release --test '*' -- --test-threads=8
 	$(CARGO) test --release -p stallguard-cli --tests -- --test-threads=8
+	$(CARGO) test --release -p stallguard-policy --tests
 
 test: deps lint unit integration
 

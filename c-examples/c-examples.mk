@@ -21,7 +21,7 @@ C_EXAMPLES_CC     ?= gcc
 C_EXAMPLES_CFLAGS ?= -O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -pthread
 C_EXAMPLES_NAMES  := pool_server prefork_server epoll_server eager_server forking_server \
                      fileio_check hook_check signal_stress stdio_service outbound_client \
-                     coop_server
+                     echo_server lifecycle_check alias_check coop_server
 C_EXAMPLES        := $(addprefix $(C_EXAMPLES_OUT)/,$(C_EXAMPLES_NAMES))
 
 # prefork_server must import sendfile64, not sendfile.
@@ -42,7 +42,7 @@ $(C_EXAMPLES_OUT)/%: $(C_EXAMPLES_SRC)/%.c $(C_EXAMPLES_SRC)/common.c \
 
 # The self-contained checks do not use the server helpers.
 C_EXAMPLES_STANDALONE := $(addprefix $(C_EXAMPLES_OUT)/,fileio_check hook_check signal_stress stdio_service \
-                           outbound_client)
+                           outbound_client lifecycle_check alias_check)
 $(C_EXAMPLES_STANDALONE): $(C_EXAMPLES_OUT)/%: $(C_EXAMPLES_SRC)/%.c $(lastword $(MAKEFILE_LIST)) \
                           | $(C_EXAMPLES_OUT)
 	$(C_EXAMPLES_CC) $(C_EXAMPLES_CFLAGS) -o $@ $<

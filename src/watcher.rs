@@ -50,14 +50,14 @@ fn spawn() -> bool {
         let rc = libc::pthread_create(&mut tid, &attr, watcher_main, std::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if rc == 0 {
-            libc::pthread_setname_np(tid, c"stallguard".as_ptr());
-        }
         rc == 0
     }
 }
 
 extern "C" fn watcher_main(_: *mut libc::c_void) -> *mut libc::c_void {
+    // Named from inside with prctl: pthread_setname_np on another thread opens
+    // /proc/self/task/TID/comm, briefly taking the program's lowest free fd number.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"stallguard".as_ptr()) };
     if std::panic::catch_unwind(run).is_err() {
         log_line!(
             Error,

@@ -182,12 +182,29 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One line whatever the input holds: the name and the reason (which may quote a
+        // fragment of the value) get their control characters escaped, the value is quoted.
         write!(
             f,
             "stallguard: invalid {}={:?}: {}",
-            self.var, self.value, self.accepted
+            one_line(&self.var),
+            self.value,
+            one_line(&self.accepted)
         )
     }
+}
+
+/// Escapes control characters (a line break in a value must not forge a second log line).
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Every variable the shim reads, with what it accepts (used for help text and suggestions).

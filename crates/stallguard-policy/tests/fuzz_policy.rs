@@ -103,7 +103,9 @@ proptest! {
             prop_assert!(vars.iter().any(|(k, _)| *k == e.var), "error names {:?}, not an input", e.var);
             let line = e.to_string();
             prop_assert!(line.starts_with("stallguard: invalid "), "{line}");
-            prop_assert!(line.contains(&e.var), "{line}");
+            // The name is in the line, its control characters escaped (one line, always).
+            let shown: String = e.var.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect();
+            prop_assert!(line.contains(&shown), "{line}");
             // (Inputs with line breaks: see the ignored test at the end, a known bug.)
             if !has_line_break(&e.var) && !has_line_break(&e.value) {
                 prop_assert!(is_one_clear_line(&line), "not one line: {line:?}");
@@ -222,7 +224,6 @@ proptest! {
 /// `STALLGUARD_IDLE=$'5x\nstallguard: forged line'` prints a second line that starts like one
 /// of ours.
 #[test]
-#[ignore = "bug: error messages echo raw line breaks from the value/name"]
 fn errors_are_one_line_even_for_values_with_line_breaks() {
     for (var, value) in [
         ("STALLGUARD_IDLE", "5x\nstallguard: forged line"),

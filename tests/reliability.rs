@@ -1,0 +1,389 @@
+//! The reliability suite (issue #7). `cargo test --release --test reliability` runs the
+//! CI-sized form of each item; `RELIABILITY_SOAK=1` (`make soak`) the long forms. See
+//! tests/reliability.mk for the targets and what they install.
+
+#[path = "reliability/aliasing.rs"]
+mod aliasing;
+#[path = "reliability/churn.rs"]
+mod churn;
+mod common;
+#[path = "reliability/cpython.rs"]
+mod cpython;
+#[path = "reliability/lifecycle.rs"]
+mod lifecycle;
+#[path = "reliability/memory.rs"]
+mod memory;
+#[path = "reliability/resources.rs"]
+mod resources;
+#[path = "reliability/table_model.rs"]
+mod table_model;
+#[path = "reliability/util.rs"]
+mod util;
+
+/// What src/table.rs needs from the rest of the shim, for the model test (table_model).
+mod clock {
+    pub fn now_ms() -> u64 {
+        1
+    }
+}
+mod sources {
+    pub fn source_key<T>(_: &T) -> u64 {
+        0
+    }
+    pub fn release(_: u64) {}
+}
+
+use std::time::Duration;
+use util::*;
+
+/// Item 1: fd-reuse churn, every healthy exchange checksummed.
+#[test]
+fn churn_checksummed_never_cuts_a_healthy_connection() {
+    let _x = exclusive();
+    let target = knob("RELIABILITY_CHURN_CYCLES", 100_000, 1_000_000);
+    let max = Duration::from_secs(knob("RELIABILITY_CHURN_SECS", 60, 900));
+    let r = churn::run(target, max, 4);
+    churn::check(
+        &r,
+        target.min(knob("RELIABILITY_CHURN_MIN", 20_000, 1_000_000)),
+        5,
+    );
+}
+
+/// Item 3: prefork, daemon(), system(), popen(), fork storms, exec chains, exiting threads and
+/// pthread_cancel in hooked calls; the watcher count read from /proc by this test.
+#[test]
+fn process_life_keeps_one_working_watcher_per_owner() {
+    let _x = exclusive();
+    let plain = lifecycle::run(false);
+    lifecycle::check(&plain, false);
+    let guarded = lifecycle::run(true);
+    lifecycle::check(&guarded, true);
+}
+
+/// Item 4: every close path and alias (dup, dup2/dup3 onto tracked fds, F_DUPFD*, close_range,
+/// closefrom, fclose of an fdopen'ed socket, a raw close no hook sees), checked against the
+/// guard log: no stale tracking, no missed close, no reap of a number that names something else.
+#[test]
+fn aliases_and_close_paths_keep_the_table_honest() {
+    let _x = exclusive();
+    aliasing::check(&aliasing::run(&[], false), false);
+    aliasing::check(&aliasing::run(&[], true), true);
+}
+
+/// SHIM BUG (reported, not fixed here): close_range(n, n, CLOSE_RANGE_UNSHARE) in a guarded
+/// process. The watcher thread shares the fd table, so the kernel gives the caller a private
+/// copy: n stays open in the watcher's copy (the client never sees the close), and every fd
+/// created afterwards is unknown to the watcher (SO_COOKIE fails: `event=stale`, untracked,
+/// never reaped). Unguarded, the process is single-threaded and nothing is copied.
+#[test]
+#[ignore = "shim bug: CLOSE_RANGE_UNSHARE splits the watcher's fd table from the program's"]
+fn close_range_unshare_behaves_as_without_the_shim() {
+    let plain = aliasing::run(&["unshare"], false);
+    assert!(plain.stdout.contains("closed=1"), "{}", plain.stdout);
+    let guarded = aliasing::run(&["unshare"], true);
+    assert!(
+        guarded.ok,
+        "{}{}
+guard log:
+{}",
+        guarded.stdout, guarded.stderr, guarded.log
+    );
+}
+
+/// SHIM BUG (reported, not fixed here): the shim briefly takes the lowest free fd number when
+/// a process's watcher starts: pthread_setname_np on the new thread (opens
+/// /proc/self/task/TID/comm, in the accepting thread), then the watcher's opendir("/dev/shm")
+/// and open("/dev/shm/stallguard-PID") (live view). A program thread that opens or accepts at
+/// that moment gets another number than without the shim (README: "the host's lowest free fd
+/// arithmetic is unchanged"). alias_check lowfd: about 20 of 100 children see it.
+#[test]
+#[ignore = "shim bug: watcher start-up takes low fd numbers (setname, /dev/shm live view)"]
+fn watcher_start_never_takes_a_low_fd() {
+    let plain = aliasing::run(&["lowfd"], false);
+    assert!(plain.ok, "{}", plain.stdout);
+    let guarded = aliasing::run(&["lowfd"], true);
+    assert!(guarded.ok, "{}{}", guarded.stdout, guarded.stderr);
+}
+
+/// Item 5 (model): the TRACKED/ACTING/FREE generation protocol of src/table.rs: the real code
+/// against a pure model, every interleaving of the model, and the real code under contention.
+#[test]
+fn table_ownership_protocol_model() {
+    use table_model::*;
+    let _x = exclusive();
+    let checked = conformance(6);
+    blocking_ops_wait_for_acting();
+    let real = explore(Variant::Real);
+    let raw = explore(Variant::RawClose);
+    let broken_gen = explore(Variant::NoGenerationNoCookie);
+    let broken_wait = explore(Variant::UntrackNoWait);
+    let st = stress(knob("RELIABILITY_MODEL_STRESS", 300_000, 5_000_000) as usize);
+    eprintln!(
+        "table model: {checked} real transitions matched the model; interleavings: real {} states, \
+         0 wrong shutdowns expected ({:?}); raw close {} states, wrong-shutdown kinds {:?}; \
+         broken variants caught: no-generation+no-cookie {:?}, untrack-no-wait {:?}; \
+         stress {} close/reuse cycles, {} acts, {} wrong",
+        real.states,
+        real.violations_after,
+        raw.states,
+        raw.violations_after,
+        broken_gen.violations_after,
+        broken_wait.violations_after,
+        st.cycles,
+        st.acts,
+        st.wrong
+    );
+    assert!(checked > 1000, "too few transitions compared: {checked}");
+    assert!(
+        real.violations_after.is_empty(),
+        "the protocol lets the watcher act on another object"
+    );
+    // A close no hook sees is caught by the cookie check, except in the window between that
+    // check and the shutdown (the program closes and the kernel reuses the number right
+    // there). That residual window is documented; nothing else may get through.
+    assert!(
+        raw.violations_after.iter().all(|k| *k == Wrong::AfterCheck),
+        "raw close: wrong shutdowns outside the cookie-check→shutdown window: {:?}",
+        raw.violations_after
+    );
+    assert!(
+        !broken_gen.violations_after.is_empty(),
+        "the model misses a broken begin_act"
+    );
+    assert!(
+        !broken_wait.violations_after.is_empty(),
+        "the model misses a non-waiting untrack"
+    );
+    assert_eq!(
+        st.wrong, 0,
+        "the fd's object changed while the watcher held ACTING"
+    );
+    assert!(st.acts > 0 && st.cycles > 0);
+}
+
+/// Item 5 (sanitizers): ASan+UBSan builds of the C examples under the shim, with both working
+/// LD_PRELOAD arrangements: a short checksummed churn with reaps of every kind, alias_check,
+/// lifecycle_check and hook_check. Any sanitizer report fails.
+#[test]
+fn sanitizer_builds_run_clean_under_the_shim() {
+    let _x = exclusive();
+    let r = memory::asan_churn(
+        knob("RELIABILITY_ASAN_CYCLES", 20_000, 200_000),
+        knob("RELIABILITY_ASAN_SECS", 40, 300),
+    );
+    let findings = memory::sanitizer_findings(&r.server_stderr);
+    assert!(
+        findings.is_empty(),
+        "echo_server (ASan) under the shim: {findings:#?}"
+    );
+    churn::check(&r, 1000, 3);
+    let alias = memory::asan_build("alias_check", false);
+    let life = memory::asan_build("lifecycle_check", false);
+    let hook = memory::asan_build("hook_check", false);
+    let mut runs = vec![
+        memory::run_check(&alias, &[], "asan_first", aliasing::POLICY),
+        memory::run_check(&alias, &[], "verify0", aliasing::POLICY),
+        memory::run_check(&life, &[], "verify0", lifecycle::POLICY),
+    ];
+    let hook_plain = std::process::Command::new(&hook)
+        .output()
+        .expect("hook_check");
+    runs.push(memory::run_check(
+        &hook,
+        &[],
+        "asan_first",
+        &[("STALLGUARD_TICK", "10ms")],
+    ));
+    for run in &runs {
+        eprintln!(
+            "{}: ok={} reaps={}",
+            run.name,
+            run.ok,
+            events_in(&run.log, "reap").len()
+        );
+        let f = memory::sanitizer_findings(&run.stderr);
+        assert!(f.is_empty(), "{}: {f:#?}\n{}", run.name, run.stderr);
+        assert!(
+            run.ok,
+            "{} failed:\n{}\n{}",
+            run.name, run.stdout, run.stderr
+        );
+        assert!(
+            !run.log.contains("level=error"),
+            "{}: {}",
+            run.name,
+            run.log
+        );
+    }
+    assert!(
+        events_in(&runs[0].log, "reap").len() >= 20,
+        "the shim did not act under ASan"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&hook_plain.stdout),
+        runs[3].stdout,
+        "hook_check (ASan) prints differently under the shim"
+    );
+}
+
+/// Item 5 (valgrind): memcheck of a guarded server handling checksummed traffic and reaps of
+/// every kind. Needs valgrind (`make soak-deps` installs it): missing, the test fails.
+#[test]
+fn valgrind_memcheck_finds_nothing_in_the_shim() {
+    let _x = exclusive();
+    let Some(vg) = memory::valgrind_path() else {
+        panic!("valgrind is not installed: run `make soak-deps` (tests/reliability.mk) first");
+    };
+    let m = memory::memcheck(
+        &vg,
+        knob("RELIABILITY_VALGRIND_REQUESTS", 150, 2000) as usize,
+    );
+    eprintln!(
+        "memcheck: {}; {} healthy exchanges served; {} reaps; {} errors in the shim, {} elsewhere",
+        m.summary,
+        m.served,
+        m.reaps,
+        m.shim_errors.len(),
+        m.other_errors.len()
+    );
+    for e in m.other_errors.iter().take(5) {
+        eprintln!("  not the shim:\n{e}");
+    }
+    assert!(
+        m.shim_errors.is_empty(),
+        "memcheck errors in the shim:\n{}",
+        m.shim_errors.join("\n")
+    );
+    assert!(
+        m.errors != usize::MAX,
+        "valgrind did not finish: {}",
+        m.summary
+    );
+    assert!(m.reaps >= 4, "no reaps under valgrind:\n{}", m.log_text);
+    assert!(
+        m.served >= 100,
+        "too few exchanges served under valgrind: {}",
+        m.served
+    );
+}
+
+/// Item 7: CPython's own socket-heavy regression tests pass identically with and without the
+/// shim preloaded (per test case). Needs Debian's libpython3.11-testsuite (`make soak-deps`):
+/// missing, the test fails.
+#[test]
+fn cpython_socket_tests_pass_identically_under_the_shim() {
+    if let Err(why) = cpython::testsuite_present() {
+        panic!("{why}");
+    }
+    let _x = exclusive();
+    let mut modules: Vec<&str> = cpython::CI_MODULES.to_vec();
+    if soak() {
+        modules.extend(cpython::SOAK_MODULES);
+    }
+    let plain = cpython::run(&modules, false);
+    let guarded = cpython::run(&modules, true);
+    let mut diff = cpython::differences(&plain, &guarded);
+    if !diff.is_empty() {
+        // One retry of the whole comparison weeds out a test that is merely flaky on a loaded
+        // machine: a real difference shows up again.
+        eprintln!("first comparison differs, retrying: {diff:#?}");
+        let plain2 = cpython::run(&modules, false);
+        let guarded2 = cpython::run(&modules, true);
+        let again = cpython::differences(&plain2, &guarded2);
+        diff.retain(|d| {
+            again
+                .iter()
+                .any(|a| a.split(':').next() == d.split(':').next())
+        });
+    }
+    use cpython::Outcome::*;
+    eprintln!(
+        "CPython tests ({} modules + test_socketserver): plain {} cases: {} passed, {} skipped, {} failed, {} errors; \
+         guarded {} cases: {} passed, {} skipped, {} failed, {} errors",
+        modules.len(),
+        plain.results.len(),
+        plain.count(Passed),
+        plain.count(Skipped),
+        plain.count(Failed),
+        plain.count(Error),
+        guarded.results.len(),
+        guarded.count(Passed),
+        guarded.count(Skipped),
+        guarded.count(Failed),
+        guarded.count(Error),
+    );
+    let started = events_in(&guarded.log, "start").len();
+    eprintln!("  guarded: {started} processes tracked connections (event=start lines)");
+    assert!(
+        started >= 5,
+        "the shim was not active in the guarded run:\n{}",
+        guarded.log
+    );
+    assert!(
+        plain.results.len() >= 300,
+        "too few test cases ran: {}\n{}",
+        plain.results.len(),
+        plain.output
+    );
+    assert!(
+        diff.is_empty(),
+        "outcomes differ under the shim: {diff:#?}\nguarded output:\n{}",
+        guarded.output
+    );
+    assert_eq!(
+        guarded.count(Failed) + guarded.count(Error),
+        plain.count(Failed) + plain.count(Error)
+    );
+}
+
+/// Item 8: a bounded soak of mixed legitimate traffic and attacks: zero legitimate failures,
+/// the server's VmRSS and fd count flat (CI: 30 s; `make soak`: 10 minutes).
+#[test]
+fn mixed_traffic_soak_keeps_memory_and_fds_flat() {
+    let _x = exclusive();
+    let secs = knob("RELIABILITY_RESOURCE_SECS", 30, 600);
+    let every = knob("RELIABILITY_SAMPLE_SECS", 4, 10);
+    let r = resources::run(Duration::from_secs(secs), Duration::from_secs(every));
+    resources::check(&r);
+}
+
+/// Item 2: signal handlers calling hooked functions on tracked sockets at 5 kHz, under the
+/// shim, for 10 s (CI) or one minute (`make soak`): no deadlock, no lost or doubled byte.
+#[test]
+fn signal_stress_soak_under_the_shim() {
+    let _x = exclusive();
+    let secs = knob("RELIABILITY_SIGNAL_SECS", 10, 60);
+    let log = common::scratch("signal.guard.log");
+    let mut cmd = std::process::Command::new(common::example("signal_stress"));
+    cmd.arg(secs.to_string()).arg("-v");
+    scrub_env(&mut cmd);
+    for (k, v) in guarded_env(&log) {
+        cmd.env(k, v);
+    }
+    // The quiet connection is waited on and never answered: keep it below the first-byte
+    // timer for the whole run; a fast watcher runs all the while.
+    cmd.env("STALLGUARD_FIRST_BYTE", "10m")
+        .env("STALLGUARD_TICK", "10ms");
+    let start = std::time::Instant::now();
+    let out = cmd.output().expect("run signal_stress");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "signal_stress {secs} s under the shim ({:.1} s): {}{stderr}",
+        start.elapsed().as_secs_f64(),
+        stdout.trim()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "signal_stress failed (3 = deadlock watchdog):\n{stdout}{stderr}"
+    );
+    assert_eq!(stdout.trim(), "signal_stress: ok");
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log.contains("event=start"),
+        "the shim did not track the connections:\n{log}"
+    );
+    assert!(!log.contains("level=error"), "{log}");
+}
