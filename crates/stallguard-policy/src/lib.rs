@@ -7,15 +7,14 @@ pub mod duration;
 pub mod kernel_view;
 pub mod policy;
 pub mod ports;
+pub mod timers;
 pub mod verdict;
 
 pub use cidr::Cidr;
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use kernel_view::{KernelSample, KernelTrack};
-pub use policy::{
-    parse_env, Action, ConfigError, LogLevel, OnError, OutboundPolicy, Policy, RequestPolicy,
-    Timers,
-};
+pub use policy::{parse_env, Action, ConfigError, LogLevel, OnError, Policy};
+pub use timers::{OutboundPolicy, RequestPolicy, Timers};
 pub use verdict::{
     deadline, is_stuck, judge, time_left_ms, turn_ms, Facts, Reason, Verdict, STUCK_AFTER_MS,
 };

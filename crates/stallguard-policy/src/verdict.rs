@@ -6,7 +6,7 @@
 //! poll/select/epoll read set) or while the server's write cannot move bytes. When the server
 //! has the turn (it read a request and is thinking), nothing is charged.
 
-use crate::policy::Timers;
+use crate::timers::Timers;
 
 /// What is known about one connection. Times are milliseconds on one monotonic clock;
 /// 0 means "never" / "not now".
@@ -241,7 +241,7 @@ pub fn is_stuck(f: &Facts, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::RequestPolicy;
+    use crate::timers::RequestPolicy;
 
     fn policy() -> Timers {
         Timers {
@@ -501,7 +501,7 @@ mod connect_tests {
 #[cfg(test)]
 mod deadline_tests {
     use super::*;
-    use crate::policy::RequestPolicy;
+    use crate::timers::RequestPolicy;
 
     /// `deadline` must agree with `judge` on a spread of situations.
     #[test]
