@@ -362,6 +362,20 @@ mod tests {
     }
 
     #[test]
+    fn flag_help_comes_from_the_policy_table() {
+        let idle = stallguard_policy::policy::variable("STALLGUARD_IDLE").unwrap();
+        assert_eq!(
+            flag_help(idle),
+            format!("STALLGUARD_IDLE: {} [default: 60s]", idle.accepts)
+        );
+        let log_file = stallguard_policy::policy::variable("STALLGUARD_LOG_FILE").unwrap();
+        assert_eq!(
+            flag_help(log_file),
+            "STALLGUARD_LOG_FILE: an absolute path to a file to append to"
+        );
+    }
+
+    #[test]
     fn flags_override_the_environment_and_lib_var_is_not_policy() {
         let env = vec![
             (OsString::from("STALLGUARD_IDLE"), OsString::from("5s")),
