@@ -79,34 +79,16 @@ impl Segment {
     /// Opens and maps a segment file, checking it is a regular file of the right size with
     /// the right magic, version and record size. Symlinks are refused.
     pub fn open_path(path: &Path, pid: u32, write: bool) -> Result<Segment, SegError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(write)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|err| match err.kind() {
-                io::ErrorKind::NotFound => SegError::Missing,
-                io::ErrorKind::PermissionDenied => SegError::PermissionDenied {
-                    path: path.to_path_buf(),
-                    write,
-                },
-                _ if err.raw_os_error() == Some(libc::ELOOP) => SegError::Invalid {
-                    path: path.to_path_buf(),
-                    why: "it is a symbolic link".into(),
-                },
-                _ => SegError::Io {
-                    path: path.to_path_buf(),
-                    err,
-                },
-            })?;
         let invalid = |why: String| SegError::Invalid {
             path: path.to_path_buf(),
             why,
         };
-        let meta = file.metadata().map_err(|err| SegError::Io {
+        let io_error = |err| SegError::Io {
             path: path.to_path_buf(),
             err,
-        })?;
+        };
+        let file = open_file(path, write)?;
+        let meta = file.metadata().map_err(io_error)?;
         if !meta.is_file() {
             return Err(invalid("not a regular file".into()));
         }
@@ -116,34 +98,13 @@ impl Segment {
                 meta.len()
             )));
         }
-        let seg = map(&file, write).map_err(|err| SegError::Io {
-            path: path.to_path_buf(),
-            err,
-        })?;
         let seg = Segment {
             pid,
             path: path.to_path_buf(),
-            ptr: seg,
+            ptr: map(&file, write).map_err(io_error)?,
             owner_uid: meta.uid(),
         };
-        let h = seg.header();
-        if h.magic != stallguard_shm::MAGIC {
-            return Err(invalid("bad magic".into()));
-        }
-        if !h.is_valid() {
-            return Err(invalid(format!(
-                "layout version {} record size {} capacity {} (this tool reads version {} record size {})",
-                h.version,
-                h.record_size,
-                h.capacity,
-                stallguard_shm::VERSION,
-                std::mem::size_of::<Record>()
-            )));
-        }
-        if h.pid != pid {
-            return Err(invalid(format!("it belongs to pid {}", h.pid)));
-        }
-        Ok(seg)
+        header_problem(seg.header(), pid).map_or(Ok(seg), |why| Err(invalid(why)))
     }
 
     pub fn header(&self) -> &Header {
@@ -154,6 +115,48 @@ impl Segment {
     pub fn snapshot(&self) -> Option<Vec<Record>> {
         unsafe { stallguard_shm::snapshot(self.ptr as *const Header) }.map(|(r, _)| r)
     }
+}
+
+/// Opens a segment file without following symlinks; errors say which case it was.
+fn open_file(path: &Path, write: bool) -> Result<File, SegError> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => SegError::Missing,
+            io::ErrorKind::PermissionDenied => SegError::PermissionDenied {
+                path: path.to_path_buf(),
+                write,
+            },
+            _ if err.raw_os_error() == Some(libc::ELOOP) => SegError::Invalid {
+                path: path.to_path_buf(),
+                why: "it is a symbolic link".into(),
+            },
+            _ => SegError::Io {
+                path: path.to_path_buf(),
+                err,
+            },
+        })
+}
+
+/// What is wrong with a mapped header for `pid` (magic, layout, owner), if anything.
+fn header_problem(h: &Header, pid: u32) -> Option<String> {
+    if h.magic != stallguard_shm::MAGIC {
+        return Some("bad magic".into());
+    }
+    if !h.is_valid() {
+        return Some(format!(
+            "layout version {} record size {} capacity {} (this tool reads version {} record size {})",
+            h.version,
+            h.record_size,
+            h.capacity,
+            stallguard_shm::VERSION,
+            std::mem::size_of::<Record>()
+        ));
+    }
+    (h.pid != pid).then(|| format!("it belongs to pid {}", h.pid))
 }
 
 fn map(file: &File, write: bool) -> io::Result<*mut libc::c_void> {

@@ -89,7 +89,6 @@ fn read_views(pid: u32) -> Result<Vec<ProcessView>, String> {
 }
 
 pub fn top(pid: u32, once: bool, json: bool) -> i32 {
-    let stdout = io::stdout();
     if once {
         return match read_views(pid) {
             Ok(views) => {
@@ -98,15 +97,11 @@ pub fn top(pid: u32, once: bool, json: bool) -> i32 {
                 } else {
                     render_text(pid, &views, None)
                 };
-                let mut out = stdout.lock();
-                if out
-                    .write_all(text.as_bytes())
-                    .and_then(|_| out.flush())
-                    .is_err()
-                {
-                    return 1;
+                if print(&text) {
+                    0
+                } else {
+                    1
                 }
-                0
             }
             Err(e) => {
                 eprintln!("stallguard: {e}");
@@ -129,28 +124,34 @@ pub fn top(pid: u32, once: bool, json: bool) -> i32 {
                 return 1;
             }
         };
-        let text = if json {
-            render_json(pid, &views) + "\n"
-        } else if interactive {
-            let rows = terminal_rows().map(|r| r.saturating_sub(views.len() + 6).max(1));
-            format!(
-                "\x1b[H\x1b[2J{}\n(q or Ctrl-C to quit)\n",
-                render_text(pid, &views, rows)
-            )
-        } else {
-            render_text(pid, &views, None) + "\n"
-        };
-        let mut out = stdout.lock();
-        if out
-            .write_all(text.as_bytes())
-            .and_then(|_| out.flush())
-            .is_err()
-        {
+        if !print(&refresh(pid, &views, json, interactive)) {
             return 0; // the reader went away (a pipe closed): not an error
         }
-        drop(out);
         if wait_for_quit(Duration::from_secs(1), keys) {
             return 0;
         }
     }
+}
+
+/// One refresh: a JSON line, a screen (cleared, cut to the terminal's height), or a block.
+fn refresh(pid: u32, views: &[ProcessView], json: bool, interactive: bool) -> String {
+    if json {
+        render_json(pid, views) + "\n"
+    } else if interactive {
+        let rows = terminal_rows().map(|r| r.saturating_sub(views.len() + 6).max(1));
+        format!(
+            "\x1b[H\x1b[2J{}\n(q or Ctrl-C to quit)\n",
+            render_text(pid, views, rows)
+        )
+    } else {
+        render_text(pid, views, None) + "\n"
+    }
+}
+
+/// Writes and flushes `text` to stdout; false when it could not (the reader went away).
+fn print(text: &str) -> bool {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
 }
