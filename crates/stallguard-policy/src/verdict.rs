@@ -503,10 +503,10 @@ mod deadline_tests {
     use super::*;
     use crate::timers::RequestPolicy;
 
-    /// `deadline` must agree with `judge` on a spread of situations.
-    #[test]
-    fn deadline_is_where_judge_turns() {
-        let timers = Timers {
+    const T0: u64 = 1_000_000;
+
+    fn timers() -> Timers {
+        Timers {
             first_byte_ms: 2_000,
             request: Some(RequestPolicy {
                 timeout_ms: 5_000,
@@ -517,8 +517,14 @@ mod deadline_tests {
             write_stall_ms: 3_000,
             lifetime_ms: 50_000,
             connect_ms: 0,
-        };
-        let t0 = 1_000_000;
+        }
+    }
+
+    /// `deadline` must agree with `judge` on a spread of situations.
+    #[test]
+    fn deadline_is_where_judge_turns() {
+        let timers = timers();
+        let t0 = T0;
         let cases = [
             Facts {
                 accepted_at: t0,
@@ -563,6 +569,12 @@ mod deadline_tests {
             assert_eq!(judge(&f, &timers, d - 1), Verdict::Healthy, "{f:?}");
             assert_ne!(judge(&f, &timers, d), Verdict::Healthy, "{f:?}");
         }
+    }
+
+    /// On the server's turn no timer runs (but the lifetime) and nothing is stuck.
+    #[test]
+    fn a_thinking_server_has_no_deadline_and_is_not_stuck() {
+        let (timers, t0) = (timers(), T0);
         let thinking = Facts {
             first_wait_at: t0,
             last_in: t0,
