@@ -180,6 +180,11 @@ impl Variable {
         }
     }
 
+    /// Applied after all the others (see [`Variable::late`]).
+    const fn late(self) -> Self {
+        Variable { late: true, ..self }
+    }
+
     /// Applies `value` to `policy` (left unchanged when the value is refused).
     fn set(&self, policy: &mut Policy, value: &str) -> Result<(), ConfigError> {
         (self.apply)(policy, value).map_err(|why| {
@@ -193,117 +198,61 @@ impl Variable {
 }
 
 const SWITCH: &str = "on or off";
+const ACTION_ACCEPTS: &str = "shutdown, rst or log";
+const TICK_ACCEPTS: &str = "a duration from 10ms to 10s, such as 100ms";
+const LOG_ACCEPTS: &str = "off, error, warn, info or debug";
+const LOG_FILE_ACCEPTS: &str = "an absolute path to a file to append to";
+const ON_ERROR_ACCEPTS: &str = "exit or warn";
+const PER_SOURCE_ACCEPTS: &str = "a whole number of connections from 1 to 1000000, or off";
+const PORT_LIST_ACCEPTS: &str = "a comma-separated list of ports from 1 to 65535, or off";
+const METRICS_FILE_ACCEPTS: &str =
+    "an absolute path for the Prometheus textfile ({pid} is replaced by the process id)";
 
 /// Every variable the shim reads, in the order help text and "known:" lists show them.
+#[rustfmt::skip]
 pub const VARIABLES: &[Variable] = &[
-    Variable::new(
-        "STALLGUARD_FIRST_BYTE",
-        DURATION_ACCEPTS,
-        Some("20s"),
-        |p, v| store(&mut p.timers.first_byte_ms, duration(v)),
-    ),
-    Variable::new(
-        "STALLGUARD_REQUEST",
-        REQUEST_ACCEPTS,
-        Some("20-40,minrate=500"),
-        |p, v| store(&mut p.timers.request, parse_request(v).map_err(Some)),
-    ),
-    Variable::new("STALLGUARD_IDLE", DURATION_ACCEPTS, Some("60s"), |p, v| {
-        store(&mut p.timers.idle_ms, duration(v))
-    }),
-    Variable::new(
-        "STALLGUARD_WRITE_STALL",
-        DURATION_ACCEPTS,
-        Some("60s"),
-        |p, v| store(&mut p.timers.write_stall_ms, duration(v)),
-    ),
-    Variable::new(
-        "STALLGUARD_ACTION",
-        "shutdown, rst or log",
-        Some("shutdown"),
-        |p, v| store(&mut p.action, one_of(v, ACTIONS)),
-    ),
-    Variable::new(
-        "STALLGUARD_TICK",
-        "a duration from 10ms to 10s, such as 100ms",
-        Some("100ms"),
-        |p, v| store(&mut p.tick_ms, tick(v)),
-    ),
-    Variable::new(
-        "STALLGUARD_LOG",
-        "off, error, warn, info or debug",
-        Some("info"),
-        |p, v| store(&mut p.log_level, one_of(v, LOG_LEVELS)),
-    ),
-    Variable::new(
-        "STALLGUARD_LOG_FILE",
-        "an absolute path to a file to append to",
-        None,
-        |p, v| store(&mut p.log_file, absolute_path(v)),
-    ),
-    Variable::new(
-        "STALLGUARD_ON_ERROR",
-        "exit or warn",
-        Some("exit"),
-        |p, v| store(&mut p.on_error, one_of(v, ON_ERRORS)),
-    ),
-    Variable::new("STALLGUARD_ADOPT", SWITCH, Some("on"), |p, v| {
-        store(&mut p.adopt_stdio, switch(v))
-    }),
-    Variable::new(
-        "STALLGUARD_LIFETIME",
-        DURATION_ACCEPTS,
-        Some("off"),
-        |p, v| store(&mut p.timers.lifetime_ms, duration(v)),
-    ),
-    Variable {
-        late: true,
-        ..Variable::new("STALLGUARD_PORTS", PORTS_ACCEPTS, None, |p, v| {
-            store(&mut p.ports, parse_ports(v, &p.timers).map_err(Some))
-        })
-    },
-    Variable::new("STALLGUARD_EXEMPT", CIDR_ACCEPTS, None, |p, v| {
-        store(&mut p.exempt, Cidr::parse_list(v).map_err(Some))
-    }),
-    Variable::new(
-        "STALLGUARD_PER_SOURCE",
-        "a whole number of connections from 1 to 1000000, or off",
-        Some("off"),
-        |p, v| store(&mut p.per_source, per_source(v)),
-    ),
-    Variable::new("STALLGUARD_BACKSTOPS", SWITCH, Some("on"), |p, v| {
-        store(&mut p.backstops, switch(v))
-    }),
-    Variable::new("STALLGUARD_SOCKET_TIMEOUTS", SWITCH, Some("off"), |p, v| {
-        store(&mut p.socket_timeouts, switch(v))
-    }),
-    Variable::new(
-        "STALLGUARD_DEFER_ACCEPT",
-        "a comma-separated list of ports from 1 to 65535, or off",
-        Some("off"),
-        |p, v| store(&mut p.defer_accept, parse_port_list(v).map_err(Some)),
-    ),
-    Variable::new("STALLGUARD_UNIX", SWITCH, Some("off"), |p, v| {
-        store(&mut p.unix, switch(v))
-    }),
-    Variable::new(
-        "STALLGUARD_OUTBOUND",
-        OUTBOUND_ACCEPTS,
-        Some("off"),
-        |p, v| store(&mut p.outbound, parse_outbound(v).map_err(Some)),
-    ),
-    Variable::new(
-        "STALLGUARD_REPORT",
-        DURATION_ACCEPTS,
-        Some("60s"),
-        |p, v| store(&mut p.report_ms, duration(v)),
-    ),
-    Variable::new(
-        "STALLGUARD_METRICS_FILE",
-        "an absolute path for the Prometheus textfile ({pid} is replaced by the process id)",
-        None,
-        |p, v| store(&mut p.metrics_file, file_path(v)),
-    ),
+    Variable::new("STALLGUARD_FIRST_BYTE", DURATION_ACCEPTS, Some("20s"),
+        |p, v| store(&mut p.timers.first_byte_ms, duration(v))),
+    Variable::new("STALLGUARD_REQUEST", REQUEST_ACCEPTS, Some("20-40,minrate=500"),
+        |p, v| store(&mut p.timers.request, parse_request(v).map_err(Some))),
+    Variable::new("STALLGUARD_IDLE", DURATION_ACCEPTS, Some("60s"),
+        |p, v| store(&mut p.timers.idle_ms, duration(v))),
+    Variable::new("STALLGUARD_WRITE_STALL", DURATION_ACCEPTS, Some("60s"),
+        |p, v| store(&mut p.timers.write_stall_ms, duration(v))),
+    Variable::new("STALLGUARD_ACTION", ACTION_ACCEPTS, Some("shutdown"),
+        |p, v| store(&mut p.action, one_of(v, ACTIONS))),
+    Variable::new("STALLGUARD_TICK", TICK_ACCEPTS, Some("100ms"),
+        |p, v| store(&mut p.tick_ms, tick(v))),
+    Variable::new("STALLGUARD_LOG", LOG_ACCEPTS, Some("info"),
+        |p, v| store(&mut p.log_level, one_of(v, LOG_LEVELS))),
+    Variable::new("STALLGUARD_LOG_FILE", LOG_FILE_ACCEPTS, None,
+        |p, v| store(&mut p.log_file, absolute_path(v))),
+    Variable::new("STALLGUARD_ON_ERROR", ON_ERROR_ACCEPTS, Some("exit"),
+        |p, v| store(&mut p.on_error, one_of(v, ON_ERRORS))),
+    Variable::new("STALLGUARD_ADOPT", SWITCH, Some("on"),
+        |p, v| store(&mut p.adopt_stdio, switch(v))),
+    Variable::new("STALLGUARD_LIFETIME", DURATION_ACCEPTS, Some("off"),
+        |p, v| store(&mut p.timers.lifetime_ms, duration(v))),
+    Variable::new("STALLGUARD_PORTS", PORTS_ACCEPTS, None,
+        |p, v| store(&mut p.ports, parse_ports(v, &p.timers).map_err(Some))).late(),
+    Variable::new("STALLGUARD_EXEMPT", CIDR_ACCEPTS, None,
+        |p, v| store(&mut p.exempt, Cidr::parse_list(v).map_err(Some))),
+    Variable::new("STALLGUARD_PER_SOURCE", PER_SOURCE_ACCEPTS, Some("off"),
+        |p, v| store(&mut p.per_source, per_source(v))),
+    Variable::new("STALLGUARD_BACKSTOPS", SWITCH, Some("on"),
+        |p, v| store(&mut p.backstops, switch(v))),
+    Variable::new("STALLGUARD_SOCKET_TIMEOUTS", SWITCH, Some("off"),
+        |p, v| store(&mut p.socket_timeouts, switch(v))),
+    Variable::new("STALLGUARD_DEFER_ACCEPT", PORT_LIST_ACCEPTS, Some("off"),
+        |p, v| store(&mut p.defer_accept, parse_port_list(v).map_err(Some))),
+    Variable::new("STALLGUARD_UNIX", SWITCH, Some("off"),
+        |p, v| store(&mut p.unix, switch(v))),
+    Variable::new("STALLGUARD_OUTBOUND", OUTBOUND_ACCEPTS, Some("off"),
+        |p, v| store(&mut p.outbound, parse_outbound(v).map_err(Some))),
+    Variable::new("STALLGUARD_REPORT", DURATION_ACCEPTS, Some("60s"),
+        |p, v| store(&mut p.report_ms, duration(v))),
+    Variable::new("STALLGUARD_METRICS_FILE", METRICS_FILE_ACCEPTS, None,
+        |p, v| store(&mut p.metrics_file, file_path(v))),
 ];
 
 /// The row for `name`, if it is a policy variable.
