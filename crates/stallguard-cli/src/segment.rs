@@ -66,6 +66,8 @@ pub struct Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // SAFETY: `ptr` is this segment's own mapping of SEGMENT_BYTES (see `map`), and no
+        // reference into it outlives `self`.
         unsafe { libc::munmap(self.ptr, SEGMENT_BYTES) };
     }
 }
@@ -108,11 +110,15 @@ impl Segment {
     }
 
     pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least SEGMENT_BYTES (checked at open), page-aligned, and
+        // lives as long as `self`; every Header field is an integer or an atomic, valid for
+        // any bytes the watcher writes.
         unsafe { &*(self.ptr as *const Header) }
     }
 
     /// A consistent copy of the records (None if the watcher kept writing for 100 tries).
     pub fn snapshot(&self) -> Option<Vec<Record>> {
+        // SAFETY: a Segment exists only once its header was checked (magic, layout, pid).
         unsafe { stallguard_shm::snapshot(self.ptr as *const Header) }.map(|(r, _)| r)
     }
 }
@@ -165,6 +171,7 @@ fn map(file: &File, write: bool) -> io::Result<*mut libc::c_void> {
     } else {
         libc::PROT_READ
     };
+    // SAFETY: a fresh shared mapping of an open file; the kernel picks the address.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -218,6 +225,7 @@ pub fn parse_stat(pid: u32, stat: &str) -> Option<ProcInfo> {
         .get(19)
         .and_then(|t| t.parse::<u64>().ok())
         .and_then(|ticks| {
+            // SAFETY: sysconf reads a constant; no pointers.
             let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
             let btime = boot_time_s()?;
             (hz > 0).then(|| btime * 1000 + ticks * 1000 / hz as u64)
@@ -282,6 +290,7 @@ fn owner_plausible(seg: &Segment) -> bool {
 
 /// Removes a stale segment if we own it. Returns whether it was removed.
 pub fn remove_if_ours(seg: &Segment) -> bool {
+    // SAFETY: geteuid cannot fail and takes no pointers.
     let euid = unsafe { libc::geteuid() };
     seg.owner_uid == euid && fs::remove_file(&seg.path).is_ok()
 }
