@@ -1,12 +1,15 @@
-//! The policy: what `STALLGUARD_*` variables mean, parsed into plain values.
-//! Every bad value or unknown name becomes a [`ConfigError`] naming the variable, the value and
-//! what is accepted; nothing is silently defaulted.
+//! The policy: what `STALLGUARD_*` variables mean, parsed into plain values. One row of
+//! [`VARIABLES`] per variable (name, what it accepts, default, how it applies) drives parsing,
+//! error messages and `stallguard run --help`. Every bad value or unknown name becomes a
+//! [`ConfigError`] naming the variable, the value and what is accepted; nothing is silently
+//! defaulted.
 
 use crate::cidr::{Cidr, CIDR_ACCEPTS};
 use crate::duration::{format_duration_ms, parse_duration_ms, DURATION_ACCEPTS};
 use crate::ports::{parse_ports, PORTS_ACCEPTS};
-use crate::timers::{parse_outbound, parse_request, OUTBOUND_ACCEPTS, REQUEST_ACCEPTS};
-use crate::timers::{OutboundPolicy, Timers};
+use crate::timers::{
+    parse_outbound, parse_request, OutboundPolicy, Timers, OUTBOUND_ACCEPTS, REQUEST_ACCEPTS,
+};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
