@@ -339,7 +339,8 @@ pub fn fit(line: &str, width: usize) -> String {
 /// Word-wraps `text` to `width`, continuation lines indented by `indent` spaces.
 pub fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut cur = String::new();
+    let lead = text.len() - text.trim_start().len();
+    let mut cur = text[..lead].to_string();
     for word in text.split(' ').filter(|w| !w.is_empty()) {
         let cur_len = cur.chars().count();
         if cur_len > 0 && cur_len + 1 + word.chars().count() > width {
@@ -625,6 +626,14 @@ mod tests {
             time_left_ms: u64::MAX,
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn wrapped_and_fitted_lines() {
+        assert_eq!(wrap("  policy: a b", 80, 4), ["  policy: a b"]);
+        assert_eq!(wrap("aaaa bbbb cccc", 9, 2), ["aaaa bbbb", "  cccc"]);
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abc", 4), "abc");
     }
 
     #[test]
