@@ -33,7 +33,7 @@ Description: deadlines for servers that have none, without rebuilding them
  .
  The stallguard command runs a server under the library after checking the policy,
  tells whether a binary can be guarded, and shows, reaps and exports (Prometheus) the
- connections of guarded processes. Examples (systemd drop-in, EnvironmentFile, logrotate,
+ connections of guarded processes. Examples (systemd drop-in, EnvironmentFile,
  Prometheus alert rules, Grafana dashboard) are in /usr/share/stallguard/contrib.
 CONTROL
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
