@@ -96,17 +96,17 @@ fn not_stripped(binary: &Path) -> Vec<String> {
 /// Starts the installed command on a C example server, a silent client is reaped.
 fn guarded_server_reaps_from(root: &Path) {
     let log = root.join("guard.log");
-    let mut server = Command::new(root.join("usr/bin/stallguard"))
-        .args(["run", "--first-byte", "1s", "--tick", "50ms", "--log-file"])
-        .arg(&log)
+    let mut cmd = Command::new(root.join("usr/bin/stallguard"));
+    cmd.args(["run", "--first-byte", "1s", "--tick", "50ms", "--log-file"]);
+    cmd.arg(&log)
         .arg("--")
-        .arg(repo().join("target/c-examples/pool_server"))
-        .arg("0")
+        .arg(repo().join("target/c-examples/pool_server"));
+    cmd.arg("0")
         .env_remove("STALLGUARD_LIB")
-        .env_remove("LD_PRELOAD")
+        .env_remove("LD_PRELOAD");
+    let mut server = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut line = String::new();

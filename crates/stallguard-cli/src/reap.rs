@@ -182,15 +182,7 @@ pub fn reap(pid: u32, target: Target, tree: bool) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
-        Record {
-            fd,
-            flags,
-            waiting_ms,
-            ..Record::default()
-        }
-    }
+    use crate::view::tests::rec;
 
     #[test]
     fn one_definition_of_stuck() {

@@ -611,10 +611,10 @@ pub fn render_json(target: u32, views: &[ProcessView]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
+    pub(crate) fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
         Record {
             fd,
             flags,

@@ -18,13 +18,13 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
+/// A fresh directory under the system's temporary directory.
 fn tmp_dir(name: &str) -> PathBuf {
-    let d = repo()
-        .join("target/test-scratch")
-        .join(format!("contrib-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    let d = std::env::temp_dir().join(format!("sg-contrib-{}-{name}", std::process::id()));
+    if d.exists() {
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+    std::fs::create_dir(&d).map(|()| d).unwrap()
 }
 
 /// `systemd-analyze verify` of a plain service with `drop_in` as its drop-in: the warnings

@@ -23,27 +23,8 @@ fn the_mailbox_protocol() {
         rec(12, TURN_WRITING, 30_000),
         rec(13, TURN_CLIENT, 500),
     ]);
-    // A fake watcher: answers each request with 1 "reaped".
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (fake, stop) = (fake.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let h = fake.header();
-                let seq = h.request_seq.load(Ordering::Acquire);
-                if seq != h.answer_seq.load(Ordering::Acquire) {
-                    let kind = h.request_kind.load(Ordering::Acquire);
-                    let fd = h.request_fd.load(Ordering::Acquire);
-                    seen.push((seq, kind, fd));
-                    h.answer_reaped.store(1, Ordering::Relaxed);
-                    h.answer_seq.store(seq, Ordering::Release);
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            seen
-        })
-    };
+    let watcher = fake::watcher(fake.clone(), stop.clone());
     let pid = owner.pid().to_string();
     let out = stallguard(&["reap", &pid, "--fd", "7"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

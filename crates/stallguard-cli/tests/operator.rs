@@ -164,25 +164,6 @@ fn an_ancestor_pid_covers_descendants_only_with_tree() {
     assert!(!out.contains("first_byte=9s"), "{out}");
 }
 
-/// A fake watcher answering each fd request with one reap; returns the fds asked for.
-fn fake_watcher(fake: Arc<Fake>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<i32>> {
-    std::thread::spawn(move || {
-        let mut asked = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let h = fake.header();
-            let seq = h.request_seq.load(Ordering::Acquire);
-            if seq != h.answer_seq.load(Ordering::Acquire) {
-                assert_eq!(h.request_kind.load(Ordering::Acquire), REQUEST_FD);
-                asked.push(h.request_fd.load(Ordering::Acquire));
-                h.answer_reaped.store(1, Ordering::Relaxed);
-                h.answer_seq.store(seq, Ordering::Release);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        asked
-    })
-}
-
 #[test]
 fn reap_stuck_has_one_definition_a_min_wait_and_says_why_not() {
     let owner = Sleeper::start();
@@ -196,7 +177,7 @@ fn reap_stuck_has_one_definition_a_min_wait_and_says_why_not() {
         rec(9, 0, 40_000),
     ]);
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = fake_watcher(fake.clone(), stop.clone());
+    let watcher = fake::watcher(fake.clone(), stop.clone());
     let (code, out, err) = sg(&["reap", &pid, "--stuck"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("pid {pid}: reaped 2 connections"));
@@ -219,7 +200,14 @@ fn reap_stuck_has_one_definition_a_min_wait_and_says_why_not() {
         )
     );
     stop.store(true, Ordering::Relaxed);
-    assert_eq!(watcher.join().unwrap(), vec![5, 7, 5, 6, 7]);
+    let asked: Vec<(u32, i32)> = watcher
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|(_, kind, fd)| (kind, fd))
+        .collect();
+    let by_fd = |fds: &[i32]| fds.iter().map(|fd| (REQUEST_FD, *fd)).collect::<Vec<_>>();
+    assert_eq!(asked, by_fd(&[5, 7, 5, 6, 7]));
     assert_eq!(
         sg(&["reap", &pid, "--min-wait", "2s"]).0,
         2,
@@ -336,6 +324,13 @@ fn top_fits_80_columns_keeps_recent_reaps_labels_queued_sorts_and_filters() {
     assert_eq!(doc["processes"][0]["comm"], "sleep");
 }
 
+/// The first line a child writes on a stream.
+fn first_line(stream: impl Read) -> String {
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line
+}
+
 /// A C example server with the library preloaded directly; killed (by pid) when dropped.
 struct Server {
     child: Child,
@@ -346,19 +341,15 @@ impl Server {
     fn start(name: &str, env: &[(&str, &str)]) -> Server {
         let exe = repo().join("target/c-examples").join(name);
         assert!(exe.exists(), "{} missing: run `make` first", exe.display());
-        let mut child = Command::new(exe)
-            .arg("0")
-            .env("LD_PRELOAD", library())
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
+        let mut cmd = Command::new(exe);
+        cmd.arg("0").env("LD_PRELOAD", library());
+        cmd.envs(env.iter().copied()).stdin(Stdio::null());
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(child.stdout.take().unwrap());
         let port = line.trim().trim_start_matches("port=").parse().unwrap();
         Server { child, port }
     }
@@ -559,21 +550,16 @@ fn metrics_follow_a_program_by_name_and_pidfile_across_restarts() {
         "{out}"
     );
 
-    let mut exporter = Command::new(env!("CARGO_BIN_EXE_stallguard"))
-        .args(["metrics", "--pidfile"])
-        .arg(&pidfile)
-        .args(["--name", &name, "--listen", "127.0.0.1:0"])
+    let mut exporter = Command::new(env!("CARGO_BIN_EXE_stallguard"));
+    exporter.args(["metrics", "--pidfile"]).arg(&pidfile);
+    exporter.args(["--name", &name, "--listen", "127.0.0.1:0"]);
+    let mut exporter = exporter
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    let mut stderr = BufReader::new(exporter.stderr.take().unwrap());
-    while !line.contains("serving http://") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "exporter exited");
-    }
+    let line = first_line(exporter.stderr.take().unwrap());
+    assert!(line.contains("serving http://"), "{line}");
     let addr = line
         .trim()
         .rsplit("http://")

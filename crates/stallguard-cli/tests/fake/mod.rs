@@ -7,8 +7,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -130,4 +132,24 @@ pub fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
         age_ms: 5000,
         ..Record::default()
     }
+}
+
+/// A fake watcher: answers every mailbox request with 1 reaped until `stop`; returns the
+/// requests it saw as (seq, kind, fd).
+pub fn watcher(fake: Arc<Fake>, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(u64, u32, i32)>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let h = fake.header();
+            let seq = h.request_seq.load(Ordering::Acquire);
+            if seq != h.answer_seq.load(Ordering::Acquire) {
+                let kind = h.request_kind.load(Ordering::Acquire);
+                seen.push((seq, kind, h.request_fd.load(Ordering::Acquire)));
+                h.answer_reaped.store(1, Ordering::Relaxed);
+                h.answer_seq.store(seq, Ordering::Release);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        seen
+    })
 }
