@@ -295,10 +295,14 @@ fn metrics_cmd(pids: &metrics::Targets, listen: Option<SocketAddr>) -> i32 {
             }
         };
     };
-    // Fail early if nothing is guarded now; later scrapes tolerate exits.
+    // Fixed pids: fail early if nothing is guarded now; later scrapes tolerate exits. Names
+    // and pidfiles are followed: the server may (re)start after the exporter.
     if let Err(e) = metrics::exposition(pids, true, &mut notes) {
-        eprintln!("stallguard: {e}");
-        return 1;
+        if pids.names.is_empty() && pids.pidfiles.is_empty() {
+            eprintln!("stallguard: {e}");
+            return 1;
+        }
+        eprintln!("stallguard: warning: {e} (serving anyway: followed at every scrape)");
     }
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,

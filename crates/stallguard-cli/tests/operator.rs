@@ -588,3 +588,14 @@ fn metrics_follow_a_program_by_name_and_pidfile_across_restarts() {
     let _ = second.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn completions_come_from_the_command_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = sg(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for word in ["status", "min-wait", "tree", "pidfile", "first-byte"] {
+            assert!(out.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+}
