@@ -198,7 +198,10 @@ fn metrics_over_http_count_a_manual_reap() {
     let out = stallguard(&["metrics", &pid]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let once = parse_prometheus(&text(&out.stdout));
-    assert!(once[&format!("stallguard_connections_tracked{{pid=\"{pid}\"}}")] >= 1.0);
+    assert!(
+        once[&format!("stallguard_connections_tracked{{pid=\"{pid}\",comm=\"pool_server\"}}")]
+            >= 1.0
+    );
 
     let mut exporter = Command::new(bin())
         .args(["metrics", &pid, "--listen", "127.0.0.1:0"])
@@ -220,7 +223,8 @@ fn metrics_over_http_count_a_manual_reap() {
         .unwrap();
     assert!(addr.ip().is_loopback());
 
-    let manual = format!("stallguard_reaped_total{{pid=\"{pid}\",reason=\"manual\"}}");
+    let manual =
+        format!("stallguard_reaped_total{{pid=\"{pid}\",comm=\"pool_server\",reason=\"manual\"}}");
     let scrape = || {
         let (status, body) = http_get(addr, "/metrics", "GET").unwrap();
         assert!(status.contains("200"), "{status}");
@@ -339,8 +343,15 @@ fn top_on_a_prefork_parent_shows_its_childrens_connections() {
         .parse()
         .unwrap();
     assert_eq!(ppid, server.pid());
-    // And metrics for the parent cover the child.
-    let out = stallguard(&["metrics", &server.pid().to_string()]);
+    // Without --tree the parent alone is not guarded: the error names the children.
+    let out = stallguard(&["top", "--once", &server.pid().to_string()]);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("--tree"),
+        "{err}"
+    );
+    // And metrics for the parent cover the child with --tree.
+    let out = stallguard(&["metrics", "--tree", &server.pid().to_string()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("pid=\"{child}\"")));
 }

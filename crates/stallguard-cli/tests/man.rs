@@ -39,7 +39,7 @@ fn the_command_page_documents_every_flag() {
             "{var} not named in man/stallguard.1"
         );
     }
-    for sub in ["run", "check", "top", "reap", "metrics"] {
+    for sub in ["run", "check", "top", "reap", "metrics", "status"] {
         assert!(
             cmd.contains(&format!(".SS \"{sub}")),
             "no section for {sub}"

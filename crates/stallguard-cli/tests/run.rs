@@ -179,7 +179,12 @@ fn check_prints_the_effective_policy() {
         ("STALLGUARD_PORTS", "8080:idle=5s"),
     ]);
     assert!(errors.is_empty());
-    assert_eq!(text(&out.stdout).trim(), expected.describe());
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().next(), Some(expected.describe().as_str()));
+    assert!(
+        stdout.lines().last().unwrap_or("").starts_with("ok: "),
+        "{stdout}"
+    );
 
     let out = Command::new(bin())
         .args(["run", "--check", "--action", "kill"])
@@ -236,7 +241,7 @@ fn version_and_help_everywhere() {
         "{}",
         text(&out.stdout)
     );
-    for sub in ["run", "check", "top", "reap", "metrics"] {
+    for sub in ["run", "check", "top", "reap", "metrics", "status"] {
         let out = Command::new(bin()).args([sub, "--help"]).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{sub}");
         assert!(

@@ -191,7 +191,7 @@ pub fn logfmt(line: &str) -> HashMap<String, String> {
 
 /// `stallguard top --once --json PID`, parsed.
 pub fn top_json(pid: u32) -> Result<serde_json::Value, String> {
-    let out = stallguard(&["top", "--once", "--json", &pid.to_string()]);
+    let out = stallguard(&["top", "--once", "--json", "--tree", &pid.to_string()]);
     if !out.status.success() {
         return Err(text(&out.stderr));
     }
