@@ -137,7 +137,7 @@ fn env_file_entries() -> Vec<(String, String, String)> {
 fn the_env_file_lists_every_variable_once_commented_with_valid_values() {
     let entries = env_file_entries();
     let names: Vec<&str> = entries.iter().map(|(k, _, _)| k.as_str()).collect();
-    let accepted: Vec<&str> = VARIABLES.iter().map(|(k, _)| *k).collect();
+    let accepted: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
     assert_eq!(
         names.iter().copied().collect::<BTreeSet<_>>(),
         accepted.iter().copied().collect::<BTreeSet<_>>(),
@@ -184,7 +184,7 @@ fn the_readme_table_the_man_page_and_the_library_agree_on_variables() {
         .filter_map(|w| w[1].strip_prefix(".B STALLGUARD_"))
         .map(|n| format!("STALLGUARD_{n}"))
         .collect();
-    let accepted: BTreeSet<String> = VARIABLES.iter().map(|(k, _)| k.to_string()).collect();
+    let accepted: BTreeSet<String> = VARIABLES.iter().map(|v| v.name.to_string()).collect();
     assert_eq!(table, accepted, "README's variable table");
     assert_eq!(man, accepted, "libstallguard.so(8)'s variable entries");
 }
