@@ -1,5 +1,5 @@
 # stallguard — build, test, demo, install.
-#   make          build libstallguard.so (release) and the C example servers
+#   make          build libstallguard.so (release), the C example servers and the C test harnesses
 #   make test     everything CI runs: lint, unit tests, integration tests against real processes
 #   make demo     the pool server drained without the guard, served with it
 #   make install  PREFIX=/usr/local: the library, the stallguard command, the header, man pages
@@ -11,9 +11,10 @@ SO       := target/release/libstallguard.so
 BIN      := target/release/stallguard
 
 .PHONY: all lib test deps lint unit integration demo install clean FORCE
-all: lib c-examples
+all: lib c-examples c-tests
 
 include c-examples/c-examples.mk
+include tests/c/c-tests.mk
 include tests/real/real.mk
 include bench/bench.mk
 include tests/reliability.mk
@@ -58,5 +59,5 @@ install: lib
 	install -m 0644 man/stallguard.1 $(DESTDIR)$(MANDIR)/man1/stallguard.1
 	install -m 0644 man/libstallguard.so.8 $(DESTDIR)$(MANDIR)/man8/libstallguard.so.8
 
-clean: c-examples-clean
+clean: c-examples-clean c-tests-clean
 	$(CARGO) clean

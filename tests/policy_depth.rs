@@ -1,8 +1,7 @@
 //! Policy beyond the four timers: per-port rules, exempt peers, a lifetime cap, RST as the
 //! action, and the per-source cap that keeps workers free under a sustained attack.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +15,9 @@ fn with(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
     v
 }
 
-fn start(port: u16, server: &str, args: &[&str], vars: &[(&'static str, String)]) -> Server {
+fn start(port: u16, server: &str, args: &[&str], vars: &[(&'static str, String)]) -> Proc {
     let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Server::start_on(port, server, args, Some(&refs))
+    Proc::start_on(port, server, args, Some(&refs))
 }
 
 /// Seconds until the guard cuts a silent connection (None: not within `within`).
@@ -78,8 +77,8 @@ fn exempt_peers_are_never_touched() {
         &[],
         &with(&[("STALLGUARD_EXEMPT", "127.0.0.2/32".into())]),
     );
-    let mut trusted = connect_from([127, 0, 0, 2], srv.addr()).unwrap();
-    let mut other = connect_from([127, 0, 0, 3], srv.addr()).unwrap();
+    let mut trusted = connect_tcp([127, 0, 0, 2], srv.addr(), None).unwrap();
+    let mut other = connect_tcp([127, 0, 0, 3], srv.addr(), None).unwrap();
     assert!(
         silent_cut_after(&mut other, Duration::from_secs(3)).is_some(),
         "{}",
@@ -151,7 +150,7 @@ fn action_rst_resets_instead_of_a_graceful_close() {
 
 /// Runs a sustained slowloris from 127.0.0.1 (new slow connections every 100 ms) while a
 /// legitimate client on 127.0.0.2 probes every 100 ms; returns the share of probes served.
-fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Server) {
+fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Proc) {
     let mut vars = vec![
         ("STALLGUARD_FIRST_BYTE", "2s".to_string()),
         ("STALLGUARD_REQUEST", "2-4,minrate=100".to_string()),
@@ -168,7 +167,7 @@ fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Se
         std::thread::spawn(move || {
             let mut held = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(mut s) = connect_from([127, 0, 0, 1], addr) {
+                if let Ok(mut s) = connect_tcp([127, 0, 0, 1], addr, None) {
                     let _ = s.write_all(b"GET / HTTP/1.1\r\n");
                     held.push(s);
                 }

@@ -4,11 +4,10 @@
 //! alone cannot keep the workers free (each slow connection holds one for its whole request
 //! timer); the cap can.
 
-mod common;
 mod real;
 
-use common::connect_from;
 use real::{civetweb, require_tools, Job, Mode, PROBE_BODY};
+use stallguard_testkit::connect_tcp;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +35,7 @@ fn served_under_sustained_slowloris(cap: Option<u32>) -> (f64, String) {
         std::thread::spawn(move || {
             let mut held = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(mut s) = connect_from([127, 0, 0, 1], addr) {
+                if let Ok(mut s) = connect_tcp([127, 0, 0, 1], addr, None) {
                     let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
                     held.push(s);
                 }
@@ -63,7 +62,7 @@ fn served_under_sustained_slowloris(cap: Option<u32>) -> (f64, String) {
 }
 
 fn probe_from_other_host(addr: std::net::SocketAddr) -> bool {
-    let Ok(mut s) = connect_from([127, 0, 0, 2], addr) else {
+    let Ok(mut s) = connect_tcp([127, 0, 0, 2], addr, None) else {
         return false;
     };
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

@@ -29,11 +29,11 @@
 //!   stdio, which no hook sees): adoption of the inherited socket at load time, judged by the
 //!   kernel's TCP_INFO counters (log lines say view=kernel).
 
-mod common;
 #[path = "real/mod.rs"]
 mod real;
 
 use real::*;
+use stallguard_testkit::Proc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -424,7 +424,7 @@ fn slow_download(job: &Job, srv: Srv) -> Outcome {
         .stdout(std::process::Stdio::piped())
         .stderr(job.file("curl.err"));
     let started = Instant::now();
-    let mut curl = Proc::spawn("curl", &mut cmd);
+    let mut curl = Proc::owned("curl", &mut cmd);
     let mut pipe = curl.child.stdout.take().unwrap();
     let mut got: u64 = 0;
     let mut buf = vec![0u8; 16 * 1024];
@@ -511,7 +511,7 @@ fn slow_upload(job: &Job, srv: Srv) -> Outcome {
     .stdout(std::fs::File::create(&out).unwrap())
     .stderr(job.file("curl.err"));
     let started = Instant::now();
-    let mut curl = Proc::spawn("curl", &mut cmd);
+    let mut curl = Proc::owned("curl", &mut cmd);
     let status = curl.wait_exit(Duration::from_secs(40));
     let took = started.elapsed().as_secs_f64();
     drop(curl);

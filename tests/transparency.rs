@@ -1,8 +1,7 @@
 //! Where no connection stalls, a program behaves exactly as without the shim: same output,
 //! same exit status, nothing extra on stderr.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::process::{Command, Output};
 
 /// The default timers (these programs never stall a connection), with a fast watcher so it
@@ -13,11 +12,7 @@ fn run(name: &str, args: &[&str], preload: bool) -> Output {
     let mut cmd = Command::new(example(name));
     cmd.args(args);
     if preload {
-        cmd.env("LD_PRELOAD", shim())
-            .env("STALLGUARD_LOG_FILE", scratch("transparency.log"));
-        for (k, v) in POLICY {
-            cmd.env(k, v);
-        }
+        guard(&mut cmd, &scratch("transparency.log"), POLICY);
     }
     cmd.output().unwrap_or_else(|e| panic!("run {name}: {e}"))
 }

@@ -4,8 +4,7 @@
 //! This test matches the program's report with the guard log: which fd and peer each reap
 //! names.
 
-use super::util::*;
-use crate::common::{example, logfmt, scratch};
+use stallguard_testkit::*;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 
@@ -24,16 +23,11 @@ pub struct Outcome {
 
 pub fn run(args: &[&str], guarded: bool) -> Outcome {
     let log = scratch("alias.guard.log");
-    let mut cmd = Command::new(example("alias_check"));
+    let mut cmd = Command::new(harness("alias_check"));
     cmd.args(args);
     scrub_env(&mut cmd);
     if guarded {
-        for (k, v) in guarded_env(&log) {
-            cmd.env(k, v);
-        }
-        for (k, v) in POLICY {
-            cmd.env(k, v);
-        }
+        guard(&mut cmd, &log, POLICY);
     }
     let out = cmd.output().expect("run alias_check");
     Outcome {

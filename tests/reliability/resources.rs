@@ -10,8 +10,7 @@
 //! the end of the warm-up and the end of the run beyond noise.
 
 use super::churn::{self, Attack, Counts};
-use super::util::*;
-use crate::common::{example, scratch};
+use stallguard_testkit::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

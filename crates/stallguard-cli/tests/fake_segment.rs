@@ -1,13 +1,11 @@
 //! The reader against segments this test writes itself (no shim involved): the mailbox
 //! protocol, a watcher that never answers, stale and foreign segments, record decoding.
 
-mod common;
-
-use common::*;
 use stallguard_shm::{
     Header, Record, CAPACITY, FLAG_KERNEL_VIEW, FLAG_UNIX, MAGIC, REQUEST_FD, REQUEST_STUCK,
     SEGMENT_BYTES, TURN_CLIENT, TURN_WRITING, VERSION,
 };
+use stallguard_testkit::cli::*;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;

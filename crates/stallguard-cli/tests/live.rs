@@ -1,9 +1,8 @@
 //! `top`, `reap` and `metrics` against real guarded processes (started with `stallguard run`,
 //! so they publish /dev/shm/stallguard-<pid>).
 
-mod common;
-
-use common::*;
+use stallguard_testkit::cli::*;
+use stallguard_testkit::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -21,7 +20,7 @@ fn is_client_turn(c: &serde_json::Value) -> bool {
 
 #[test]
 fn top_shows_a_stalled_client_with_a_growing_wait() {
-    let server = Guarded::start("pool_server", &[], PATIENT);
+    let server = stallguard_run("pool_server", &[], PATIENT);
     let client = silent_client(server.addr());
     let port = local_port(&client);
     let first = wait_connection(server.pid(), port, Duration::from_secs(20), is_client_turn);
@@ -67,7 +66,7 @@ fn top_shows_a_stalled_client_with_a_growing_wait() {
 
 #[test]
 fn reap_fd_releases_the_connection() {
-    let server = Guarded::start("pool_server", &[], PATIENT);
+    let server = stallguard_run("pool_server", &[], PATIENT);
     let mut client = silent_client(server.addr());
     let port = local_port(&client);
     let conn = wait_connection(server.pid(), port, Duration::from_secs(20), is_client_turn);
@@ -81,7 +80,7 @@ fn reap_fd_releases_the_connection() {
         text(&out.stdout)
     );
     assert!(
-        sees_eof(&mut client, Duration::from_secs(5)),
+        wait_cut(&mut client, Duration::from_secs(5)),
         "client not cut"
     );
     let reaps = server.wait_events("reap", 1, Duration::from_secs(5));
@@ -109,7 +108,7 @@ fn reap_fd_releases_the_connection() {
 
 #[test]
 fn reap_stuck_cuts_long_waits_only() {
-    let server = Guarded::start("pool_server", &["--threads", "4"], PATIENT);
+    let server = stallguard_run("pool_server", &["--threads", "4"], PATIENT);
     let mut a = silent_client(server.addr());
     let mut b = silent_client(server.addr());
     // "Stuck": on the client's turn for 10 s or more.
@@ -133,10 +132,10 @@ fn reap_stuck_cuts_long_waits_only() {
         "{}",
         text(&out.stdout)
     );
-    assert!(sees_eof(&mut a, Duration::from_secs(5)));
-    assert!(sees_eof(&mut b, Duration::from_secs(5)));
+    assert!(wait_cut(&mut a, Duration::from_secs(5)));
+    assert!(wait_cut(&mut b, Duration::from_secs(5)));
     assert!(
-        !sees_eof(&mut fresh, Duration::from_millis(500)),
+        !wait_cut(&mut fresh, Duration::from_millis(500)),
         "a fresh wait was cut"
     );
     let manual: Vec<_> = server
@@ -184,7 +183,7 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
 
 #[test]
 fn metrics_over_http_count_a_manual_reap() {
-    let server = Guarded::start("pool_server", &[], PATIENT);
+    let server = stallguard_run("pool_server", &[], PATIENT);
     let pid = server.pid().to_string();
     let client = silent_client(server.addr());
     let conn = wait_connection(
@@ -200,7 +199,7 @@ fn metrics_over_http_count_a_manual_reap() {
     let once = parse_prometheus(&text(&out.stdout));
     assert!(once[&format!("stallguard_connections_tracked{{pid=\"{pid}\"}}")] >= 1.0);
 
-    let mut exporter = Command::new(bin())
+    let mut exporter = Command::new(cli_bin())
         .args(["metrics", &pid, "--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -263,7 +262,7 @@ fn only_the_servers_user_may_reap() {
         eprintln!("skipped: needs root to run the command as nobody");
         return;
     }
-    let server = Guarded::start("pool_server", &[], PATIENT);
+    let server = stallguard_run("pool_server", &[], PATIENT);
     let client = silent_client(server.addr());
     wait_connection(
         server.pid(),
@@ -275,7 +274,7 @@ fn only_the_servers_user_may_reap() {
     let dir = std::env::temp_dir().join(format!("stallguard-cli-perm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("stallguard");
-    std::fs::copy(bin(), &copy).unwrap();
+    std::fs::copy(cli_bin(), &copy).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -318,7 +317,7 @@ fn only_the_servers_user_may_reap() {
 
 #[test]
 fn top_on_a_prefork_parent_shows_its_childrens_connections() {
-    let server = Guarded::start("prefork_server", &["--procs", "2"], PATIENT);
+    let server = stallguard_run("prefork_server", &["--procs", "2"], PATIENT);
     let client = silent_client(server.addr());
     let conn = wait_connection(
         server.pid(),

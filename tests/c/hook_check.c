@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 #define DATA_SIZE  1048583u /* > socket buffers (writers must block); odd on purpose */
 #define FILE_SIZE  200003u
 #define WAIT_MS    5000     /* upper bound for anything that "happens at once" on loopback */
@@ -138,24 +140,9 @@ static int make_tmpfile(void)
  * accept4() with those flags. */
 static void tcp_pair4(int *srv, int *cli, int a4flags)
 {
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(l, 4) != 0 ||
-        getsockname(l, (struct sockaddr *)&a, &len) != 0)
-        die("listener");
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) != 0)
-        die("connect");
-    int s = a4flags < 0 ? accept(l, NULL, NULL) : accept4(l, NULL, NULL, a4flags);
-    if (s < 0)
-        die("accept");
-    close(l);
-    *srv = s;
-    *cli = c;
+    const char *failed = loopback_pair(srv, cli, a4flags);
+    if (failed)
+        die(failed);
 }
 
 static void tcp_pair(int *srv, int *cli)
@@ -324,13 +311,6 @@ static void feed_start(struct feed *f, int fd, const unsigned char *p, size_t n,
     f->pause_ms = pause_ms;
     if (pthread_create(&f->t, NULL, feed_main, f) != 0)
         die("pthread_create");
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ------------------------------------------------------------------------ */
