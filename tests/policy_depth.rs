@@ -4,8 +4,6 @@
 use stallguard_testkit::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn with(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
@@ -161,24 +159,7 @@ fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Pr
     }
     let srv = start(0, "pool_server", &["--threads", "8"], &vars);
     let addr = srv.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let attacker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(mut s) = connect_tcp([127, 0, 0, 1], addr, None) {
-                    let _ = s.write_all(b"GET / HTTP/1.1\r\n");
-                    held.push(s);
-                }
-                for s in held.iter_mut() {
-                    let _ = s.write_all(b"X");
-                }
-                held.retain(|s| tcp_state(s) == 1);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let attacker = Slowloris::start(addr, b"GET / HTTP/1.1\r\n", b"X");
     let end = Instant::now() + Duration::from_secs(secs);
     std::thread::sleep(Duration::from_secs(2)); // let the attack build up
     let (mut served, mut probes) = (0, 0);
@@ -189,8 +170,7 @@ fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Pr
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Relaxed);
-    attacker.join().unwrap();
+    attacker.stop();
     (served as f64 / probes as f64, srv)
 }
 
@@ -286,36 +266,12 @@ fn server_sockets(pid: u32) -> Vec<(bool, std::os::fd::OwnedFd)> {
 }
 
 fn sockopt(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> libc::c_int {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    v
+    getsockopt(fd, level, name).unwrap_or(0)
 }
 
 fn timeo_ms(fd: libc::c_int, name: libc::c_int) -> i64 {
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-    unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut tv as *mut libc::timeval).cast(),
-            &mut len,
-        )
-    };
-    tv.tv_sec * 1000 + tv.tv_usec / 1000
+    getsockopt::<libc::timeval>(fd, libc::SOL_SOCKET, name)
+        .map_or(0, |tv| tv.tv_sec * 1000 + tv.tv_usec / 1000)
 }
 
 /// (TCP_USER_TIMEOUT, SO_KEEPALIVE, SO_RCVTIMEO ms, SO_SNDTIMEO ms).

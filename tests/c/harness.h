@@ -22,6 +22,33 @@ static inline long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* read(), retried after EINTR. */
+static inline ssize_t read_retry(int fd, void *buf, size_t n)
+{
+    ssize_t r;
+    do
+        r = read(fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+/* Writes all n bytes, retrying after EINTR and short writes.  0, or -1 (errno set when write
+ * failed; a write of 0 bytes is a failure too). */
+static inline int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 /* The library named by LD_PRELOAD (basename) is mapped into this process. */
 static inline int shim_loaded(void)
 {

@@ -358,9 +358,7 @@ static void *pipe_reader(void *arg)
     (void)arg;
     char buf[4096];
     for (;;) {
-        ssize_t r = read(pipefd[0], buf, sizeof(buf));
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = read_retry(pipefd[0], buf, sizeof(buf));
         if (r <= 0)
             break;
         pipe_bytes += (uint64_t)r;

@@ -6,10 +6,11 @@ use stallguard_shm::{
     SEGMENT_BYTES, TURN_CLIENT, TURN_WRITING, VERSION,
 };
 use stallguard_testkit::cli::*;
+use stallguard_testkit::Proc;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -93,22 +94,10 @@ impl Drop for Fake {
 }
 
 /// A live, unguarded process to hang a fake segment on.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn start() -> Sleeper {
-        Sleeper(Command::new("sleep").arg("60").spawn().unwrap())
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn sleeper() -> Proc {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("60");
+    Proc::launch("sleep", cmd, PathBuf::new(), false)
 }
 
 fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
@@ -130,7 +119,7 @@ fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
 
 #[test]
 fn the_mailbox_protocol() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = std::sync::Arc::new(Fake::create(owner.pid()));
     // A fake watcher: answers each request with fd + 1 "reaped" (2 for stuck).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -171,7 +160,7 @@ fn the_mailbox_protocol() {
 
 #[test]
 fn no_answer_within_3s_is_exit_1() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let _fake = Fake::create(owner.pid());
     let t = Instant::now();
     let out = stallguard(&["reap", &owner.pid().to_string(), "--stuck"]);
@@ -190,7 +179,7 @@ fn no_answer_within_3s_is_exit_1() {
 
 #[test]
 fn records_decode_and_sort() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     let mut v6 = rec(9, TURN_WRITING, 300);
     v6.family = libc::AF_INET6 as u16;
@@ -255,7 +244,7 @@ fn stale_segments_are_ignored_and_removed_when_ours() {
     assert!(!fake.path.exists());
 
     // A live process that started after the segment's last publish: a reused pid.
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     fake.header()
         .updated_unix_ms
@@ -272,7 +261,7 @@ fn stale_segments_are_ignored_and_removed_when_ours() {
 
 #[test]
 fn foreign_or_broken_segments_are_ignored() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     unsafe { (*fake.h).magic = *b"NOTMAGIC" };
     let out = stallguard(&["top", "--once", &owner.pid().to_string()]);

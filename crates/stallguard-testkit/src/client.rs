@@ -3,8 +3,9 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -229,24 +230,22 @@ pub fn peer_closed(s: &TcpStream) -> bool {
     }
 }
 
+/// getsockopt(fd, level, name) read as a `T`, or None if the kernel refused. `T` must be
+/// plain C data (an integer, `timeval`, `tcp_info`: all-zero bytes are a valid value).
+pub fn getsockopt<T: Copy>(fd: RawFd, level: libc::c_int, name: libc::c_int) -> Option<T> {
+    let mut v = MaybeUninit::<T>::zeroed();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`, which is that large.
+    let rc = unsafe { libc::getsockopt(fd, level, name, v.as_mut_ptr().cast(), &mut len) };
+    // SAFETY: `v` was zeroed, and all-zero bytes are a valid `T` (plain C data, see above).
+    (rc == 0).then(|| unsafe { v.assume_init() })
+}
+
 /// The client side's TCP state from TCP_INFO (1 established, 7 closed by RST, 8 close-wait
 /// after a FIN), or None if the kernel would not say. Reads nothing.
 pub fn tcp_info_state(s: &TcpStream) -> Option<u8> {
-    // SAFETY: tcp_info is plain data (all-zero is valid); getsockopt writes at most `len`
-    // bytes into it.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: see above; the fd is open for the borrow of `s`.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(info.tcpi_state)
+    getsockopt::<libc::tcp_info>(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO)
+        .map(|info| info.tcpi_state)
 }
 
 /// The client side's TCP state (1 established, 7 closed by RST, 8 close-wait after a FIN).
