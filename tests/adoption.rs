@@ -42,15 +42,21 @@ fn assert_clean_exit(st: Option<ExitStatus>, svc: &Proc) {
     );
 }
 
+/// The service ended on its own with status 0 and the guard reaped nothing.
+fn assert_served_without_reaps(svc: &mut Proc) {
+    assert_eq!(
+        svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(svc.events("reap").is_empty(), "{}", svc.log_text());
+}
+
 #[test]
 fn silent_client_of_an_inetd_service_is_reaped_by_kernel_counters() {
     let (mut client, mut svc) = inetd(&[], &[]);
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
     let started = Instant::now();
     assert_eq!(
-        client.read(&mut [0u8; 64]).unwrap(),
+        read_within(&mut client, Duration::from_secs(5)).unwrap(),
         0,
         "expected the guard's EOF"
     );
@@ -129,21 +135,14 @@ fn slow_but_steady_download_through_stdio_is_not_cut() {
         started.elapsed() > Duration::from_secs(2),
         "the download was not slow"
     );
-    assert_eq!(
-        svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()),
-        Some(0)
-    );
-    assert!(svc.events("reap").is_empty(), "{}", svc.log_text());
+    assert_served_without_reaps(&mut svc);
 }
 
 #[test]
 fn adoption_can_be_turned_off() {
     let (mut client, mut svc) = inetd(&[], &[("STALLGUARD_ADOPT", "off")]);
-    client
-        .set_read_timeout(Some(Duration::from_millis(2500)))
-        .unwrap();
     assert!(
-        client.read(&mut [0u8; 64]).is_err(),
+        read_within(&mut client, Duration::from_millis(2500)).is_err(),
         "cut although adoption is off"
     );
     assert!(svc.wait_exit(Duration::from_millis(10)).is_none());
@@ -158,11 +157,7 @@ fn a_normal_request_is_served_with_zero_reaps() {
         .unwrap();
     let reply = read_response(&mut client, Instant::now() + Duration::from_secs(3));
     assert_eq!(reply.as_deref(), Ok("ok\n"));
-    assert_eq!(
-        svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()),
-        Some(0)
-    );
-    assert!(svc.events("reap").is_empty(), "{}", svc.log_text());
+    assert_served_without_reaps(&mut svc);
 }
 
 /// stderr is the client's socket here: the guard must not write its log lines into it.

@@ -156,15 +156,10 @@ fn valid_values_in_every_documented_form_are_accepted() {
         ("STALLGUARD_PER_SOURCE", "50"),
         ("STALLGUARD_ADOPT", "off"),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
-        out.stderr.is_empty(),
-        "{}",
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}: {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
 }

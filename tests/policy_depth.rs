@@ -29,15 +29,26 @@ fn silent_cut_after(conn: &mut TcpStream, within: Duration) -> Option<Duration> 
     }
 }
 
-#[test]
-fn a_port_can_be_left_alone_or_given_its_own_timers() {
+/// pool_server under the FAST policy and one more variable.
+fn pool_with(var: &'static str, value: String) -> Proc {
+    start(0, "pool_server", &[], &with(&[(var, value)]))
+}
+
+/// pool_server on a free port whose STALLGUARD_PORTS rule `rule(port)` gives.
+fn pool_with_port_rule(rule: impl Fn(u16) -> String) -> (u16, Proc) {
     let port = free_port();
     let srv = start(
         port,
         "pool_server",
         &[],
-        &with(&[("STALLGUARD_PORTS", format!("{port}:off"))]),
+        &with(&[("STALLGUARD_PORTS", rule(port))]),
     );
+    (port, srv)
+}
+
+#[test]
+fn a_port_can_be_left_alone_or_given_its_own_timers() {
+    let (_, srv) = pool_with_port_rule(|port| format!("{port}:off"));
     let mut c = TcpStream::connect(srv.addr()).unwrap();
     assert_eq!(
         silent_cut_after(&mut c, Duration::from_millis(2500)),
@@ -47,13 +58,7 @@ fn a_port_can_be_left_alone_or_given_its_own_timers() {
     );
     drop(srv);
 
-    let port = free_port();
-    let srv = start(
-        port,
-        "pool_server",
-        &[],
-        &with(&[("STALLGUARD_PORTS", format!("{port}:first_byte=2500ms"))]),
-    );
+    let (port, srv) = pool_with_port_rule(|port| format!("{port}:first_byte=2500ms"));
     let mut c = TcpStream::connect(srv.addr()).unwrap();
     let cut = silent_cut_after(&mut c, Duration::from_secs(5)).expect("the port's own timer");
     assert!(
@@ -69,12 +74,7 @@ fn a_port_can_be_left_alone_or_given_its_own_timers() {
 
 #[test]
 fn exempt_peers_are_never_touched() {
-    let srv = start(
-        0,
-        "pool_server",
-        &[],
-        &with(&[("STALLGUARD_EXEMPT", "127.0.0.2/32".into())]),
-    );
+    let srv = pool_with("STALLGUARD_EXEMPT", "127.0.0.2/32".into());
     let mut trusted = connect_tcp([127, 0, 0, 2], srv.addr(), None).unwrap();
     let mut other = connect_tcp([127, 0, 0, 3], srv.addr(), None).unwrap();
     assert!(
@@ -94,12 +94,7 @@ fn exempt_peers_are_never_touched() {
 
 #[test]
 fn lifetime_caps_a_busy_connection() {
-    let srv = start(
-        0,
-        "pool_server",
-        &[],
-        &with(&[("STALLGUARD_LIFETIME", "2s".into())]),
-    );
+    let srv = pool_with("STALLGUARD_LIFETIME", "2s".into());
     let mut s = TcpStream::connect(srv.addr()).unwrap();
     let started = Instant::now();
     let mut served = 0;
@@ -124,12 +119,7 @@ fn lifetime_caps_a_busy_connection() {
 #[test]
 fn action_rst_resets_instead_of_a_graceful_close() {
     for (action, expect_reset) in [("rst", true), ("shutdown", false)] {
-        let srv = start(
-            0,
-            "pool_server",
-            &[],
-            &with(&[("STALLGUARD_ACTION", action.into())]),
-        );
+        let srv = pool_with("STALLGUARD_ACTION", action.into());
         let mut c = TcpStream::connect(srv.addr()).unwrap();
         assert!(silent_cut_after(&mut c, Duration::from_secs(3)).is_some());
         std::thread::sleep(Duration::from_millis(300)); // the server closes its side

@@ -2,15 +2,13 @@
 # the inside and print a deterministic verdict, run by the integration tests. They are not
 # examples; the example servers are in c-examples/.
 #
-# Included by the top-level Makefile; paths are relative to the repository root.
+# Included by the top-level Makefile (after its `all` target, so the default goal stays `all`);
+# paths are relative to the repository root.
 #
 # Defines:
 #   c-tests        build every harness into target/c-tests/
 #   c-tests-clean  remove them
 #   C_TESTS        the binaries' paths
-
-C_TESTS_PREV_GOAL := $(.DEFAULT_GOAL)
-C_TESTS_INCLUDED  := $(filter-out $(lastword $(MAKEFILE_LIST)),$(MAKEFILE_LIST))
 
 C_TESTS_SRC    := tests/c
 C_TESTS_OUT    := target/c-tests
@@ -33,7 +31,3 @@ $(C_TESTS_OUT):
 
 c-tests-clean:
 	rm -rf $(C_TESTS_OUT)
-
-ifneq ($(C_TESTS_INCLUDED),)
-.DEFAULT_GOAL := $(C_TESTS_PREV_GOAL)
-endif

@@ -297,6 +297,30 @@ impl Job {
     pub fn file(&self, name: &str) -> std::fs::File {
         std::fs::File::create(self.evidence.join(name)).unwrap()
     }
+
+    /// The variables every web server's config template takes (PORT, DOCROOT, WORK), then
+    /// `more`.
+    pub fn site_vars<const N: usize>(
+        &self,
+        port: u16,
+        more: [(&'static str, String); N],
+    ) -> Vec<(&'static str, String)> {
+        let mut vars = vec![
+            ("PORT", port.to_string()),
+            ("DOCROOT", docroot().display().to_string()),
+            ("WORK", self.work.display().to_string()),
+        ];
+        vars.extend(more);
+        vars
+    }
+
+    /// Renders the template tests/real/`template` with `vars` into `file` in this job's work
+    /// directory; returns its path.
+    pub fn config(&self, file: &str, template: &str, vars: &[(&str, String)]) -> PathBuf {
+        let path = self.work.join(file);
+        std::fs::write(&path, render(template, vars)).unwrap();
+        path
+    }
 }
 
 // ------------------------------------------------------------------ processes
@@ -394,16 +418,11 @@ fn with_guard(job: &Job, cmd: &mut Command) {
 /// civetweb, 8 worker threads, CGI; the guard preloaded when `guard` and the job is guarded.
 pub fn civetweb(job: &Job, name: &'static str, guard: bool) -> Server {
     Server::start(job, name, |port| {
-        let conf = job.work.join(format!("{name}.conf"));
-        let text = render(
+        let conf = job.config(
+            &format!("{name}.conf"),
             "civetweb.conf.in",
-            &[
-                ("PORT", port.to_string()),
-                ("DOCROOT", docroot().display().to_string()),
-                ("WORK", job.work.display().to_string()),
-            ],
+            &job.site_vars(port, []),
         );
-        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(CIVETWEB);
         cmd.arg(&conf).current_dir(&job.work);
         if guard {
@@ -421,17 +440,11 @@ pub fn civetweb_backend(job: &Job) -> Server {
 /// mini_httpd: fork per connection, no cap; CGI through two interposer processes.
 pub fn mini_httpd(job: &Job) -> Server {
     Server::start(job, "mini_httpd", |port| {
-        let conf = job.work.join("mini_httpd.conf");
-        let text = render(
+        let conf = job.config(
+            "mini_httpd.conf",
             "mini_httpd.conf.in",
-            &[
-                ("PORT", port.to_string()),
-                ("DOCROOT", docroot().display().to_string()),
-                ("WORK", job.work.display().to_string()),
-                ("USER", user_name()),
-            ],
+            &job.site_vars(port, [("USER", user_name())]),
         );
-        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(MINI_HTTPD);
         cmd.arg("-C").arg(&conf).current_dir(&job.work);
         with_guard(job, &mut cmd);
@@ -443,8 +456,8 @@ pub fn mini_httpd(job: &Job) -> Server {
 pub fn stunnel(job: &Job, backend: &Server) -> Server {
     let (cert, key) = tls_cert();
     Server::start(job, "stunnel4", |port| {
-        let conf = job.work.join("stunnel.conf");
-        let text = render(
+        let conf = job.config(
+            "stunnel.conf",
             "stunnel.conf.in",
             &[
                 ("PORT", port.to_string()),
@@ -453,7 +466,6 @@ pub fn stunnel(job: &Job, backend: &Server) -> Server {
                 ("KEY", key.display().to_string()),
             ],
         );
-        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(STUNNEL);
         cmd.arg(&conf).current_dir(&job.work);
         with_guard(job, &mut cmd);
@@ -465,7 +477,6 @@ pub fn stunnel(job: &Job, backend: &Server) -> Server {
 /// xinetd itself is never guarded: its service gets the guard through the `env` attribute.
 pub fn xinetd_micro_httpd(job: &Job) -> Server {
     Server::start(job, "xinetd", |port| {
-        let conf = job.work.join("xinetd.conf");
         let env = job
             .guard_env()
             .map(|vars| {
@@ -473,18 +484,18 @@ pub fn xinetd_micro_httpd(job: &Job) -> Server {
                 format!("env         = {}", list.join(" "))
             })
             .unwrap_or_default();
-        let text = render(
+        let conf = job.config(
+            "xinetd.conf",
             "xinetd.conf.in",
-            &[
-                ("PORT", port.to_string()),
-                ("DOCROOT", docroot().display().to_string()),
-                ("WORK", job.work.display().to_string()),
-                ("USER", user_name()),
-                ("MICRO_HTTPD", MICRO_HTTPD.to_string()),
-                ("ENV", env),
-            ],
+            &job.site_vars(
+                port,
+                [
+                    ("USER", user_name()),
+                    ("MICRO_HTTPD", MICRO_HTTPD.to_string()),
+                    ("ENV", env),
+                ],
+            ),
         );
-        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(XINETD);
         cmd.arg("-dontfork")
             .arg("-f")

@@ -44,22 +44,21 @@ fn port_of_peer(peer: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// The logfmt lines of `stdout` that start with `tag`, parsed.
+fn tagged(stdout: &str, tag: &str) -> Vec<Event> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(tag))
+        .map(logfmt)
+        .collect()
+}
+
 pub fn check(o: &Outcome, guarded: bool) {
     eprintln!("alias_check (guarded={guarded}):\n{}", o.stdout);
     assert!(o.ok, "alias_check failed:\n{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("alias_check: ok"), "{}", o.stdout);
-    let rounds: Vec<HashMap<String, String>> = o
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("release "))
-        .map(logfmt)
-        .collect();
-    let aliases: Vec<HashMap<String, String>> = o
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("alias "))
-        .map(logfmt)
-        .collect();
+    let rounds = tagged(&o.stdout, "release ");
+    let aliases = tagged(&o.stdout, "alias ");
     assert_eq!(rounds.len(), 21, "release rounds: {}", o.stdout);
     assert_eq!(aliases.len(), 7, "alias rounds: {}", o.stdout);
     for r in &rounds {

@@ -166,20 +166,14 @@ fn check_prints_the_effective_policy() {
     assert!(errors.is_empty());
     assert_eq!(text(&out.stdout).trim(), expected.describe());
 
-    let out = Command::new(cli_bin())
-        .args(["run", "--check", "--action", "kill"])
-        .output()
-        .unwrap();
+    let out = stallguard(&["run", "--check", "--action", "kill"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("shutdown, rst or log"));
 }
 
 #[test]
 fn every_policy_variable_has_a_documented_flag() {
-    let out = Command::new(cli_bin())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
+    let out = stallguard(&["run", "--help"]);
     let help = text(&out.stdout);
     for (var, _) in stallguard_policy::policy::VARIABLES {
         let flag = format!(

@@ -188,6 +188,13 @@ pub fn http_get(addr: SocketAddr, path: &str, method: &str) -> Result<(String, S
     }
 }
 
+/// One read within `within` (into a small buffer): Ok(0) is the server's EOF, an error its
+/// reset or the timeout.
+pub fn read_within(s: &mut TcpStream, within: Duration) -> std::io::Result<usize> {
+    s.set_read_timeout(Some(within)).unwrap();
+    s.read(&mut [0u8; 64])
+}
+
 /// Sends all of `data`; false on any error.
 pub fn send(s: &mut TcpStream, data: &[u8]) -> bool {
     s.write_all(data).is_ok()
