@@ -449,20 +449,12 @@ pub fn check(r: &ChurnResult, min_cycles: u64, min_reaps_per_kind: usize) {
         r.reaps_by_kind,
         r.healthy_reaps
     );
-    for f in &r.failures {
-        eprintln!("  {f}");
-    }
-    assert!(
-        r.server_status.is_none(),
-        "echo_server died: {:?} (SIGPIPE is signal 13); stderr: {}",
+    assert_run_clean(
         r.server_status,
-        r.server_stderr
-    );
-    assert_eq!(r.server_stderr.trim(), "", "echo_server complained");
-    assert_eq!(
-        r.wrong, 0,
-        "healthy connections were cut or corrupted: {:?}",
-        r.failures
+        &r.server_stderr,
+        &r.failures,
+        r.wrong,
+        "healthy connections were cut or corrupted",
     );
     assert!(
         r.healthy_reaps as u64 <= r.excused,

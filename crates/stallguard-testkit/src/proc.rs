@@ -274,3 +274,24 @@ impl Drop for Proc {
         }
     }
 }
+
+/// After a run against a server: lists `failures` on stderr, then asserts that the server
+/// still runs (`exited` is None; SIGPIPE would be signal 13), said nothing on its stderr, and
+/// that no client exchange failed (`wrong` of them did: `what`).
+pub fn assert_run_clean(
+    exited: Option<ExitStatus>,
+    stderr: &str,
+    failures: &[String],
+    wrong: u64,
+    what: &str,
+) {
+    for f in failures {
+        eprintln!("  {f}");
+    }
+    assert!(
+        exited.is_none(),
+        "the server died: {exited:?} (SIGPIPE is signal 13); stderr: {stderr}"
+    );
+    assert_eq!(stderr.trim(), "", "the server complained on stderr");
+    assert_eq!(wrong, 0, "{what}: {failures:?}");
+}
