@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 const POLICY: &[(&str, &str)] = &[("STALLGUARD_TICK", "10ms")];
 
 fn run(name: &str, args: &[&str], preload: bool) -> Output {
-    let mut cmd = Command::new(example(name));
+    let mut cmd = Command::new(harness(name));
     cmd.args(args);
     if preload {
         guard(&mut cmd, &scratch("transparency.log"), POLICY);
