@@ -1,8 +1,9 @@
 //! Item 5: memory errors and undefined behaviour with the shim inside real processes.
 //!
-//! Sanitizers: the C examples are rebuilt with `-fsanitize=address,undefined
-//! -fno-sanitize-recover=all` into target/c-examples-asan/ and run under the shim. ASan insists
-//! on being first in the library list; two ways work and both are used here:
+//! Sanitizers: the C harnesses (tests/c/) and example servers (c-examples/) are rebuilt with
+//! `-fsanitize=address,undefined -fno-sanitize-recover=all` into target/c-examples-asan/ and
+//! run under the shim. ASan insists on being first in the library list; two ways work and both
+//! are used here:
 //!   * `LD_PRELOAD=$(gcc -print-file-name=libasan.so):/path/libstallguard.so` (ASan first: its
 //!     interceptors call on into the shim's hooks through dlsym(RTLD_NEXT));
 //!   * `LD_PRELOAD=/path/libstallguard.so ASAN_OPTIONS=verify_asan_link_order=0` (the shim
