@@ -1,6 +1,6 @@
 # stallguard — build, test, demo, install.
 #   make            build libstallguard.so and the stallguard command (release), their shell
-#                   completions and the C example servers
+#                   completions, the C example servers and the C test harnesses
 #   make test       everything CI runs: lint, unit tests, integration tests against real
 #                   processes, the Debian package installed and removed
 #   make demo       the pool server drained without the guard, served with it
@@ -17,9 +17,10 @@ SO       := target/release/libstallguard.so
 BIN      := target/release/stallguard
 
 .PHONY: all lib completions test deps lint unit integration demo install uninstall deb clean FORCE
-all: lib completions c-examples
+all: lib completions c-examples c-tests
 
 include c-examples/c-examples.mk
+include tests/c/c-tests.mk
 include tests/real/real.mk
 include bench/bench.mk
 include tests/reliability.mk
@@ -74,5 +75,5 @@ uninstall:
 deb: all
 	bash scripts/deb.sh
 
-clean: c-examples-clean
+clean: c-examples-clean c-tests-clean
 	$(CARGO) clean

@@ -1,21 +1,20 @@
 //! The reader against segments this test writes itself (no shim involved): the mailbox
 //! protocol, a watcher that never answers, stale and foreign segments, record decoding.
 
-mod common;
 mod fake;
 
-use common::*;
-use fake::{now_ms, rec, Fake, Sleeper};
+use fake::{now_ms, rec, sleeper, Fake};
 use stallguard_shm::{
     FLAG_KERNEL_VIEW, FLAG_UNIX, MAGIC, REQUEST_FD, TURN_CLIENT, TURN_WRITING, VERSION,
 };
+use stallguard_testkit::cli::*;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[test]
 fn the_mailbox_protocol() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = std::sync::Arc::new(Fake::create(owner.pid()));
     // Two stuck connections (client's turn ≥ 10 s), one fresh.
     fake.set_records(&[
@@ -46,7 +45,7 @@ fn the_mailbox_protocol() {
 
 #[test]
 fn no_answer_within_3s_is_exit_1() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let _fake = Fake::create(owner.pid());
     let t = Instant::now();
     let out = stallguard(&["reap", &owner.pid().to_string(), "--fd", "4"]);
@@ -65,7 +64,7 @@ fn no_answer_within_3s_is_exit_1() {
 
 #[test]
 fn records_decode_and_sort() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     let mut v6 = rec(9, TURN_WRITING, 300);
     v6.family = libc::AF_INET6 as u16;
@@ -132,7 +131,7 @@ fn stale_segments_are_ignored_and_removed_when_ours() {
     assert!(!fake.path.exists());
 
     // A live process that started after the segment's last publish: a reused pid.
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     fake.header()
         .updated_unix_ms
@@ -149,7 +148,7 @@ fn stale_segments_are_ignored_and_removed_when_ours() {
 
 #[test]
 fn foreign_or_broken_segments_are_ignored() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     unsafe { (*fake.h).magic = *b"NOTMAGIC" };
     let out = stallguard(&["top", "--once", &owner.pid().to_string()]);

@@ -1,10 +1,9 @@
 //! The man pages document every policy variable (library page) and every flag (command page),
 //! and render without groff warnings.
 
-mod common;
-
-use common::*;
 use stallguard_policy::policy::VARIABLES;
+use stallguard_testkit::cli::*;
+use stallguard_testkit::*;
 use std::process::Command;
 
 fn page(name: &str) -> String {

@@ -6,7 +6,7 @@
 
 mod fake;
 
-use fake::{rec, Fake, Sleeper};
+use fake::{rec, sleeper, Fake};
 use stallguard_shm::{
     FLAG_EXEMPT, FLAG_REAPED, FLAG_WOULD_REAP, REQUEST_FD, TURN_CLIENT, TURN_WRITING,
 };
@@ -166,7 +166,7 @@ fn an_ancestor_pid_covers_descendants_only_with_tree() {
 
 #[test]
 fn reap_stuck_has_one_definition_a_min_wait_and_says_why_not() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let pid = owner.pid().to_string();
     let fake = Arc::new(Fake::create(owner.pid()));
     fake.set_records(&[
@@ -228,7 +228,7 @@ fn reap_stuck_has_one_definition_a_min_wait_and_says_why_not() {
 
 #[test]
 fn top_fits_80_columns_keeps_recent_reaps_labels_queued_sorts_and_filters() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let pid = owner.pid().to_string();
     let fake = Fake::create(owner.pid());
     fake.set_policy(
@@ -395,7 +395,7 @@ fn status_tells_a_fresh_guarded_server_from_an_unguarded_process() {
     assert!(out.contains("watcher started"), "{out}");
     assert!(out.contains("idle=15s"), "{out}");
 
-    let sleeper = Sleeper::start();
+    let sleeper = sleeper();
     let (code, out, _) = sg(&["status", &sleeper.pid().to_string()]);
     assert_eq!(code, 1);
     assert!(out.contains("not guarded"), "{out}");

@@ -3,10 +3,11 @@
 #![allow(dead_code)]
 
 use stallguard_shm::{Header, Record, CAPACITY, MAGIC, SEGMENT_BYTES, VERSION};
+use stallguard_testkit::Proc;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -98,22 +99,10 @@ impl Drop for Fake {
 }
 
 /// A live, unguarded process to hang a fake segment on.
-pub struct Sleeper(pub Child);
-
-impl Sleeper {
-    pub fn start() -> Sleeper {
-        Sleeper(Command::new("sleep").arg("60").spawn().unwrap())
-    }
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+pub fn sleeper() -> Proc {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("60");
+    Proc::launch("sleep", cmd, PathBuf::new(), false)
 }
 
 /// A connection from 10.0.0.9:(40000 + fd) to local port 8080.
