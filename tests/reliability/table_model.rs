@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
-#[path = "../../src/table.rs"]
+#[path = "../../src/table/mod.rs"]
 #[allow(dead_code, clippy::all)]
 pub mod table;
 

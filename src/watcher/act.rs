@@ -1,9 +1,10 @@
 //! What the watcher does to a stalled connection: shut it down (or, in monitor mode, only say
 //! so), log one line, count it. Also the kernel queries the watcher makes on a connection.
 
-use crate::log::log_line;
-use crate::table::{Identity, Slot, FLAG_REAPED};
-use crate::{config, real, socket, stats};
+use crate::abi::{real, socket};
+use crate::runtime::config;
+use crate::runtime::log::log_line;
+use crate::table::{stats, Flags, Identity, Slot};
 use stallguard_policy::{Action, Facts, Reason};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -54,7 +55,7 @@ pub fn reap(
         );
         return;
     }
-    slot.set_flag(FLAG_REAPED);
+    slot.set_flag(Flags::REAPED);
     // Log before acting: the shutdown wakes the worker, and a process that exits right away
     // (fork-per-connection, inetd) would otherwise take the unwritten line with it.
     stats::count_reap(reason, true);
@@ -65,6 +66,8 @@ pub fn reap(
     if reset {
         socket::reset_on_close(fd); // the server's coming close() sends an RST
     }
+    // SAFETY: shutdown takes integers only; the slot is held (ACTING) and the cookie was just
+    // checked, so `fd` still names the connection judged.
     let rc = unsafe { real::shutdown(fd, libc::SHUT_RDWR) };
     slot.end_act(judged);
     if rc != 0 {
