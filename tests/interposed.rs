@@ -53,14 +53,19 @@ fn library_exports_exactly_the_table() {
     );
 }
 
+/// The text of `file` from its "Interposed functions:" on.
+fn list_in(file: &str) -> String {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
+    let start = text
+        .find("Interposed functions:")
+        .unwrap_or_else(|| panic!("{file} has no \"Interposed functions:\" list"));
+    text[start..].to_string()
+}
+
 /// The README's "Interposed functions:" sentence names every row, and only rows.
 #[test]
 fn readme_lists_the_table() {
-    let text = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let start = text
-        .find("Interposed functions:")
-        .expect("README has an \"Interposed functions:\" sentence");
-    let rest = &text[start..];
+    let rest = list_in("README.md");
     let end = rest.find(". ").unwrap_or(rest.len());
     let named: BTreeSet<String> = rest[..end]
         .split('`')
@@ -80,12 +85,8 @@ fn readme_lists_the_table() {
 /// The man page's "Interposed functions:" paragraph names every row, and only rows.
 #[test]
 fn man_page_lists_the_table() {
-    let text = std::fs::read_to_string(repo().join("man/libstallguard.so.8")).unwrap();
-    let start = text
-        .find("Interposed functions:")
-        .expect("man page has an \"Interposed functions:\" paragraph");
     let mut named = BTreeSet::new();
-    for line in text[start..].lines().skip(1) {
+    for line in list_in("man/libstallguard.so.8").lines().skip(1) {
         if !line.starts_with('.') {
             if line.ends_with('.') {
                 break; // the sentence after the list

@@ -105,7 +105,7 @@ fn watcher_start_never_takes_a_low_fd() {
     assert!(guarded.ok, "{}{}", guarded.stdout, guarded.stderr);
 }
 
-/// Item 5 (model): the TRACKED/ACTING/FREE generation protocol of src/table.rs: the real code
+/// Item 5 (model): the TRACKED/ACTING/FREE generation protocol of src/table/slot.rs: the real code
 /// against a pure model, every interleaving of the model, and the real code under contention.
 #[test]
 fn table_ownership_protocol_model() {

@@ -240,6 +240,17 @@ pub fn kernel_sample(fd: c_int) -> Option<KernelSample> {
     })
 }
 
+/// shutdown(SHUT_RDWR) through the real function: wakes every thread blocked on the socket.
+pub fn shutdown_both(fd: c_int) -> std::io::Result<()> {
+    // SAFETY: shutdown takes integers only and touches no memory.
+    let rc = unsafe { super::real::shutdown(fd, libc::SHUT_RDWR) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// SO_LINGER {1, 0}: the program's coming close() aborts the connection with an RST.
 pub fn reset_on_close(fd: c_int) {
     let linger = libc::linger {

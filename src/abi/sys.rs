@@ -7,6 +7,22 @@ use std::ffi::CStr;
 
 // ---------------------------------------------------------------- memory
 
+/// mmap of `bytes`, read-write, with `flags`, of `fd` (-1: anonymous).
+fn map(bytes: usize, flags: c_int, fd: c_int) -> Option<*mut u8> {
+    // SAFETY: a new mapping at an address the kernel chooses aliases no Rust memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p.cast())
+}
+
 /// A fresh anonymous mapping of `bytes` (zeroed, `MAP_NORESERVE`: the kernel backs a page
 /// only when it is written). `shared`: shared with the children this process forks.
 pub fn map_anonymous(bytes: usize, shared: bool) -> Option<*mut u8> {
@@ -15,34 +31,16 @@ pub fn map_anonymous(bytes: usize, shared: bool) -> Option<*mut u8> {
     } else {
         libc::MAP_PRIVATE
     };
-    // SAFETY: a new anonymous mapping aliases no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            sharing | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    (p != libc::MAP_FAILED).then_some(p.cast())
+    map(
+        bytes,
+        sharing | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        -1,
+    )
 }
 
-/// Maps `bytes` of the file `fd` shared, read-write.
+/// Maps `bytes` of the file `fd` (the shim's own) shared, read-write.
 pub fn map_file_shared(fd: c_int, bytes: usize) -> Option<*mut u8> {
-    // SAFETY: a new mapping; the file is the shim's own (created by the caller).
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    (p != libc::MAP_FAILED).then_some(p.cast())
+    map(bytes, libc::MAP_SHARED, fd)
 }
 
 /// Unmaps a mapping made by [`map_file_shared`].
@@ -152,7 +150,7 @@ pub fn at_exit(handler: extern "C" fn()) {
 pub fn process_gone(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    rc != 0 && super::errno::errno() == libc::ESRCH
 }
 
 /// The soft RLIMIT_NOFILE.
@@ -253,6 +251,13 @@ pub fn create_exclusive(path: &CStr) -> c_int {
             0o600,
         )
     }
+}
+
+/// Closes a descriptor the shim owns, through the real close (the close hook would try to
+/// forget it).
+pub fn close_own(fd: c_int) {
+    // SAFETY: closing a descriptor touches no memory; the caller owns `fd`.
+    unsafe { super::real::close(fd) };
 }
 
 pub fn unlink(path: &CStr) {

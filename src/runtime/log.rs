@@ -66,7 +66,7 @@ fn open_file(path: &std::ffi::CStr) -> libc::c_int {
     }
     let high = dup_high(fd);
     if high >= 0 {
-        close(fd);
+        sys::close_own(fd);
         high
     } else {
         fd
@@ -77,13 +77,6 @@ fn open_file(path: &std::ffi::CStr) -> libc::c_int {
 fn dup_high(fd: libc::c_int) -> libc::c_int {
     // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and touches no memory.
     unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_fd_floor() as libc::c_ulong) }
-}
-
-/// Closes one of our own descriptors (through the real close: the close hook would try to
-/// forget it).
-fn close(fd: libc::c_int) {
-    // SAFETY: closing a descriptor the shim owns touches no memory.
-    unsafe { real::close(fd) };
 }
 
 /// Writes `bytes` to `fd` with one raw write.
@@ -129,7 +122,7 @@ pub fn reopen_if_closed() {
         if let Some(path) = LOG_PATH.get() {
             let fd = open_file(path);
             if fd >= 0 && LOG_FD.compare_exchange(-1, fd, SeqCst, SeqCst).is_err() {
-                close(fd);
+                sys::close_own(fd);
             }
         }
     }

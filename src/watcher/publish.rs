@@ -5,7 +5,7 @@
 //! never touch it, so it costs the hot path nothing.
 
 use super::observe::Observation;
-use crate::abi::{real, sys};
+use crate::abi::sys;
 use crate::runtime::log::log_line;
 use crate::runtime::{clock, config, pid};
 use crate::table::stats;
@@ -32,48 +32,54 @@ pub fn open() {
     let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid as u32)) else {
         return;
     };
-    sys::unlink(&path); // a stale one of a dead process with our pid
-    let fd = sys::create_exclusive(&path);
+    let Some(p) = create(&path) else { return };
+    // SAFETY: a fresh shared mapping of SEGMENT_BYTES (zeroed by ftruncate), page-aligned,
+    // not yet published: no other reference to it exists in this process.
+    fill(unsafe { &mut *p }, pid);
+    OWNER.store(pid, Release);
+    SEGMENT.store(p, Release);
+    if !REMOVE_AT_EXIT.swap(true, AcqRel) {
+        sys::at_exit(remove_at_exit);
+    }
+}
+
+/// Creates the segment file at `path` (replacing a stale one of a dead process with our pid)
+/// and maps it.
+fn create(path: &std::ffi::CStr) -> Option<*mut Header> {
+    sys::unlink(path);
+    let fd = sys::create_exclusive(path);
     if fd < 0 {
         log_line!(
             Debug,
             "event=no_live_view error=\"{}\"",
             std::io::Error::last_os_error()
         );
-        return;
+        return None;
     }
     let mapped = if sys::truncate(fd, SEGMENT_BYTES) {
         sys::map_file_shared(fd, SEGMENT_BYTES)
     } else {
         None
     };
-    // SAFETY: closing the file we just created (the mapping stays).
-    unsafe { real::close(fd) };
-    let Some(p) = mapped else {
-        sys::unlink(&path);
-        return;
-    };
-    let p = p.cast::<Header>();
-    {
-        // SAFETY: a fresh shared mapping of SEGMENT_BYTES (zeroed by ftruncate), page-aligned,
-        // not yet published: no other reference to it exists in this process.
-        let h = unsafe { &mut *p };
-        h.magic = MAGIC;
-        h.version = VERSION;
-        h.record_size = std::mem::size_of::<Record>() as u32;
-        h.pid = pid as u32;
-        h.capacity = CAPACITY as u32;
-        h.tick_ms.store(config::policy().tick_ms as u32, Relaxed);
-        h.started_unix_ms.store(unix_ms(), Relaxed);
-        let text = config::policy().describe();
-        let n = text.len().min(stallguard_shm::POLICY_BYTES - 1);
-        h.policy[..n].copy_from_slice(&text.as_bytes()[..n]);
+    sys::close_own(fd); // the mapping stays
+    if mapped.is_none() {
+        sys::unlink(path);
     }
-    OWNER.store(pid, Release);
-    SEGMENT.store(p, Release);
-    if !REMOVE_AT_EXIT.swap(true, AcqRel) {
-        sys::at_exit(remove_at_exit);
-    }
+    mapped.map(|p| p.cast::<Header>())
+}
+
+/// The header of a new segment: layout, owner, policy.
+fn fill(h: &mut Header, pid: i32) {
+    h.magic = MAGIC;
+    h.version = VERSION;
+    h.record_size = std::mem::size_of::<Record>() as u32;
+    h.pid = pid as u32;
+    h.capacity = CAPACITY as u32;
+    h.tick_ms.store(config::policy().tick_ms as u32, Relaxed);
+    h.started_unix_ms.store(unix_ms(), Relaxed);
+    let text = config::policy().describe();
+    let n = text.len().min(stallguard_shm::POLICY_BYTES - 1);
+    h.policy[..n].copy_from_slice(&text.as_bytes()[..n]);
 }
 
 /// Segments of processes that died without running atexit (killed by a signal) are removed
