@@ -182,49 +182,36 @@ pub fn raise_sigpipe(pid: i32) {
     unsafe { libc::syscall(libc::SYS_tgkill, pid, libc::gettid(), libc::SIGPIPE) };
 }
 
-fn sigpipe_set() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+/// Runs `run` with SIGPIPE blocked for the calling thread, then restores the mask, unless
+/// SIGPIPE was blocked already (then the mask is the program's business). Before restoring,
+/// a pending SIGPIPE is taken away if `ours()` says the shim caused it. errno is `run`'s.
+#[inline(always)]
+pub fn with_sigpipe_blocked<R>(run: impl FnOnce() -> R, ours: impl FnOnce() -> bool) -> R {
+    // SAFETY: sigset_t is plain data; all-zero is valid.
+    let (mut pipe, mut old): (libc::sigset_t, libc::sigset_t) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: sigemptyset/sigaddset/pthread_sigmask write only into the two local sets.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        set
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
     }
-}
-
-/// SIGPIPE blocked for the calling thread until [`SigpipeBlocked::restore`].
-pub struct SigpipeBlocked {
-    old: libc::sigset_t,
-}
-
-impl SigpipeBlocked {
-    pub fn new() -> SigpipeBlocked {
-        let set = sigpipe_set();
-        // SAFETY: sigset_t is plain data; pthread_sigmask fills it.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: reads `set`, writes `old`.
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
-        SigpipeBlocked { old }
-    }
-
-    /// Restores the mask; `consume`: first take a pending SIGPIPE away (it was ours). Only
-    /// if SIGPIPE was not already blocked before (then the mask is the program's business).
-    pub fn restore(self, consume: bool) {
-        // SAFETY: `old` was filled by pthread_sigmask.
-        if unsafe { libc::sigismember(&self.old, libc::SIGPIPE) } != 0 {
-            return;
-        }
-        if consume {
+    let r = run();
+    let _errno = super::errno::ErrnoGuard::new();
+    // SAFETY: `old` was filled by pthread_sigmask.
+    if unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 0 {
+        if ours() {
             let zero = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
             // SAFETY: waits zero time for SIGPIPE, which this thread has blocked.
-            unsafe { libc::sigtimedwait(&sigpipe_set(), std::ptr::null_mut(), &zero) };
+            unsafe { libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) };
         }
         // SAFETY: reads `old`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     }
+    r
 }
 
 // ---------------------------------------------------------------- files

@@ -93,13 +93,12 @@ pub fn without_our_sigpipe(slot: &Slot, n: usize, call: impl FnOnce() -> ssize_t
         // two sigprocmask calls would be most of this hook's cost.
         return writing(slot, n, true, call);
     }
-    let blocked = sys::SigpipeBlocked::new();
-    let r = writing(slot, n, true, call);
-    let _errno = ErrnoGuard::new();
     // Even a sendfile that returns a short count may have raised SIGPIPE on the way (splice
     // sends in pieces), so any SIGPIPE after our own shutdown is ours.
-    blocked.restore(slot.has_flag(Flags::REAPED));
-    r
+    sys::with_sigpipe_blocked(
+        || writing(slot, n, true, call),
+        || slot.has_flag(Flags::REAPED),
+    )
 }
 
 /// The server's own shutdown: after SHUT_WR it no longer tries to write.

@@ -248,3 +248,48 @@ fn unix_ms() -> u64 {
     let (s, ms) = clock::wall_clock();
     (s as u64) * 1000 + u64::from(ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Identity;
+
+    fn observation() -> Observation {
+        Observation {
+            fd: 5,
+            state: 1,
+            identity: Identity::default(),
+            facts: stallguard_policy::Facts::default(),
+            timers: None,
+            kernel_view: false,
+            outbound: false,
+            done: false,
+            exempt: false,
+            alias: false,
+        }
+    }
+
+    #[test]
+    fn record_flags_map_each_fact_onto_its_published_bit() {
+        assert_eq!(record_flags(&observation()), 0);
+        let reaped = Observation {
+            done: true,
+            ..observation()
+        };
+        // The slot's REAPED is bit 1, the record's is bit 4: mapped, never copied.
+        assert_eq!(record_flags(&reaped), stallguard_shm::FLAG_REAPED);
+        let mut all = Observation {
+            done: true,
+            kernel_view: true,
+            outbound: true,
+            exempt: true,
+            alias: true,
+            ..observation()
+        };
+        all.identity.family = libc::AF_UNIX as u16;
+        all.facts.waiting_since = 1;
+        all.facts.write_pending_since = 1;
+        let every = stallguard_shm::RECORD_BITS.iter().fold(0, |a, b| a | b);
+        assert_eq!(record_flags(&all), every);
+    }
+}
