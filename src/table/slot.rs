@@ -318,6 +318,9 @@ impl Slot {
             request_start: self.request_start.load(Relaxed),
             request_bytes: self.request_bytes.load(Relaxed),
             write_pending_since: self.write_pending_since.load(Relaxed),
+            // The watcher's own window (observe) fills these.
+            out_window_ms: 0,
+            out_window_bytes: 0,
         }
     }
 

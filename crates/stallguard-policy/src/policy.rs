@@ -8,7 +8,8 @@ use crate::cidr::{Cidr, CIDR_ACCEPTS};
 use crate::duration::{format_duration_ms, parse_duration_ms, DURATION_ACCEPTS};
 use crate::ports::{parse_ports, PORTS_ACCEPTS};
 use crate::timers::{
-    parse_outbound, parse_request, OutboundPolicy, Timers, OUTBOUND_ACCEPTS, REQUEST_ACCEPTS,
+    parse_outbound, parse_request, set_write_stall, OutboundPolicy, Timers, OUTBOUND_ACCEPTS,
+    REQUEST_ACCEPTS, WRITE_STALL_ACCEPTS,
 };
 use std::fmt;
 
@@ -69,6 +70,9 @@ pub struct Policy {
     pub report_ms: u64,
     /// Prometheus textfile the watcher rewrites (`{pid}` is replaced by the pid).
     pub metrics_file: Option<String>,
+    /// Under pressure, how far back a connection on the client's turn must show progress at
+    /// its minimum rate (`STALLGUARD_PRESSURE_GRACE`).
+    pub pressure_grace_ms: u64,
 }
 
 impl Default for Policy {
@@ -91,6 +95,7 @@ impl Default for Policy {
             outbound: None,
             report_ms: 60_000,
             metrics_file: None,
+            pressure_grace_ms: 2_000,
         }
     }
 }
@@ -201,6 +206,7 @@ impl Variable {
 }
 
 const SWITCH: &str = "on or off";
+const GRACE_ACCEPTS: &str = "a duration from 500ms to 1h, such as 2s";
 const ACTION_ACCEPTS: &str = "shutdown, rst or log";
 const TICK_ACCEPTS: &str = "a duration from 10ms to 10s, such as 100ms";
 const LOG_ACCEPTS: &str = "off, error, warn, info or debug";
@@ -220,8 +226,12 @@ pub const VARIABLES: &[Variable] = &[
         |p, v| store(&mut p.timers.request, parse_request(v).map_err(Some))),
     Variable::new("STALLGUARD_IDLE", DURATION_ACCEPTS, Some("60s"),
         |p, v| store(&mut p.timers.idle_ms, duration(v))),
-    Variable::new("STALLGUARD_WRITE_STALL", DURATION_ACCEPTS, Some("60s"),
-        |p, v| store(&mut p.timers.write_stall_ms, duration(v))),
+    Variable::new("STALLGUARD_WRITE_STALL", WRITE_STALL_ACCEPTS, Some("60s,minrate=240"),
+        |p, v| set_write_stall(&mut p.timers, v).map_err(Some)),
+    Variable::new("STALLGUARD_PRESSURE", SWITCH, Some("on"),
+        |p, v| store(&mut p.timers.pressure, switch(v))),
+    Variable::new("STALLGUARD_PRESSURE_GRACE", GRACE_ACCEPTS, Some("2s"),
+        |p, v| store(&mut p.pressure_grace_ms, grace(v))),
     Variable::new("STALLGUARD_ACTION", ACTION_ACCEPTS, Some("shutdown"),
         |p, v| store(&mut p.action, one_of(v, ACTIONS))),
     Variable::new("STALLGUARD_TICK", TICK_ACCEPTS, Some("100ms"),
@@ -270,6 +280,13 @@ fn store<T>(field: &mut T, value: Result<T, Refusal>) -> Result<(), Refusal> {
 
 fn duration(value: &str) -> Result<u64, Refusal> {
     parse_duration_ms(value).map_err(Some)
+}
+
+fn grace(value: &str) -> Result<u64, Refusal> {
+    parse_duration_ms(value)
+        .ok()
+        .filter(|ms| (500..=3_600_000).contains(ms))
+        .ok_or(None)
 }
 
 fn tick(value: &str) -> Result<u64, Refusal> {
@@ -453,6 +470,10 @@ impl Policy {
             if self.adopt_stdio { "on" } else { "off" },
         );
         out += &format!(
+            " pressure_grace={}",
+            format_duration_ms(self.pressure_grace_ms)
+        );
+        out += &format!(
             " backstops={} socket_timeouts={}",
             if self.backstops { "on" } else { "off" },
             if self.socket_timeouts { "on" } else { "off" }
@@ -503,7 +524,7 @@ mod tests {
         assert_eq!(p, Policy::default());
         assert_eq!(
             p.describe(),
-            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on backstops=on socket_timeouts=off"
+            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m,minrate=240 lifetime=off pressure=on action=shutdown tick=100ms adopt=on pressure_grace=2s backstops=on socket_timeouts=off"
         );
     }
 
@@ -525,7 +546,11 @@ mod tests {
             ("STALLGUARD_DEFER_ACCEPT", "80,8080"),
             ("STALLGUARD_UNIX", "on"),
             ("STALLGUARD_OUTBOUND", "connect=5s,idle=30s"),
+            ("STALLGUARD_PRESSURE", "off"),
+            ("STALLGUARD_PRESSURE_GRACE", "1500ms"),
         ]);
+        assert!(!p.timers.pressure);
+        assert_eq!(p.pressure_grace_ms, 1500);
         assert_eq!(e, vec![]);
         assert_eq!(p.timers.first_byte_ms, 2000);
         assert_eq!(
@@ -582,6 +607,9 @@ mod tests {
             ("STALLGUARD_OUTBOUND", "connect=5x"),
             ("STALLGUARD_OUTBOUND", "timeout=5s"),
             ("STALLGUARD_OUTBOUND", "connect=off"),
+            ("STALLGUARD_PRESSURE", "auto"),
+            ("STALLGUARD_PRESSURE_GRACE", "100ms"),
+            ("STALLGUARD_WRITE_STALL", "60s,minrate=x"),
         ] {
             let (_, e) = parse(&[(var, val)]);
             assert_eq!(e.len(), 1, "{var}={val}");

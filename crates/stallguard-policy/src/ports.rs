@@ -3,10 +3,10 @@
 //! Timers not named for a port keep their global value.
 
 use crate::duration::parse_duration_ms;
-use crate::timers::{parse_request, Timers};
+use crate::timers::{parse_request, set_write_stall, Timers};
 
 pub const PORTS_ACCEPTS: &str = "PORT:off or PORT:name=value[,name=value...] rules separated by ';' \
-     (names: first_byte, request, idle, write_stall, lifetime; e.g. 8080:request=10-20,minrate=1000,idle=15s;9000:off)";
+     (names: first_byte, request, idle, write_stall, lifetime, pressure=on|off; e.g. 8080:request=10-20,minrate=1000,idle=15s;9000:off)";
 
 /// Parses the rules, each starting from `base` (the global timers).
 pub fn parse_ports(spec: &str, base: &Timers) -> Result<Vec<(u16, Option<Timers>)>, String> {
@@ -42,17 +42,22 @@ pub fn parse_ports(spec: &str, base: &Timers) -> Result<Vec<(u16, Option<Timers>
 
 fn parse_overrides(body: &str, base: &Timers) -> Result<Timers, String> {
     let mut t = *base;
-    // `minrate=` belongs to the `request=` before it: glue those back together first.
+    // `minrate=` belongs to the `request=` or `write_stall=` before it: glue those back
+    // together first.
     let mut items: Vec<String> = Vec::new();
     for part in body.split(',') {
         let part = part.trim();
         let is_minrate = part.to_ascii_lowercase().starts_with("minrate=");
+        let takes_rate = |item: &str| {
+            let item = item.to_ascii_lowercase();
+            item.starts_with("request=") || item.starts_with("write_stall=")
+        };
         match items.last_mut() {
-            Some(last) if is_minrate && last.to_ascii_lowercase().starts_with("request=") => {
+            Some(last) if is_minrate && takes_rate(last) => {
                 last.push(',');
                 last.push_str(part);
             }
-            _ if is_minrate => return Err("minrate must follow request=".into()),
+            _ if is_minrate => return Err("minrate must follow request= or write_stall=".into()),
             _ => items.push(part.to_string()),
         }
     }
@@ -64,7 +69,16 @@ fn parse_overrides(body: &str, base: &Timers) -> Result<Timers, String> {
         match name.trim().to_ascii_lowercase().as_str() {
             "first_byte" => t.first_byte_ms = duration()?,
             "idle" => t.idle_ms = duration()?,
-            "write_stall" => t.write_stall_ms = duration()?,
+            "write_stall" => {
+                set_write_stall(&mut t, value).map_err(|e| format!("write_stall: {e}"))?
+            }
+            "pressure" => {
+                t.pressure = match value.trim().to_ascii_lowercase().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err("pressure: expected on or off".into()),
+                }
+            }
             "lifetime" => t.lifetime_ms = duration()?,
             "request" => t.request = parse_request(value).map_err(|e| format!("request: {e}"))?,
             other => return Err(format!("unknown timer '{other}'")),
@@ -114,6 +128,13 @@ mod tests {
         assert_eq!(rules[0].1.unwrap().first_byte_ms, 5_000);
         assert_eq!(rules[0].1.unwrap().write_stall_ms, 0);
         assert_eq!(rules[1].1.unwrap().lifetime_ms, 3_600_000);
+        let t = parse_ports("80:write_stall=30s,minrate=1000,pressure=off", &base).unwrap()[0]
+            .1
+            .unwrap();
+        assert_eq!(
+            (t.write_stall_ms, t.write_min_rate, t.pressure),
+            (30_000, 1000, false)
+        );
         assert_eq!(
             parse_ports("8080:request=off", &base).unwrap()[0]
                 .1
@@ -138,6 +159,8 @@ mod tests {
             "8080:off;8080:idle=1s",
             "8080:idle",
             "8080:request=40-20",
+            "8080:pressure=maybe",
+            "8080:idle=5s,minrate=5",
         ] {
             assert!(parse_ports(bad, &base).is_err(), "{bad:?}");
         }

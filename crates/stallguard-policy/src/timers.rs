@@ -23,6 +23,12 @@ pub struct Timers {
     pub request: Option<RequestPolicy>,
     pub idle_ms: u64,
     pub write_stall_ms: u64,
+    /// Response minimum rate (IIS `MinBytesPerSecond`): once a write has been pending for
+    /// `write_stall_ms`, acknowledged bytes growing slower than this over the last
+    /// `write_stall_ms` is a write stall too. 0 = only "no byte moved" counts.
+    pub write_min_rate: u64,
+    /// Strict deadlines while clients queue for a worker (`STALLGUARD_PRESSURE`).
+    pub pressure: bool,
     /// Cap on a connection's total age; 0 = off (the default).
     pub lifetime_ms: u64,
     /// Deadline of an outbound connect(); only outbound connections have one.
@@ -40,11 +46,16 @@ impl Default for Timers {
             }),
             idle_ms: 60_000,
             write_stall_ms: 60_000,
+            write_min_rate: DEFAULT_WRITE_MIN_RATE,
+            pressure: true,
             lifetime_ms: 0,
             connect_ms: 0,
         }
     }
 }
+
+/// Bytes per second a response must move at (IIS `MinBytesPerSecond` default).
+pub const DEFAULT_WRITE_MIN_RATE: u64 = 240;
 
 impl Timers {
     /// `first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off`.
@@ -63,13 +74,18 @@ impl Timers {
                 }
             ),
         };
+        let write_stall = match (self.write_stall_ms, self.write_min_rate) {
+            (0, _) | (_, 0) => format_duration_ms(self.write_stall_ms),
+            (ms, rate) => format!("{},minrate={rate}", format_duration_ms(ms)),
+        };
         format!(
-            "first_byte={} request={} idle={} write_stall={} lifetime={}",
+            "first_byte={} request={} idle={} write_stall={} lifetime={} pressure={}",
             format_duration_ms(self.first_byte_ms),
             request,
             format_duration_ms(self.idle_ms),
-            format_duration_ms(self.write_stall_ms),
+            write_stall,
             format_duration_ms(self.lifetime_ms),
+            if self.pressure { "on" } else { "off" },
         )
     }
 }
@@ -132,6 +148,48 @@ pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
     }))
 }
 
+pub const WRITE_STALL_ACCEPTS: &str =
+    "DURATION[,minrate=BYTES_PER_SECOND] (e.g. 60s,minrate=240; minrate=0 keeps only the no-progress timer), or off";
+
+/// Parses `60s`, `60s,minrate=240`, `off`: the timer and, when given, the response minimum
+/// rate (`None`: keep the current one).
+pub fn parse_write_stall(value: &str) -> Result<(u64, Option<u64>), String> {
+    let mut parts = value.split(',');
+    let ms = parse_duration_ms(parts.next().unwrap_or("")).map_err(|e| format!("timer: {e}"))?;
+    let mut rate = None;
+    for option in parts {
+        let (key, val) = option
+            .split_once('=')
+            .ok_or_else(|| format!("'{}' is not key=value", option.trim()))?;
+        if !key.trim().eq_ignore_ascii_case("minrate") {
+            return Err(format!("unknown option '{}'", key.trim()));
+        }
+        rate = Some(
+            val.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|r| *r <= 1_000_000_000)
+                .ok_or_else(|| {
+                    format!(
+                        "minrate '{}' is not a whole number of bytes per second from 0 to 1e9",
+                        val.trim()
+                    )
+                })?,
+        );
+    }
+    Ok((ms, rate))
+}
+
+/// Applies a parsed `STALLGUARD_WRITE_STALL` (or a port's `write_stall=`) to `t`.
+pub fn set_write_stall(t: &mut Timers, value: &str) -> Result<(), String> {
+    let (ms, rate) = parse_write_stall(value)?;
+    t.write_stall_ms = ms;
+    if let Some(rate) = rate {
+        t.write_min_rate = rate;
+    }
+    Ok(())
+}
+
 /// `STALLGUARD_OUTBOUND=connect=5s,idle=30s`: a connect() that has not completed within
 /// `connect_ms`, or an outbound connection whose upstream sends nothing for `idle_ms` while
 /// the program waits on it, is shut down so the program gets an error instead of hanging.
@@ -150,6 +208,8 @@ impl OutboundPolicy {
             request: None,
             idle_ms: self.idle_ms,
             write_stall_ms: self.idle_ms,
+            write_min_rate: 0,
+            pressure: false,
             lifetime_ms: 0,
             connect_ms: self.connect_ms,
         }
@@ -223,5 +283,32 @@ mod tests {
         ] {
             assert!(parse_request(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn write_stall_forms() {
+        assert_eq!(parse_write_stall("60s"), Ok((60_000, None)));
+        assert_eq!(parse_write_stall("off"), Ok((0, None)));
+        assert_eq!(
+            parse_write_stall("60s, MinRate=240"),
+            Ok((60_000, Some(240)))
+        );
+        assert_eq!(parse_write_stall("5s,minrate=0"), Ok((5_000, Some(0))));
+        for bad in [
+            "",
+            "60s,minrate",
+            "60s,rate=5",
+            "60s,minrate=-1",
+            "x,minrate=5",
+        ] {
+            assert!(parse_write_stall(bad).is_err(), "accepted {bad:?}");
+        }
+        let mut t = Timers::default();
+        set_write_stall(&mut t, "5s").unwrap();
+        assert_eq!((t.write_stall_ms, t.write_min_rate), (5_000, 240));
+        assert_eq!(
+            t.describe(),
+            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=5s,minrate=240 lifetime=off pressure=on"
+        );
     }
 }

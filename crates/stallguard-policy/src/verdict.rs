@@ -33,6 +33,10 @@ pub struct Facts {
     pub request_bytes: u64,
     /// Since when the server has been trying to write (blocked, short or EAGAIN). 0: not.
     pub write_pending_since: u64,
+    /// The watcher's sliding window over the response in progress: how long it covers (ms;
+    /// 0: no window, the rate is not judged) and the bytes the peer acknowledged in it.
+    pub out_window_ms: u64,
+    pub out_window_bytes: u64,
 }
 
 /// The reasons, written once: the enum, `Reason::ALL`, the names and the indexes all come
@@ -68,6 +72,9 @@ reasons! {
     Manual = "manual",
     /// The program's own deadline (stallguard_set_deadline) passed.
     Deadline = "deadline",
+    /// Clients queued for a worker while this one, on its turn, progressed below its minimum
+    /// rate over the pressure grace (`crate::pressure`); never a verdict of `judge`.
+    Pressure = "pressure",
 }
 
 impl Reason {
@@ -95,7 +102,7 @@ mod reason_tests {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
         }
-        assert_eq!(Reason::ALL.len(), Reason::Deadline.index() + 1);
+        assert_eq!(Reason::ALL.len(), Reason::Pressure.index() + 1);
     }
 }
 
@@ -139,6 +146,9 @@ pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
         if quiet >= policy.write_stall_ms {
             return stalled(Reason::WriteStall, quiet);
         }
+        if write_rate_below(f, policy) {
+            return stalled(Reason::WriteStall, f.out_window_ms);
+        }
     }
     if f.waiting_since == 0 {
         return Verdict::Healthy; // the server has the turn
@@ -168,6 +178,25 @@ pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
         }
     }
     Verdict::Healthy
+}
+
+/// The response minimum rate (`STALLGUARD_WRITE_STALL=T,minrate=R`): the watcher's window
+/// over the response covers at least `T` and the peer acknowledged fewer than `R` bytes a
+/// second in it.
+pub fn write_rate_below(f: &Facts, policy: &Timers) -> bool {
+    policy.write_min_rate > 0
+        && policy.write_stall_ms > 0
+        && f.out_window_ms >= policy.write_stall_ms
+        && f.out_window_bytes.saturating_mul(1000)
+            < policy.write_min_rate.saturating_mul(f.out_window_ms)
+}
+
+/// Bytes per second measured over the response window (for the reap line).
+pub fn out_rate(f: &Facts) -> u64 {
+    f.out_window_bytes
+        .saturating_mul(1000)
+        .checked_div(f.out_window_ms)
+        .unwrap_or(0)
 }
 
 /// When the earliest running timer expires (absolute ms), or `None` when no timer runs (the
@@ -448,6 +477,57 @@ mod tests {
 }
 
 #[cfg(test)]
+mod write_rate_tests {
+    use super::*;
+
+    fn slow_reader(window_ms: u64, bytes: u64) -> Facts {
+        Facts {
+            write_pending_since: 1_000,
+            last_out: 50_000,
+            bytes_in: 80,
+            out_window_ms: window_ms,
+            out_window_bytes: bytes,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn a_response_slower_than_its_minimum_rate_is_a_write_stall() {
+        let t = Timers {
+            write_stall_ms: 10_000,
+            ..Timers::default()
+        };
+        // 32 bytes every 2 s = 16 B/s over a full window: cut, with the rate measured.
+        let f = slow_reader(10_000, 160);
+        assert_eq!(
+            judge(&f, &t, 50_100),
+            Verdict::Stalled {
+                reason: Reason::WriteStall,
+                waited_ms: 10_000
+            }
+        );
+        assert_eq!(out_rate(&f), 16);
+        // The window does not yet cover the timer: not judged.
+        assert_eq!(judge(&slow_reader(9_999, 0), &t, 50_100), Verdict::Healthy);
+        // At the minimum rate exactly, or faster: never cut.
+        assert_eq!(
+            judge(&slow_reader(10_000, 2_400), &t, 50_100),
+            Verdict::Healthy
+        );
+        assert_eq!(
+            judge(&slow_reader(10_000, 20 << 20), &t, 50_100),
+            Verdict::Healthy
+        );
+        // minrate=0: only "no byte moved" counts.
+        let no_rate = Timers {
+            write_min_rate: 0,
+            ..t
+        };
+        assert_eq!(judge(&f, &no_rate, 50_100), Verdict::Healthy);
+    }
+}
+
+#[cfg(test)]
 mod lifetime_tests {
     use super::*;
 
@@ -522,6 +602,8 @@ mod deadline_tests {
             }),
             idle_ms: 7_000,
             write_stall_ms: 3_000,
+            write_min_rate: 240,
+            pressure: true,
             lifetime_ms: 50_000,
             connect_ms: 0,
         }

@@ -12,7 +12,7 @@ use stallguard_policy::Reason;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: [u8; 8] = *b"STALLGD1";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Records in a segment; the file is sparse, so unused records cost no memory.
 pub const CAPACITY: usize = 65_536;
 /// Counter slots per reason: one per `stallguard_policy::Reason`, at `Reason::index()`.
