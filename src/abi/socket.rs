@@ -224,6 +224,42 @@ pub fn tcp_bytes_acked(fd: c_int) -> Option<u64> {
     tcp_info(fd).map(|i| i.tcpi_bytes_acked)
 }
 
+/// A listening TCP socket's accept queue: connections waiting for `accept`
+/// (`tcpi_unacked` on a LISTEN socket; `tcpi_sacked` is the backlog) and its local port.
+/// None when `fd` is not (or no longer) a listening TCP socket.
+pub fn listener_queue(fd: c_int) -> Option<(u64, u16)> {
+    const TCP_LISTEN: u8 = 10; // include/net/tcp_states.h
+    let info = tcp_info(fd)?;
+    if info.tcpi_state != TCP_LISTEN {
+        return None;
+    }
+    Some((u64::from(info.tcpi_unacked), local_port(fd)?))
+}
+
+/// What the kernel knows of a connection's progress, covering the time it spent in the
+/// accept queue before any hook saw it: since the last data and the last ACK came in, a lower
+/// bound of its age (`tcpi_last_data_sent` counts from the connection's creation until the
+/// first byte is sent), and the byte totals.
+pub fn tcp_progress(fd: c_int) -> Option<stallguard_policy::pressure::KernelProgress> {
+    let info = tcp_info(fd)?;
+    let (idle_in, idle_ack) = (
+        u64::from(info.tcpi_last_data_recv),
+        u64::from(info.tcpi_last_ack_recv),
+    );
+    let age = if info.tcpi_bytes_acked == 0 && info.tcpi_unacked == 0 {
+        u64::from(info.tcpi_last_data_sent) // nothing sent yet: since creation
+    } else {
+        0
+    };
+    Some(stallguard_policy::pressure::KernelProgress {
+        idle_in_ms: idle_in,
+        idle_ack_ms: idle_ack,
+        age_ms: age.max(idle_in),
+        total_in: info.tcpi_bytes_received,
+        total_acked: info.tcpi_bytes_acked,
+    })
+}
+
 /// The kernel's counters for a connection whose I/O no hook sees.
 pub fn kernel_sample(fd: c_int) -> Option<KernelSample> {
     let info = tcp_info(fd)?;

@@ -18,6 +18,44 @@ static REJECTED: AtomicU64 = AtomicU64::new(0);
 /// The last rejected client (peer_ip hi/lo, family << 16 | port), for the watcher's log line.
 static REJECTED_PEER: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
+/// Per listening port (pressure, issue 12): the port (0: free entry), clients waiting for a
+/// worker, under pressure (0/1), connections reaped for pressure. Written by the watcher only.
+static PORTS: [[AtomicU64; 4]; stallguard_shm::PORTS] =
+    [const { [const { AtomicU64::new(0) }; 4] }; stallguard_shm::PORTS];
+
+/// The entry of `port`, claimed if needed (None when every entry is taken).
+fn port_entry(port: u16) -> Option<&'static [AtomicU64; 4]> {
+    let port = u64::from(port);
+    PORTS
+        .iter()
+        .find(|e| e[0].load(Relaxed) == port)
+        .or_else(|| {
+            let free = PORTS.iter().find(|e| e[0].load(Relaxed) == 0)?;
+            free[0].store(port, Relaxed);
+            Some(free)
+        })
+}
+
+/// This tick's load of each port; ports not listed have nobody waiting.
+pub fn publish_ports(loads: &[stallguard_policy::pressure::PortLoad]) {
+    for e in &PORTS {
+        e[1].store(0, Relaxed);
+        e[2].store(0, Relaxed);
+    }
+    for l in loads {
+        if let Some(e) = port_entry(l.port) {
+            e[1].store(l.waiting(), Relaxed);
+            e[2].store(u64::from(l.under_pressure()), Relaxed);
+        }
+    }
+}
+
+pub fn count_pressure_reap(port: u16) {
+    if let Some(e) = port_entry(port) {
+        e[3].fetch_add(1, Relaxed);
+    }
+}
+
 pub fn publish_tick(tracked: u64, waiting: u64) {
     TRACKED.store(tracked, Relaxed);
     WAITING.store(waiting, Relaxed);
@@ -39,6 +77,14 @@ pub fn counters() -> stallguard_shm::Counters {
     for r in Reason::ALL {
         c.reaped[r.index()] = REAPED[r.index()].load(Relaxed);
         c.would_reap[r.index()] = WOULD_REAP[r.index()].load(Relaxed);
+    }
+    for (to, e) in c.ports.iter_mut().zip(&PORTS) {
+        *to = stallguard_shm::PortStat {
+            port: e[0].load(Relaxed) as u16,
+            under_pressure: e[2].load(Relaxed) as u16,
+            waiting: e[1].load(Relaxed).min(u64::from(u32::MAX)) as u32,
+            pressure_reaps: e[3].load(Relaxed),
+        };
     }
     c
 }

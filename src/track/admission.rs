@@ -9,7 +9,7 @@ use crate::abi::errno::ErrnoGuard;
 use crate::abi::{real, socket};
 use crate::runtime::{clock, config, start_watcher};
 use crate::table::sources::{self, source_key};
-use crate::table::{self, stats, Flags, Identity};
+use crate::table::{self, listeners, stats, Flags, Identity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -96,14 +96,29 @@ pub fn arm_backstops(fd: i32, id: &Identity) {
     }
 }
 
-/// After listen returned `r`: STALLGUARD_DEFER_ACCEPT ports get TCP_DEFER_ACCEPT (the one
-/// option ever set on a listener, and only when the operator names its port). Returns `r`.
+/// After listen returned `r`: the listener is remembered (its accept queue tells the watcher
+/// when clients wait for a worker: pressure), and STALLGUARD_DEFER_ACCEPT ports get
+/// TCP_DEFER_ACCEPT (the one option ever set on a listener, and only when the operator names
+/// its port). Returns `r`.
 pub fn listened(r: libc::c_int, fd: libc::c_int) -> libc::c_int {
     if r == 0 && config::enabled() {
         let _errno = ErrnoGuard::new();
+        if socket::is_tcp(fd) {
+            listeners::note(fd);
+        }
         arm_listener(fd);
     }
     r
+}
+
+/// After accept on `listener` returned `conn`: when we track it, remember the listener too,
+/// for programs that inherited it instead of calling listen (socket activation, exec'd
+/// workers). Returns `conn`.
+pub fn from_listener(listener: libc::c_int, conn: libc::c_int) -> libc::c_int {
+    if conn >= 0 && table::tracked(conn).is_some() {
+        listeners::note(listener);
+    }
+    conn
 }
 
 /// TCP_DEFER_ACCEPT on a listener whose port is in STALLGUARD_DEFER_ACCEPT.

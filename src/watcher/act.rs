@@ -5,6 +5,7 @@ use crate::abi::socket;
 use crate::runtime::config;
 use crate::runtime::log::log_line;
 use crate::table::{stats, Flags, Identity, Slot};
+use stallguard_policy::verdict::{out_rate, write_rate_below};
 use stallguard_policy::{Action, Facts, Reason};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -20,12 +21,46 @@ pub fn reap(
     facts: &Facts,
     kernel_view: bool,
 ) {
+    // A response cut for its minimum rate says the rate it measured.
+    let note = (reason == Reason::WriteStall && write_rate_below(facts, &timers_of(slot)))
+        .then(|| ("rate", out_rate(facts)));
+    let why = Why {
+        reason,
+        waited_ms,
+        note,
+    };
+    reap_why(fd, slot, judged, why, facts, kernel_view);
+}
+
+/// The write-stall timers of a connection's port (for the rate note).
+fn timers_of(slot: &Slot) -> stallguard_policy::Timers {
+    config::policy()
+        .timers_for_port(slot.identity().local_port)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Why a connection is reaped: the reason, how long its timer ran, and an optional extra
+/// logfmt pair for the reap line (`queue=12` for pressure, `rate=16` for a slow response).
+pub struct Why {
+    pub reason: Reason,
+    pub waited_ms: u64,
+    pub note: Option<(&'static str, u64)>,
+}
+
+/// [`reap`] with an explicit [`Why`].
+pub fn reap_why(fd: i32, slot: &Slot, judged: u32, why: Why, facts: &Facts, kernel_view: bool) {
+    let Why {
+        reason,
+        waited_ms,
+        note,
+    } = why;
     let id = slot.identity();
     let bytes_out = slot.bytes_out.load(std::sync::atomic::Ordering::Relaxed);
     let line = |event: &str, action: &str| {
         log_line!(
             Info,
-            "event={event} fd={fd} peer={} port={} reason={} waited={} bytes_in={} bytes_out={} view={} action={action}",
+            "event={event} fd={fd} peer={} port={} reason={} waited={} bytes_in={} bytes_out={} view={} action={action}{}",
             Peer(&id),
             id.local_port,
             reason.as_str(),
@@ -33,6 +68,7 @@ pub fn reap(
             facts.bytes_in,
             bytes_out,
             if kernel_view { "kernel" } else { "hooks" },
+            Note(note),
         )
     };
     // An operator's request is carried out even in monitor mode.
@@ -100,6 +136,18 @@ impl fmt::Display for Peer<'_> {
             write!(f, "{ip}:{}", id.peer_port)
         } else {
             write!(f, "[{}]:{}", Ipv6Addr::from(id.peer_ip), id.peer_port)
+        }
+    }
+}
+
+/// ` key=value`, or nothing.
+struct Note(Option<(&'static str, u64)>);
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((key, value)) => write!(f, " {key}={value}"),
+            None => Ok(()),
         }
     }
 }

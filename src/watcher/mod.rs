@@ -10,6 +10,7 @@
 mod act;
 mod judge;
 mod observe;
+mod pressure;
 pub mod publish;
 mod report;
 
@@ -78,6 +79,7 @@ fn run() {
     let mut seen: Vec<Observation> = Vec::new();
     let mut scratch: Vec<u64> = Vec::new();
     let mut reports = report::Reports::default();
+    let mut pressure = pressure::Pressure::default();
     loop {
         if WATCHER_PID.load(Acquire) != pid::pid() {
             return;
@@ -87,6 +89,8 @@ fn run() {
         log::reopen_if_closed();
         observe_all(now, &mut memory, &mut seen);
         judge::judge_and_act(now, &mut seen, &mut memory);
+        // Issue 12: strict deadlines on ports whose clients queue (watcher/pressure.rs).
+        pressure.tick(now, &mut seen, &mut memory);
         judge::answer_operator(now, &mut seen, &mut memory);
         let (tracked, waiting) = distinct_connections(&seen, &mut scratch);
         stats::publish_tick(tracked, waiting);

@@ -5,6 +5,7 @@
 use crate::abi::socket;
 use crate::runtime::config;
 use crate::table::{self, phase, Flags, Identity, TRACKED};
+use stallguard_policy::pressure::Window;
 use stallguard_policy::{Facts, KernelTrack, Timers};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
@@ -43,6 +44,8 @@ pub struct Memory {
     acked_moved_at: u64,
     /// Kernel-counter history, for adopted connections whose I/O no hook sees.
     kernel: Option<KernelTrack>,
+    /// Sliding window over the response in progress (the response minimum rate).
+    out: Window,
 }
 
 /// Fills `out` with every tracked connection (reusing its allocation; `memory` grows with
@@ -98,8 +101,11 @@ fn observe(
                 mem.acked_moved_at = now;
             }
             mem.acked = Some(acked);
+            response_window(&mut facts, mem, acked, slot, now);
         }
         facts.last_out = facts.last_out.max(mem.acked_moved_at);
+    } else {
+        mem.out = Window::default(); // no response in progress
     }
     let outbound = slot.has_flag(Flags::OUTBOUND);
     if outbound && facts.connecting_since != 0 && socket::is_established(fd) {
@@ -127,6 +133,22 @@ fn observe(
         exempt: slot.has_flag(Flags::EXEMPT),
         alias: slot.has_flag(Flags::ALIAS),
     })
+}
+
+/// The response minimum rate: the window over acknowledged bytes while a write is pending,
+/// one write-stall timer long at least (`STALLGUARD_WRITE_STALL=T,minrate=R`).
+fn response_window(facts: &mut Facts, mem: &mut Memory, acked: u64, slot: &table::Slot, now: u64) {
+    let t = config::policy()
+        .timers_for_port(slot.identity().local_port)
+        .map_or(0, |t| t.write_stall_ms);
+    if t == 0 {
+        return;
+    }
+    mem.out.observe(now, 0, acked, t);
+    if let Some(span) = mem.out.span(now, 0, acked) {
+        facts.out_window_ms = span.ms;
+        facts.out_window_bytes = span.acked;
+    }
 }
 
 /// How many distinct connections `seen` holds (dup'ed fds of one connection count once).

@@ -140,6 +140,9 @@ pub fn tick(now: u64, seen: &[Observation]) {
         h.reaped[i].store(c.reaped[i], Relaxed);
         h.would_reap[i].store(c.would_reap[i], Relaxed);
     }
+    for (cell, port) in h.ports.iter().zip(&c.ports) {
+        cell.store(port);
+    }
     h.updated_unix_ms.store(unix_ms(), Relaxed);
     if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
     {

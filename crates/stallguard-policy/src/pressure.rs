@@ -185,7 +185,7 @@ pub fn queued_inside(first_wait_at: u64, accepted_at: u64, now: u64) -> bool {
 
 /// Keeps the `budget` longest-stalled of `candidates` (`(stalled_for, item)`), longest first.
 pub fn pick<T>(candidates: &mut Vec<(u64, T)>, budget: u64) {
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     candidates.truncate(usize::try_from(budget).unwrap_or(usize::MAX));
 }
 

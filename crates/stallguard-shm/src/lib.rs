@@ -19,6 +19,50 @@ pub const CAPACITY: usize = 65_536;
 pub const REASONS: usize = Reason::ALL.len();
 pub const REASON_MANUAL: usize = Reason::Manual.index();
 pub const POLICY_BYTES: usize = 1024;
+/// Listening ports whose pressure figures a segment carries (issue 12).
+pub const PORTS: usize = 8;
+
+/// One listening port's pressure figures. `port` 0: unused entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStat {
+    pub port: u16,
+    /// 1 while clients wait for a worker and connections on the client's turn hold workers.
+    pub under_pressure: u16,
+    /// Clients waiting for a worker: the accept queue plus connections accepted, not yet read.
+    pub waiting: u32,
+    /// Connections reaped for pressure on this port.
+    pub pressure_reaps: u64,
+}
+
+/// The published form of a [`PortStat`] (written by the watcher every tick).
+#[repr(C)]
+pub struct PortCell {
+    /// `port | under_pressure << 16 | waiting << 32`.
+    pub packed: AtomicU64,
+    pub pressure_reaps: AtomicU64,
+}
+
+impl PortCell {
+    pub fn store(&self, p: &PortStat) {
+        self.packed.store(
+            u64::from(p.port) | u64::from(p.under_pressure) << 16 | u64::from(p.waiting) << 32,
+            Ordering::Relaxed,
+        );
+        self.pressure_reaps
+            .store(p.pressure_reaps, Ordering::Relaxed);
+    }
+
+    pub fn load(&self) -> PortStat {
+        let packed = self.packed.load(Ordering::Relaxed);
+        PortStat {
+            port: packed as u16,
+            under_pressure: (packed >> 16) as u16,
+            waiting: (packed >> 32) as u32,
+            pressure_reaps: self.pressure_reaps.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// Where a process's segment lives.
 pub fn path_for(pid: u32) -> String {
@@ -54,6 +98,8 @@ pub struct Header {
     pub reaped: [AtomicU64; REASONS],
     pub would_reap: [AtomicU64; REASONS],
     pub rejected_over_cap: AtomicU64,
+    /// Per listening port: clients waiting, under pressure, pressure reaps.
+    pub ports: [PortCell; PORTS],
     /// The effective policy as logfmt, NUL-padded.
     pub policy: [u8; POLICY_BYTES],
     // ---- mailbox: written by the command, read by the watcher ----
@@ -212,6 +258,8 @@ pub struct Counters {
     pub reaped: [u64; REASONS],
     pub would_reap: [u64; REASONS],
     pub rejected_over_cap: u64,
+    /// Per listening port (entries with port 0 are unused).
+    pub ports: [PortStat; PORTS],
 }
 
 /// Reason labels, by counter index (`stallguard_policy::Reason::as_str`).
@@ -237,7 +285,17 @@ impl Counters {
             c.reaped[i] = h.reaped[i].load(Ordering::Relaxed);
             c.would_reap[i] = h.would_reap[i].load(Ordering::Relaxed);
         }
+        for (to, cell) in c.ports.iter_mut().zip(&h.ports) {
+            *to = cell.load();
+        }
         c
+    }
+
+    /// The ports in use, in port order.
+    pub fn active_ports(&self) -> Vec<PortStat> {
+        let mut ports: Vec<PortStat> = self.ports.iter().copied().filter(|p| p.port != 0).collect();
+        ports.sort_by_key(|p| p.port);
+        ports
     }
 
     pub fn add(&mut self, o: &Counters) {
@@ -247,6 +305,21 @@ impl Counters {
         for i in 0..REASONS {
             self.reaped[i] += o.reaped[i];
             self.would_reap[i] += o.would_reap[i];
+        }
+        // Prefork children share their listeners: the queue is the same for all (max),
+        // reaps add up.
+        for p in o.ports.iter().filter(|p| p.port != 0) {
+            let mine = match self.ports.iter().position(|m| m.port == p.port) {
+                Some(i) => Some(i),
+                None => self.ports.iter().position(|m| m.port == 0),
+            };
+            if let Some(i) = mine {
+                let m = &mut self.ports[i];
+                m.port = p.port;
+                m.waiting = m.waiting.max(p.waiting);
+                m.under_pressure = m.under_pressure.max(p.under_pressure);
+                m.pressure_reaps += p.pressure_reaps;
+            }
         }
     }
 
@@ -300,6 +373,34 @@ impl Counters {
                 self.would_reap[i]
             );
         }
+        let ports = self.active_ports();
+        out += "# HELP stallguard_accept_queue Clients waiting for a worker on a listening port (accept queue, and accepted but not yet read).\n";
+        out += "# TYPE stallguard_accept_queue gauge\n";
+        for p in &ports {
+            out += &format!(
+                "stallguard_accept_queue{} {}\n",
+                with(&format!("port=\"{}\"", p.port)),
+                p.waiting
+            );
+        }
+        out += "# HELP stallguard_under_pressure 1 while clients wait for a worker and connections on the client's turn hold workers.\n";
+        out += "# TYPE stallguard_under_pressure gauge\n";
+        for p in &ports {
+            out += &format!(
+                "stallguard_under_pressure{} {}\n",
+                with(&format!("port=\"{}\"", p.port)),
+                p.under_pressure
+            );
+        }
+        out += "# HELP stallguard_pressure_total Connections reaped for pressure, by listening port.\n";
+        out += "# TYPE stallguard_pressure_total counter\n";
+        for p in &ports {
+            out += &format!(
+                "stallguard_pressure_total{} {}\n",
+                with(&format!("port=\"{}\"", p.port)),
+                p.pressure_reaps
+            );
+        }
         out += "# HELP stallguard_rejected_over_cap_total Connections refused at accept for STALLGUARD_PER_SOURCE.\n";
         out += "# TYPE stallguard_rejected_over_cap_total counter\n";
         out += &format!(
@@ -329,5 +430,32 @@ mod metrics_tests {
         let bare = c.prometheus("");
         assert!(bare.contains("stallguard_connections_tracked 3\n"));
         assert!(bare.contains("stallguard_reaped_total{reason=\"manual\"} 0\n"));
+        assert!(bare.contains("stallguard_reaped_total{reason=\"pressure\"} 0\n"));
+        c.ports[0] = PortStat {
+            port: 8080,
+            under_pressure: 1,
+            waiting: 12,
+            pressure_reaps: 7,
+        };
+        let mut sum = Counters::default();
+        sum.add(&c);
+        sum.add(&c);
+        assert_eq!(
+            sum.ports[0].waiting, 12,
+            "a shared listener's queue is not doubled"
+        );
+        let text = sum.prometheus("");
+        assert!(
+            text.contains("stallguard_accept_queue{port=\"8080\"} 12\n"),
+            "{text}"
+        );
+        assert!(text.contains("stallguard_under_pressure{port=\"8080\"} 1\n"));
+        assert!(text.contains("stallguard_pressure_total{port=\"8080\"} 14\n"));
+        let cell = PortCell {
+            packed: AtomicU64::new(0),
+            pressure_reaps: AtomicU64::new(0),
+        };
+        cell.store(&c.ports[0]);
+        assert_eq!(cell.load(), c.ports[0]);
     }
 }

@@ -14,13 +14,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The policy most tests use: short timers so a test takes seconds.
+/// The policy most tests use: short fixed timers so a test takes seconds. Pressure is off:
+/// these tests check which fixed timer cuts what (tests/pressure.rs tests pressure).
 pub const FAST: &[(&str, &str)] = &[
     ("STALLGUARD_FIRST_BYTE", "1s"),
     ("STALLGUARD_REQUEST", "2-4,minrate=100"),
     ("STALLGUARD_IDLE", "3s"),
     ("STALLGUARD_WRITE_STALL", "1s"),
     ("STALLGUARD_TICK", "100ms"),
+    ("STALLGUARD_PRESSURE", "off"),
 ];
 
 /// Removes inherited `STALLGUARD_*` variables and `LD_PRELOAD` from a child's environment,

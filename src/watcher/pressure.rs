@@ -1,0 +1,203 @@
+//! Pressure (issue 12): once a tick, after the fixed timers were judged, each port whose
+//! clients wait for a worker — its listeners' accept queues (read once per listener per
+//! tick), or connections accepted but not yet read — while connections on the client's turn
+//! hold workers, is *under pressure*; there the connections on the client's turn proven slow
+//! over the grace (`stallguard_policy::pressure`) are reaped, longest-stalled first, at most as
+//! many as clients wait (plus a margin). The decisions are the policy crate's; this module
+//! only gathers the facts (listener queues, TCP_INFO of the candidates) and acts.
+//!
+//! Its state is its own: the per-fd progress windows (only for candidates on ports under
+//! pressure: a quiet server costs one TCP_INFO per listener per tick) and the per-port
+//! figures it publishes.
+
+use super::act::{self, Why};
+use super::observe::{Memory, Observation};
+use crate::abi::socket;
+use crate::runtime::config;
+use crate::runtime::log::log_line;
+use crate::table::{self, listeners, stats};
+use stallguard_policy::pressure::{
+    below_rate, pick, queued_inside, stalled_for, PortLoad, Rates, Window,
+};
+use stallguard_policy::Reason;
+
+/// Per-fd progress window, valid for the slot state it was started in.
+#[derive(Clone, Copy, Default)]
+struct Tracked {
+    state: u32,
+    window: Window,
+}
+
+#[derive(Default)]
+pub struct Pressure {
+    windows: Vec<Tracked>,
+    loads: Vec<PortLoad>,
+    /// (stalled_for, index in `seen`) of this tick's candidates on one port.
+    candidates: Vec<(u64, usize)>,
+    /// Ports under pressure last tick (to log when it starts and ends).
+    was_under: Vec<u16>,
+}
+
+impl Pressure {
+    /// The tick's pressure pass over `seen` (already judged by the fixed timers).
+    pub fn tick(&mut self, now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
+        self.loads.clear();
+        if !seen.iter().any(applies) {
+            self.publish();
+            return;
+        }
+        self.read_listeners();
+        for o in seen.iter().filter(|o| applies(o)) {
+            let load = load_of(&mut self.loads, o.identity.local_port);
+            if queued_inside(o.facts.first_wait_at, o.facts.accepted_at, now) {
+                load.queued_inside += 1;
+            } else if on_clients_turn(o) {
+                load.holders += 1;
+            }
+        }
+        let grace = config::policy().pressure_grace_ms;
+        for i in 0..self.loads.len() {
+            let load = self.loads[i];
+            if load.under_pressure() {
+                self.relieve(load, now, grace, seen, memory);
+            }
+        }
+        self.log_changes();
+        self.publish();
+    }
+
+    /// Adds each listener's accept queue to its port's load; forgets fds that no longer
+    /// are listeners.
+    fn read_listeners(&mut self) {
+        let loads = &mut self.loads;
+        listeners::each(|fd| match socket::listener_queue(fd) {
+            Some((queue, port)) => load_of(loads, port).accept_queue += queue,
+            None => listeners::forget(fd),
+        });
+    }
+
+    /// Reaps, on a port under pressure, the slow connections on the client's turn.
+    fn relieve(
+        &mut self,
+        load: PortLoad,
+        now: u64,
+        grace: u64,
+        seen: &mut [Observation],
+        memory: &mut [Memory],
+    ) {
+        self.candidates.clear();
+        for (i, o) in seen.iter().enumerate() {
+            if !applies(o) || o.identity.local_port != load.port || !on_clients_turn(o) {
+                continue;
+            }
+            let Some(mut k) = socket::tcp_progress(o.fd) else {
+                continue;
+            };
+            if o.facts.accepted_at != 0 {
+                k.age_ms = k.age_ms.max(now.saturating_sub(o.facts.accepted_at));
+            }
+            let fd = o.fd as usize;
+            if self.windows.len() <= fd {
+                self.windows.resize(fd + 1, Tracked::default());
+            }
+            let w = &mut self.windows[fd];
+            if w.state != o.state {
+                *w = Tracked {
+                    state: o.state,
+                    window: Window::default(),
+                };
+            }
+            w.window.observe(now, k.total_in, k.total_acked, grace);
+            let span = w.window.span(now, k.total_in, k.total_acked);
+            let Some(t) = o.timers else { continue };
+            let rates = Rates {
+                request: t.request.map_or(0, |r| r.min_rate),
+                response: t.write_min_rate,
+            };
+            if below_rate(&k, span, rates, grace) {
+                self.candidates.push((stalled_for(&k), i));
+            }
+        }
+        pick(&mut self.candidates, load.budget());
+        for &(stalled, i) in &self.candidates {
+            let o = &mut seen[i];
+            let Some(slot) = table::slot(o.fd) else {
+                continue;
+            };
+            let why = Why {
+                reason: Reason::Pressure,
+                waited_ms: stalled,
+                note: Some(("queue", load.waiting())),
+            };
+            act::reap_why(o.fd, slot, o.state, why, &o.facts, o.kernel_view);
+            stats::count_pressure_reap(load.port);
+            o.done = true;
+            if let Some(m) = memory.get_mut(o.fd as usize) {
+                m.done = true;
+            }
+        }
+    }
+
+    /// One line when a port comes under pressure and one when it is relieved.
+    fn log_changes(&mut self) {
+        for l in self.loads.iter().filter(|l| l.under_pressure()) {
+            if !self.was_under.contains(&l.port) {
+                log_line!(
+                    Info,
+                    "event=pressure port={} state=on accept_queue={} queued_inside={} holders={}",
+                    l.port,
+                    l.accept_queue,
+                    l.queued_inside,
+                    l.holders
+                );
+            }
+        }
+        let loads = &self.loads;
+        self.was_under.retain(|port| {
+            let still = loads.iter().any(|l| l.port == *port && l.under_pressure());
+            if !still {
+                log_line!(Info, "event=pressure port={port} state=off");
+            }
+            still
+        });
+        for l in self.loads.iter().filter(|l| l.under_pressure()) {
+            if !self.was_under.contains(&l.port) {
+                self.was_under.push(l.port);
+            }
+        }
+    }
+
+    fn publish(&self) {
+        stats::publish_ports(&self.loads);
+    }
+}
+
+/// A connection pressure may judge: tracked by the hooks, inbound, not exempt, not done, on a
+/// port with pressure on.
+fn applies(o: &Observation) -> bool {
+    !o.done
+        && !o.exempt
+        && !o.outbound
+        && !o.kernel_view
+        && !o.alias
+        && o.timers.is_some_and(|t| t.pressure)
+}
+
+/// The server waits on the client, or its write does not complete.
+fn on_clients_turn(o: &Observation) -> bool {
+    o.facts.waiting_since != 0 || o.facts.write_pending_since != 0
+}
+
+fn load_of(loads: &mut Vec<PortLoad>, port: u16) -> &mut PortLoad {
+    match loads.iter().position(|l| l.port == port) {
+        Some(i) => &mut loads[i],
+        None => {
+            loads.push(PortLoad {
+                port,
+                ..PortLoad::default()
+            });
+            let last = loads.len() - 1;
+            &mut loads[last]
+        }
+    }
+}
