@@ -324,3 +324,177 @@ fn civetweb_recovers_from_slowloris_and_slow_read_under_pressure() {
         14,
     );
 }
+
+/// Downloads `path` reading at about `rate` bytes a second; returns the body length.
+fn paced_download(
+    addr: SocketAddr,
+    path: &str,
+    rate: usize,
+    within: Duration,
+) -> Result<usize, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").map_err(|e| e.to_string())?;
+    let (start, end) = (Instant::now(), Instant::now() + within);
+    let (mut got, mut head, mut want) = (0usize, Vec::new(), None::<usize>);
+    let mut chunk = vec![0u8; rate / 10];
+    while want.is_none_or(|w| got < w) {
+        if Instant::now() > end {
+            return Err(format!("timed out after {got} bytes"));
+        }
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| format!("read after {got}: {e}"))?;
+        if n == 0 {
+            return Err(format!("cut after {got} body bytes"));
+        }
+        if want.is_none() {
+            head.extend_from_slice(&chunk[..n]);
+            if let Some(i) = find(&head, b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&head[..i]).to_string();
+                want = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok());
+                got = head.len() - i - 4;
+            }
+        } else {
+            got += n;
+        }
+        // Pace: never ahead of `rate`.
+        let due = Duration::from_secs_f64((got as f64) / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            thread::sleep(wait);
+        }
+    }
+    Ok(got)
+}
+
+/// Uploads `len` bytes at `rate` bytes a second (100 ms steps); returns the response body.
+fn paced_upload(addr: SocketAddr, len: usize, rate: usize) -> Result<String, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let step = rate / 10;
+    let mut sent = 0;
+    while sent < len {
+        let n = step.min(len - sent);
+        s.write_all(&vec![b'u'; n])
+            .map_err(|e| format!("cut after {sent}: {e}"))?;
+        sent += n;
+        thread::sleep(Duration::from_millis(100));
+    }
+    read_response(&mut s, Instant::now() + Duration::from_secs(20))
+}
+
+fn reap_lines(log: &str) -> Vec<Event> {
+    events_in(log, "reap")
+}
+
+#[test]
+fn legitimate_work_saturating_the_pool_is_never_cut_by_pressure() {
+    let srv = start(Server::Pool, "pressure-legit", DEFAULTS);
+    let addr = srv.addr;
+    // 6 long polls (6 s, the server's turn), a 2 MiB/s download and an upload at twice the
+    // request minimum rate (1000 B/s for 8 s) fill the 8 workers...
+    let polls: Vec<_> = (0..6)
+        .map(|_| thread::spawn(move || request(addr, "/longpoll", Duration::from_secs(20))))
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let download =
+        thread::spawn(move || paced_download(addr, "/big", 2 << 20, Duration::from_secs(20)));
+    let upload = thread::spawn(move || paced_upload(addr, 8_000, 1_000));
+    thread::sleep(Duration::from_millis(500));
+    // ...while more legitimate requests queue behind them: the port is under pressure.
+    let queued: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || request(addr, "/", Duration::from_secs(25))))
+        .collect();
+    for p in polls {
+        assert_eq!(
+            p.join().unwrap().as_deref(),
+            Ok("longpoll done\n"),
+            "a long poll was cut"
+        );
+    }
+    assert_eq!(
+        download.join().unwrap(),
+        Ok(16 << 20),
+        "the download was cut"
+    );
+    assert_eq!(
+        upload.join().unwrap().as_deref(),
+        Ok("ok 8000\n"),
+        "the upload was cut"
+    );
+    for q in queued {
+        q.join().unwrap().expect("a queued legitimate request");
+    }
+    let log = srv.log_text();
+    assert!(
+        events_in(&log, "pressure")
+            .iter()
+            .any(|e| e.get("state").map(String::as_str) == Some("on")),
+        "the pool should have been under pressure:\n{}",
+        tail(&log, 20)
+    );
+    assert!(
+        reap_lines(&log).is_empty(),
+        "legitimate work cut:\n{}",
+        tail(&log, 20)
+    );
+}
+
+#[test]
+fn a_quiet_server_keeps_its_generous_timers() {
+    let srv = start(Server::Pool, "pressure-quiet", DEFAULTS);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    thread::sleep(Duration::from_secs(10));
+    s.write_all(b"X-After: pause\r\n\r\n")
+        .expect("cut during its pause");
+    let body = read_response(&mut s, Instant::now() + Duration::from_secs(5));
+    assert_eq!(body.as_deref(), Ok("ok\n"));
+    assert!(reap_lines(&srv.log_text()).is_empty());
+}
+
+#[test]
+fn every_prefork_child_sees_the_shared_listeners_queue() {
+    let log = scratch("pressure-prefork.log");
+    let mut srv = Proc::spawn(
+        &example("prefork_server"),
+        &["0", "--procs", "4"],
+        &env_for(&log, DEFAULTS),
+        true,
+        &log,
+    );
+    let addr = srv.addr();
+    request(addr, "/", Duration::from_secs(3)).expect("served before the attack");
+    let attack = Attack::open(addr, Kind::Silent, "/");
+    let t0 = Instant::now();
+    let probes = probe(addr, t0, 6);
+    drop(attack);
+    let (first, share) = recovery(&probes);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut pids: Vec<String> = events_in(&text, "pressure")
+        .iter()
+        .filter(|e| e.get("state").map(String::as_str) == Some("on"))
+        .filter_map(|e| e.get("pid").cloned())
+        .collect();
+    pids.sort();
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        4,
+        "each child under pressure:\n{}",
+        tail(&text, 30)
+    );
+    assert!(
+        first.is_some_and(|ms| ms <= BOUND_MS),
+        "first probe {first:?}"
+    );
+    assert!(share >= 0.99, "{probes:?}");
+    assert!(srv.is_alive());
+}
