@@ -158,7 +158,9 @@ fn start_line_states_the_effective_policy() {
     assert_eq!(s["first_byte"], "1s");
     assert_eq!(s["request"], "2s-4s,minrate=100");
     assert_eq!(s["idle"], "3s");
-    assert_eq!(s["write_stall"], "1s");
+    assert_eq!(s["write_stall"], "1s,minrate=240");
+    assert_eq!(s["pressure"], "off");
+    assert_eq!(s["pressure_grace"], "2s");
     assert_eq!(s["action"], "shutdown");
     assert_eq!(s["tick"], "100ms");
     assert_eq!(s["prog"], "stallguard");

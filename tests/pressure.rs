@@ -230,17 +230,25 @@ fn verbose() -> bool {
     std::env::var_os("PRESSURE_VERBOSE").is_some()
 }
 
-/// One server, one attack: returns a failure message, or None.
-fn attack_scenario(server: Server, kind: Kind, secs: u64, bound_ms: u64) -> Option<String> {
-    let name = format!(
-        "pressure-{}-{kind:?}",
-        if server == Server::Pool {
-            "pool"
-        } else {
-            "civetweb"
-        }
-    );
-    let mut srv = start(server, &name, DEFAULTS);
+/// What one server did under one attack.
+struct Measured {
+    name: String,
+    first: Option<u64>,
+    share: f64,
+    pressure_reaps: usize,
+    alive: bool,
+    log: String,
+    probes: Vec<(u64, Option<u64>)>,
+}
+
+fn measure(server: Server, kind: Kind, secs: u64, policy: &[(&str, &str)]) -> Measured {
+    let label = if server == Server::Pool {
+        "pool"
+    } else {
+        "civetweb"
+    };
+    let name = format!("pressure-{label}-{kind:?}");
+    let mut srv = start(server, &name, policy);
     request(srv.addr, "/", Duration::from_secs(3)).expect("served before the attack");
     let attack = Attack::open(srv.addr, kind, server.big_path());
     let t0 = Instant::now();
@@ -254,27 +262,74 @@ fn attack_scenario(server: Server, kind: Kind, secs: u64, bound_ms: u64) -> Opti
         .count();
     if verbose() {
         eprintln!(
-            "{name}: first probe served {:?} ms after the attack opened, {:.1} % served from then, {pressure_reaps} pressure reaps",
-            first,
+            "{name} {policy:?}: first probe served {first:?} ms after the attack opened, {:.1} % served from then, {pressure_reaps} pressure reaps",
             share * 100.0
         );
     }
-    let alive = srv.proc.is_alive();
-    match first {
-        _ if !alive => Some(format!("{name}: the server died")),
-        None => Some(format!("{name}: no probe served\n{}", tail(&log, 20))),
+    Measured {
+        name,
+        first,
+        share,
+        pressure_reaps,
+        alive: srv.proc.is_alive(),
+        log,
+        probes,
+    }
+}
+
+/// One server, one attack, pressure on: returns a failure message, or None.
+fn attack_scenario(server: Server, kind: Kind, secs: u64, bound_ms: u64) -> Option<String> {
+    let m = measure(server, kind, secs, DEFAULTS);
+    let name = &m.name;
+    match m.first {
+        _ if !m.alive => Some(format!("{name}: the server died")),
+        None => Some(format!("{name}: no probe served\n{}", tail(&m.log, 20))),
         Some(ms) if ms > bound_ms => Some(format!(
             "{name}: first probe served after {ms} ms > {bound_ms} ms\n{}",
-            tail(&log, 20)
+            tail(&m.log, 20)
         )),
-        Some(_) if share < 0.99 => Some(format!(
-            "{name}: only {:.1} % of probes served after the first\n{probes:?}",
-            share * 100.0
+        Some(_) if m.share < 0.99 => Some(format!(
+            "{name}: only {:.1} % of probes served after the first\n{:?}",
+            m.share * 100.0,
+            m.probes
         )),
-        Some(_) if pressure_reaps == 0 => {
-            Some(format!("{name}: no pressure reap\n{}", tail(&log, 20)))
+        Some(_) if m.pressure_reaps == 0 => {
+            Some(format!("{name}: no pressure reap\n{}", tail(&m.log, 20)))
         }
         Some(_) => None,
+    }
+}
+
+/// The "before" figures of the README: the same attacks with pressure off, library default
+/// timers and the 5 s timers, 30 s each (run by hand:
+/// `PRESSURE_VERBOSE=1 cargo test --release --test pressure -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn fixed_timers_for_comparison() {
+    const FIVE: &[(&str, &str)] = &[
+        ("STALLGUARD_PRESSURE", "off"),
+        ("STALLGUARD_FIRST_BYTE", "5s"),
+        ("STALLGUARD_REQUEST", "5-10,minrate=500"),
+        ("STALLGUARD_WRITE_STALL", "5s"),
+    ];
+    const OFF: &[(&str, &str)] = &[("STALLGUARD_PRESSURE", "off")];
+    let mut handles = Vec::new();
+    for server in [Server::Pool, Server::Civetweb] {
+        for kind in [
+            Kind::Silent,
+            Kind::Slowloris,
+            Kind::SlowBody,
+            Kind::SlowRead,
+        ] {
+            for policy in [OFF, FIVE] {
+                handles.push(thread::spawn(move || {
+                    measure(server, kind, 30, policy).first
+                }));
+            }
+        }
+    }
+    for h in handles {
+        h.join().unwrap();
     }
 }
 

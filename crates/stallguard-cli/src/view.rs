@@ -396,6 +396,9 @@ pub fn render_text(target: u32, views: &[ProcessView], opts: &TextOptions) -> St
         summary += &format!(", rejected over cap: {}", total.rejected_over_cap);
     }
     lines.extend(wrap(&summary, width, 2));
+    if let Some(ports) = ports_text(&total) {
+        lines.extend(wrap(&ports, width, 4));
+    }
     let same_policy = views.len() > 1 && views.iter().all(|v| v.policy == views[0].policy);
     if same_policy {
         lines.extend(wrap(
@@ -533,13 +536,49 @@ fn reasons_json(counts: &[u64; REASONS]) -> String {
 }
 
 fn counters_json(c: &Counters) -> String {
+    let ports: Vec<String> = c
+        .active_ports()
+        .iter()
+        .map(|p| {
+            json::object(&[
+                ("port", p.port.to_string()),
+                ("queue", p.waiting.to_string()),
+                ("under_pressure", (p.under_pressure != 0).to_string()),
+                ("pressure_reaps", p.pressure_reaps.to_string()),
+            ])
+        })
+        .collect();
     json::object(&[
         ("tracked", c.tracked.to_string()),
         ("waiting", c.waiting.to_string()),
         ("reaped", reasons_json(&c.reaped)),
         ("would_reap", reasons_json(&c.would_reap)),
         ("rejected_over_cap", c.rejected_over_cap.to_string()),
+        ("ports", format!("[{}]", ports.join(","))),
     ])
+}
+
+/// `ports: 8080 queue 12 UNDER PRESSURE, 31 pressure reaps; 9000 queue 0, 0 pressure reaps`
+/// (None before any listener was seen).
+fn ports_text(c: &Counters) -> Option<String> {
+    let ports: Vec<String> = c
+        .active_ports()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} queue {}{}, {} pressure reaps",
+                p.port,
+                p.waiting,
+                if p.under_pressure != 0 {
+                    " UNDER PRESSURE"
+                } else {
+                    ""
+                },
+                p.pressure_reaps
+            )
+        })
+        .collect();
+    (!ports.is_empty()).then(|| format!("ports: {}", ports.join("; ")))
 }
 
 pub fn record_json(pid: u32, r: &Record) -> String {

@@ -149,7 +149,8 @@ pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
 }
 
 pub const WRITE_STALL_ACCEPTS: &str =
-    "DURATION[,minrate=BYTES_PER_SECOND] (e.g. 60s,minrate=240; minrate=0 keeps only the no-progress timer), or off";
+    "a duration such as 500ms, 20s, 2m or 1h, optionally followed by ,minrate=BYTES_PER_SECOND \
+     (e.g. 60s,minrate=240; minrate=0 keeps only the no-progress timer), or off";
 
 /// Parses `60s`, `60s,minrate=240`, `off`: the timer and, when given, the response minimum
 /// rate (`None`: keep the current one).
