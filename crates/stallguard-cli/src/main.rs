@@ -8,6 +8,7 @@
 mod check;
 mod json;
 mod metrics;
+mod program;
 mod reap;
 mod run;
 mod segment;
@@ -60,15 +61,18 @@ enum Cmd {
 
     /// Tell whether a binary can be guarded: dynamic, not Go, imports the hooked functions
     #[command(
-        after_help = "Reads the ELF file and the libraries it loads. Exit status: 0 \
+        after_help = "Reads the ELF file and the libraries it loads. A name without a / is \
+        looked up in PATH, as run does. A script (#!) is judged by its interpreter, and the \
+        report says so (#!/usr/bin/env python3: the first python3 in PATH). Exit status: 0 \
         guardable, 1 not guardable (static, Go, another architecture or libc, no socket \
-        functions), 2 error (missing file, not ELF).\n\n\
+        functions), 2 error (missing file, not ELF nor a script, interpreter not found).\n\n\
         Examples:\n  \
         stallguard check /usr/sbin/legacy-server\n  \
-        stallguard check \"$(command -v python3)\""
+        stallguard check civetweb\n  \
+        stallguard check ./app.py"
     )]
     Check {
-        /// The program to inspect
+        /// The program to inspect: a path, a name in PATH, or a script
         binary: PathBuf,
     },
 
@@ -118,7 +122,8 @@ enum Cmd {
         command says why. The request goes through the mailbox in the process's segment; its \
         watcher answers within a tick. Only PID's own connections are considered: add --tree \
         for a prefork server's children. Only the server's user or root may reap. Exit status 1 \
-        if the process is not guarded, not yours, or did not answer within 3 s.\n\n\
+        if the fd is not a tracked connection, or the process is not guarded, not yours, or did \
+        not answer within 3 s.\n\n\
         Examples:\n  \
         stallguard reap 1234 --fd 17\n  \
         stallguard reap 1234 --stuck\n  \
@@ -213,7 +218,7 @@ fn main() {
     let cli = Cli::parse();
     let status = match cli.command {
         Cmd::Run(args) => run::run(args),
-        Cmd::Check { binary } => match check::check(&binary) {
+        Cmd::Check { binary } => match check::check_program(&binary) {
             Ok(report) => {
                 print!("{}", report.text);
                 report.status

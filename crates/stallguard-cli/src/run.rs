@@ -97,6 +97,8 @@ impl Args for RunArgs {
                     .long(flag)
                     .value_name("VALUE")
                     .action(ArgAction::Set)
+                    // `--idle -1` is a value for the policy check to refuse, not a program.
+                    .allow_hyphen_values(true)
                     .help_heading("Policy (each flag sets its STALLGUARD_ variable)")
                     .help(flag_help(var)),
             );
@@ -386,17 +388,9 @@ pub fn run(args: RunArgs) -> i32 {
 /// A one-line warning when the program obviously cannot be guarded (static, Go); the run
 /// goes ahead (the user asked for it).
 fn warn_if_unguardable(program: &std::ffi::OsStr) {
-    let path = Path::new(program);
-    let resolved = if path.components().count() > 1 {
-        Some(path.to_path_buf())
-    } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(path))
-                .find(|p| p.is_file())
-        })
+    let Some(p) = crate::program::which(Path::new(program)) else {
+        return;
     };
-    let Some(p) = resolved else { return };
     let Ok(data) = std::fs::read(&p) else { return };
     let Ok(info) = crate::check::read_elf(&data) else {
         return;

@@ -312,8 +312,13 @@ fn switch(value: &str) -> Result<bool, Refusal> {
 
 fn per_source(value: &str) -> Result<u32, Refusal> {
     let v = value.trim();
-    if v.eq_ignore_ascii_case("off") || v == "0" {
+    if v.eq_ignore_ascii_case("off") {
         return Ok(0);
+    }
+    if v == "0" {
+        return Err(Some(
+            "0 would refuse every connection; use off for no cap".into(),
+        ));
     }
     v.parse::<u32>()
         .ok()
@@ -410,31 +415,13 @@ fn unknown_variable(name: &str, value: &str) -> ConfigError {
     err(name, value, hint)
 }
 
-/// The known variable closest to a misspelt one, if it is plausibly a typo.
+/// The known variable closest to a misspelt one, if it is plausibly a typo (the part after
+/// `STALLGUARD_` is compared: `STALLGUARD_FOO` is not a typo of `STALLGUARD_LOG`).
 pub fn nearest_name(name: &str) -> Option<&'static str> {
-    VARIABLES
-        .iter()
-        .map(|v| (edit_distance(name, v.name), v.name))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, n)| n)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
+    let suffix = |n: &'static str| n.trim_start_matches("STALLGUARD_");
+    let typed = name.strip_prefix("STALLGUARD_").unwrap_or(name);
+    let near = crate::suggest::nearest(typed, VARIABLES.iter().map(|v| suffix(v.name)))?;
+    VARIABLES.iter().map(|v| v.name).find(|n| suffix(n) == near)
 }
 
 impl Policy {
@@ -475,7 +462,8 @@ impl Policy {
             );
         }
         if !self.exempt.is_empty() {
-            out += &format!(" exempt={}", self.exempt.len());
+            let cidrs: Vec<String> = self.exempt.iter().map(Cidr::to_string).collect();
+            out += &format!(" exempt={}", cidrs.join(","));
         }
         for (port, rule) in &self.ports {
             match rule {
@@ -604,11 +592,78 @@ mod tests {
             "{}",
             e[0]
         );
+        // Within a small edit distance only: FOO is two edits from LOG, of three letters.
+        let (_, e) = parse(&[("STALLGUARD_FOO", "1")]);
+        assert!(!e[0].to_string().contains("did you mean"), "{}", e[0]);
+        assert!(e[0].to_string().contains("known: STALLGUARD_"), "{}", e[0]);
+        let (_, e) = parse(&[("STALLGUARD_FIST_BYTE", "5s")]);
+        assert!(
+            e[0].to_string()
+                .contains("did you mean STALLGUARD_FIRST_BYTE?"),
+            "{}",
+            e[0]
+        );
         let (_, e) = parse(&[("STALLGUARD_COMPLETELY_DIFFERENT", "1")]);
         assert!(
             e[0].to_string().contains("known: STALLGUARD_FIRST_BYTE"),
             "{}",
             e[0]
+        );
+    }
+
+    #[test]
+    fn negative_durations_zero_caps_and_misspelt_timers_say_what_is_wrong() {
+        let (_, e) = parse(&[("STALLGUARD_IDLE", "-1")]);
+        let line = e[0].to_string();
+        assert!(
+            line.contains("negative durations are not accepted"),
+            "{line}"
+        );
+        assert!(!line.contains("unknown unit"), "{line}");
+        let (p, e) = parse(&[("STALLGUARD_PER_SOURCE", "0")]);
+        assert_eq!(p.per_source, 0);
+        let line = e[0].to_string();
+        assert!(line.contains("use off for no cap"), "{line}");
+        let (p, e) = parse(&[("STALLGUARD_PER_SOURCE", "off")]);
+        assert_eq!((p.per_source, e), (0, vec![]));
+        let (_, e) = parse(&[("STALLGUARD_PORTS", "80:idel=5s")]);
+        assert!(e[0].to_string().contains("did you mean idle?"), "{}", e[0]);
+        let (_, e) = parse(&[("STALLGUARD_OUTBOUND", "conect=5s")]);
+        assert!(
+            e[0].to_string().contains("did you mean connect?"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn days_are_accepted_and_durations_echoed_in_the_largest_exact_unit() {
+        let (p, e) = parse(&[
+            ("STALLGUARD_LIFETIME", "720h"),
+            ("STALLGUARD_IDLE", "1d"),
+            ("STALLGUARD_WRITE_STALL", "90m"),
+            ("STALLGUARD_FIRST_BYTE", "3600"),
+        ]);
+        assert_eq!(e, vec![]);
+        let text = p.describe();
+        for part in [
+            "lifetime=30d",
+            "idle=1d",
+            "write_stall=90m",
+            "first_byte=1h",
+        ] {
+            assert!(text.split(' ').any(|w| w == part), "{part}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_description_lists_the_exempt_ranges() {
+        let (p, e) = parse(&[("STALLGUARD_EXEMPT", "10.0.0.0/8, ::1,192.168.1.5")]);
+        assert_eq!(e, vec![]);
+        let text = p.describe();
+        assert!(
+            text.ends_with(" exempt=10.0.0.0/8,::1/128,192.168.1.5/32"),
+            "{text}"
         );
     }
 
