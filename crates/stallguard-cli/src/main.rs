@@ -93,26 +93,7 @@ enum Cmd {
         stallguard top --tree --sort left --filter turn=client 1234\n  \
         stallguard top --once --json 1234 | jq '.connections[] | select(.turn == \"client\")'"
     )]
-    Top {
-        /// The server's pid
-        pid: u32,
-        /// Also its descendants (a prefork server's children)
-        #[arg(long)]
-        tree: bool,
-        /// Print once and exit
-        #[arg(long)]
-        once: bool,
-        /// JSON: one document (one line) per refresh
-        #[arg(long)]
-        json: bool,
-        /// Sort the connections by
-        #[arg(long, value_enum, default_value_t = view::SortKey::Wait)]
-        sort: view::SortKey,
-        /// Show only matching connections (repeatable; all must match): turn=client|writing|
-        /// server|queued, port=N, peer=PREFIX, pid=N, flag=reaped|would_reap|kernel|outbound|exempt
-        #[arg(long, value_name = "KEY=VALUE")]
-        filter: Vec<view::Filter>,
-    },
+    Top(top::TopArgs),
 
     /// Shut down a connection (--fd) or every stuck one (--stuck) now, with reason=manual
     #[command(
@@ -129,24 +110,7 @@ enum Cmd {
         stallguard reap 1234 --stuck\n  \
         stallguard reap 1234 --stuck --min-wait 2m --tree"
     )]
-    Reap {
-        /// The server's pid
-        pid: u32,
-        /// The connection's fd in that process (see `stallguard top`)
-        #[arg(long, value_name = "N", conflicts_with_all = ["stuck", "tree"],
-              required_unless_present = "stuck", allow_hyphen_values = true,
-              value_parser = clap::value_parser!(i32).range(0..))]
-        fd: Option<i32>,
-        /// Every stuck connection: on the client's turn for at least --min-wait
-        #[arg(long)]
-        stuck: bool,
-        /// With --stuck: how long the client's turn must have lasted (default 10s)
-        #[arg(long, value_name = "DURATION", requires = "stuck", value_parser = parse_min_wait)]
-        min_wait: Option<u64>,
-        /// With --stuck: also the process's descendants (a prefork server's children)
-        #[arg(long)]
-        tree: bool,
-    },
+    Reap(reap::ReapArgs),
 
     /// Print the counters in the Prometheus text format, or serve them over HTTP
     #[command(
@@ -204,10 +168,6 @@ enum Cmd {
     },
 }
 
-fn parse_min_wait(s: &str) -> Result<u64, String> {
-    stallguard_policy::parse_duration_ms(s).map_err(|e| e.to_string())
-}
-
 /// The command's definition (for completions and the tests).
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
@@ -215,71 +175,58 @@ pub fn command() -> clap::Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let status = match cli.command {
-        Cmd::Run(args) => run::run(args),
-        Cmd::Check { binary } => match check::check_program(&binary) {
-            Ok(report) => {
-                print!("{}", report.text);
-                report.status
-            }
-            Err(e) => {
-                eprintln!("stallguard: {e}");
-                2
-            }
-        },
-        Cmd::Top {
-            pid,
-            tree,
-            once,
-            json,
-            sort,
-            filter,
-        } => top::top(top::TopArgs {
-            pid,
-            tree,
-            once,
-            json,
-            sort,
-            filters: filter,
-        }),
-        Cmd::Reap {
-            pid,
-            fd,
-            stuck: _,
-            min_wait,
-            tree,
-        } => {
-            let target = match fd {
-                Some(fd) => reap::Target::Fd(fd),
-                None => reap::Target::Stuck {
-                    min_wait_ms: min_wait.unwrap_or(reap::DEFAULT_MIN_WAIT_MS),
-                },
-            };
-            reap::reap(pid, target, tree)
-        }
-        Cmd::Metrics {
-            pids,
-            name,
-            pidfile,
-            tree,
-            listen,
-        } => metrics_cmd(
-            &metrics::Targets {
+    std::process::exit(Cli::parse().command.run());
+}
+
+impl Cmd {
+    /// Runs the subcommand; returns the exit status.
+    fn run(self) -> i32 {
+        match self {
+            Cmd::Run(args) => run::run(args),
+            Cmd::Check { binary } => check_cmd(&binary),
+            Cmd::Top(args) => top::top(args),
+            Cmd::Reap(args) => reap::reap(args.pid, args.target(), args.tree),
+            Cmd::Metrics {
                 pids,
-                names: name,
-                pidfiles: pidfile,
+                name,
+                pidfile,
                 tree,
-            },
-            listen,
-        ),
-        Cmd::Status { pid } => status::status(pid),
-        Cmd::Completions { shell } => {
-            clap_complete::generate(shell, &mut command(), "stallguard", &mut std::io::stdout());
-            0
+                listen,
+            } => {
+                let targets = metrics::Targets {
+                    pids,
+                    names: name,
+                    pidfiles: pidfile,
+                    tree,
+                };
+                metrics_cmd(&targets, listen)
+            }
+            Cmd::Status { pid } => status::status(pid),
+            Cmd::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut command(),
+                    "stallguard",
+                    &mut std::io::stdout(),
+                );
+                0
+            }
         }
-    };
-    std::process::exit(status);
+    }
+}
+
+/// `stallguard check`: the report on stdout, or the error (exit status 2).
+fn check_cmd(binary: &std::path::Path) -> i32 {
+    match check::check_program(binary) {
+        Ok(report) => {
+            print!("{}", report.text);
+            report.status
+        }
+        Err(e) => {
+            eprintln!("stallguard: {e}");
+            2
+        }
+    }
 }
 
 fn metrics_cmd(pids: &metrics::Targets, listen: Option<SocketAddr>) -> i32 {
@@ -329,5 +276,53 @@ fn metrics_cmd(pids: &metrics::Targets, listen: Option<SocketAddr>) -> i32 {
             eprintln!("stallguard: {e}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cmd {
+        Cli::try_parse_from([&["stallguard"], args].concat())
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn subcommands_parse_into_their_arguments() {
+        let Cmd::Reap(reap) = parse(&["reap", "12", "--stuck", "--min-wait", "2m"]) else {
+            panic!("not reap");
+        };
+        assert!(matches!(
+            reap.target(),
+            reap::Target::Stuck {
+                min_wait_ms: 120_000
+            }
+        ));
+        let Cmd::Reap(reap) = parse(&["reap", "12", "--fd", "7"]) else {
+            panic!("not reap");
+        };
+        assert!(matches!(reap.target(), reap::Target::Fd(7)));
+        let Cmd::Reap(reap) = parse(&["reap", "12", "--stuck"]) else {
+            panic!("not reap");
+        };
+        assert!(matches!(
+            reap.target(),
+            reap::Target::Stuck {
+                min_wait_ms: reap::DEFAULT_MIN_WAIT_MS
+            }
+        ));
+        let Cmd::Top(top) = parse(&["top", "--filter", "port=80", "--sort", "left", "5"]) else {
+            panic!("not top");
+        };
+        assert_eq!(top.pid, 5);
+        assert_eq!(top.filters, vec![view::Filter::Port(80)]);
+        assert_eq!(top.sort, view::SortKey::Left);
     }
 }

@@ -24,6 +24,43 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// The default minimum wait of `--stuck`: the library's "stuck" threshold.
 pub const DEFAULT_MIN_WAIT_MS: u64 = stallguard_policy::STUCK_AFTER_MS;
 
+/// `stallguard reap` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReapArgs {
+    /// The server's pid
+    pub pid: u32,
+    /// The connection's fd in that process (see `stallguard top`)
+    #[arg(long, value_name = "N", conflicts_with_all = ["stuck", "tree"],
+          required_unless_present = "stuck", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub fd: Option<i32>,
+    /// Every stuck connection: on the client's turn for at least --min-wait
+    #[arg(long)]
+    pub stuck: bool,
+    /// With --stuck: how long the client's turn must have lasted (default 10s)
+    #[arg(long, value_name = "DURATION", requires = "stuck", value_parser = parse_min_wait)]
+    pub min_wait: Option<u64>,
+    /// With --stuck: also the process's descendants (a prefork server's children)
+    #[arg(long)]
+    pub tree: bool,
+}
+
+fn parse_min_wait(s: &str) -> Result<u64, String> {
+    stallguard_policy::parse_duration_ms(s)
+}
+
+impl ReapArgs {
+    /// One fd, or the stuck connections (`--fd` and `--stuck` exclude each other).
+    pub fn target(&self) -> Target {
+        match self.fd {
+            Some(fd) => Target::Fd(fd),
+            None => Target::Stuck {
+                min_wait_ms: self.min_wait.unwrap_or(DEFAULT_MIN_WAIT_MS),
+            },
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Target {
     Fd(i32),
