@@ -578,62 +578,66 @@ mod tests {
         }
     }
 
+    /// The one error `name=value` gives, as printed.
+    fn only_error(name: &str, value: &str) -> String {
+        let (_, e) = parse(&[(name, value)]);
+        assert_eq!(e.len(), 1, "{name}={value}: {e:?}");
+        e[0].to_string()
+    }
+
     #[test]
     fn unknown_names_suggest_the_nearest() {
-        let (_, e) = parse(&[("STALLGUARD_IDEL", "5s")]);
-        assert!(
-            e[0].to_string().contains("did you mean STALLGUARD_IDLE?"),
-            "{}",
-            e[0]
-        );
-        let (_, e) = parse(&[("STALLGUARD_FIRSTBYTE", "5s")]);
-        assert!(
-            e[0].to_string().contains("STALLGUARD_FIRST_BYTE"),
-            "{}",
-            e[0]
-        );
-        // Within a small edit distance only: FOO is two edits from LOG, of three letters.
-        let (_, e) = parse(&[("STALLGUARD_FOO", "1")]);
-        assert!(!e[0].to_string().contains("did you mean"), "{}", e[0]);
-        assert!(e[0].to_string().contains("known: STALLGUARD_"), "{}", e[0]);
-        let (_, e) = parse(&[("STALLGUARD_FIST_BYTE", "5s")]);
-        assert!(
-            e[0].to_string()
-                .contains("did you mean STALLGUARD_FIRST_BYTE?"),
-            "{}",
-            e[0]
-        );
-        let (_, e) = parse(&[("STALLGUARD_COMPLETELY_DIFFERENT", "1")]);
-        assert!(
-            e[0].to_string().contains("known: STALLGUARD_FIRST_BYTE"),
-            "{}",
-            e[0]
-        );
+        for (name, says) in [
+            ("STALLGUARD_IDEL", "did you mean STALLGUARD_IDLE?"),
+            (
+                "STALLGUARD_FIRSTBYTE",
+                "did you mean STALLGUARD_FIRST_BYTE?",
+            ),
+            (
+                "STALLGUARD_FIST_BYTE",
+                "did you mean STALLGUARD_FIRST_BYTE?",
+            ),
+            // Within a small edit distance only: FOO is two edits from LOG, of three letters.
+            (
+                "STALLGUARD_FOO",
+                "unknown variable; known: STALLGUARD_FIRST_BYTE",
+            ),
+            (
+                "STALLGUARD_COMPLETELY_DIFFERENT",
+                "known: STALLGUARD_FIRST_BYTE",
+            ),
+        ] {
+            let line = only_error(name, "1");
+            assert!(line.contains(says), "{name}: {line}");
+        }
     }
 
     #[test]
     fn negative_durations_zero_caps_and_misspelt_timers_say_what_is_wrong() {
-        let (_, e) = parse(&[("STALLGUARD_IDLE", "-1")]);
-        let line = e[0].to_string();
-        assert!(
-            line.contains("negative durations are not accepted"),
-            "{line}"
-        );
-        assert!(!line.contains("unknown unit"), "{line}");
-        let (p, e) = parse(&[("STALLGUARD_PER_SOURCE", "0")]);
-        assert_eq!(p.per_source, 0);
-        let line = e[0].to_string();
-        assert!(line.contains("use off for no cap"), "{line}");
+        for (name, value, says) in [
+            (
+                "STALLGUARD_IDLE",
+                "-1",
+                "negative durations are not accepted",
+            ),
+            (
+                "STALLGUARD_PER_SOURCE",
+                "0",
+                "0 would refuse every connection; use off",
+            ),
+            (
+                "STALLGUARD_PORTS",
+                "80:idel=5s",
+                "unknown timer 'idel'; did you mean idle?",
+            ),
+            ("STALLGUARD_OUTBOUND", "conect=5s", "did you mean connect?"),
+        ] {
+            let line = only_error(name, value);
+            assert!(line.contains(says), "{name}={value}: {line}");
+            assert!(!line.contains("unknown unit"), "{name}={value}: {line}");
+        }
         let (p, e) = parse(&[("STALLGUARD_PER_SOURCE", "off")]);
         assert_eq!((p.per_source, e), (0, vec![]));
-        let (_, e) = parse(&[("STALLGUARD_PORTS", "80:idel=5s")]);
-        assert!(e[0].to_string().contains("did you mean idle?"), "{}", e[0]);
-        let (_, e) = parse(&[("STALLGUARD_OUTBOUND", "conect=5s")]);
-        assert!(
-            e[0].to_string().contains("did you mean connect?"),
-            "{}",
-            e[0]
-        );
     }
 
     #[test]
