@@ -1,9 +1,10 @@
 //! What the watcher does to a stalled connection: shut it down (or, in monitor mode, only say
 //! so), log one line, count it. Also the kernel queries the watcher makes on a connection.
 
-use crate::log::log_line;
-use crate::table::{Identity, Slot, FLAG_REAPED};
-use crate::{config, real, socket, stats};
+use crate::abi::socket;
+use crate::runtime::config;
+use crate::runtime::log::log_line;
+use crate::table::{stats, Flags, Identity, Slot};
 use stallguard_policy::{Action, Facts, Reason};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -40,21 +41,10 @@ pub fn reap(
         line("would_reap", "log");
         return;
     }
-    // Hold the slot so the fd cannot be closed and reused while we act on it.
-    if !slot.begin_act(judged) {
-        return; // closed or re-tracked since we judged it: nothing to do
-    }
-    if id.cookie != 0 && socket::socket_cookie(fd) != Some(id.cookie) {
-        // The number now names another socket (closed through a path no hook sees).
-        slot.end_act(judged);
-        slot.untrack();
-        log_line!(
-            Debug,
-            "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
-        );
+    if !hold(fd, slot, judged, &id) {
         return;
     }
-    slot.set_flag(FLAG_REAPED);
+    slot.set_flag(Flags::REAPED);
     // Log before acting: the shutdown wakes the worker, and a process that exits right away
     // (fork-per-connection, inetd) would otherwise take the unwritten line with it.
     stats::count_reap(reason, true);
@@ -65,10 +55,9 @@ pub fn reap(
     if reset {
         socket::reset_on_close(fd); // the server's coming close() sends an RST
     }
-    let rc = unsafe { real::shutdown(fd, libc::SHUT_RDWR) };
+    let done = socket::shutdown_both(fd);
     slot.end_act(judged);
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
+    if let Err(err) = done {
         log_line!(
             Warn,
             "event=reap_failed fd={fd} peer={} reason={} error=\"{err}\"",
@@ -76,6 +65,26 @@ pub fn reap(
             reason.as_str()
         );
     }
+}
+
+/// Takes the slot (ACTING) so the fd cannot be closed and reused while we act on it, if it is
+/// still exactly the connection judged: same generation, same socket cookie. False (and the
+/// slot released) otherwise.
+fn hold(fd: i32, slot: &Slot, judged: u32, id: &Identity) -> bool {
+    if !slot.begin_act(judged) {
+        return false; // closed or re-tracked since we judged it: nothing to do
+    }
+    if id.cookie != 0 && socket::socket_cookie(fd) != Some(id.cookie) {
+        // The number now names another socket (closed through a path no hook sees).
+        slot.end_act(judged);
+        slot.untrack();
+        log_line!(
+            Debug,
+            "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
+        );
+        return false;
+    }
+    true
 }
 
 /// `127.0.0.1:5555` or `[::1]:5555`.

@@ -5,8 +5,10 @@
 //! hook sees the program read from it. A listening socket on fd 0 (`wait = yes` services) is
 //! never adopted: it has no peer.
 
-use crate::table::{self, FLAG_KERNEL_VIEW};
-use crate::{clock, config, socket, watcher};
+use super::admission::{decide, Admission};
+use crate::abi::socket;
+use crate::runtime::{clock, config, start_watcher};
+use crate::table::{self, Flags};
 
 /// Adopts the connected TCP sockets on fds 0-2 (once per process image: after exec the new
 /// image adopts again, so a service that execs stays guarded).
@@ -20,7 +22,7 @@ pub fn adopt_stdio() {
         let (Some(id), Some(slot)) = (socket::identify_tcp(fd), table::slot(fd)) else {
             continue;
         };
-        if crate::admission::decide(&id) == crate::admission::Admission::Ignore {
+        if decide(&id) == Admission::Ignore {
             continue; // port off or exempt peer (an inetd service's cap is inetd's business)
         }
         // fds 0, 1 and 2 are usually one connection: judge it once, through the first fd;
@@ -36,13 +38,13 @@ pub fn adopt_stdio() {
             }
             None => {
                 slot.track(fd, &id, clock::refresh());
-                slot.set_flag(FLAG_KERNEL_VIEW);
+                slot.set_flag(Flags::KERNEL_VIEW);
                 primary[fd as usize] = (fd, id.cookie);
                 adopted += 1;
             }
         }
     }
     if adopted > 0 {
-        watcher::ensure_running();
+        start_watcher();
     }
 }

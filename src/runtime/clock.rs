@@ -32,22 +32,14 @@ pub fn refresh() -> u64 {
 }
 
 pub fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000 + 1
+    let (secs, nanos) = crate::abi::sys::monotonic();
+    secs * 1000 + nanos / 1_000_000 + 1
 }
 
 /// Wall-clock time as (seconds, milliseconds) since the epoch, for log timestamps.
 pub fn wall_clock() -> (i64, u32) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    (ts.tv_sec, (ts.tv_nsec / 1_000_000) as u32)
+    let (secs, nanos) = crate::abi::sys::realtime();
+    (secs, (nanos / 1_000_000) as u32)
 }
 
 /// Converts days since 1970-01-01 to (year, month, day) (Howard Hinnant's civil_from_days).

@@ -2,9 +2,12 @@
 //! stuck connections (STALLGUARD_REPORT), the Prometheus textfile (STALLGUARD_METRICS_FILE),
 //! the rate-limited per-source rejection line, and the debug stats line.
 
-use crate::action::{Peer, Seconds};
-use crate::observe::Observation;
-use crate::{config, log::log_line, process, stats};
+use super::act::{Peer, Seconds};
+use super::observe::Observation;
+use crate::abi::sys;
+use crate::runtime::log::log_line;
+use crate::runtime::{config, pid};
+use crate::table::stats;
 use stallguard_policy::{is_stuck, time_left_ms, turn_ms, Action};
 
 /// Most per-connection lines in one report (the summary line counts them all).
@@ -120,7 +123,7 @@ fn write_metrics_file() {
     let Some(template) = config::policy().metrics_file.as_deref() else {
         return;
     };
-    let pid = process::pid();
+    let pid = pid::pid();
     let path = template.replace("{pid}", &pid.to_string());
     let tmp = format!("{path}.tmp.{pid}");
     let text = stats::counters().prometheus(&format!("pid=\"{pid}\""));
@@ -128,7 +131,7 @@ fn write_metrics_file() {
         static REMOVE_REGISTERED: std::sync::atomic::AtomicI32 =
             std::sync::atomic::AtomicI32::new(0);
         if REMOVE_REGISTERED.swap(pid, std::sync::atomic::Ordering::AcqRel) != pid {
-            unsafe { libc::atexit(remove_metrics_file) };
+            sys::at_exit(remove_metrics_file);
         }
         return;
     }
@@ -151,7 +154,6 @@ fn log_stats() {
 /// atexit: a dead process's counters must not linger in the textfile collector.
 extern "C" fn remove_metrics_file() {
     if let Some(template) = config::policy().metrics_file.as_deref() {
-        let _ =
-            std::fs::remove_file(template.replace("{pid}", &unsafe { libc::getpid() }.to_string()));
+        let _ = std::fs::remove_file(template.replace("{pid}", &sys::getpid().to_string()));
     }
 }

@@ -2,11 +2,9 @@
 //! from the kernel's counters for adopted stdio connections), completed with the watcher's
 //! own memory of kernel progress, and the timers that apply to it.
 
-use crate::table::{
-    self, phase, Identity, FLAG_ALIAS, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED,
-    TRACKED,
-};
-use crate::{config, socket};
+use crate::abi::socket;
+use crate::runtime::config;
+use crate::table::{self, phase, Flags, Identity, TRACKED};
 use stallguard_policy::{Facts, KernelTrack, Timers};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
@@ -24,6 +22,8 @@ pub struct Observation {
     pub outbound: bool,
     /// Already reaped (by us) or reported: not judged again.
     pub done: bool,
+    /// Really shut down by us (monitor mode only logs: `done` without `reaped`).
+    pub reaped: bool,
     /// The program exempted it (stallguard_exempt): never judged.
     pub exempt: bool,
     /// A duplicate fd of a connection (counted once).
@@ -82,7 +82,7 @@ fn observe(
 ) -> Option<Observation> {
     let policy = config::policy();
     let mut facts = slot.facts();
-    let kernel_view = slot.has_flag(FLAG_KERNEL_VIEW) && facts.first_wait_at == 0;
+    let kernel_view = slot.has_flag(Flags::KERNEL_VIEW) && facts.first_wait_at == 0;
     if kernel_view {
         // No hook has seen this program read: judge by the kernel's counters.
         let sample = socket::kernel_sample(fd)?;
@@ -101,7 +101,7 @@ fn observe(
         }
         facts.last_out = facts.last_out.max(mem.acked_moved_at);
     }
-    let outbound = slot.has_flag(FLAG_OUTBOUND);
+    let outbound = slot.has_flag(Flags::OUTBOUND);
     if outbound && facts.connecting_since != 0 && socket::is_established(fd) {
         // A non-blocking connect completed (the program learns it from poll + SO_ERROR,
         // which no hook records).
@@ -122,9 +122,10 @@ fn observe(
         timers,
         kernel_view,
         outbound,
-        done: mem.done || slot.has_flag(FLAG_REAPED),
-        exempt: slot.has_flag(FLAG_EXEMPT),
-        alias: slot.has_flag(FLAG_ALIAS),
+        done: mem.done || slot.has_flag(Flags::REAPED),
+        reaped: slot.has_flag(Flags::REAPED),
+        exempt: slot.has_flag(Flags::EXEMPT),
+        alias: slot.has_flag(Flags::ALIAS),
     })
 }
 

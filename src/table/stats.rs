@@ -1,14 +1,19 @@
-//! Live counters of this process's guard, written by the watcher.
+//! Live counters of this process's guard: written by the watcher (tracked, waiting, reaps)
+//! and by the accept path (rejections: atomics only); read by the watcher's publisher and the
+//! cooperation API. Per-reason counters are sized by `stallguard_shm::REASONS`, which is
+//! `Reason::ALL.len()`: every reason has its slot by construction.
 
-use crate::table::Identity;
+use super::Identity;
 use stallguard_policy::Reason;
+use stallguard_shm::REASONS;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+const _: () = assert!(REASONS == Reason::ALL.len());
 
 static TRACKED: AtomicU64 = AtomicU64::new(0);
 static WAITING: AtomicU64 = AtomicU64::new(0);
-static REAPED: [AtomicU64; Reason::ALL.len()] = [const { AtomicU64::new(0) }; Reason::ALL.len()];
-static WOULD_REAP: [AtomicU64; Reason::ALL.len()] =
-    [const { AtomicU64::new(0) }; Reason::ALL.len()];
+static REAPED: [AtomicU64; REASONS] = [const { AtomicU64::new(0) }; REASONS];
+static WOULD_REAP: [AtomicU64; REASONS] = [const { AtomicU64::new(0) }; REASONS];
 static REJECTED: AtomicU64 = AtomicU64::new(0);
 /// The last rejected client (peer_ip hi/lo, family << 16 | port), for the watcher's log line.
 static REJECTED_PEER: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];

@@ -4,12 +4,12 @@
 //! root) can read it or ask for a reap; removed at exit. Only the watcher writes it: the hooks
 //! never touch it, so it costs the hot path nothing.
 
-use crate::observe::Observation;
-use crate::{clock, config, log::log_line, process, stats};
+use super::observe::Observation;
+use crate::abi::sys;
+use crate::runtime::log::log_line;
+use crate::runtime::{clock, config, pid};
+use crate::table::stats;
 use stallguard_shm::{Header, Record, CAPACITY, MAGIC, SEGMENT_BYTES, VERSION};
-use stallguard_shm::{
-    FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX, TURN_CLIENT, TURN_WRITING,
-};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering::*};
 
 static SEGMENT: AtomicPtr<Header> = AtomicPtr::new(std::ptr::null_mut());
@@ -24,7 +24,7 @@ const RECORDS_EVERY_MS: u64 = 1000;
 /// Creates this process's segment (watcher start). Without /dev/shm the guard runs without
 /// a live view.
 pub fn open() {
-    let pid = process::pid();
+    let pid = pid::pid();
     if OWNER.load(Acquire) == pid && !SEGMENT.load(Acquire).is_null() {
         return;
     }
@@ -32,58 +32,54 @@ pub fn open() {
     let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid as u32)) else {
         return;
     };
-    let p = unsafe {
-        libc::unlink(path.as_ptr()); // a stale one of a dead process with our pid
-        let fd = libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            0o600,
-        );
-        if fd < 0 {
-            log_line!(
-                Debug,
-                "event=no_live_view error=\"{}\"",
-                std::io::Error::last_os_error()
-            );
-            return;
-        }
-        let p = if libc::ftruncate(fd, SEGMENT_BYTES as libc::off_t) == 0 {
-            libc::mmap(
-                std::ptr::null_mut(),
-                SEGMENT_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        } else {
-            libc::MAP_FAILED
-        };
-        crate::real::close(fd);
-        if p == libc::MAP_FAILED {
-            libc::unlink(path.as_ptr());
-            return;
-        }
-        p as *mut Header
-    };
-    unsafe {
-        let h = &mut *p;
-        h.magic = MAGIC;
-        h.version = VERSION;
-        h.record_size = std::mem::size_of::<Record>() as u32;
-        h.pid = pid as u32;
-        h.capacity = CAPACITY as u32;
-        h.tick_ms.store(config::policy().tick_ms as u32, Relaxed);
-        h.started_unix_ms.store(unix_ms(), Relaxed);
-        let text = config::policy().describe();
-        let n = text.len().min(stallguard_shm::POLICY_BYTES - 1);
-        h.policy[..n].copy_from_slice(&text.as_bytes()[..n]);
-    }
+    let Some(p) = create(&path) else { return };
+    // SAFETY: a fresh shared mapping of SEGMENT_BYTES (zeroed by ftruncate), page-aligned,
+    // not yet published: no other reference to it exists in this process.
+    fill(unsafe { &mut *p }, pid);
     OWNER.store(pid, Release);
     SEGMENT.store(p, Release);
     if !REMOVE_AT_EXIT.swap(true, AcqRel) {
-        unsafe { libc::atexit(remove_at_exit) };
+        sys::at_exit(remove_at_exit);
     }
+}
+
+/// Creates the segment file at `path` (replacing a stale one of a dead process with our pid)
+/// and maps it.
+fn create(path: &std::ffi::CStr) -> Option<*mut Header> {
+    sys::unlink(path);
+    let fd = sys::create_exclusive(path);
+    if fd < 0 {
+        log_line!(
+            Debug,
+            "event=no_live_view error=\"{}\"",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    let mapped = if sys::truncate(fd, SEGMENT_BYTES) {
+        sys::map_file_shared(fd, SEGMENT_BYTES)
+    } else {
+        None
+    };
+    sys::close_own(fd); // the mapping stays
+    if mapped.is_none() {
+        sys::unlink(path);
+    }
+    mapped.map(|p| p.cast::<Header>())
+}
+
+/// The header of a new segment: layout, owner, policy.
+fn fill(h: &mut Header, pid: i32) {
+    h.magic = MAGIC;
+    h.version = VERSION;
+    h.record_size = std::mem::size_of::<Record>() as u32;
+    h.pid = pid as u32;
+    h.capacity = CAPACITY as u32;
+    h.tick_ms.store(config::policy().tick_ms as u32, Relaxed);
+    h.started_unix_ms.store(unix_ms(), Relaxed);
+    let text = config::policy().describe();
+    let n = text.len().min(stallguard_shm::POLICY_BYTES - 1);
+    h.policy[..n].copy_from_slice(&text.as_bytes()[..n]);
 }
 
 /// Segments of processes that died without running atexit (killed by a signal) are removed
@@ -97,9 +93,7 @@ fn remove_stale_segments() {
         let Some(pid) = stallguard_shm::pid_of(&name.to_string_lossy()) else {
             continue;
         };
-        let dead = unsafe { libc::kill(pid as libc::pid_t, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if dead {
+        if sys::process_gone(pid as i32) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -108,10 +102,10 @@ fn remove_stale_segments() {
 /// atexit: remove the segment of the exiting process (atexit handlers are inherited over
 /// fork, hence the owner check: a child never removes its parent's segment).
 extern "C" fn remove_at_exit() {
-    let pid = unsafe { libc::getpid() };
+    let pid = sys::getpid();
     if OWNER.load(Acquire) == pid {
         if let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid as u32)) {
-            unsafe { libc::unlink(path.as_ptr()) };
+            sys::unlink(&path);
         }
     }
 }
@@ -122,13 +116,17 @@ pub fn forget_after_fork() {
     let p = SEGMENT.swap(std::ptr::null_mut(), AcqRel);
     OWNER.store(0, Release);
     if !p.is_null() {
-        unsafe { libc::munmap(p.cast(), SEGMENT_BYTES) };
+        // SAFETY: the parent's mapping, made by `open`; only the watcher used it, and no
+        // watcher runs in this child yet.
+        unsafe { sys::unmap(p.cast(), SEGMENT_BYTES) };
     }
 }
 
 fn segment() -> Option<&'static Header> {
     let p = SEGMENT.load(Acquire);
-    (!p.is_null() && OWNER.load(Acquire) == process::pid()).then(|| unsafe { &*p })
+    // SAFETY: a non-null SEGMENT is a live mapping made by `open` for this pid; it is unmapped
+    // only in a forked child before its watcher starts.
+    (!p.is_null() && OWNER.load(Acquire) == pid::pid()).then(|| unsafe { &*p })
 }
 
 /// Publishes this tick: counters always, the connection records at most once a second.
@@ -151,48 +149,46 @@ pub fn tick(now: u64, seen: &[Observation]) {
     let seq = h.seq.load(Relaxed);
     h.seq.store(seq | 1, Release); // odd: writing
     std::sync::atomic::fence(Release);
+    // SAFETY: the mapping is SEGMENT_BYTES long (made by `open`).
     let records = unsafe { stallguard_shm::records(h) as *mut Record };
     let n = seen.len().min(CAPACITY);
     for (i, o) in seen.iter().take(n).enumerate() {
+        // SAFETY: i < CAPACITY records fit after the header; only the watcher writes them,
+        // readers detect a torn copy with the seqlock.
         unsafe { records.add(i).write(record(o, now)) };
     }
     h.count.store(n as u32, Release);
     h.seq.store((seq | 1) + 1, Release); // even again, and changed
 }
 
+/// What a record's flag bits say, from the observation: the explicit mapping of the
+/// watcher's view onto `stallguard_shm`'s published bits (the slot's own `table::Flags` have
+/// another numbering; no bit is copied across).
+fn record_flags(o: &Observation) -> u32 {
+    use stallguard_shm::{
+        FLAG_ALIAS, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX,
+        FLAG_WOULD_REAP, TURN_CLIENT, TURN_WRITING,
+    };
+    [
+        (o.facts.waiting_since != 0, TURN_CLIENT),
+        (o.facts.write_pending_since != 0, TURN_WRITING),
+        // Only a real reap marks the slot; monitor mode merely logged it.
+        (o.done && o.reaped, FLAG_REAPED),
+        (o.done && !o.reaped, FLAG_WOULD_REAP),
+        (o.kernel_view, FLAG_KERNEL_VIEW),
+        (o.outbound, FLAG_OUTBOUND),
+        (o.exempt, FLAG_EXEMPT),
+        (o.alias, FLAG_ALIAS),
+        (o.identity.family == libc::AF_UNIX as u16, FLAG_UNIX),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |bits, (_, bit)| bits | bit)
+}
+
 fn record(o: &Observation, now: u64) -> Record {
     let f = &o.facts;
-    let mut flags = 0;
-    if f.waiting_since != 0 {
-        flags |= TURN_CLIENT;
-    }
-    if f.write_pending_since != 0 {
-        flags |= TURN_WRITING;
-    }
-    if o.done {
-        // Only a real reap marks the slot; monitor mode merely logged it.
-        let real = crate::table::slot(o.fd).is_some_and(|s| s.has_flag(crate::table::FLAG_REAPED));
-        flags |= if real {
-            FLAG_REAPED
-        } else {
-            stallguard_shm::FLAG_WOULD_REAP
-        };
-    }
-    if o.kernel_view {
-        flags |= FLAG_KERNEL_VIEW;
-    }
-    if o.outbound {
-        flags |= FLAG_OUTBOUND;
-    }
-    if o.exempt {
-        flags |= FLAG_EXEMPT;
-    }
-    if o.alias {
-        flags |= stallguard_shm::FLAG_ALIAS;
-    }
-    if o.identity.family == libc::AF_UNIX as u16 {
-        flags |= FLAG_UNIX;
-    }
+    let flags = record_flags(o);
     let slot = crate::table::slot(o.fd);
     Record {
         fd: o.fd,
@@ -253,4 +249,58 @@ pub fn answer(seq: u64, reaped: u32) {
 fn unix_ms() -> u64 {
     let (s, ms) = clock::wall_clock();
     (s as u64) * 1000 + u64::from(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Identity;
+
+    fn observation() -> Observation {
+        Observation {
+            fd: 5,
+            state: 1,
+            identity: Identity::default(),
+            facts: stallguard_policy::Facts::default(),
+            timers: None,
+            kernel_view: false,
+            outbound: false,
+            done: false,
+            reaped: false,
+            exempt: false,
+            alias: false,
+        }
+    }
+
+    #[test]
+    fn record_flags_map_each_fact_onto_its_published_bit() {
+        assert_eq!(record_flags(&observation()), 0);
+        let logged = Observation {
+            done: true,
+            ..observation()
+        };
+        assert_eq!(record_flags(&logged), stallguard_shm::FLAG_WOULD_REAP);
+        let reaped = Observation {
+            done: true,
+            reaped: true,
+            ..observation()
+        };
+        // The slot's REAPED is bit 1, the record's is bit 4: mapped, never copied.
+        assert_eq!(record_flags(&reaped), stallguard_shm::FLAG_REAPED);
+        let mut all = Observation {
+            done: true,
+            reaped: true,
+            kernel_view: true,
+            outbound: true,
+            exempt: true,
+            alias: true,
+            ..observation()
+        };
+        all.identity.family = libc::AF_UNIX as u16;
+        all.facts.waiting_since = 1;
+        all.facts.write_pending_since = 1;
+        let every = stallguard_shm::RECORD_BITS.iter().fold(0, |a, b| a | b);
+        let every = every & !stallguard_shm::FLAG_WOULD_REAP;
+        assert_eq!(record_flags(&all), every);
+    }
 }

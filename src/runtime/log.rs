@@ -9,7 +9,8 @@
 //! every fd), the close hooks call [`forget_fd`] and logging to that descriptor stops (a log file
 //! is reopened by the watcher) — we never write into a number the host reused.
 
-use crate::clock::{civil_from_days, wall_clock};
+use super::clock::{civil_from_days, wall_clock};
+use crate::abi::{real, sys};
 use stallguard_policy::LogLevel;
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering::SeqCst};
@@ -47,10 +48,8 @@ pub fn open(path: Option<&str>) -> Result<(), String> {
             fd
         }
         None => {
-            if stderr_is_usable() {
-                unsafe {
-                    crate::real::fcntl(2, libc::F_DUPFD_CLOEXEC, high_fd_floor() as libc::c_ulong)
-                }
+            if sys::is_open_non_socket(2) {
+                dup_high(2)
             } else {
                 -1
             }
@@ -61,38 +60,34 @@ pub fn open(path: Option<&str>) -> Result<(), String> {
 }
 
 fn open_file(path: &std::ffi::CStr) -> libc::c_int {
-    unsafe {
-        let fd = libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-            0o640,
-        );
-        if fd < 0 {
-            return fd;
-        }
-        let high = crate::real::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_fd_floor() as libc::c_ulong);
-        if high >= 0 {
-            crate::real::close(fd);
-            high
-        } else {
-            fd
-        }
+    let fd = sys::open_append(path);
+    if fd < 0 {
+        return fd;
+    }
+    let high = dup_high(fd);
+    if high >= 0 {
+        sys::close_own(fd);
+        high
+    } else {
+        fd
     }
 }
 
-fn high_fd_floor() -> libc::c_int {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    let cur = lim.rlim_cur.min(1 << 20) as libc::c_int;
-    HIGH_FD_FLOOR.min((cur - 8).max(3))
+/// A close-on-exec duplicate of `fd` at or above the high floor (-1 on failure).
+fn dup_high(fd: libc::c_int) -> libc::c_int {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and touches no memory.
+    unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_fd_floor() as libc::c_ulong) }
 }
 
-fn stderr_is_usable() -> bool {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    unsafe { libc::fstat(2, &mut st) == 0 && (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK }
+/// Writes `bytes` to `fd` with one raw write.
+fn write_all_once(fd: libc::c_int, bytes: &[u8]) {
+    // SAFETY: `bytes` is valid for reads of its length.
+    unsafe { real::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+fn high_fd_floor() -> libc::c_int {
+    let cur = sys::nofile_limit().min(1 << 20) as libc::c_int;
+    HIGH_FD_FLOOR.min((cur - 8).max(3))
 }
 
 pub fn is_log_fd(fd: libc::c_int) -> bool {
@@ -103,7 +98,7 @@ pub fn is_log_fd(fd: libc::c_int) -> bool {
 pub fn forget_fd(fd: libc::c_int) {
     if LOG_FD.compare_exchange(fd, -1, SeqCst, SeqCst).is_ok() {
         while WRITING.load(SeqCst) {
-            unsafe { libc::sched_yield() };
+            sys::yield_now();
         }
     }
 }
@@ -127,7 +122,7 @@ pub fn reopen_if_closed() {
         if let Some(path) = LOG_PATH.get() {
             let fd = open_file(path);
             if fd >= 0 && LOG_FD.compare_exchange(-1, fd, SeqCst, SeqCst).is_err() {
-                unsafe { crate::real::close(fd) };
+                sys::close_own(fd);
             }
         }
     }
@@ -166,7 +161,7 @@ impl Line {
             sod / 60 % 60,
             sod % 60,
             level_name(level),
-            crate::process::pid(),
+            super::pid::pid(),
         );
         l
     }
@@ -178,7 +173,7 @@ impl Line {
         WRITING.store(true, SeqCst);
         let fd = LOG_FD.load(SeqCst);
         if fd >= 0 {
-            unsafe { crate::real::write(fd, self.buf.as_ptr().cast(), self.len) };
+            write_all_once(fd, &self.buf[..self.len]);
         }
         WRITING.store(false, SeqCst);
     }
@@ -198,8 +193,8 @@ fn level_name(level: LogLevel) -> &'static str {
 macro_rules! log_line {
     ($level:ident, $($arg:tt)*) => {{
         use std::fmt::Write as _;
-        if $crate::log::enabled(stallguard_policy::LogLevel::$level) {
-            let mut line = $crate::log::Line::new(stallguard_policy::LogLevel::$level);
+        if $crate::runtime::log::enabled(stallguard_policy::LogLevel::$level) {
+            let mut line = $crate::runtime::log::Line::new(stallguard_policy::LogLevel::$level);
             let _ = write!(line, " ");
             let _ = write!(line, $($arg)*);
             line.emit();
@@ -216,5 +211,5 @@ pub fn to_stderr(text: &str) {
     };
     let _ = line.write_str(text);
     line.buf[line.len] = b'\n';
-    unsafe { crate::real::write(2, line.buf.as_ptr().cast(), line.len + 1) };
+    write_all_once(2, &line.buf[..line.len + 1]);
 }

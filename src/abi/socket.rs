@@ -1,15 +1,77 @@
 //! What the shim asks the kernel about a socket: is it a TCP connection and whose, its
-//! identity (SO_COOKIE), its progress counters (TCP_INFO, SIOCINQ/SIOCOUTQ). Plain syscalls,
-//! none of them hooked; each leaves errno as it found it only if the caller saves it.
+//! identity (SO_COOKIE), its progress counters (TCP_INFO, SIOCINQ/SIOCOUTQ), and the options
+//! it sets. Plain syscalls, none of them hooked; errno is the caller's to save
+//! ([`super::errno::ErrnoGuard`]).
 
-use crate::table::Identity;
 use libc::{c_int, socklen_t};
 use stallguard_policy::KernelSample;
+
+/// Who a connection is, as captured at accept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub cookie: u64,
+    pub family: u16,
+    pub peer_ip: [u8; 16],
+    pub peer_port: u16,
+    pub local_port: u16,
+}
+
+/// A value that can be passed to getsockopt/setsockopt as it is in memory.
+///
+/// # Safety
+/// Every bit pattern of the type's size must be a valid value (plain C data).
+pub unsafe trait SockOpt: Copy {}
+// SAFETY: integers and these C structs of integers accept every bit pattern.
+unsafe impl SockOpt for c_int {}
+// SAFETY: as above.
+unsafe impl SockOpt for libc::c_uint {}
+// SAFETY: as above.
+unsafe impl SockOpt for u64 {}
+// SAFETY: as above.
+unsafe impl SockOpt for libc::timeval {}
+// SAFETY: as above.
+unsafe impl SockOpt for libc::linger {}
+// SAFETY: as above.
+unsafe impl SockOpt for libc::tcp_info {}
+
+/// getsockopt into a `T`, with the length the kernel wrote; None if the call failed.
+pub fn getsockopt<T: SockOpt>(fd: c_int, level: c_int, name: c_int) -> Option<(T, usize)> {
+    // SAFETY: T accepts every bit pattern (SockOpt), so all-zero is a valid T.
+    let mut v: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as socklen_t;
+    // SAFETY: `v` is valid for writes of `len` bytes; the kernel writes at most `len`.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut T).cast(), &mut len) };
+    (rc == 0).then_some((v, len as usize))
+}
+
+/// setsockopt of a `T` (the result is ignored: options are best-effort backstops).
+pub fn setsockopt<T: SockOpt>(fd: c_int, level: c_int, name: c_int, value: &T) {
+    // SAFETY: `value` is valid for reads of size_of::<T>() bytes.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as socklen_t,
+        )
+    };
+}
+
+/// An integer socket option, or None if the fd is not a socket (or has no such option).
+pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
+    getsockopt::<c_int>(fd, level, name).map(|(v, _)| v)
+}
+
+/// Whether `fd` is a TCP socket.
+pub fn is_tcp(fd: c_int) -> bool {
+    sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
+}
 
 /// Identity of a connected TCP socket (IPv4 or IPv6), or None for anything else: listeners,
 /// Unix sockets, UDP, files.
 pub fn identify_tcp(fd: c_int) -> Option<Identity> {
-    if sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)? != libc::IPPROTO_TCP {
+    if !is_tcp(fd) {
         return None;
     }
     let local = sockaddr(fd, libc::getsockname)?;
@@ -21,15 +83,13 @@ pub fn identify_tcp(fd: c_int) -> Option<Identity> {
     };
     match c_int::from(local.ss_family) {
         libc::AF_INET => {
-            let l = unsafe { &*(&local as *const _ as *const libc::sockaddr_in) };
-            let p = unsafe { &*(&peer as *const _ as *const libc::sockaddr_in) };
+            let (l, p) = (as_in(&local), as_in(&peer));
             id.local_port = u16::from_be(l.sin_port);
             id.peer_port = u16::from_be(p.sin_port);
             id.peer_ip[..4].copy_from_slice(&p.sin_addr.s_addr.to_ne_bytes());
         }
         libc::AF_INET6 => {
-            let l = unsafe { &*(&local as *const _ as *const libc::sockaddr_in6) };
-            let p = unsafe { &*(&peer as *const _ as *const libc::sockaddr_in6) };
+            let (l, p) = (as_in6(&local), as_in6(&peer));
             id.local_port = u16::from_be(l.sin6_port);
             id.peer_port = u16::from_be(p.sin6_port);
             id.peer_ip = p.sin6_addr.s6_addr;
@@ -37,6 +97,17 @@ pub fn identify_tcp(fd: c_int) -> Option<Identity> {
         _ => return None,
     }
     Some(id)
+}
+
+fn as_in(s: &libc::sockaddr_storage) -> &libc::sockaddr_in {
+    // SAFETY: sockaddr_storage is large and aligned enough for every sockaddr type, and
+    // sockaddr_in accepts every bit pattern.
+    unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() }
+}
+
+fn as_in6(s: &libc::sockaddr_storage) -> &libc::sockaddr_in6 {
+    // SAFETY: as in `as_in`.
+    unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() }
 }
 
 /// Identity of a connected Unix-domain stream socket (STALLGUARD_UNIX=on), or None.
@@ -53,26 +124,6 @@ pub fn identify_unix(fd: c_int) -> Option<Identity> {
     })
 }
 
-/// An integer socket option, or None if the fd is not a socket (or has no such option).
-pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
-    let mut v: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    let rc = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut c_int).cast(), &mut len) };
-    (rc == 0).then_some(v)
-}
-
-fn set_sockopt<T>(fd: c_int, level: c_int, name: c_int, value: &T) {
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as socklen_t,
-        )
-    };
-}
-
 /// Kernel backstops for a tracked connection, each only where the socket still has the
 /// kernel's default (a value the program — or its listener, which accepted sockets inherit
 /// from — chose wins; and a program's own later setsockopt simply replaces ours):
@@ -84,7 +135,7 @@ fn set_sockopt<T>(fd: c_int, level: c_int, name: c_int, value: &T) {
 pub fn apply_backstops(fd: c_int, write_stall_ms: u64) {
     if write_stall_ms > 0 && sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) == Some(0) {
         let ms = write_stall_ms.saturating_mul(2).min(i32::MAX as u64) as libc::c_uint;
-        set_sockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &ms);
+        setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &ms);
     }
     if sockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE) == Some(0) {
         for (name, value) in [
@@ -92,9 +143,9 @@ pub fn apply_backstops(fd: c_int, write_stall_ms: u64) {
             (libc::TCP_KEEPINTVL, 10),
             (libc::TCP_KEEPCNT, 3),
         ] {
-            set_sockopt(fd, libc::IPPROTO_TCP, name, &(value as c_int));
+            setsockopt(fd, libc::IPPROTO_TCP, name, &(value as c_int));
         }
-        set_sockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, &(1 as c_int));
+        setsockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, &(1 as c_int));
     }
 }
 
@@ -102,26 +153,14 @@ pub fn apply_backstops(fd: c_int, write_stall_ms: u64) {
 /// if unset. A per-call backstop (it restarts on every call), not the mechanism.
 pub fn apply_socket_timeouts(fd: c_int, recv_ms: u64, send_ms: u64) {
     for (name, ms) in [(libc::SO_RCVTIMEO, recv_ms), (libc::SO_SNDTIMEO, send_ms)] {
-        let mut tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        };
-        let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&mut tv as *mut libc::timeval).cast(),
-                &mut len,
-            )
-        };
-        if ms > 0 && rc == 0 && tv.tv_sec == 0 && tv.tv_usec == 0 {
+        let unset = getsockopt::<libc::timeval>(fd, libc::SOL_SOCKET, name)
+            .is_some_and(|(tv, _)| tv.tv_sec == 0 && tv.tv_usec == 0);
+        if ms > 0 && unset {
             let tv = libc::timeval {
                 tv_sec: (ms / 1000) as libc::time_t,
                 tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
             };
-            set_sockopt(fd, libc::SOL_SOCKET, name, &tv);
+            setsockopt(fd, libc::SOL_SOCKET, name, &tv);
         }
     }
 }
@@ -129,19 +168,15 @@ pub fn apply_socket_timeouts(fd: c_int, recv_ms: u64, send_ms: u64) {
 /// TCP_DEFER_ACCEPT on a listener: a connection reaches accept() only once it has sent data
 /// (or after `secs`), so silent connects never occupy a worker.
 pub fn set_defer_accept(fd: c_int, secs: c_int) {
-    set_sockopt(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, &secs);
+    setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, &secs);
 }
 
 /// The local port of a bound socket.
 pub fn local_port(fd: c_int) -> Option<u16> {
     let addr = sockaddr(fd, libc::getsockname)?;
     match c_int::from(addr.ss_family) {
-        libc::AF_INET => Some(u16::from_be(
-            unsafe { &*(&addr as *const _ as *const libc::sockaddr_in) }.sin_port,
-        )),
-        libc::AF_INET6 => Some(u16::from_be(
-            unsafe { &*(&addr as *const _ as *const libc::sockaddr_in6) }.sin6_port,
-        )),
+        libc::AF_INET => Some(u16::from_be(as_in(&addr).sin_port)),
+        libc::AF_INET6 => Some(u16::from_be(as_in6(&addr).sin6_port)),
         _ => None,
     }
 }
@@ -149,8 +184,10 @@ pub fn local_port(fd: c_int) -> Option<u16> {
 type NameFn = unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut socklen_t) -> c_int;
 
 fn sockaddr(fd: c_int, get: NameFn) -> Option<libc::sockaddr_storage> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: getsockname/getpeername write at most `len` bytes into `addr`.
     let rc = unsafe {
         get(
             fd,
@@ -163,36 +200,16 @@ fn sockaddr(fd: c_int, get: NameFn) -> Option<libc::sockaddr_storage> {
 
 /// The kernel's identity of the socket behind `fd` (SO_COOKIE, Linux 4.14+).
 pub fn socket_cookie(fd: c_int) -> Option<u64> {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
+    getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
+        .and_then(|(cookie, len)| (len == std::mem::size_of::<u64>()).then_some(cookie))
 }
 
 fn tcp_info(fd: c_int) -> Option<libc::tcp_info> {
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
+    let (info, len) = getsockopt::<libc::tcp_info>(fd, libc::IPPROTO_TCP, libc::TCP_INFO)?;
     // Older kernels return a shorter struct: the fields we read must be inside it.
     let needed =
         std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + std::mem::size_of::<u64>();
-    (rc == 0 && len as usize >= needed).then_some(info)
+    (len >= needed).then_some(info)
 }
 
 /// Whether the TCP connection is established (an outbound connect completed).
@@ -212,6 +229,7 @@ pub fn kernel_sample(fd: c_int) -> Option<KernelSample> {
     let info = tcp_info(fd)?;
     let queue = |request| {
         let mut n: c_int = 0;
+        // SAFETY: FIONREAD/TIOCOUTQ write one int into `n`.
         (unsafe { libc::ioctl(fd, request, &mut n) } == 0).then_some(n.max(0) as u64)
     };
     Some(KernelSample {
@@ -222,19 +240,22 @@ pub fn kernel_sample(fd: c_int) -> Option<KernelSample> {
     })
 }
 
+/// shutdown(SHUT_RDWR) through the real function: wakes every thread blocked on the socket.
+pub fn shutdown_both(fd: c_int) -> std::io::Result<()> {
+    // SAFETY: shutdown takes integers only and touches no memory.
+    let rc = unsafe { super::real::shutdown(fd, libc::SHUT_RDWR) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// SO_LINGER {1, 0}: the program's coming close() aborts the connection with an RST.
 pub fn reset_on_close(fd: c_int) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as socklen_t,
-        )
-    };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger);
 }

@@ -3,12 +3,14 @@
 //! symbols are then null and the header's wrappers return -1 / ENOSYS). Each call only sets
 //! facts in the table, like a hook: no lock, no allocation, no log.
 
-use crate::table::{self, FLAG_EXEMPT};
+use crate::abi::errno::set_errno;
+use crate::runtime::clock;
+use crate::table::{self, stats, Flags};
 use libc::{c_int, c_uint};
 use std::sync::atomic::Ordering::Relaxed;
 
 fn fail(errno: c_int) -> c_int {
-    unsafe { *libc::__errno_location() = errno };
+    set_errno(errno);
     -1
 }
 
@@ -18,7 +20,7 @@ fn fail(errno: c_int) -> c_int {
 pub extern "C" fn stallguard_exempt(fd: c_int) -> c_int {
     match table::tracked(fd) {
         Some(slot) => {
-            slot.set_flag(FLAG_EXEMPT);
+            slot.set_flag(Flags::EXEMPT);
             0
         }
         None => fail(libc::ENOENT),
@@ -35,7 +37,7 @@ pub extern "C" fn stallguard_set_deadline(fd: c_int, ms: c_uint) -> c_int {
             let at = if ms == 0 {
                 0
             } else {
-                crate::clock::monotonic_ms() + u64::from(ms)
+                clock::monotonic_ms() + u64::from(ms)
             };
             slot.own_deadline.store(at, Relaxed);
             0
@@ -63,7 +65,7 @@ pub unsafe extern "C" fn stallguard_counters(out: *mut Counters, size: libc::siz
     if out.is_null() || size < std::mem::size_of::<[u64; 4]>() {
         return fail(libc::EINVAL);
     }
-    let c = crate::stats::counters();
+    let c = stats::counters();
     let full = Counters {
         tracked: c.tracked,
         waiting: c.waiting,
@@ -72,6 +74,10 @@ pub unsafe extern "C" fn stallguard_counters(out: *mut Counters, size: libc::siz
         reaped: c.reaped,
     };
     let n = size.min(std::mem::size_of::<Counters>());
-    std::ptr::copy_nonoverlapping((&full as *const Counters).cast::<u8>(), out.cast::<u8>(), n);
+    // SAFETY: `out` is valid for `size` >= n bytes (the caller's contract), `full` for
+    // size_of::<Counters>() >= n; they do not overlap (`full` is a local).
+    unsafe {
+        std::ptr::copy_nonoverlapping((&full as *const Counters).cast::<u8>(), out.cast::<u8>(), n)
+    };
     0
 }

@@ -7,7 +7,7 @@
 //! host usually owns the whole prefix); keys are never removed, so two processes inserting the
 //! same key always meet in the same bucket. A full table admits everyone (fail open).
 
-use crate::table::Identity;
+use super::Identity;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 
 const BUCKETS: usize = 1 << 16;
@@ -23,22 +23,13 @@ static BASE: AtomicPtr<Entry> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Makes the shared table (constructor only, and only when a cap is set).
 pub fn init() -> bool {
-    let bytes = BUCKETS * std::mem::size_of::<Entry>();
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return false;
+    match crate::abi::sys::map_anonymous(BUCKETS * std::mem::size_of::<Entry>(), true) {
+        Some(p) => {
+            BASE.store(p.cast(), Release);
+            true
+        }
+        None => false,
     }
-    BASE.store(p.cast(), Release);
-    true
 }
 
 /// The key of a client: its IPv4 address (also when IPv4-mapped), or its IPv6 /64.
@@ -64,6 +55,8 @@ fn entry(key: u64) -> Option<&'static Entry> {
     }
     let start = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize % BUCKETS;
     for i in 0..BUCKETS {
+        // SAFETY: `base` is a live mapping of BUCKETS entries (never unmapped), the index is
+        // below BUCKETS, and a zeroed entry is a valid Entry (atomics).
         let e = unsafe { &*base.add((start + i) % BUCKETS) };
         let k = e.key.load(Acquire);
         if k == key {

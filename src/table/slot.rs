@@ -1,9 +1,4 @@
-//! The per-fd table: one slot of atomics per file descriptor, indexed by fd.
-//!
-//! The table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
-//! kernel backs a page only when a slot on it is written (accept), so resident memory follows
-//! the fds in use, not `RLIMIT_NOFILE`; reading a never-written slot maps the shared zero page.
-//! A hook on an untracked fd costs a bounds check, one load of the slot state and a branch.
+//! One slot of atomics per file descriptor, and its ownership protocol.
 //!
 //! Ownership protocol (why a slot cannot be acted on after its fd was reused):
 //! * `state` = generation << 2 | phase, phase ∈ {FREE, TRACKED, ACTING}.
@@ -17,34 +12,17 @@
 //! thread at a time does I/O on a connection in practice, and a lost update only blurs a byte
 //! count or a timestamp, never the ownership protocol above.
 
-use crate::clock::now_ms;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
-
-/// Descriptors at or above this are never tracked (fs.nr_open defaults to 2^20).
-pub const MAX_FDS: usize = 1 << 20;
+use super::{raise_high_water, sources, Flags, Identity};
+use crate::abi::errno::errno_is_retry;
+use crate::abi::sys::yield_now;
+use crate::runtime::clock::now_ms;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 pub const FREE: u32 = 0;
 pub const TRACKED: u32 = 1;
 pub const ACTING: u32 = 2;
 const PHASE: u32 = 3;
 const GENERATION_STEP: u32 = 4;
-
-/// Flag: the shim itself shut this connection down (so EPIPE on it is ours, not the peer's).
-pub const FLAG_REAPED: u32 = 1;
-/// Flag: the fd is in an epoll interest set for input (the event loop waits on the client).
-pub const FLAG_EPOLL_IN: u32 = 2;
-/// Flag: inherited over fork; judged only on facts this process's own hooks record.
-pub const FLAG_INHERITED: u32 = 4;
-/// Flag: adopted at start (inetd); judged by the kernel's counters while no hook sees reads.
-pub const FLAG_KERNEL_VIEW: u32 = 8;
-/// Flag: holds one of its source's STALLGUARD_PER_SOURCE places, given back when it ends.
-pub const FLAG_COUNTED: u32 = 16;
-/// Flag: a connection the program opened itself (STALLGUARD_OUTBOUND).
-pub const FLAG_OUTBOUND: u32 = 32;
-/// Flag: the program exempted it (stallguard_exempt): tracked, never judged.
-pub const FLAG_EXEMPT: u32 = 64;
-/// Flag: a duplicate (dup, dup2, F_DUPFD, inherited 0-2) of a connection tracked elsewhere.
-pub const FLAG_ALIAS: u32 = 128;
 
 #[repr(C, align(64))]
 pub struct Slot {
@@ -72,66 +50,6 @@ pub struct Slot {
     // Third cache line: set only through the cooperation API (include/stallguard.h).
     /// The program's own deadline for this connection (0: none).
     pub own_deadline: AtomicU64,
-}
-
-/// Who a connection is, as captured at accept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Identity {
-    pub cookie: u64,
-    pub family: u16,
-    pub peer_ip: [u8; 16],
-    pub peer_port: u16,
-    pub local_port: u16,
-}
-
-static BASE: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
-/// One past the highest fd ever tracked in this process: the watcher scans `0..HIGH_WATER`.
-static HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
-
-/// Reserves the table. Called once by the constructor; without it nothing is ever tracked.
-pub fn init() -> bool {
-    if !BASE.load(Acquire).is_null() {
-        return true;
-    }
-    let bytes = MAX_FDS * std::mem::size_of::<Slot>();
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return false;
-    }
-    BASE.store(p.cast(), Release);
-    true
-}
-
-/// The slot of `fd` whatever its state, if the table exists and fd is in range.
-#[inline(always)]
-pub fn slot(fd: libc::c_int) -> Option<&'static Slot> {
-    let base = BASE.load(Acquire);
-    if (fd as u32 as usize) >= MAX_FDS || base.is_null() {
-        return None;
-    }
-    Some(unsafe { &*base.add(fd as usize) })
-}
-
-/// The slot of `fd` if it is a tracked connection: the hooks' fast path.
-#[inline(always)]
-pub fn tracked(fd: libc::c_int) -> Option<&'static Slot> {
-    match slot(fd) {
-        Some(s) if s.state.load(Relaxed) & PHASE != FREE => Some(s),
-        _ => None,
-    }
-}
-
-pub fn high_water() -> usize {
-    HIGH_WATER.load(Acquire)
 }
 
 pub fn phase(state: u32) -> u32 {
@@ -168,7 +86,7 @@ impl Slot {
         self.set_identity(id);
         self.accepted_at.store(now, Relaxed);
         self.state.store(next_generation(old, TRACKED), Release);
-        HIGH_WATER.fetch_max(fd as usize + 1, AcqRel);
+        raise_high_water(fd);
     }
 
     /// Makes this fd an alias (dup) of the connection tracked in `src`.
@@ -188,7 +106,7 @@ impl Slot {
         ] {
             to.store(from.load(Relaxed), Relaxed);
         }
-        self.set_flag(FLAG_ALIAS);
+        self.set_flag(Flags::ALIAS);
     }
 
     /// Stops tracking (the fd is being closed). Waits while the watcher acts on it, so the
@@ -198,9 +116,7 @@ impl Slot {
             let st = self.state.load(Acquire);
             match st & PHASE {
                 FREE => return,
-                ACTING => unsafe {
-                    libc::sched_yield();
-                },
+                ACTING => yield_now(),
                 _ => {
                     if self
                         .state
@@ -217,8 +133,9 @@ impl Slot {
 
     /// Returns the per-source place this connection held, if any (exactly once).
     fn give_back_source(&self) {
-        if self.flags.fetch_and(!FLAG_COUNTED, AcqRel) & FLAG_COUNTED != 0 {
-            crate::sources::release(crate::sources::source_key(&self.identity()));
+        let counted = Flags::COUNTED.bits();
+        if self.flags.fetch_and(!counted, AcqRel) & counted != 0 {
+            sources::release(sources::source_key(&self.identity()));
         }
     }
 
@@ -228,7 +145,7 @@ impl Slot {
             if st & PHASE != ACTING {
                 return st;
             }
-            unsafe { libc::sched_yield() };
+            yield_now();
         }
     }
 
@@ -294,18 +211,24 @@ impl Slot {
         (self.state.load(Relaxed) ^ token) & !PHASE == 0
     }
 
-    pub fn has_flag(&self, flag: u32) -> bool {
-        self.flags.load(Relaxed) & flag != 0
+    /// Whether the slot tracks a connection (TRACKED or ACTING).
+    #[inline(always)]
+    pub fn is_tracked(&self) -> bool {
+        self.state.load(Relaxed) & PHASE != FREE
+    }
+
+    pub fn has_flag(&self, flag: Flags) -> bool {
+        Flags::from_bits(self.flags.load(Relaxed)).intersects(flag)
     }
 
     /// Only the hooks of one connection and the watcher set flags; a plain store would lose a
     /// concurrent flag, so this one (rare) path uses fetch_or.
-    pub fn set_flag(&self, flag: u32) {
-        self.flags.fetch_or(flag, Relaxed);
+    pub fn set_flag(&self, flag: Flags) {
+        self.flags.fetch_or(flag.bits(), Relaxed);
     }
 
-    pub fn clear_flag(&self, flag: u32) {
-        self.flags.fetch_and(!flag, Relaxed);
+    pub fn clear_flag(&self, flag: Flags) {
+        self.flags.fetch_and(!flag.bits(), Relaxed);
     }
 
     // ---- facts recorded by the hooks: plain loads and stores, no clock read ----
@@ -379,7 +302,7 @@ impl Slot {
         let last_in = self.last_in.load(Relaxed);
         let last_out = self.last_out.load(Relaxed);
         let first_wait_at = self.first_wait_at.load(Relaxed);
-        if waiting_since == 0 && self.has_flag(FLAG_EPOLL_IN) {
+        if waiting_since == 0 && self.has_flag(Flags::EPOLL_IN) {
             // An event loop with the fd in its read set waits on the client between events.
             waiting_since = first_wait_at.max(last_in).max(last_out);
         }
@@ -405,8 +328,8 @@ impl Slot {
         self.waiting_since.store(0, Relaxed);
         self.write_pending_since.store(0, Relaxed);
         // The parent gives the source's place back when it closes its copy, not us.
-        self.clear_flag(FLAG_EPOLL_IN | FLAG_COUNTED);
-        self.set_flag(FLAG_INHERITED);
+        self.clear_flag(Flags::EPOLL_IN | Flags::COUNTED);
+        self.set_flag(Flags::INHERITED);
     }
 }
 
@@ -415,14 +338,9 @@ fn add(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
-#[inline(always)]
-fn errno_is_retry() -> bool {
-    let e = unsafe { *libc::__errno_location() };
-    e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::{init, slot, MAX_FDS};
     use super::*;
 
     fn fresh_slot() -> &'static Slot {

@@ -3,10 +3,33 @@
 //! stderr; `STALLGUARD_ON_ERROR=exit` (default) stops the process with status 2, `warn` runs it
 //! unguarded and says so.
 
+use super::{clock, log};
+use crate::abi::sys;
 use stallguard_policy::{parse_env, OnError, Policy};
+use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::OnceLock;
 
 static POLICY: OnceLock<Policy> = OnceLock::new();
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static OUTBOUND: AtomicBool = AtomicBool::new(false);
+
+/// True once the constructor accepted the policy: only then are connections tracked.
+#[inline(always)]
+pub fn enabled() -> bool {
+    ENABLED.load(Relaxed)
+}
+
+/// Turns the guard on (constructor, last step).
+pub fn enable() {
+    OUTBOUND.store(policy().outbound.is_some(), Release);
+    ENABLED.store(true, Release);
+}
+
+/// True when STALLGUARD_OUTBOUND is set: only then does the connect hook do anything.
+#[inline(always)]
+pub fn outbound_enabled() -> bool {
+    OUTBOUND.load(Relaxed)
+}
 
 /// The policy in force (defaults until the constructor ran).
 pub fn policy() -> &'static Policy {
@@ -24,18 +47,18 @@ pub fn load() -> bool {
     let (policy, errors) = parse_env(vars);
     let on_error = policy.on_error;
     for e in &errors {
-        crate::log::to_stderr(&e.to_string());
+        log::to_stderr(&e.to_string());
     }
     if !errors.is_empty() {
         match on_error {
             OnError::Exit => {
-                crate::log::to_stderr(
+                log::to_stderr(
                     "stallguard: refusing to start with an invalid policy (set STALLGUARD_ON_ERROR=warn to run unguarded instead)",
                 );
-                unsafe { libc::_exit(2) };
+                sys::exit_now(2);
             }
             OnError::Warn => {
-                crate::log::to_stderr(
+                log::to_stderr(
                     "stallguard: invalid policy: running UNGUARDED (STALLGUARD_ON_ERROR=warn)",
                 );
                 return false;
@@ -43,19 +66,19 @@ pub fn load() -> bool {
         }
     }
     let log_file = policy.log_file.clone();
-    crate::log::set_level(policy.log_level);
-    crate::clock::set_tick_ms(policy.tick_ms);
+    log::set_level(policy.log_level);
+    clock::set_tick_ms(policy.tick_ms);
     let _ = POLICY.set(policy);
-    if let Err(why) = crate::log::open(log_file.as_deref()) {
+    if let Err(why) = log::open(log_file.as_deref()) {
         let line = format!(
             "stallguard: invalid STALLGUARD_LOG_FILE={:?}: cannot open it ({why}); expected a writable file path",
             log_file.unwrap_or_default()
         );
-        crate::log::to_stderr(&line);
+        log::to_stderr(&line);
         if on_error == OnError::Exit {
-            unsafe { libc::_exit(2) };
+            sys::exit_now(2);
         }
-        crate::log::to_stderr("stallguard: running UNGUARDED (STALLGUARD_ON_ERROR=warn)");
+        log::to_stderr("stallguard: running UNGUARDED (STALLGUARD_ON_ERROR=warn)");
         return false;
     }
     true
