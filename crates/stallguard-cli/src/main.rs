@@ -230,26 +230,36 @@ fn check_cmd(binary: &std::path::Path) -> i32 {
 }
 
 fn metrics_cmd(pids: &metrics::Targets, listen: Option<SocketAddr>) -> i32 {
+    match listen {
+        None => metrics_once(pids),
+        Some(addr) => metrics_serve(pids, addr),
+    }
+}
+
+/// Prints the exposition once; exit status 1 when nothing guarded is found.
+fn metrics_once(pids: &metrics::Targets) -> i32 {
     let mut notes = segment::Notes::new();
-    let Some(addr) = listen else {
-        let result = metrics::exposition(pids, true, &mut notes);
-        for n in &notes {
-            eprintln!("stallguard: {n}");
+    let result = metrics::exposition(pids, true, &mut notes);
+    for n in &notes {
+        eprintln!("stallguard: {n}");
+    }
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            0
         }
-        return match result {
-            Ok(text) => {
-                print!("{text}");
-                0
-            }
-            Err(e) => {
-                eprintln!("stallguard: {e}");
-                1
-            }
-        };
-    };
+        Err(e) => {
+            eprintln!("stallguard: {e}");
+            1
+        }
+    }
+}
+
+/// `--listen`: serves GET /metrics until killed.
+fn metrics_serve(pids: &metrics::Targets, addr: SocketAddr) -> i32 {
     // Fixed pids: fail early if nothing is guarded now; later scrapes tolerate exits. Names
     // and pidfiles are followed: the server may (re)start after the exporter.
-    if let Err(e) = metrics::exposition(pids, true, &mut notes) {
+    if let Err(e) = metrics::exposition(pids, true, &mut segment::Notes::new()) {
         if pids.names.is_empty() && pids.pidfiles.is_empty() {
             eprintln!("stallguard: {e}");
             return 1;
@@ -263,13 +273,7 @@ fn metrics_cmd(pids: &metrics::Targets, listen: Option<SocketAddr>) -> i32 {
             return 1;
         }
     };
-    let bound = listener.local_addr().unwrap_or(addr);
-    if !metrics::is_loopback(&bound) {
-        eprintln!(
-            "stallguard: warning: serving metrics on {bound}, which is not a loopback address"
-        );
-    }
-    eprintln!("stallguard: serving http://{bound}/metrics");
+    announce(listener.local_addr().unwrap_or(addr));
     match metrics::serve(listener, pids) {
         Ok(()) => 0,
         Err(e) => {
@@ -277,6 +281,16 @@ fn metrics_cmd(pids: &metrics::Targets, listen: Option<SocketAddr>) -> i32 {
             1
         }
     }
+}
+
+/// Says where the metrics are served (and warns when that is not loopback).
+fn announce(bound: SocketAddr) {
+    if !metrics::is_loopback(&bound) {
+        eprintln!(
+            "stallguard: warning: serving metrics on {bound}, which is not a loopback address"
+        );
+    }
+    eprintln!("stallguard: serving http://{bound}/metrics");
 }
 
 #[cfg(test)]
