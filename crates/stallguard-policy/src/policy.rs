@@ -428,51 +428,74 @@ impl Policy {
     /// The effective policy as logfmt pairs, for the start line. Port rules, exemptions and
     /// the per-source cap appear only when set.
     pub fn describe(&self) -> String {
-        let mut out = format!(
-            "{} action={} tick={} adopt={}",
+        let mut parts = vec![
             self.timers.describe(),
-            match self.action {
-                Action::Shutdown => "shutdown",
-                Action::Rst => "rst",
-                Action::Log => "log",
-            },
-            format_duration_ms(self.tick_ms),
-            if self.adopt_stdio { "on" } else { "off" },
-        );
-        out += &format!(
-            " backstops={} socket_timeouts={}",
-            if self.backstops { "on" } else { "off" },
-            if self.socket_timeouts { "on" } else { "off" }
-        );
+            format!("action={}", self.action.name()),
+            format!("tick={}", format_duration_ms(self.tick_ms)),
+            format!("adopt={}", on_off(self.adopt_stdio)),
+            format!("backstops={}", on_off(self.backstops)),
+            format!("socket_timeouts={}", on_off(self.socket_timeouts)),
+        ];
+        parts.extend(self.optional_parts());
+        parts.join(" ")
+    }
+
+    /// The pairs shown only when set: cap, Unix sockets, deferred accept, outbound
+    /// deadlines, exempt ranges, port rules.
+    fn optional_parts(&self) -> Vec<String> {
+        let mut parts = Vec::new();
         if self.per_source > 0 {
-            out += &format!(" per_source={}", self.per_source);
+            parts.push(format!("per_source={}", self.per_source));
         }
         if self.unix {
-            out += " unix=on";
+            parts.push("unix=on".into());
         }
         if !self.defer_accept.is_empty() {
-            let ports: Vec<String> = self.defer_accept.iter().map(u16::to_string).collect();
-            out += &format!(" defer_accept={}", ports.join(","));
+            parts.push(format!("defer_accept={}", joined(&self.defer_accept)));
         }
         if let Some(o) = self.outbound {
-            out += &format!(
-                " outbound=connect={},idle={}",
+            let (c, i) = (
                 format_duration_ms(o.connect_ms),
-                format_duration_ms(o.idle_ms)
+                format_duration_ms(o.idle_ms),
             );
+            parts.push(format!("outbound=connect={c},idle={i}"));
         }
         if !self.exempt.is_empty() {
-            let cidrs: Vec<String> = self.exempt.iter().map(Cidr::to_string).collect();
-            out += &format!(" exempt={}", cidrs.join(","));
+            parts.push(format!("exempt={}", joined(&self.exempt)));
         }
         for (port, rule) in &self.ports {
-            match rule {
-                None => out += &format!(" port{port}=off"),
-                Some(t) => out += &format!(" port{port}=\"{}\"", t.describe()),
-            }
+            parts.push(match rule {
+                None => format!("port{port}=off"),
+                Some(t) => format!("port{port}=\"{}\"", t.describe()),
+            });
         }
-        out
+        parts
     }
+}
+
+impl Action {
+    /// As `STALLGUARD_ACTION` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Shutdown => "shutdown",
+            Action::Rst => "rst",
+            Action::Log => "log",
+        }
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// `80,8080`, `10.0.0.0/8,::1/128`.
+fn joined<T: fmt::Display>(items: &[T]) -> String {
+    let shown: Vec<String> = items.iter().map(T::to_string).collect();
+    shown.join(",")
 }
 
 #[cfg(test)]
