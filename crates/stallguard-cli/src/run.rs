@@ -200,44 +200,48 @@ pub fn check_log_file(policy: &Policy) -> Result<(), ConfigError> {
 /// why none would be).
 pub fn check_report(policy: &Policy, lib: Result<&Path, &str>) -> String {
     let mut out = format!("{}\n", policy.describe());
-    let exempt: Vec<String> = policy.exempt.iter().map(cidr_text).collect();
-    out += &format!(
-        "exempt peers: {}\n",
-        if exempt.is_empty() {
-            "none".to_string()
-        } else {
-            exempt.join(", ")
-        }
-    );
-    out += &format!(
-        "log file: {}\n",
-        policy
-            .log_file
-            .as_deref()
-            .unwrap_or("none (stderr of the server)")
-    );
-    out += &format!(
-        "metrics file: {}\n",
-        policy.metrics_file.as_deref().unwrap_or("none")
-    );
-    out += &format!(
-        "report period: {}\n",
-        if policy.report_ms == 0 {
-            "off".to_string()
-        } else {
-            format_duration_ms(policy.report_ms)
-        }
-    );
-    match lib {
-        Ok(l) => out += &format!("ok: policy valid; would preload {}\n", l.display()),
-        Err(e) => {
-            out += &format!(
-                "policy valid, but no library to preload: {}\n",
-                e.trim_start_matches("stallguard: ")
-            )
-        }
+    for (name, value) in settings(policy) {
+        out += &format!("{name}: {value}\n");
     }
-    out
+    out + &library_line(lib)
+}
+
+/// What `--check` lists after the policy line: (name, value).
+fn settings(policy: &Policy) -> [(&'static str, String); 4] {
+    let exempt: Vec<String> = policy.exempt.iter().map(cidr_text).collect();
+    [
+        (
+            "exempt peers",
+            if exempt.is_empty() {
+                "none".to_string()
+            } else {
+                exempt.join(", ")
+            },
+        ),
+        (
+            "log file",
+            policy
+                .log_file
+                .clone()
+                .unwrap_or_else(|| "none (stderr of the server)".into()),
+        ),
+        (
+            "metrics file",
+            policy.metrics_file.clone().unwrap_or_else(|| "none".into()),
+        ),
+        ("report period", format_duration_ms(policy.report_ms)),
+    ]
+}
+
+/// The `ok:` line naming the library `run` would preload, or why none would be.
+fn library_line(lib: Result<&Path, &str>) -> String {
+    match lib {
+        Ok(l) => format!("ok: policy valid; would preload {}\n", l.display()),
+        Err(e) => format!(
+            "policy valid, but no library to preload: {}\n",
+            e.trim_start_matches("stallguard: ")
+        ),
+    }
 }
 
 /// `10.0.0.0/24`, `::1/128` (a CIDR as the operator would write it).
@@ -551,6 +555,34 @@ mod tests {
             let e = preloadable(PathBuf::from(odd)).unwrap_err();
             assert!(e.contains("LD_PRELOAD cannot express"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_check_report_lists_the_settings_then_the_library() {
+        let (policy, _) = parse_env([
+            ("STALLGUARD_EXEMPT", "10.0.0.0/24,::1"),
+            ("STALLGUARD_REPORT", "off"),
+        ]);
+        let report = check_report(&policy, Ok(Path::new("/l/libstallguard.so")));
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines[0], policy.describe());
+        assert_eq!(
+            lines[1..],
+            [
+                "exempt peers: 10.0.0.0/24, ::1/128",
+                "log file: none (stderr of the server)",
+                "metrics file: none",
+                "report period: off",
+                "ok: policy valid; would preload /l/libstallguard.so",
+            ]
+        );
+        let report = check_report(&Policy::default(), Err("stallguard: cannot find it"));
+        assert!(
+            report.contains("exempt peers: none\nlog file: none"),
+            "{report}"
+        );
+        assert!(report.contains("report period: 1m\n"), "{report}");
+        assert!(report.ends_with("policy valid, but no library to preload: cannot find it\n"));
     }
 
     #[test]
