@@ -115,10 +115,12 @@ static int watchers_of(pid_t pid)
 }
 
 /* The watcher starts asynchronously: wait up to 2 s for it to appear (or confirm absence). */
+/* Up to 5 s: a sanitizer build of a forked child on a loaded 2-core machine can take 2 s to
+   start its watcher; one that never starts still fails. */
 static int watchers_settled(int expect)
 {
     int n = watchers_of(0);
-    for (long end = now_ms() + 2000; n != expect && now_ms() < end; n = watchers_of(0))
+    for (long end = now_ms() + 5000; n != expect && now_ms() < end; n = watchers_of(0))
         usleep(10000);
     return n;
 }
