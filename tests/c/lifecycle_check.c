@@ -114,9 +114,9 @@ static int watchers_of(pid_t pid)
     return n;
 }
 
-/* The watcher starts asynchronously: wait up to 2 s for it to appear (or confirm absence). */
-/* Up to 5 s: a sanitizer build of a forked child on a loaded 2-core machine can take 2 s to
-   start its watcher; one that never starts still fails. */
+/* The watcher starts asynchronously: wait up to 5 s for it to appear (or confirm absence). A
+   sanitizer build of a forked child on a loaded 2-core machine once took over 2 s; a watcher
+   that never starts still fails. */
 static int watchers_settled(int expect)
 {
     int n = watchers_of(0);
