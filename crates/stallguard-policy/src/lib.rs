@@ -8,6 +8,7 @@ pub mod kernel_view;
 pub mod policy;
 pub mod ports;
 pub mod pressure;
+pub mod suggest;
 pub mod timers;
 pub mod verdict;
 
