@@ -17,7 +17,7 @@ use crate::runtime::config;
 use crate::runtime::log::log_line;
 use crate::table::{self, listeners, stats};
 use stallguard_policy::pressure::{
-    below_rate, pick, queued_inside, stalled_for, PortLoad, Rates, Window,
+    below_rate, pick, queued_inside, stalled_for, sustained, PortLoad, Rates, Window,
 };
 use stallguard_policy::Reason;
 
@@ -36,6 +36,8 @@ pub struct Pressure {
     candidates: Vec<(u64, usize)>,
     /// Ports under pressure last tick (to log when it starts and ends).
     was_under: Vec<u16>,
+    /// Per port: since when clients have been waiting without a break.
+    waiting_since: Vec<(u16, u64)>,
 }
 
 impl Pressure {
@@ -55,6 +57,7 @@ impl Pressure {
                 load.holders += 1;
             }
         }
+        self.require_sustained(now);
         let grace = config::policy().pressure_grace_ms;
         for i in 0..self.loads.len() {
             let load = self.loads[i];
@@ -64,6 +67,26 @@ impl Pressure {
         }
         self.log_changes();
         self.publish();
+    }
+
+    /// Clears the waiting clients of ports where they have not waited long enough yet (they
+    /// are no pressure), remembering since when each port has had some.
+    fn require_sustained(&mut self, now: u64) {
+        let loads = &mut self.loads;
+        self.waiting_since
+            .retain(|(port, _)| loads.iter().any(|l| l.port == *port && l.waiting() > 0));
+        for l in loads.iter_mut().filter(|l| l.waiting() > 0) {
+            let since = match self.waiting_since.iter().find(|(p, _)| *p == l.port) {
+                Some(&(_, since)) => since,
+                None => {
+                    self.waiting_since.push((l.port, now));
+                    now
+                }
+            };
+            if !sustained(since, now) {
+                l.holders = 0; // not (yet) under pressure
+            }
+        }
     }
 
     /// Adds each listener's accept queue to its port's load; forgets fds that no longer

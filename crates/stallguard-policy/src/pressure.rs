@@ -177,6 +177,13 @@ impl PortLoad {
     }
 }
 
+/// Clients waiting only for an instant (an event loop between two wake-ups) is no pressure:
+/// a port is under pressure once clients have been waiting for [`QUEUED_AFTER_MS`] without a
+/// break. `waiting_since`: when this run of ticks with waiting clients began (0: none now).
+pub fn sustained(waiting_since: u64, now: u64) -> bool {
+    waiting_since != 0 && now.saturating_sub(waiting_since) >= QUEUED_AFTER_MS
+}
+
 /// Whether an accepted connection counts as queued inside the server: never read yet, and
 /// accepted at least [`QUEUED_AFTER_MS`] ago.
 pub fn queued_inside(first_wait_at: u64, accepted_at: u64, now: u64) -> bool {
@@ -323,6 +330,13 @@ mod tests {
         };
         assert!(!idle.under_pressure());
         assert_eq!(idle.budget(), 0);
+    }
+
+    #[test]
+    fn pressure_must_last_a_short_moment() {
+        assert!(!sustained(0, 5_000));
+        assert!(!sustained(5_000, 5_000 + QUEUED_AFTER_MS - 1));
+        assert!(sustained(5_000, 5_000 + QUEUED_AFTER_MS));
     }
 
     #[test]
