@@ -342,12 +342,11 @@ fn bound_for(kind: Kind) -> u64 {
     }
 }
 
-fn run_all(cells: &[(Server, Kind)], secs: u64) {
-    let handles: Vec<_> = cells
+/// Every attack of `kinds` against its own `server`, in parallel, probing for `secs`.
+fn run_all(server: Server, kinds: &[Kind], secs: u64) {
+    let handles: Vec<_> = kinds
         .iter()
-        .map(|&(server, kind)| {
-            thread::spawn(move || attack_scenario(server, kind, secs, bound_for(kind)))
-        })
+        .map(|&kind| thread::spawn(move || attack_scenario(server, kind, secs, bound_for(kind))))
         .collect();
     let failures: Vec<String> = handles
         .into_iter()
@@ -358,29 +357,16 @@ fn run_all(cells: &[(Server, Kind)], secs: u64) {
 
 #[test]
 fn pool_server_recovers_from_each_attack_under_pressure() {
-    run_all(
-        &[
-            (Server::Pool, Kind::Silent),
-            (Server::Pool, Kind::Slowloris),
-            (Server::Pool, Kind::SlowBody),
-            (Server::Pool, Kind::SlowRead),
-        ],
-        14,
-    );
+    use Kind::*;
+    run_all(Server::Pool, &[Silent, Slowloris, SlowBody, SlowRead], 14);
 }
 
+/// Slow body is no attack on civetweb's static pages: it answers a POST without reading the
+/// body (measured: served at once, guarded or not).
 #[test]
 fn civetweb_recovers_from_silence_slowloris_and_slow_read_under_pressure() {
-    // Slow body is no attack on civetweb's static pages: it answers a POST without reading
-    // the body (measured: served at once, guarded or not).
-    run_all(
-        &[
-            (Server::Civetweb, Kind::Silent),
-            (Server::Civetweb, Kind::Slowloris),
-            (Server::Civetweb, Kind::SlowRead),
-        ],
-        14,
-    );
+    use Kind::*;
+    run_all(Server::Civetweb, &[Silent, Slowloris, SlowRead], 14);
 }
 
 /// Downloads `path` reading at about `rate` bytes a second; returns the body length.

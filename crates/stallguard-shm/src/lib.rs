@@ -374,32 +374,18 @@ impl Counters {
             );
         }
         let ports = self.active_ports();
-        out += "# HELP stallguard_accept_queue Clients waiting for a worker on a listening port (accept queue, and accepted but not yet read).\n";
-        out += "# TYPE stallguard_accept_queue gauge\n";
-        for p in &ports {
-            out += &format!(
-                "stallguard_accept_queue{} {}\n",
-                with(&format!("port=\"{}\"", p.port)),
-                p.waiting
-            );
-        }
-        out += "# HELP stallguard_under_pressure 1 while clients wait for a worker and connections on the client's turn hold workers.\n";
-        out += "# TYPE stallguard_under_pressure gauge\n";
-        for p in &ports {
-            out += &format!(
-                "stallguard_under_pressure{} {}\n",
-                with(&format!("port=\"{}\"", p.port)),
-                p.under_pressure
-            );
-        }
-        out += "# HELP stallguard_pressure_total Connections reaped for pressure, by listening port.\n";
-        out += "# TYPE stallguard_pressure_total counter\n";
-        for p in &ports {
-            out += &format!(
-                "stallguard_pressure_total{} {}\n",
-                with(&format!("port=\"{}\"", p.port)),
-                p.pressure_reaps
-            );
+        type Value = fn(&PortStat) -> u64;
+        let families: [(&str, &str, &str, Value); 3] = [
+            ("stallguard_accept_queue", "gauge", "Clients waiting for a worker on a listening port (accept queue, and accepted but not yet read).", |p| u64::from(p.waiting)),
+            ("stallguard_under_pressure", "gauge", "1 while clients wait for a worker and connections on the client's turn hold workers.", |p| u64::from(p.under_pressure)),
+            ("stallguard_pressure_total", "counter", "Connections reaped for pressure, by listening port.", |p| p.pressure_reaps),
+        ];
+        for (family, kind, help, value) in families {
+            out += &format!("# HELP {family} {help}\n# TYPE {family} {kind}\n");
+            for p in &ports {
+                let labels = with(&format!("port=\"{}\"", p.port));
+                out += &format!("{family}{labels} {}\n", value(p));
+            }
         }
         out += "# HELP stallguard_rejected_over_cap_total Connections refused at accept for STALLGUARD_PER_SOURCE.\n";
         out += "# TYPE stallguard_rejected_over_cap_total counter\n";
