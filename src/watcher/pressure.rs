@@ -19,7 +19,7 @@ use crate::table::{self, listeners, stats};
 use stallguard_policy::pressure::{
     below_rate, pick, queued_inside, stalled_for, sustained, PortLoad, Rates, Window,
 };
-use stallguard_policy::Reason;
+use stallguard_policy::{Action, Reason};
 
 /// Per-fd progress window, valid for the slot state it was started in.
 #[derive(Clone, Copy, Default)]
@@ -153,7 +153,9 @@ impl Pressure {
                 note: Some(("queue", load.waiting())),
             };
             act::reap_why(o.fd, slot, o.state, why, &o.facts, o.kernel_view);
-            stats::count_pressure_reap(load.port);
+            if config::policy().action != Action::Log {
+                stats::count_pressure_reap(load.port); // monitor mode only logged it
+            }
             o.done = true;
             if let Some(m) = memory.get_mut(o.fd as usize) {
                 m.done = true;

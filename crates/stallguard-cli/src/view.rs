@@ -855,6 +855,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn ports_line_only_once_a_listener_was_seen() {
+        let mut c = Counters::default();
+        assert_eq!(ports_text(&c), None);
+        c.ports[1] = stallguard_shm::PortStat {
+            port: 8080,
+            under_pressure: 1,
+            waiting: 12,
+            pressure_reaps: 31,
+        };
+        c.ports[0].port = 9000;
+        assert_eq!(
+            ports_text(&c).as_deref(),
+            Some("ports: 8080 queue 12 UNDER PRESSURE, 31 pressure reaps; 9000 queue 0, 0 pressure reaps")
+        );
+        assert!(counters_json(&c).contains(
+            r#""ports":[{"port":8080,"queue":12,"under_pressure":true,"pressure_reaps":31}"#
+        ));
+    }
+
+    #[test]
     fn sorted_by_waiting_then_pid_and_fd() {
         let views = vec![
             view(2, "", vec![rec(5, TURN_CLIENT, 10), rec(6, 0, 900)]),
