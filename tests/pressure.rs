@@ -542,3 +542,45 @@ fn every_prefork_child_sees_the_shared_listeners_queue() {
     assert!(share >= 0.99, "{probes:?}");
     assert!(srv.is_alive());
 }
+
+/// Reads `/big` 100 bytes at a time every `every` (4.6 kB receive buffer) for up to `secs`;
+/// returns when (s) the server cut it, or None.
+fn slow_reader(addr: SocketAddr, every: Duration, secs: u64) -> Option<f64> {
+    let s = connect_tcp([127, 0, 0, 1], addr, Some(1)).unwrap();
+    (&s).write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        match (&s).read(&mut [0u8; 100]) {
+            Ok(n) if n > 0 => thread::sleep(every),
+            _ => return Some(t0.elapsed().as_secs_f64()),
+        }
+    }
+    None
+}
+
+#[test]
+fn a_response_slower_than_its_minimum_rate_is_a_write_stall() {
+    // Fixed timers only: the response minimum rate, without pressure.
+    let policy = [
+        ("STALLGUARD_PRESSURE", "off"),
+        ("STALLGUARD_WRITE_STALL", "8s,minrate=240"),
+    ];
+    let srv = start(Server::Pool, "pressure-minrate", &policy);
+    let addr = srv.addr;
+    // ~200 B/s: bytes keep moving (never 8 s without progress), but below 240 B/s.
+    let slow = thread::spawn(move || slow_reader(addr, Duration::from_millis(500), 16));
+    // ~1000 B/s: above the rate, never cut.
+    let steady = slow_reader(addr, Duration::from_millis(100), 16);
+    let slow = slow.join().unwrap();
+    assert_eq!(steady, None, "a reader above the minimum rate was cut");
+    assert!(
+        slow.is_some_and(|s| (8.0..15.0).contains(&s)),
+        "slow reader cut at {slow:?}"
+    );
+    let reaps = reap_lines(&srv.log_text());
+    assert_eq!(reaps.len(), 1, "{reaps:?}");
+    assert_eq!(reaps[0]["reason"], "write_stall");
+    let rate: u64 = reaps[0]["rate"].parse().expect("the measured rate");
+    assert!(rate < 240, "{:?}", reaps[0]);
+}
