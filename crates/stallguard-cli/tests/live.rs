@@ -116,6 +116,69 @@ fn reap_fd_releases_the_connection() {
     );
 }
 
+/// Issue 14 item 3: concurrent commands used to overwrite each other's request in a
+/// single-slot mailbox (all but one lost). Twenty at once, each on its own connection: each
+/// answered, each connection cut.
+#[test]
+fn twenty_concurrent_reaps_are_each_answered() {
+    const N: usize = 20;
+    let server = stallguard_run("pool_server", &["--threads", "24"], PATIENT);
+    let mut clients: Vec<TcpStream> = (0..N).map(|_| silent_client(server.addr())).collect();
+    let fds: Vec<String> = clients
+        .iter()
+        .map(|c| {
+            let conn = wait_connection(
+                server.pid(),
+                local_port(c),
+                Duration::from_secs(20),
+                is_client_turn,
+            );
+            conn["fd"].as_i64().unwrap().to_string()
+        })
+        .collect();
+    let pid = server.pid().to_string();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(N));
+    let commands: Vec<_> = fds
+        .iter()
+        .map(|fd| {
+            let (pid, fd, start) = (pid.clone(), fd.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let out = stallguard(&["reap", &pid, "--fd", &fd]);
+                (fd, out)
+            })
+        })
+        .collect();
+    for c in commands {
+        let (fd, out) = c.join().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "fd {fd}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains(&format!("reaped fd {fd}\n")),
+            "fd {fd}: {}",
+            text(&out.stdout)
+        );
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert!(
+            wait_cut(c, Duration::from_secs(5)),
+            "client {i} (fd {}) not cut",
+            fds[i]
+        );
+    }
+    let manual = server
+        .wait_events("reap", N, Duration::from_secs(5))
+        .into_iter()
+        .filter(|r| r["reason"] == "manual")
+        .count();
+    assert_eq!(manual, N, "{}", server.log_text());
+}
+
 #[test]
 fn reap_stuck_cuts_long_waits_only() {
     let server = stallguard_run("pool_server", &["--threads", "4"], PATIENT);
