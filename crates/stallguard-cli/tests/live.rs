@@ -42,8 +42,9 @@ fn top_shows_a_stalled_client_with_a_growing_wait() {
     assert_eq!(first["peer"], format!("127.0.0.1:{port}"));
     assert_eq!(first["view"], "hooks");
     let left = first["time_left_ms"].as_u64().expect("a timer runs");
-    // The deadline is 120 s after the wait began; the shim's coarse clock may add a tick.
-    assert!(left <= 120_000 + 1000, "{first}");
+    // The deadline is 120 s after the wait began: never more left than that, although the
+    // shim's coarse clock stamps events at the end of its tick.
+    assert!(left <= 120_000, "{first}");
     // Records are republished about once a second: wait for a later copy.
     let later = wait_connection(server.pid(), port, Duration::from_secs(15), |c| {
         c["waiting_ms"].as_u64().unwrap_or(0) >= w0 + 1000
