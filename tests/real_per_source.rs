@@ -79,19 +79,12 @@ fn per_source_cap_keeps_civetweb_serving_other_clients() {
     assert!(log.contains("event=over_cap"), "{log}");
 }
 
-/// Children of `pid` that are not zombies (one per connection mini_httpd is serving).
+/// Children of `pid` that are not zombies (one per connection being served).
 fn live_children(pid: u32) -> usize {
-    stallguard_testkit::children_of(pid)
+    let children = stallguard_testkit::children_of(pid);
+    children
         .into_iter()
-        .filter(|c| {
-            std::fs::read_to_string(format!("/proc/{c}/stat"))
-                .ok()
-                .and_then(|st| {
-                    st.rsplit_once(')')
-                        .map(|(_, rest)| rest.trim_start().to_string())
-                })
-                .is_some_and(|rest| !rest.starts_with('Z'))
-        })
+        .filter(|c| stallguard_testkit::pid_alive(*c))
         .count()
 }
 

@@ -15,11 +15,13 @@
 //!   pid removed; the last holder gives the source's place back;
 //! * exit(): an atexit handler leaves every hold this process still has (the kernel closes
 //!   the fds afterwards without our hooks);
-//! * a holder that never lets go (killed, `_exit`, exec): the watchers' liveness sweep frees a
-//!   hold none of whose registered pids lives any more, after a grace period that covers a
-//!   child between fork and its registration (and a fork that failed). A hold whose holders
-//!   did not all fit in its pid list is never swept: it waits for its closes (fail closed
-//!   for that one connection rather than admit more than the cap).
+//! * a holder that never lets go (killed, `_exit`, exec'd and exited): the watchers' liveness
+//!   sweep takes each registered pid that is gone out of the hold, with its holder; a hold
+//!   left with holders but no registered pid (a fork that failed, or whose child has not
+//!   registered yet) is freed after a grace period. A child that finds the pid list full
+//!   first takes the place of a gone holder; if none, it is counted as unlisted and the hold
+//!   is never freed by the sweep while it has unlisted holders (fail closed for that one
+//!   connection rather than admit more than the cap).
 //!
 //! Everything is atomics: the hooks (close, dup) and the fork handlers run here, async-signal
 //! safe. When the table is full, a connection is counted the old way (its place is given back
@@ -49,8 +51,8 @@ struct Hold {
     /// The source key whose place this connection holds.
     source: AtomicU64,
     pids: [AtomicU32; PIDS],
-    /// A holder's pid did not fit in `pids`: never swept.
-    overflow: AtomicU32,
+    /// Holders whose pid did not fit in `pids` (the sweep cannot see whether they live).
+    unlisted: AtomicU32,
     /// Forks counted in the parent whose child has not registered its pid yet.
     pending: AtomicU32,
     /// When the sweep first saw no live holder (0: it has not).
@@ -129,7 +131,7 @@ pub fn adopt(source: u64) -> u32 {
         for p in &h.pids[1..] {
             p.store(0, Relaxed);
         }
-        h.overflow.store(0, Relaxed);
+        h.unlisted.store(0, Relaxed);
         h.pending.store(0, Relaxed);
         h.orphan_since.store(0, Relaxed);
         h.state.store((generation << 32) | 1, Release);
@@ -172,10 +174,24 @@ fn leave(i: usize, id: u32) {
     let Some(h) = shared().and_then(|sh| sh.holds.get(i)) else {
         return;
     };
-    let me = pid::pid() as u32;
-    for p in &h.pids {
-        let _ = p.compare_exchange(me, 0, AcqRel, Relaxed);
+    if !generation_matches(h.state.load(Acquire), id) {
+        return; // freed by the sweep (and perhaps reused) meanwhile
     }
+    let me = pid::pid() as u32;
+    let listed = h
+        .pids
+        .iter()
+        .any(|p| p.compare_exchange(me, 0, AcqRel, Relaxed).is_ok());
+    if !listed {
+        let _ = h
+            .unlisted
+            .fetch_update(AcqRel, Acquire, |n| n.checked_sub(1));
+    }
+    drop_holder(h, id);
+}
+
+/// One holder less (generation-checked); the last one frees the hold.
+fn drop_holder(h: &Hold, id: u32) {
     loop {
         let s = h.state.load(Acquire);
         let count = s & BUSY;
@@ -244,19 +260,40 @@ pub fn after_fork_in_child() {
     let Some(sh) = shared() else { return };
     FORKED_HOLDING.store(false, Relaxed);
     let me = pid::pid() as u32;
-    each_local(|i, _| {
+    each_local(|i, id| {
         let h = &sh.holds[i];
+        let s = h.state.load(Acquire);
+        if !generation_matches(s, id) || s & BUSY == 0 || s & BUSY == BUSY {
+            return; // no longer the connection this process inherited
+        }
         let placed = h
             .pids
             .iter()
-            .any(|p| p.compare_exchange(0, me, AcqRel, Relaxed).is_ok());
+            .any(|p| p.compare_exchange(0, me, AcqRel, Relaxed).is_ok())
+            || take_place_of_a_gone_holder(h, id, me);
         if !placed {
-            h.overflow.store(1, Release);
+            h.unlisted.fetch_add(1, AcqRel);
         }
         let _ = h
             .pending
             .fetch_update(AcqRel, Acquire, |n| n.checked_sub(1));
     });
+}
+
+/// A full pid list: takes the entry of a holder that is gone (it never let go: killed,
+/// `_exit`, exec'd and exited), dropping its holder.
+fn take_place_of_a_gone_holder(h: &Hold, id: u32, me: u32) -> bool {
+    h.pids.iter().any(|p| {
+        let old = p.load(Acquire);
+        let taken = old != 0
+            && old != me
+            && sys::process_gone(old as i32)
+            && p.compare_exchange(old, me, AcqRel, Relaxed).is_ok();
+        if taken {
+            drop_holder(h, id);
+        }
+        taken
+    })
 }
 
 /// atexit: the kernel is about to close this process's fds without our hooks; leave every
@@ -288,21 +325,41 @@ pub fn sweep(now: u64) -> usize {
     {
         return 0;
     }
+    let me = pid::pid() as u32;
     let mut freed = 0;
-    for h in sh.holds.iter().take(sh.used.load(Acquire)) {
+    for (i, h) in sh.holds.iter().enumerate().take(sh.used.load(Acquire)) {
         let s = h.state.load(Acquire);
         let count = s & BUSY;
-        if count == 0 || count == BUSY || h.overflow.load(Acquire) != 0 {
+        if count == 0 || count == BUSY {
             continue;
         }
-        let alive = h.pids.iter().any(|p| {
-            let p = p.load(Acquire);
-            p != 0 && !sys::process_gone(p as i32) && !sys::exited_child(p as i32)
-        });
-        if alive {
+        let id = id_of(i, s >> 32);
+        // Each registered holder that is gone (and never let go) leaves now, through us.
+        let mut listed = false;
+        for p in &h.pids {
+            let pid = p.load(Acquire);
+            if pid == 0 {
+                continue;
+            }
+            // This process is alive: no syscall for what it holds itself.
+            let gone =
+                pid != me && (sys::process_gone(pid as i32) || sys::exited_child(pid as i32));
+            if gone && p.compare_exchange(pid, 0, AcqRel, Relaxed).is_ok() {
+                if h.state.load(Acquire) & BUSY == 1 {
+                    freed += 1; // the last holder: dropping it frees the hold
+                }
+                drop_holder(h, id);
+            } else if !gone {
+                listed = true;
+            }
+        }
+        let s = h.state.load(Acquire);
+        let count = s & BUSY;
+        if listed || count == 0 || count == BUSY || h.unlisted.load(Acquire) != 0 {
             h.orphan_since.store(0, Relaxed);
             continue;
         }
+        // Holders, none registered: forks whose child has not registered (yet, or ever).
         let since = h.orphan_since.load(Relaxed);
         if since == 0 {
             h.orphan_since.store(now, Relaxed);
@@ -319,6 +376,18 @@ pub fn sweep(now: u64) -> usize {
 mod tests {
     use super::*;
 
+    /// The tables are process-wide: one test at a time, each with the sweep's clock reset.
+    fn setup() -> std::sync::MutexGuard<'static, ()> {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        static INIT: std::sync::Once = std::sync::Once::new();
+        let guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        INIT.call_once(|| assert!(sources::init() && init()));
+        crate::runtime::pid::refresh_pid();
+        MY_SWEEP_AT.store(0, Relaxed);
+        shared().unwrap().swept_at.store(0, Relaxed);
+        guard
+    }
+
     fn held(key: u64) -> bool {
         // A cap of 1: admitted only if nothing from `key` is held.
         let free = sources::acquire(key, 1);
@@ -330,8 +399,7 @@ mod tests {
 
     #[test]
     fn the_place_is_held_until_the_last_fd_of_the_last_process() {
-        assert!(sources::init() && init());
-        crate::runtime::pid::refresh_pid();
+        let _one = setup();
         let key = 0xffff_ffff_0a00_0063;
         assert!(sources::acquire(key, 1));
         let id = adopt(key);
@@ -359,5 +427,28 @@ mod tests {
         assert!(held(key));
         let_go(again);
         assert!(!held(key));
+    }
+
+    #[test]
+    fn a_registered_holder_that_is_gone_is_dropped_by_the_sweep() {
+        let _one = setup();
+        let key = 0xffff_ffff_0a00_0064;
+        assert!(sources::acquire(key, 1));
+        let id = adopt(key);
+        let h = &shared().unwrap().holds[index_of(id)];
+        before_fork();
+        // The child registered, then ended with _exit (no hook ran): a pid that is gone.
+        let gone = i32::MAX as u32 - 7;
+        assert!(sys::process_gone(gone as i32));
+        h.pids[1].store(gone, Release);
+        h.pending.store(0, Release);
+        let_go(id); // the parent closes its copy
+        assert!(held(key), "the child still counts");
+        let t = 50_000_000;
+        assert!(sweep(t) + sweep(t + SWEEP_EVERY_MS) >= 1);
+        assert!(
+            !held(key),
+            "dropped at once, no grace: the child was registered"
+        );
     }
 }
