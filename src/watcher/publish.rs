@@ -240,6 +240,12 @@ pub fn take_request(now: u64) -> Option<Request> {
                 }
                 return None;
             }
+            Take::Request(r) if r.expired(now) => {
+                // Its command gave up; the fd may name another connection by now.
+                log_line!(Warn, "event=operator_request_expired fd={}", r.fd);
+                mailbox.answer(r.ticket, 0);
+                continue;
+            }
             Take::Request(r) => r,
         };
         let fd = match r.kind {

@@ -19,6 +19,7 @@ use crate::segment::{segments_for, Notes, Segment};
 use crate::view::human_ms;
 
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+const _: () = assert!(stallguard_shm::REQUEST_EXPIRES_MS + 250 <= ANSWER_WITHIN.as_millis() as u64);
 
 /// The default minimum wait of `--stuck`: the library's "stuck" threshold.
 pub const DEFAULT_MIN_WAIT_MS: u64 = stallguard_policy::STUCK_AFTER_MS;
@@ -102,7 +103,7 @@ fn ask(seg: &Segment, kind: u32, fd: i32) -> Option<u32> {
     let mailbox = &seg.header().mailbox;
     let deadline = Instant::now() + ANSWER_WITHIN;
     let ticket = loop {
-        if let Some(t) = mailbox.post(kind, fd) {
+        if let Some(t) = mailbox.post(kind, fd, stallguard_shm::monotonic_ms()) {
             break t;
         }
         // Full: as many requests as the ring holds wait for the watcher.
@@ -111,6 +112,9 @@ fn ask(seg: &Segment, kind: u32, fd: i32) -> Option<u32> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    // The watcher carries a request out only within REQUEST_EXPIRES_MS of its posting: the
+    // answer of any request carried out comes before this deadline.
+    let deadline = deadline.max(Instant::now() + ANSWER_WITHIN);
     loop {
         match mailbox.answer_of(ticket) {
             Answer::Reaped(n) => return Some(n),

@@ -180,6 +180,30 @@ fn twenty_concurrent_reaps_are_each_answered() {
     assert_eq!(manual, N, "{}", server.log_text());
 }
 
+/// A request the command gave up on (the process was stopped and did not answer in time) is
+/// not carried out when the process continues: by then the fd may name another connection.
+#[test]
+fn a_request_given_up_on_is_not_carried_out_later() {
+    let (server, mut client, conn) = with_silent_client("pool_server", &[]);
+    let fd = conn["fd"].as_i64().unwrap().to_string();
+    kill_pid(server.pid(), libc::SIGSTOP);
+    let out = stallguard(&["reap", &server.pid().to_string(), "--fd", &fd]);
+    kill_pid(server.pid(), libc::SIGCONT);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("no answer"),
+        "{}",
+        text(&out.stderr)
+    );
+    let expired = server.wait_events("operator_request_expired", 1, Duration::from_secs(5));
+    assert_eq!(expired[0]["fd"], fd, "{}", server.log_text());
+    assert!(
+        !wait_cut(&mut client, Duration::from_millis(500)),
+        "cut by a request its command had given up on"
+    );
+    assert!(server.events("reap").is_empty(), "{}", server.log_text());
+}
+
 #[test]
 fn reap_stuck_cuts_long_waits_only() {
     let server = stallguard_run("pool_server", &["--threads", "4"], PATIENT);

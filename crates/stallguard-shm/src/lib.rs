@@ -40,6 +40,24 @@ pub const REQUEST_STUCK: u32 = 2;
 /// wait for a free slot.
 pub const MAILBOX_SLOTS: usize = 64;
 
+/// A request the watcher finds later than this after it was posted is answered without
+/// being carried out: by then the command has given up (it waits longer than this for an
+/// answer, so it sees every request that was carried out), and the fd may name another
+/// connection (a process stopped, then continued).
+pub const REQUEST_EXPIRES_MS: u64 = 2_500;
+
+/// CLOCK_MONOTONIC in milliseconds: the clock requests are stamped with (the same for every
+/// process on the machine).
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// One request slot. `state` tells, for the ticket `t` this slot serves in lap
 /// `t / MAILBOX_SLOTS`: `2 * lap` free, `2 * lap + 1` posted (kind and fd filled), and
 /// `2 * (lap + 1)` once answered or abandoned (free for the next lap). A zeroed slot is free
@@ -51,6 +69,8 @@ pub struct RequestSlot {
     pub fd: AtomicI32,
     /// The answer: the ticket's low 32 bits, then how many connections were reaped.
     pub answer: AtomicU64,
+    /// When it was posted ([`monotonic_ms`]).
+    pub posted_ms: AtomicU64,
 }
 
 /// The operator's requests: a bounded multi-producer (commands), single-consumer (the
@@ -73,6 +93,14 @@ pub struct Request {
     pub ticket: u64,
     pub kind: u32,
     pub fd: i32,
+    pub posted_ms: u64,
+}
+
+impl Request {
+    /// Posted more than [`REQUEST_EXPIRES_MS`] before `now_ms` ([`monotonic_ms`]).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.posted_ms) > REQUEST_EXPIRES_MS
+    }
 }
 
 /// What the watcher finds at the mailbox's tail.
@@ -107,8 +135,9 @@ impl Mailbox {
         &self.slots[(ticket % MAILBOX_SLOTS as u64) as usize]
     }
 
-    /// Command side: posts a request; its ticket, or None while the ring is full.
-    pub fn post(&self, kind: u32, fd: i32) -> Option<u64> {
+    /// Command side: posts a request at `now_ms` ([`monotonic_ms`]); its ticket, or None
+    /// while the ring is full.
+    pub fn post(&self, kind: u32, fd: i32, now_ms: u64) -> Option<u64> {
         loop {
             let t = self.head.load(Ordering::Acquire);
             let slot = self.slot(t);
@@ -129,6 +158,7 @@ impl Mailbox {
             }
             slot.kind.store(kind, Ordering::Relaxed);
             slot.fd.store(fd, Ordering::Relaxed);
+            slot.posted_ms.store(now_ms, Ordering::Relaxed);
             // Fails only if the watcher abandoned the claim in between (we were stopped
             // for a long time): claim another ticket.
             if slot
@@ -169,6 +199,7 @@ impl Mailbox {
             ticket: t,
             kind: slot.kind.load(Ordering::Relaxed),
             fd: slot.fd.load(Ordering::Relaxed),
+            posted_ms: slot.posted_ms.load(Ordering::Relaxed),
         })
     }
 
@@ -353,11 +384,12 @@ mod tests {
     fn mailbox_in_order_with_answers() {
         let m: Mailbox = unsafe { std::mem::zeroed() };
         assert_eq!(m.peek(), Take::Empty);
-        let a = m.post(REQUEST_FD, 7).unwrap();
-        let b = m.post(REQUEST_STUCK, -1).unwrap();
+        let a = m.post(REQUEST_FD, 7, 0).unwrap();
+        let b = m.post(REQUEST_STUCK, -1, 0).unwrap();
         assert_eq!(m.answer_of(a), Answer::Pending);
         let Take::Request(r) = m.peek() else { panic!() };
         assert_eq!((r.ticket, r.kind, r.fd), (a, REQUEST_FD, 7));
+        assert!(!r.expired(REQUEST_EXPIRES_MS) && r.expired(REQUEST_EXPIRES_MS + 1));
         m.answer(a, 1);
         assert_eq!(m.answer_of(a), Answer::Reaped(1));
         assert_eq!(m.answer_of(b), Answer::Pending);
@@ -372,12 +404,12 @@ mod tests {
     fn mailbox_full_then_free_again_and_overwritten_answers() {
         let m: Mailbox = unsafe { std::mem::zeroed() };
         let tickets: Vec<u64> = (0..MAILBOX_SLOTS)
-            .map(|i| m.post(REQUEST_FD, i as i32).unwrap())
+            .map(|i| m.post(REQUEST_FD, i as i32, 0).unwrap())
             .collect();
-        assert_eq!(m.post(REQUEST_FD, 99), None, "full");
+        assert_eq!(m.post(REQUEST_FD, 99, 0), None, "full");
         let Take::Request(r) = m.peek() else { panic!() };
         m.answer(r.ticket, 1);
-        let next = m.post(REQUEST_FD, 99).unwrap();
+        let next = m.post(REQUEST_FD, 99, 0).unwrap();
         assert_eq!(next, MAILBOX_SLOTS as u64);
         for _ in 1..MAILBOX_SLOTS {
             let Take::Request(r) = m.peek() else { panic!() };
@@ -400,7 +432,7 @@ mod tests {
         assert_eq!(m.peek(), Take::Claimed(0));
         assert!(m.abandon(0));
         assert_eq!(m.peek(), Take::Empty);
-        let t = m.post(REQUEST_FD, 5).unwrap();
+        let t = m.post(REQUEST_FD, 5, 0).unwrap();
         assert_eq!(t, 1);
         let Take::Request(r) = m.peek() else { panic!() };
         assert_eq!(r.fd, 5);
@@ -416,7 +448,7 @@ mod tests {
                         .map(|i| {
                             let fd = p * 1000 + i;
                             let t = loop {
-                                if let Some(t) = m.post(REQUEST_FD, fd) {
+                                if let Some(t) = m.post(REQUEST_FD, fd, 0) {
                                     break t;
                                 }
                                 std::thread::yield_now();
