@@ -388,6 +388,14 @@ mod tests {
         guard
     }
 
+    /// A connection from `key` accepted and counted under a cap of 1: the hold's id.
+    fn accepted(key: u64) -> u32 {
+        assert!(sources::acquire(key, 1));
+        let id = adopt(key);
+        assert_ne!(id, 0);
+        id
+    }
+
     fn held(key: u64) -> bool {
         // A cap of 1: admitted only if nothing from `key` is held.
         let free = sources::acquire(key, 1);
@@ -401,9 +409,7 @@ mod tests {
     fn the_place_is_held_until_the_last_fd_of_the_last_process() {
         let _one = setup();
         let key = 0xffff_ffff_0a00_0063;
-        assert!(sources::acquire(key, 1));
-        let id = adopt(key);
-        assert_ne!(id, 0);
+        let id = accepted(key);
         share(id); // dup
         let_go(id);
         assert!(held(key), "a copy is still open");
@@ -411,9 +417,10 @@ mod tests {
         before_fork();
         let_go(id);
         assert!(held(key), "the child holds it");
-        let_go(id); // a stray close changes nothing
-                    // The child was never registered (it died before, or the fork failed): the sweep
-                    // waits for the grace period, then frees the place.
+        // A stray close changes nothing.
+        let_go(id);
+        // The child was never registered (it died before, or the fork failed): the sweep
+        // waits for the grace period, then frees the place.
         assert_eq!(sweep(1_000_000), 0);
         assert_eq!(sweep(1_000_000 + SWEEP_EVERY_MS), 0);
         assert!(held(key));
@@ -433,8 +440,7 @@ mod tests {
     fn a_registered_holder_that_is_gone_is_dropped_by_the_sweep() {
         let _one = setup();
         let key = 0xffff_ffff_0a00_0064;
-        assert!(sources::acquire(key, 1));
-        let id = adopt(key);
+        let id = accepted(key);
         let h = &shared().unwrap().holds[index_of(id)];
         before_fork();
         // The child registered, then ended with _exit (no hook ran): a pid that is gone.
