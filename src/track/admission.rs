@@ -8,8 +8,9 @@
 use crate::abi::errno::ErrnoGuard;
 use crate::abi::{real, socket};
 use crate::runtime::{clock, config, start_watcher};
+use crate::table::holders;
 use crate::table::sources::{self, source_key};
-use crate::table::{self, listeners, stats, Flags, Identity};
+use crate::table::{self, listeners, stats, Identity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -62,7 +63,8 @@ pub fn admitted(fd: libc::c_int) -> bool {
         Admission::Track { counted } => {
             slot.track(fd, &id, clock::refresh());
             if counted {
-                slot.set_flag(Flags::COUNTED);
+                // Held until the last process holding it lets go (fork-per-connection).
+                slot.hold_place(holders::adopt(source_key(&id)));
             }
             arm_backstops(fd, &id);
             start_watcher();

@@ -94,6 +94,7 @@ fn run() {
         judge::answer_operator(now, &mut seen, &mut memory);
         let (tracked, waiting) = distinct_connections(&seen, &mut scratch);
         stats::publish_tick(tracked, waiting);
+        crate::table::holders::sweep(now);
         publish::tick(now, &seen);
         reports.tick(now, &seen);
         sys::sleep_ms(policy.tick_ms);
