@@ -77,6 +77,7 @@ extern "C" fn after_fork_in_child() {
     clock::refresh();
     log::reset_after_fork();
     watcher::forget_parent_watcher();
+    table::owners::forget_after_fork();
     let mut inherited = 0;
     for fd in 0..table::high_water() {
         if let Some(s) = table::tracked(fd as i32) {

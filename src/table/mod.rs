@@ -1,7 +1,8 @@
 //! The shared tables, written by the hooks and read by the watcher, atomics only:
 //! * `slot`: one slot per fd (the connection's facts and its ownership protocol), `flags`;
 //! * `sources`: connections per client address (STALLGUARD_PER_SOURCE), shared across fork;
-//! * `stats`: this process's counters.
+//! * `stats`: this process's counters;
+//! * `owners`: after the program split its fd table, which thread tracked each connection.
 //!
 //! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
 //! kernel backs a page only when a slot on it is written (accept), so resident memory follows
@@ -9,6 +10,7 @@
 //! A hook on an untracked fd costs a bounds check, one load of the slot state and a branch.
 
 mod flags;
+pub mod owners;
 mod slot;
 pub mod sources;
 pub mod stats;

@@ -11,6 +11,7 @@ mod act;
 mod judge;
 mod observe;
 pub mod publish;
+mod reach;
 mod report;
 
 use crate::abi::sys;
@@ -43,6 +44,7 @@ pub fn ensure_running() {
 /// In a forked child: the parent's watcher thread was not copied, nor its live view.
 pub fn forget_parent_watcher() {
     WATCHER_PID.store(0, Release);
+    reach::forget_after_fork();
     publish::forget_after_fork();
 }
 
@@ -59,9 +61,11 @@ extern "C" fn watcher_main(_: *mut libc::c_void) -> *mut libc::c_void {
 
 fn run() {
     let policy = config::policy();
+    // First, before the watcher opens anything: its own fd table (see `reach`).
+    let fd_table = reach::leave_program_table();
     log_line!(
         Info,
-        "event=start version={} {}",
+        "event=start version={} {} {fd_table}",
         env!("CARGO_PKG_VERSION"),
         policy.describe()
     );
@@ -85,6 +89,7 @@ fn run() {
         let now = clock::refresh();
         pid::refresh_sigpipe_disposition();
         log::reopen_if_closed();
+        reach::tick();
         observe_all(now, &mut memory, &mut seen);
         judge::judge_and_act(now, &mut seen, &mut memory);
         judge::answer_operator(now, &mut seen, &mut memory);

@@ -22,15 +22,20 @@
  * Under the shim use STALLGUARD_FIRST_BYTE=200ms (the hold period is 4x that).
  *
  * `alias_check unshare` runs close_range(CLOSE_RANGE_UNSHARE) alone (see unshare_mode);
- * `alias_check lowfd` checks that the shim never takes a low fd number (see lowfd_mode).
+ * `alias_check lowfd` checks that the shim never takes a low fd number (see lowfd_mode);
+ * `alias_check split unshare|close_range`: a connection accepted by a thread that took a
+ * private fd table is reaped (see split_mode); `alias_check leader_exit`: one accepted after
+ * the main thread ended with pthread_exit is reaped (see leader_exit_mode).
  *
- * usage: alias_check [unshare|lowfd]
+ * usage: alias_check [unshare|lowfd|split unshare|split close_range|leader_exit]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -431,6 +436,100 @@ static int lowfd_mode(void)
     return stolen ? 1 : 0;
 }
 
+/* `alias_check split unshare|close_range`: a second thread takes a private fd table
+ * (unshare(CLONE_FILES), or close_range(CLOSE_RANGE_UNSHARE) closing nothing) while the main
+ * thread still uses the first one, then accepts a connection S whose client stays silent. In
+ * the main thread's table S's number names a file. Guarded, S is reaped (through the thread's
+ * table; the file under the same number in the main table is left alone); plain, nothing is
+ * cut. Prints `split how=H fd=N peer=P cut=0|1 file_ok=0|1`. */
+struct split_run {
+    const char *how;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int accepted, filled;
+    struct pair s;
+    int port, cut;
+};
+
+static void *split_thread(void *arg)
+{
+    struct split_run *r = arg;
+    int rc = !strcmp(r->how, "unshare") ? unshare(CLONE_FILES)
+                                        : close_range(~0U, ~0U, CLOSE_RANGE_UNSHARE);
+    if (rc)
+        die("split");
+    r->s = connection();
+    r->port = port_of(r->s.cli); /* in this thread's table */
+    pthread_mutex_lock(&r->mu);
+    r->accepted = 1;
+    pthread_cond_broadcast(&r->cv);
+    while (!r->filled)
+        pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+    mark_waiting(r->s.srv);
+    usleep(700000); /* > first-byte timer + ticks */
+    r->cut = is_cut(r->s.cli);
+    return NULL;
+}
+
+static int split_mode(const char *how)
+{
+    struct pair first = connection(); /* tracked: the watcher starts (and leaves the table) */
+    usleep(100000);
+    static struct split_run r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    r.how = how;
+    pthread_t t;
+    if (pthread_create(&t, NULL, split_thread, &r))
+        die("pthread_create");
+    pthread_mutex_lock(&r.mu);
+    while (!r.accepted)
+        pthread_cond_wait(&r.cv, &r.mu);
+    /* Fill the main table up to S's number with files. */
+    int files[8], nf = 0, file = -1;
+    while (nf < 8 && (file = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && file < r.s.srv)
+        files[nf++] = file;
+    r.filled = 1;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    pthread_join(t, NULL);
+    int file_ok = file == r.s.srv && fcntl(file, F_GETFD) >= 0;
+    printf("split how=%s guarded=%d fd=%d peer=%d cut=%d file_ok=%d\n", how, guarded, r.s.srv,
+           r.port, r.cut, file_ok);
+    int ok = r.cut == guarded && file_ok;
+    printf("alias_check split: %s\n", ok ? "ok" : "FAIL");
+    (void)first;
+    (void)files;
+    return ok ? 0 : 1;
+}
+
+/* `alias_check leader_exit`: the main thread ends with pthread_exit while a worker thread
+ * (same fd table) accepts a silent client; guarded, it is reaped all the same (the watcher
+ * can no longer take copies through the main thread). Prints `leader_exit cut=0|1`. */
+static void *leader_exit_worker(void *arg)
+{
+    (void)arg;
+    usleep(100000); /* the main thread is gone by now */
+    struct pair s = connection(); /* the first tracked connection: the watcher starts */
+    usleep(300000);
+    struct pair t = connection();
+    mark_waiting(t.srv);
+    usleep(700000); /* > first-byte timer + ticks */
+    int cut = is_cut(t.cli);
+    printf("leader_exit guarded=%d fd=%d peer=%d cut=%d\n", guarded, t.srv, port_of(t.cli), cut);
+    int ok = cut == guarded;
+    printf("alias_check leader_exit: %s\n", ok ? "ok" : "FAIL");
+    (void)s;
+    exit(ok ? 0 : 1);
+}
+
+static int leader_exit_mode(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, leader_exit_worker, NULL))
+        die("pthread_create");
+    pthread_exit(NULL);
+}
+
 int main(int argc, char **argv)
 {
     guarded = shim_loaded();
@@ -446,6 +545,10 @@ int main(int argc, char **argv)
         return unshare_mode();
     if (argc > 1 && !strcmp(argv[1], "lowfd"))
         return lowfd_mode();
+    if (argc > 1 && !strcmp(argv[1], "leader_exit"))
+        return leader_exit_mode();
+    if (argc > 2 && !strcmp(argv[1], "split"))
+        return split_mode(argv[2]);
     printf("alias_check: guarded=%d\n", guarded);
     /* A first connection starts the watcher; let its start-up (which opens files of its own)
      * finish before the rounds count on "lowest free fd" reuse (see lowfd_mode). */
