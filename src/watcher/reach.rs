@@ -127,15 +127,19 @@ pub fn with_connection<R>(fd: i32, cookie: u64, f: impl FnOnce(i32) -> R) -> Rea
             Reached::Gone
         };
     }
-    let mut f = Some(f);
+    let mut look = Look {
+        fd,
+        cookie,
+        f: Some(f),
+    };
     let threads = THREAD_PIDFDS.load(Acquire);
     // After a split, the thread that tracked it first (its table may be a private one).
     if let Some(tid) = owners::owner(fd).filter(|&tid| threads && tid != pid::pid()) {
-        if let Ok(Some(r)) = through_thread(tid, fd, cookie, &mut f) {
+        if let Ok(Some(r)) = look.through_thread(tid) {
             return Reached::Yes(r);
         }
     }
-    match through(pidfd, fd, cookie, &mut f) {
+    match look.through(pidfd) {
         Ok(Some(r)) => return Reached::Yes(r),
         Err(libc::ESRCH) if threads => {
             // The main thread has exited (its table is gone from it, not from the process):
@@ -146,7 +150,7 @@ pub fn with_connection<R>(fd: i32, cookie: u64, f: impl FnOnce(i32) -> R) -> Rea
                 .filter(|&t| t > 0)
                 .chain(other_threads().into_iter().filter(|&t| t != last));
             for tid in candidates {
-                if let Ok(Some(r)) = through_thread(tid, fd, cookie, &mut f) {
+                if let Ok(Some(r)) = look.through_thread(tid) {
                     STAND_IN.store(tid, Relaxed);
                     return Reached::Yes(r);
                 }
@@ -166,36 +170,35 @@ fn is_it(sock: i32, cookie: u64) -> bool {
     cookie == 0 || socket::socket_cookie(sock) == Some(cookie)
 }
 
-/// `f` on a copy of `fd` taken from the table of the task behind `source`, if that copy is
-/// the connection (`Ok(None)`: another file); the copy is closed again. `Err`: no copy
-/// (pidfd_getfd's errno).
-fn through<R>(
-    source: i32,
+/// One look at a connection: its number, its cookie, and what to do with it (taken once).
+struct Look<F> {
     fd: i32,
     cookie: u64,
-    f: &mut Option<impl FnOnce(i32) -> R>,
-) -> Result<Option<R>, i32> {
-    let copy = sys::pidfd_getfd(source, fd)?;
-    let r = if is_it(copy, cookie) {
-        f.take().map(|f| f(copy))
-    } else {
-        None
-    };
-    sys::close_own(copy);
-    Ok(r)
+    f: Option<F>,
 }
 
-/// [`through`] the table of thread `tid`.
-fn through_thread<R>(
-    tid: i32,
-    fd: i32,
-    cookie: u64,
-    f: &mut Option<impl FnOnce(i32) -> R>,
-) -> Result<Option<R>, i32> {
-    let thread = sys::pidfd_open(tid, sys::PIDFD_THREAD)?;
-    let r = through(thread, fd, cookie, f);
-    sys::close_own(thread);
-    r
+impl<R, F: FnOnce(i32) -> R> Look<F> {
+    /// `f` on a copy of the fd taken from the table of the task behind `source`, if that
+    /// copy is the connection (`Ok(None)`: another file); the copy is closed again. `Err`: no
+    /// copy (pidfd_getfd's errno).
+    fn through(&mut self, source: i32) -> Result<Option<R>, i32> {
+        let copy = sys::pidfd_getfd(source, self.fd)?;
+        let r = if is_it(copy, self.cookie) {
+            self.f.take().map(|f| f(copy))
+        } else {
+            None
+        };
+        sys::close_own(copy);
+        Ok(r)
+    }
+
+    /// [`Look::through`] the table of thread `tid`.
+    fn through_thread(&mut self, tid: i32) -> Result<Option<R>, i32> {
+        let thread = sys::pidfd_open(tid, sys::PIDFD_THREAD)?;
+        let r = self.through(thread);
+        sys::close_own(thread);
+        r
+    }
 }
 
 /// The ids of this process's threads other than the watcher (from /proc/self/task, read in
