@@ -128,6 +128,29 @@ fn a_connection_accepted_in_a_split_fd_table_is_reaped() {
     }
 }
 
+/// Where pidfd_getfd is unavailable (here refused by a seccomp filter the program installs,
+/// as on Linux < 5.6) the watcher stays in the program's fd table and says so in its start
+/// line: a silent client is still reaped, and a connection accepted by a thread in a split
+/// table, which it cannot reach, is not cut (the file under its number in the program's table
+/// is left alone) and is reported once as not guarded.
+#[test]
+fn without_pidfd_getfd_the_watcher_shares_the_table_and_says_what_it_cannot_guard() {
+    let guarded = aliasing::run(&["fallback", "unshare"], true);
+    assert!(
+        guarded.ok,
+        "{}{}\nguard log:\n{}",
+        guarded.stdout, guarded.stderr, guarded.log
+    );
+    let starts = events_in(&guarded.log, "start");
+    assert_eq!(starts.len(), 1, "{}", guarded.log);
+    assert_eq!(starts[0]["fd_table"], "shared", "{}", guarded.log);
+    assert!(starts[0]["why"].contains("pidfd_getfd"), "{}", guarded.log);
+    assert_eq!(events_in(&guarded.log, "reap").len(), 1, "{}", guarded.log);
+    let unguarded = events_in(&guarded.log, "unguarded");
+    assert_eq!(unguarded.len(), 1, "said once:\n{}", guarded.log);
+    assert_eq!(unguarded[0]["what"], "split_fd_table");
+}
+
 /// The watcher takes its copies through the main thread; a program whose main thread ended
 /// with pthread_exit (the process lives on in its other threads) is still guarded: a silent
 /// client accepted by a worker afterwards is reaped.

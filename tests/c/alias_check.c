@@ -27,14 +27,23 @@
  * private fd table is reaped (see split_mode); `alias_check leader_exit`: one accepted after
  * the main thread ended with pthread_exit is reaped (see leader_exit_mode).
  *
- * usage: alias_check [unshare|lowfd|split unshare|split close_range|leader_exit]
+ * `alias_check fallback unshare|close_range`: the same with pidfd_getfd refused (seccomp): the
+ * watcher stays in the program's table, still reaps there, and says that the split table is
+ * not guarded.
+ *
+ * usage: alias_check [unshare|lowfd|split HOW|fallback HOW|leader_exit]  (HOW: unshare or
+ *        close_range)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -472,9 +481,14 @@ static void *split_thread(void *arg)
     return NULL;
 }
 
-static int split_mode(const char *how)
+/* `fallback`: pidfd_getfd is refused (seccomp, ENOSYS, as on Linux < 5.6) before the watcher
+ * starts, so it stays in the program's table: the first connection (silent) must still be
+ * reaped, and S, in a table it cannot reach, must not be (the guard says so once). */
+static int split_mode(const char *how, int fallback)
 {
     struct pair first = connection(); /* tracked: the watcher starts (and leaves the table) */
+    if (fallback)
+        mark_waiting(first.srv);
     usleep(100000);
     static struct split_run r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     r.how = how;
@@ -493,13 +507,28 @@ static int split_mode(const char *how)
     pthread_mutex_unlock(&r.mu);
     pthread_join(t, NULL);
     int file_ok = file == r.s.srv && fcntl(file, F_GETFD) >= 0;
-    printf("split how=%s guarded=%d fd=%d peer=%d cut=%d file_ok=%d\n", how, guarded, r.s.srv,
-           r.port, r.cut, file_ok);
-    int ok = r.cut == guarded && file_ok;
+    int first_cut = is_cut(first.cli);
+    printf("split how=%s guarded=%d fallback=%d fd=%d peer=%d cut=%d file_ok=%d first_cut=%d\n",
+           how, guarded, fallback, r.s.srv, r.port, r.cut, file_ok, first_cut);
+    int ok = r.cut == (guarded && !fallback) && file_ok && first_cut == (guarded && fallback);
     printf("alias_check split: %s\n", ok ? "ok" : "FAIL");
     (void)first;
     (void)files;
     return ok ? 0 : 1;
+}
+
+/* Makes pidfd_getfd fail with ENOSYS in this process from now on (seccomp filter). */
+static void refuse_pidfd_getfd(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_getfd, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+        die("seccomp");
 }
 
 /* `alias_check leader_exit`: the main thread ends with pthread_exit while a worker thread
@@ -548,7 +577,11 @@ int main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "leader_exit"))
         return leader_exit_mode();
     if (argc > 2 && !strcmp(argv[1], "split"))
-        return split_mode(argv[2]);
+        return split_mode(argv[2], 0);
+    if (argc > 2 && !strcmp(argv[1], "fallback")) {
+        refuse_pidfd_getfd();
+        return split_mode(argv[2], 1);
+    }
     printf("alias_check: guarded=%d\n", guarded);
     /* A first connection starts the watcher; let its start-up (which opens files of its own)
      * finish before the rounds count on "lowest free fd" reuse (see lowfd_mode). */
