@@ -151,6 +151,30 @@ fn without_pidfd_getfd_the_watcher_shares_the_table_and_says_what_it_cannot_guar
     assert_eq!(unguarded[0]["what"], "split_fd_table");
 }
 
+/// In its own fd table the watcher's files get low numbers (its metrics textfile: 3), which
+/// may be the numbers of the program's tracked connections: its own writes and closes must not
+/// go through the hooks (they would untrack the program's connection on fd 3, never reaped).
+#[test]
+fn the_watchers_own_files_never_touch_the_programs_slots() {
+    let dir = scratch("fd3-metrics");
+    std::fs::create_dir_all(&dir).unwrap();
+    let template = format!("{}/m-{{pid}}.prom", dir.display());
+    let policy = [
+        ("STALLGUARD_FIRST_BYTE", "1500ms"),
+        ("STALLGUARD_TICK", "10ms"),
+        ("STALLGUARD_METRICS_FILE", template.as_str()),
+    ];
+    let guarded = aliasing::run_with(&["fd3"], Some(&policy));
+    assert!(
+        guarded.ok,
+        "{}{}\nguard log:\n{}",
+        guarded.stdout, guarded.stderr, guarded.log
+    );
+    let reaps = events_in(&guarded.log, "reap");
+    assert_eq!(reaps.len(), 1, "{}", guarded.log);
+    assert_eq!(reaps[0]["fd"], "3", "{}", guarded.log);
+}
+
 /// The watcher takes its copies through the main thread; a program whose main thread ended
 /// with pthread_exit (the process lives on in its other threads) is still guarded: a silent
 /// client accepted by a worker afterwards is reaped.

@@ -247,6 +247,38 @@ pub fn close_own(fd: c_int) {
     unsafe { super::real::close(fd) };
 }
 
+/// Creates or truncates `path` (0666 before the umask) and writes `bytes` to it, through the
+/// real write and close: the watcher's own descriptors must never pass through the hooks (in
+/// its own fd table their numbers may equal the program's tracked connections').
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o666,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // SAFETY: `rest` is valid for reads of its length; the real write, not our hook.
+        let n = unsafe { super::real::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            break;
+        }
+        rest = &rest[n as usize..];
+    }
+    close_own(fd);
+    rest.is_empty()
+}
+
 pub fn unlink(path: &CStr) {
     // SAFETY: `path` is NUL-terminated.
     unsafe { libc::unlink(path.as_ptr()) };

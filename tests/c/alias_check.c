@@ -31,7 +31,10 @@
  * watcher stays in the program's table, still reaps there, and says that the split table is
  * not guarded.
  *
- * usage: alias_check [unshare|lowfd|split HOW|fallback HOW|leader_exit]  (HOW: unshare or
+ * `alias_check fd3`: a silent connection on fd 3 is reaped while the watcher rewrites its
+ * metrics file (see fd3_mode).
+ *
+ * usage: alias_check [unshare|lowfd|split HOW|fallback HOW|leader_exit|fd3]  (HOW: unshare or
  *        close_range)
  */
 #define _GNU_SOURCE
@@ -517,6 +520,42 @@ static int split_mode(const char *how, int fallback)
     return ok ? 0 : 1;
 }
 
+/* The listener the rounds dial (`lst`, port `lport`). */
+static void open_listener(void)
+{
+    lst = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    if (lst < 0 || bind(lst, (struct sockaddr *)&sa, sizeof(sa)) || listen(lst, 256) ||
+        getsockname(lst, (struct sockaddr *)&sa, &sl))
+        die("listen");
+    lport = ntohs(sa.sin_port);
+}
+
+/* `alias_check fd3`: a silent connection on fd 3 (the first number the watcher's own files
+ * take in its own table: the metrics textfile, rewritten every second) must be reaped: the
+ * watcher's own writes and closes must never pass through the hooks as if they were the
+ * program's. Run with STALLGUARD_METRICS_FILE and a first-byte timer over a second. */
+static int fd3_mode(void)
+{
+    int old = lst;
+    open_listener();
+    struct pair s;
+    s.cli = dial();
+    close(old); /* 3 is free again: the connection accepted next takes it */
+    s.srv = accept(lst, NULL, NULL);
+    if (s.srv != 3) {
+        fprintf(stderr, "alias_check fd3: accepted on %d\n", s.srv);
+        return 2;
+    }
+    mark_waiting(s.srv);
+    usleep(2500000); /* > first-byte timer (1.5 s) + ticks: two metrics rewrites before it */
+    int cut = is_cut(s.cli);
+    printf("fd3 guarded=%d fd=%d peer=%d cut=%d\n", guarded, s.srv, port_of(s.cli), cut);
+    printf("alias_check fd3: %s\n", cut == guarded ? "ok" : "FAIL");
+    return cut == guarded ? 0 : 1;
+}
+
 /* Makes pidfd_getfd fail with ENOSYS in this process from now on (seccomp filter). */
 static void refuse_pidfd_getfd(void)
 {
@@ -563,17 +602,13 @@ int main(int argc, char **argv)
 {
     guarded = shim_loaded();
     setvbuf(stdout, NULL, _IOLBF, 0);
-    lst = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    if (lst < 0 || bind(lst, (struct sockaddr *)&sa, sizeof(sa)) || listen(lst, 256) ||
-        getsockname(lst, (struct sockaddr *)&sa, &sl))
-        die("listen");
-    lport = ntohs(sa.sin_port);
+    open_listener();
     if (argc > 1 && !strcmp(argv[1], "unshare"))
         return unshare_mode();
     if (argc > 1 && !strcmp(argv[1], "lowfd"))
         return lowfd_mode();
+    if (argc > 1 && !strcmp(argv[1], "fd3"))
+        return fd3_mode();
     if (argc > 1 && !strcmp(argv[1], "leader_exit"))
         return leader_exit_mode();
     if (argc > 2 && !strcmp(argv[1], "split"))

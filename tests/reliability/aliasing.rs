@@ -22,12 +22,17 @@ pub struct Outcome {
 }
 
 pub fn run(args: &[&str], guarded: bool) -> Outcome {
+    run_with(args, guarded.then_some(POLICY))
+}
+
+/// `alias_check ARGS`, guarded with `policy` (None: without the library).
+pub fn run_with(args: &[&str], policy: Option<&[(&str, &str)]>) -> Outcome {
     let log = scratch("alias.guard.log");
     let mut cmd = Command::new(harness("alias_check"));
     cmd.args(args);
     scrub_env(&mut cmd);
-    if guarded {
-        guard(&mut cmd, &log, POLICY);
+    if let Some(policy) = policy {
+        guard(&mut cmd, &log, policy);
     }
     let out = cmd.output().expect("run alias_check");
     Outcome {
