@@ -78,13 +78,7 @@ fn close_range_unshare_behaves_as_without_the_shim() {
     let plain = aliasing::run(&["unshare"], false);
     assert!(plain.stdout.contains("closed=1"), "{}", plain.stdout);
     let guarded = aliasing::run(&["unshare"], true);
-    assert!(
-        guarded.ok,
-        "{}{}
-guard log:
-{}",
-        guarded.stdout, guarded.stderr, guarded.log
-    );
+    guarded.assert_ok();
 }
 
 /// Issue 14 item 1: a thread that takes a private fd table (unshare(CLONE_FILES), or
@@ -98,11 +92,7 @@ fn a_connection_accepted_in_a_split_fd_table_is_reaped() {
         let plain = aliasing::run(&["split", how], false);
         assert!(plain.ok, "{}{}", plain.stdout, plain.stderr);
         let guarded = aliasing::run(&["split", how], true);
-        assert!(
-            guarded.ok,
-            "{}{}\nguard log:\n{}",
-            guarded.stdout, guarded.stderr, guarded.log
-        );
+        guarded.assert_ok();
         let report = guarded
             .stdout
             .lines()
@@ -136,11 +126,7 @@ fn a_connection_accepted_in_a_split_fd_table_is_reaped() {
 #[test]
 fn without_pidfd_getfd_the_watcher_shares_the_table_and_says_what_it_cannot_guard() {
     let guarded = aliasing::run(&["fallback", "unshare"], true);
-    assert!(
-        guarded.ok,
-        "{}{}\nguard log:\n{}",
-        guarded.stdout, guarded.stderr, guarded.log
-    );
+    guarded.assert_ok();
     let starts = events_in(&guarded.log, "start");
     assert_eq!(starts.len(), 1, "{}", guarded.log);
     assert_eq!(starts[0]["fd_table"], "shared", "{}", guarded.log);
@@ -156,20 +142,14 @@ fn without_pidfd_getfd_the_watcher_shares_the_table_and_says_what_it_cannot_guar
 /// go through the hooks (they would untrack the program's connection on fd 3, never reaped).
 #[test]
 fn the_watchers_own_files_never_touch_the_programs_slots() {
-    let dir = scratch("fd3-metrics");
-    std::fs::create_dir_all(&dir).unwrap();
-    let template = format!("{}/m-{{pid}}.prom", dir.display());
+    let template = scratch("fd3-{pid}.prom").to_string_lossy().into_owned();
     let policy = [
         ("STALLGUARD_FIRST_BYTE", "1500ms"),
         ("STALLGUARD_TICK", "10ms"),
         ("STALLGUARD_METRICS_FILE", template.as_str()),
     ];
     let guarded = aliasing::run_with(&["fd3"], Some(&policy));
-    assert!(
-        guarded.ok,
-        "{}{}\nguard log:\n{}",
-        guarded.stdout, guarded.stderr, guarded.log
-    );
+    guarded.assert_ok();
     let reaps = events_in(&guarded.log, "reap");
     assert_eq!(reaps.len(), 1, "{}", guarded.log);
     assert_eq!(reaps[0]["fd"], "3", "{}", guarded.log);
@@ -183,11 +163,7 @@ fn a_connection_is_reaped_after_the_main_thread_exited() {
     let plain = aliasing::run(&["leader_exit"], false);
     assert!(plain.ok, "{}{}", plain.stdout, plain.stderr);
     let guarded = aliasing::run(&["leader_exit"], true);
-    assert!(
-        guarded.ok,
-        "{}{}\nguard log:\n{}",
-        guarded.stdout, guarded.stderr, guarded.log
-    );
+    guarded.assert_ok();
     assert_eq!(events_in(&guarded.log, "reap").len(), 1, "{}", guarded.log);
 }
 
@@ -201,7 +177,7 @@ fn watcher_start_never_takes_a_low_fd() {
     let plain = aliasing::run(&["lowfd"], false);
     assert!(plain.ok, "{}", plain.stdout);
     let guarded = aliasing::run(&["lowfd"], true);
-    assert!(guarded.ok, "{}{}", guarded.stdout, guarded.stderr);
+    guarded.assert_ok();
 }
 
 /// Item 5 (model): the TRACKED/ACTING/FREE generation protocol of src/table/slot.rs: the real code

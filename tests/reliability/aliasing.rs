@@ -43,6 +43,17 @@ pub fn run_with(args: &[&str], policy: Option<&[(&str, &str)]>) -> Outcome {
     }
 }
 
+impl Outcome {
+    /// The program said ok (with what it printed and the guard log otherwise).
+    pub fn assert_ok(&self) {
+        assert!(
+            self.ok,
+            "{}{}\nguard log:\n{}",
+            self.stdout, self.stderr, self.log
+        );
+    }
+}
+
 fn port_of_peer(peer: &str) -> u16 {
     peer.rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
