@@ -1,5 +1,6 @@
 //! What the watcher does to a stalled connection: shut it down (or, in monitor mode, only say
-//! so), log one line, count it. Also the kernel queries the watcher makes on a connection.
+//! so), log one line, count it. It acts through a descriptor of its own that names exactly
+//! that connection (`reach`).
 
 use super::reach::{self, Reached};
 use crate::abi::socket;

@@ -1,7 +1,8 @@
 //! The watcher: one thread per process that owns connections. Each tick it refreshes the
 //! coarse clock, observes every tracked slot (`observe`), asks the verdict and answers the
 //! operator (`judge`), acts on stalled connections (`act`), and publishes what it saw
-//! (`publish`, `report`). It is the only place that judges, acts and logs.
+//! (`publish`, `report`). It is the only place that judges, acts and logs. It runs in a fd
+//! table of its own and reaches the program's connections through copies (`reach`).
 //!
 //! Started lazily by the first tracked connection (through `runtime::start_watcher`, wired
 //! by `lib.rs`) and in a forked child that inherited connections, with every signal blocked
