@@ -81,12 +81,13 @@ fn observe(
     now: u64,
 ) -> Option<Observation> {
     let policy = config::policy();
-    let cookie = slot.identity().cookie;
+    // Only for the kernel queries (rare: they take a copy of the socket, see `reach`).
+    let cookie = || slot.identity().cookie;
     let mut facts = slot.facts();
     let kernel_view = slot.has_flag(Flags::KERNEL_VIEW) && facts.first_wait_at == 0;
     if kernel_view {
         // No hook has seen this program read: judge by the kernel's counters.
-        let sample = reach::kernel_sample(fd, cookie)?;
+        let sample = reach::kernel_sample(fd, cookie())?;
         let accepted_at = facts.accepted_at;
         facts = mem
             .kernel
@@ -94,7 +95,7 @@ fn observe(
             .observe(sample, now);
         facts.accepted_at = accepted_at;
     } else if facts.write_pending_since != 0 {
-        if let Some(acked) = reach::tcp_bytes_acked(fd, cookie) {
+        if let Some(acked) = reach::tcp_bytes_acked(fd, cookie()) {
             if mem.acked.is_some_and(|seen| seen != acked) {
                 mem.acked_moved_at = now;
             }
@@ -103,7 +104,7 @@ fn observe(
         facts.last_out = facts.last_out.max(mem.acked_moved_at);
     }
     let outbound = slot.has_flag(Flags::OUTBOUND);
-    if outbound && facts.connecting_since != 0 && reach::is_established(fd, cookie) {
+    if outbound && facts.connecting_since != 0 && reach::is_established(fd, cookie()) {
         // A non-blocking connect completed (the program learns it from poll + SO_ERROR,
         // which no hook records).
         slot.connecting_since.store(0, Relaxed);
