@@ -118,9 +118,9 @@ fn a_connection_accepted_in_a_split_fd_table_is_reaped() {
     }
 }
 
-/// Where pidfd_getfd is unavailable (here refused by a seccomp filter the program installs,
-/// as on Linux < 5.6) the watcher stays in the program's fd table and says so in its start
-/// line: a silent client is still reaped, and a connection accepted by a thread in a split
+/// Where pidfd_getfd may be unavailable (here refused by a seccomp filter the program
+/// installs; the watcher risks no new system call under a filter, which could as well kill the
+/// process) the watcher stays in the program's fd table and says so in its start line: a silent client is still reaped, and a connection accepted by a thread in a split
 /// table, which it cannot reach, is not cut (the file under its number in the program's table
 /// is left alone) and is reported once as not guarded.
 #[test]
@@ -130,11 +130,28 @@ fn without_pidfd_getfd_the_watcher_shares_the_table_and_says_what_it_cannot_guar
     let starts = events_in(&guarded.log, "start");
     assert_eq!(starts.len(), 1, "{}", guarded.log);
     assert_eq!(starts[0]["fd_table"], "shared", "{}", guarded.log);
-    assert!(starts[0]["why"].contains("pidfd_getfd"), "{}", guarded.log);
+    assert!(starts[0]["why"].contains("seccomp"), "{}", guarded.log);
     assert_eq!(events_in(&guarded.log, "reap").len(), 1, "{}", guarded.log);
     let unguarded = events_in(&guarded.log, "unguarded");
     assert_eq!(unguarded.len(), 1, "said once:\n{}", guarded.log);
     assert_eq!(unguarded[0]["what"], "split_fd_table");
+}
+
+/// A seccomp filter the program installs on every thread after the watcher left its table
+/// could kill the process on a pidfd call: the watcher then takes no copy, cuts nothing, and
+/// says once that connections are not acted on.
+#[test]
+fn a_late_seccomp_filter_stops_the_copies_and_is_reported() {
+    let guarded = aliasing::run(&["late_filter"], true);
+    guarded.assert_ok();
+    assert!(
+        events_in(&guarded.log, "reap").is_empty(),
+        "{}",
+        guarded.log
+    );
+    let unguarded = events_in(&guarded.log, "unguarded");
+    assert_eq!(unguarded.len(), 1, "said once:\n{}", guarded.log);
+    assert_eq!(unguarded[0]["what"], "all", "{}", guarded.log);
 }
 
 /// In its own fd table the watcher's files get low numbers (its metrics textfile: 3), which

@@ -367,6 +367,15 @@ pub fn pidfd_calls_available() -> Result<(), c_int> {
     }
 }
 
+/// Whether a seccomp filter applies to the calling thread (PR_GET_SECCOMP = 2). The watcher
+/// then makes no system call it did not make before it had a table of its own: a filter may
+/// kill the process on a call it does not know (SECCOMP_RET_KILL), and a probe would be that
+/// call.
+pub fn seccomp_filtered() -> bool {
+    // SAFETY: PR_GET_SECCOMP takes no pointer.
+    unsafe { libc::prctl(libc::PR_GET_SECCOMP) == 2 }
+}
+
 /// The calling thread's id.
 pub fn gettid() -> i32 {
     // SAFETY: no arguments.

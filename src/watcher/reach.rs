@@ -14,9 +14,11 @@
 //! (`pidfd_open(tid, PIDFD_THREAD)`, Linux 6.9+). A copy whose cookie differs is never used:
 //! the number names another file in that table.
 //!
-//! Without `pidfd_open`/`pidfd_getfd` (Linux < 5.6, or a seccomp filter) the watcher stays in
-//! the program's table and works on the numbers directly, as before; the start line says
-//! which (`fd_table=own` or `fd_table=shared`).
+//! Without `pidfd_open`/`pidfd_getfd` (Linux < 5.6), or when a seccomp filter applies (a filter
+//! may kill the process on a system call it does not know, and a probe is such a call), the
+//! watcher stays in the program's table and works on the numbers directly, as before; the start
+//! line says which (`fd_table=own` or `fd_table=shared why=…`). A filter installed after it
+//! left makes it stop taking copies (said once, `event=unguarded what=all`).
 
 use crate::abi::{socket, sys};
 use crate::runtime::log::{self, log_line};
@@ -40,6 +42,9 @@ static SAID_UNGUARDED: AtomicBool = AtomicBool::new(false);
 /// Leaves the program's fd table (watcher start, before it opens anything). Returns the
 /// start line's `fd_table=…` field.
 pub fn leave_program_table() -> String {
+    if sys::seccomp_filtered() {
+        return "fd_table=shared why=\"a seccomp filter applies: no new system call is risked (pidfd_getfd)\"".to_string();
+    }
     if let Err(errno) = sys::pidfd_calls_available() {
         return format!(
             "fd_table=shared why=\"pidfd_getfd unavailable: {}\"",
@@ -126,6 +131,14 @@ pub fn with_connection<R>(fd: i32, cookie: u64, f: impl FnOnce(i32) -> R) -> Rea
         } else {
             Reached::Gone
         };
+    }
+    if sys::seccomp_filtered() {
+        // Installed after we left the table: a pidfd call could kill the process.
+        say_unguarded(
+            "all",
+            "a seccomp filter was installed after the watcher started: it takes no copy of a connection (a filtered system call could end the process), so connections are not acted on",
+        );
+        return Reached::Unreachable;
     }
     let mut look = Look {
         fd,

@@ -34,7 +34,10 @@
  * `alias_check fd3`: a silent connection on fd 3 is reaped while the watcher rewrites its
  * metrics file (see fd3_mode).
  *
- * usage: alias_check [unshare|lowfd|split HOW|fallback HOW|leader_exit|fd3]  (HOW: unshare or
+ * `alias_check late_filter`: a seccomp filter installed on every thread after the watcher
+ * started: no copy is risked, nothing is cut, the guard says so (see late_filter_mode).
+ *
+ * usage: alias_check [unshare|lowfd|split HOW|fallback HOW|leader_exit|fd3|late_filter]  (HOW: unshare or
  *        close_range)
  */
 #define _GNU_SOURCE
@@ -556,8 +559,9 @@ static int fd3_mode(void)
     return cut == guarded ? 0 : 1;
 }
 
-/* Makes pidfd_getfd fail with ENOSYS in this process from now on (seccomp filter). */
-static void refuse_pidfd_getfd(void)
+/* Makes pidfd_getfd fail with ENOSYS from now on (seccomp filter): in this thread and the
+ * threads it creates, or, with `all_threads`, in every thread of the process (TSYNC). */
+static void refuse_pidfd_getfd(int all_threads)
 {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
@@ -566,8 +570,28 @@ static void refuse_pidfd_getfd(void)
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, all_threads ? SECCOMP_FILTER_FLAG_TSYNC : 0,
+                &prog))
         die("seccomp");
+}
+
+/* `alias_check late_filter`: the program installs a seccomp filter on every thread (TSYNC)
+ * after the watcher started: the watcher then takes no copy (a filtered call could kill the
+ * process), so a silent client is not cut, and the guard says so. */
+static int late_filter_mode(void)
+{
+    struct pair first = connection(); /* the watcher starts, in a table of its own */
+    usleep(200000);
+    refuse_pidfd_getfd(1);
+    struct pair s = connection();
+    mark_waiting(s.srv);
+    usleep(700000); /* > first-byte timer + ticks */
+    int cut = is_cut(s.cli);
+    printf("late_filter guarded=%d cut=%d\n", guarded, cut);
+    printf("alias_check late_filter: %s\n", cut == 0 ? "ok" : "FAIL");
+    (void)first;
+    return cut == 0 ? 0 : 1;
 }
 
 /* `alias_check leader_exit`: the main thread ends with pthread_exit while a worker thread
@@ -607,6 +631,8 @@ int main(int argc, char **argv)
         return unshare_mode();
     if (argc > 1 && !strcmp(argv[1], "lowfd"))
         return lowfd_mode();
+    if (argc > 1 && !strcmp(argv[1], "late_filter"))
+        return late_filter_mode();
     if (argc > 1 && !strcmp(argv[1], "fd3"))
         return fd3_mode();
     if (argc > 1 && !strcmp(argv[1], "leader_exit"))
@@ -614,7 +640,7 @@ int main(int argc, char **argv)
     if (argc > 2 && !strcmp(argv[1], "split"))
         return split_mode(argv[2], 0);
     if (argc > 2 && !strcmp(argv[1], "fallback")) {
-        refuse_pidfd_getfd();
+        refuse_pidfd_getfd(0);
         return split_mode(argv[2], 1);
     }
     printf("alias_check: guarded=%d\n", guarded);
