@@ -322,6 +322,12 @@ impl Slot {
         }
     }
 
+    /// The server stopped waiting on the client (it removed its read interest).
+    #[inline(always)]
+    pub fn end_wait(&self) {
+        self.waiting_since.store(0, Relaxed);
+    }
+
     /// Records the result of a read-family call; `errno_now` is read only when `r < 0`.
     #[inline(always)]
     pub fn record_read(&self, r: isize, peek: bool) {

@@ -8,7 +8,7 @@
 
 use crate::observe::{distinct_connections, observe_all, Memory, Observation};
 use crate::{action, clock, config, log::log_line, process, publish, report, stats};
-use stallguard_policy::{is_stuck, judge, turn_ms, Reason, Verdict};
+use stallguard_policy::{is_stuck, judge, spared_by_unread, turn_ms, Reason, Verdict};
 use std::sync::atomic::{AtomicI32, Ordering::*};
 
 /// The pid whose watcher is running (0: none). A forked child sees its parent's pid here
@@ -110,6 +110,12 @@ fn judge_and_act(now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
     for o in seen.iter_mut().filter(|o| !o.done && !o.exempt) {
         let Some(timers) = o.timers else { continue };
         if let Verdict::Stalled { reason, waited_ms } = judge(&o.facts, &timers, now) {
+            // Unread bytes in the kernel: the server has the turn, whatever its calls say.
+            if reason.is_client_turn()
+                && spared_by_unread(reason, crate::socket::unread_bytes(o.fd).unwrap_or(0))
+            {
+                continue;
+            }
             reap(o, reason, waited_ms, memory);
         }
     }

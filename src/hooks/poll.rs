@@ -106,7 +106,10 @@ pub unsafe extern "C" fn epoll_ctl(
                 slot.set_flag(table::FLAG_EPOLL_IN);
                 slot.mark_waiting();
             } else {
+                // Read interest removed (the JDK queues the connection for a worker with the
+                // request unread): the server no longer waits on the client.
                 slot.clear_flag(table::FLAG_EPOLL_IN);
+                slot.end_wait();
             }
         }
     }

@@ -102,6 +102,43 @@ pub enum Verdict {
     },
 }
 
+impl Reason {
+    /// A reason that charges the client (the server waits on it): first byte, request
+    /// (header or body stage) and idle.
+    pub fn is_client_turn(self) -> bool {
+        matches!(self, Reason::FirstByte | Reason::Request | Reason::Idle)
+    }
+}
+
+/// Never blame the client for bytes the server has not read: a client-turn verdict is set
+/// aside while the kernel's receive queue holds `unread` bytes (the server has the turn; it
+/// deregistered the fd, or queues the connection for a busy worker).
+pub fn spared_by_unread(reason: Reason, unread: u64) -> bool {
+    reason.is_client_turn() && unread > 0
+}
+
+#[cfg(test)]
+mod unread_tests {
+    use super::*;
+
+    #[test]
+    fn unread_bytes_spare_only_client_turn_reasons() {
+        for r in [Reason::FirstByte, Reason::Request, Reason::Idle] {
+            assert!(spared_by_unread(r, 1), "{r:?}");
+            assert!(!spared_by_unread(r, 0), "{r:?}");
+        }
+        for r in [
+            Reason::WriteStall,
+            Reason::Lifetime,
+            Reason::Connect,
+            Reason::Manual,
+            Reason::Deadline,
+        ] {
+            assert!(!spared_by_unread(r, 4096), "{r:?}");
+        }
+    }
+}
+
 /// Judges one connection at `now`.
 pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
     let since = |t: u64| now.saturating_sub(t);
