@@ -401,6 +401,7 @@ impl Slot {
             request_start: self.request_start.load(Relaxed),
             request_bytes: self.request_bytes.load(Relaxed),
             write_pending_since: self.write_pending_since.load(Relaxed),
+            framing: None,
         }
     }
 

@@ -51,6 +51,10 @@ pub struct Timers {
     pub first_byte_ms: u64,
     /// `None` when `STALLGUARD_REQUEST=off`.
     pub request: Option<RequestPolicy>,
+    /// HTTP/1 body stage (`STALLGUARD_BODY`), measured from the body's start; `None`: off.
+    pub body: Option<RequestPolicy>,
+    /// Follow HTTP/1 framing to tell whose turn it is (`STALLGUARD_LENS=auto`).
+    pub lens: bool,
     pub idle_ms: u64,
     pub write_stall_ms: u64,
     /// Cap on a connection's total age; 0 = off (the default).
@@ -68,6 +72,13 @@ impl Default for Timers {
                 max_ms: 40_000,
                 min_rate: 500,
             }),
+            // Apache mod_reqtimeout's body=20,MinRate=500: no maximum.
+            body: Some(RequestPolicy {
+                timeout_ms: 20_000,
+                max_ms: MAX_DURATION_MS,
+                min_rate: 500,
+            }),
+            lens: true,
             idle_ms: 60_000,
             write_stall_ms: 60_000,
             lifetime_ms: 0,
@@ -124,6 +135,8 @@ impl OutboundPolicy {
         Timers {
             first_byte_ms: self.idle_ms,
             request: None,
+            body: None,
+            lens: false,
             idle_ms: self.idle_ms,
             write_stall_ms: self.idle_ms,
             lifetime_ms: 0,
@@ -211,6 +224,8 @@ fn one_line(text: &str) -> String {
 pub const VARIABLES: &[(&str, &str)] = &[
     ("STALLGUARD_FIRST_BYTE", DURATION_ACCEPTS),
     ("STALLGUARD_REQUEST", REQUEST_ACCEPTS),
+    ("STALLGUARD_BODY", BODY_ACCEPTS),
+    ("STALLGUARD_LENS", "auto or off"),
     ("STALLGUARD_IDLE", DURATION_ACCEPTS),
     ("STALLGUARD_WRITE_STALL", DURATION_ACCEPTS),
     ("STALLGUARD_ACTION", "shutdown, rst or log"),
@@ -302,6 +317,24 @@ pub fn parse_outbound(value: &str) -> Result<Option<OutboundPolicy>, String> {
     Ok(Some(o))
 }
 
+pub(crate) const BODY_ACCEPTS: &str =
+    "T[-MAX][,minrate=BYTES_PER_SECOND] (without MAX: no maximum, e.g. 20,minrate=500), or off";
+
+/// `auto` / `off` for the HTTP/1 lens.
+pub(crate) fn parse_lens(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected auto or off".into()),
+    }
+}
+
+/// `STALLGUARD_BODY`: the request syntax, except that a rate without MAX has no maximum
+/// (Apache's `body=20,MinRate=500`).
+pub fn parse_body(value: &str) -> Result<Option<RequestPolicy>, String> {
+    parse_rate_timer(value, true)
+}
+
 const REQUEST_ACCEPTS: &str =
     "T[-MAX][,minrate=BYTES_PER_SECOND] with durations T <= MAX (e.g. 20-40,minrate=500 or 10s), or off";
 
@@ -320,13 +353,19 @@ fn parse_timer(var: &str, value: &str) -> Result<u64, ConfigError> {
 
 /// Parses `20-40,minrate=500`, `20s-1m`, `10`, `off`.
 pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
+    parse_rate_timer(value, false)
+}
+
+/// `open_max`: `T,minrate=R` without MAX means no maximum (else it is refused).
+fn parse_rate_timer(value: &str, open_max: bool) -> Result<Option<RequestPolicy>, String> {
     let v = value.trim();
     if v.eq_ignore_ascii_case("off") || v == "0" {
         return Ok(None);
     }
     let mut parts = v.split(',');
     let range = parts.next().unwrap_or("").trim();
-    let (t, max) = match range.split_once('-') {
+    let ranged = range.contains('-');
+    let (t, mut max) = match range.split_once('-') {
         Some((t, max)) => (
             parse_duration_ms(t).map_err(|e| format!("timeout: {e}"))?,
             parse_duration_ms(max).map_err(|e| format!("maximum: {e}"))?,
@@ -362,6 +401,9 @@ pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
                 )
             })?;
     }
+    if open_max && min_rate > 0 && !ranged {
+        max = MAX_DURATION_MS;
+    }
     if min_rate > 0 && max == t {
         // A rate without room to extend into would be silently useless.
         return Err("minrate needs a range T-MAX with MAX above T".into());
@@ -396,6 +438,14 @@ where
                 "STALLGUARD_IDLE" => p.timers.idle_ms = parse_timer(name, value)?,
                 "STALLGUARD_WRITE_STALL" => p.timers.write_stall_ms = parse_timer(name, value)?,
                 "STALLGUARD_LIFETIME" => p.timers.lifetime_ms = parse_timer(name, value)?,
+                "STALLGUARD_BODY" => {
+                    p.timers.body = parse_body(value).map_err(|why| {
+                        err(name, value, format!("{why}; expected {BODY_ACCEPTS}"))
+                    })?
+                }
+                "STALLGUARD_LENS" => {
+                    p.timers.lens = parse_lens(value).map_err(|why| err(name, value, why))?
+                }
                 "STALLGUARD_REQUEST" => {
                     p.timers.request = parse_request(value).map_err(|why| {
                         err(name, value, format!("{why}; expected {REQUEST_ACCEPTS}"))
@@ -555,15 +605,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl Timers {
-    /// `first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off`.
+    /// `first_byte=20s request=20s-40s,minrate=500 body=20s,minrate=500 lens=auto idle=1m
+    /// write_stall=1m lifetime=off`.
     pub fn describe(&self) -> String {
-        let request = match self.request {
+        let rate_timer = |t: Option<RequestPolicy>| match t {
             None => "off".to_string(),
             Some(r) if r.max_ms == r.timeout_ms => format_duration_ms(r.timeout_ms),
             Some(r) => format!(
-                "{}-{}{}",
+                "{}{}{}",
                 format_duration_ms(r.timeout_ms),
-                format_duration_ms(r.max_ms),
+                if r.max_ms >= MAX_DURATION_MS {
+                    String::new() // no maximum
+                } else {
+                    format!("-{}", format_duration_ms(r.max_ms))
+                },
                 if r.min_rate > 0 {
                     format!(",minrate={}", r.min_rate)
                 } else {
@@ -572,9 +627,11 @@ impl Timers {
             ),
         };
         format!(
-            "first_byte={} request={} idle={} write_stall={} lifetime={}",
+            "first_byte={} request={} body={} lens={} idle={} write_stall={} lifetime={}",
             format_duration_ms(self.first_byte_ms),
-            request,
+            rate_timer(self.request),
+            rate_timer(self.body),
+            if self.lens { "auto" } else { "off" },
             format_duration_ms(self.idle_ms),
             format_duration_ms(self.write_stall_ms),
             format_duration_ms(self.lifetime_ms),
@@ -647,7 +704,7 @@ mod tests {
         assert_eq!(p, Policy::default());
         assert_eq!(
             p.describe(),
-            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on backstops=on socket_timeouts=off"
+            "first_byte=20s request=20s-40s,minrate=500 body=20s,minrate=500 lens=auto idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on backstops=on socket_timeouts=off"
         );
     }
 
@@ -699,6 +756,36 @@ mod tests {
                 idle_ms: 30_000
             })
         );
+    }
+
+    #[test]
+    fn body_and_lens() {
+        let (p, e) = parse(&[
+            ("STALLGUARD_BODY", "5,minrate=500"),
+            ("STALLGUARD_LENS", "off"),
+        ]);
+        assert_eq!(e, vec![]);
+        assert_eq!(
+            p.timers.body,
+            Some(RequestPolicy {
+                timeout_ms: 5_000,
+                max_ms: MAX_DURATION_MS,
+                min_rate: 500
+            }),
+            "a rate without MAX has no maximum, as Apache's body=20,MinRate=500"
+        );
+        assert!(!p.timers.lens);
+        assert!(p.timers.describe().contains("body=5s,minrate=500 lens=off"));
+        let (p, e) = parse(&[("STALLGUARD_BODY", "off")]);
+        assert!(e.is_empty() && p.timers.body.is_none());
+        for (var, val) in [
+            ("STALLGUARD_BODY", "9-3"),
+            ("STALLGUARD_LENS", "on"),
+            ("STALLGUARD_BODY", "x"),
+        ] {
+            let (_, e) = parse(&[(var, val)]);
+            assert_eq!(e.len(), 1, "{var}={val}");
+        }
     }
 
     #[test]
