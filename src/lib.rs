@@ -18,6 +18,7 @@ mod clock;
 mod config;
 #[cfg(not(test))]
 mod hooks;
+mod lens;
 mod log;
 mod observe;
 mod process;

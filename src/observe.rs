@@ -82,6 +82,7 @@ fn observe(
 ) -> Option<Observation> {
     let policy = config::policy();
     let mut facts = slot.facts();
+    facts.framing = crate::lens::framing(slot);
     let kernel_view = slot.has_flag(FLAG_KERNEL_VIEW) && facts.first_wait_at == 0;
     if kernel_view {
         // No hook has seen this program read: judge by the kernel's counters.

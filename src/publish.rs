@@ -163,7 +163,7 @@ pub fn tick(now: u64, seen: &[Observation]) {
 fn record(o: &Observation, now: u64) -> Record {
     let f = &o.facts;
     let mut flags = 0;
-    if f.waiting_since != 0 {
+    if stallguard_policy::client_turn_since(f).is_some() {
         flags |= TURN_CLIENT;
     }
     if f.write_pending_since != 0 {
@@ -204,6 +204,14 @@ fn record(o: &Observation, now: u64) -> Record {
             .and_then(|t| stallguard_policy::time_left_ms(f, &t, now))
             .unwrap_or(u64::MAX),
         age_ms: now.saturating_sub(f.accepted_at),
+        stage: f
+            .framing
+            .map_or(0, |fr| fr.shown_stage(f.waiting_since != 0) as u32),
+        requests: f.framing.map_or(0, |fr| fr.requests),
+        line: f
+            .framing
+            .and_then(|_| crate::lens::request_line(o.fd))
+            .map_or([0; 8], |l| l.to_words()),
     }
 }
 

@@ -45,6 +45,9 @@ pub const FLAG_OUTBOUND: u32 = 32;
 pub const FLAG_EXEMPT: u32 = 64;
 /// Flag: a duplicate (dup, dup2, F_DUPFD, inherited 0-2) of a connection tracked elsewhere.
 pub const FLAG_ALIAS: u32 = 128;
+/// Flag: the HTTP/1 lens follows this connection (reads are fed to it; cleared for good when
+/// the lens turns off or the connection becomes a tunnel).
+pub const FLAG_LENS: u32 = 256;
 
 #[repr(C, align(64))]
 pub struct Slot {
@@ -69,9 +72,14 @@ pub struct Slot {
     pub accepted_at: AtomicU64,
     /// An outbound connect() in progress since (0: not connecting).
     pub connecting_since: AtomicU64,
-    // Third cache line: set only through the cooperation API (include/stallguard.h).
+    // Third cache line: the cooperation API and the HTTP/1 lens (only HTTP connections).
     /// The program's own deadline for this connection (0: none).
     pub own_deadline: AtomicU64,
+    /// The lens's state (`stallguard_lens::Lens::to_words`).
+    pub lens: [AtomicU64; 4],
+    /// When the lens's current stage started, and the bytes read in it (MinRate).
+    pub stage_since: AtomicU64,
+    pub stage_bytes: AtomicU64,
 }
 
 /// Who a connection is, as captured at accept.
@@ -162,8 +170,15 @@ impl Slot {
             &self.bytes_out,
             &self.connecting_since,
             &self.own_deadline,
+            &self.stage_since,
+            &self.stage_bytes,
         ] {
             f.store(0, Relaxed);
+        }
+        // A zero lens is a fresh one, fed only once the accept path sets FLAG_LENS (outbound,
+        // adopted and alias connections never are: today's rules).
+        for w in &self.lens {
+            w.store(0, Relaxed);
         }
         self.set_identity(id);
         self.accepted_at.store(now, Relaxed);
@@ -401,7 +416,7 @@ impl Slot {
             request_start: self.request_start.load(Relaxed),
             request_bytes: self.request_bytes.load(Relaxed),
             write_pending_since: self.write_pending_since.load(Relaxed),
-            framing: None,
+            framing: None, // filled in by the watcher from the lens words
         }
     }
 

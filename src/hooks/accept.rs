@@ -68,6 +68,7 @@ unsafe fn admitted(fd: c_int) -> bool {
         Admission::Ignore => true,
         Admission::Track { counted } => {
             slot.track(fd, &id, clock::refresh());
+            crate::lens::arm(slot, id.local_port);
             if counted {
                 slot.set_flag(FLAG_COUNTED);
             }

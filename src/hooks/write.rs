@@ -29,6 +29,9 @@ unsafe fn writing(
     let r = call();
     if slot.same_generation(token) {
         slot.record_write(r, len);
+        if r > 0 && slot.has_flag(crate::table::FLAG_LENS) {
+            crate::lens::after_write(slot); // the answer started (stallguard-lens)
+        }
     }
     if r < 0 && errno() == libc::EPIPE && !caller_nosignal && !slot.has_flag(FLAG_REAPED) {
         raise_sigpipe();

@@ -101,6 +101,26 @@ pub fn human_bytes(b: u64) -> String {
     format!("{v:.0}{unit}")
 }
 
+/// `stage=server method=GET target="/wait" requests=2` for an HTTP connection, else empty.
+pub fn http_text(r: &Record) -> String {
+    let Some(stage) = stallguard_shm::STAGE_NAMES
+        .get(r.stage as usize)
+        .filter(|n| !n.is_empty())
+    else {
+        return String::new();
+    };
+    let line = stallguard_lens::RequestLine::from_words(r.line);
+    let mut buf = [0u8; stallguard_lens::LOGFMT_MAX];
+    let n = if line.is_empty() {
+        0
+    } else {
+        line.write_logfmt(&mut buf)
+    };
+    let shown = String::from_utf8_lossy(&buf[..n]);
+    let sep = if n > 0 { " " } else { "" };
+    format!("stage={stage}{sep}{shown} requests={}", r.requests)
+}
+
 fn flags_text(r: &Record) -> String {
     let mut f = Vec::new();
     if r.flags & FLAG_REAPED != 0 {
@@ -196,14 +216,25 @@ pub fn render_text(target: u32, views: &[ProcessView], max_rows: Option<usize>) 
     }
     out += "\n";
     out += &format!(
-        "{:>7} {:>5} {:<24} {:>5} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {}\n",
-        "PID", "FD", "PEER", "LPORT", "TURN", "WAITING", "IN", "OUT", "LEFT", "AGE", "FLAGS"
+        "{:>7} {:>5} {:<24} {:>5} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:<8} {}\n",
+        "PID",
+        "FD",
+        "PEER",
+        "LPORT",
+        "TURN",
+        "WAITING",
+        "IN",
+        "OUT",
+        "LEFT",
+        "AGE",
+        "FLAGS",
+        "HTTP"
     );
     let conns = sorted_connections(views);
     let shown = max_rows.unwrap_or(usize::MAX).min(conns.len());
     for (pid, r) in &conns[..shown] {
         out += &format!(
-            "{:>7} {:>5} {:<24} {:>5} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {}\n",
+            "{:>7} {:>5} {:<24} {:>5} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:<8} {}\n",
             pid,
             r.fd,
             peer(r),
@@ -219,6 +250,7 @@ pub fn render_text(target: u32, views: &[ProcessView], max_rows: Option<usize>) 
             },
             human_ms(r.age_ms),
             flags_text(r),
+            http_text(r),
         );
     }
     if shown < conns.len() {
@@ -277,6 +309,7 @@ pub fn record_json(pid: u32, r: &Record) -> String {
         ("outbound", (r.flags & FLAG_OUTBOUND != 0).to_string()),
         ("reaped", (r.flags & FLAG_REAPED != 0).to_string()),
         ("exempt", (r.flags & FLAG_EXEMPT != 0).to_string()),
+        ("http", json::string(&http_text(r))),
     ])
 }
 
@@ -350,6 +383,27 @@ mod tests {
         assert_eq!(human_bytes(16 << 20), "16M");
         assert_eq!(human_bytes(123_456), "121K");
         assert_eq!(human_bytes(1 << 30), "1024M");
+    }
+
+    #[test]
+    fn http_connections_show_stage_request_line_and_count_escaped() {
+        assert_eq!(http_text(&rec(4, 0, 0)), "", "not HTTP: nothing");
+        let mut r = rec(4, 0, 0);
+        r.stage = 3;
+        r.requests = 2;
+        let mut raw = [0u8; 64];
+        let line = b"GET /a\"b\n\x01c";
+        raw[..line.len()].copy_from_slice(line);
+        for (w, chunk) in r.line.iter_mut().zip(raw.chunks_exact(8)) {
+            *w = u64::from_le_bytes(chunk.try_into().unwrap());
+        }
+        let text = http_text(&r);
+        assert_eq!(
+            text,
+            "stage=server method=GET target=\"/a\\\"b\\x0a\\x01c\" requests=2"
+        );
+        assert!(!text.contains('\n'));
+        assert!(render_json(1, &[]).starts_with('{'));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! poll/select/epoll read set) or while the server's write cannot move bytes. When the server
 //! has the turn (it read a request and is thinking), nothing is charged.
 
-use crate::policy::Timers;
+use crate::policy::{RequestPolicy, Timers};
+pub use stallguard_lens::Stage;
+use stallguard_lens::StageTimer;
 
 /// What is known about one connection. Times are milliseconds on one monotonic clock;
 /// 0 means "never" / "not now".
@@ -38,46 +40,26 @@ pub struct Facts {
     pub framing: Option<Framing>,
 }
 
-/// The stage of an HTTP/1 exchange, as the lens follows the bytes the server reads and the
-/// server's writes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// A request line and headers are coming in (the client's turn).
-    #[default]
-    Headers,
-    /// The request body is coming in (the client's turn).
-    Body,
-    /// The request is complete, its answer not started: the server's turn.
-    Server,
-    /// The server answered (keep-alive): judged as without a lens (idle, write stall).
-    Answered,
-    /// Upgrade / CONNECT: no HTTP framing any more; idle and write stall only.
-    Tunnel,
-}
-
 /// What the lens knows about an HTTP/1 connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Framing {
+    /// The lens's stage; `Detect` and `Off` mean the lens does not know (today's rules).
     pub stage: Stage,
     /// When the stage started: the request's first byte (headers), the body's start (body).
     pub since: u64,
-    /// Bytes of the stage so far (MinRate extends the deadline by these).
+    /// Bytes read in the stage so far (MinRate extends the deadline by these).
     pub bytes: u64,
     /// Requests completed on the connection.
     pub requests: u32,
 }
 
 impl Framing {
-    /// `headers|body|server|response|idle|tunnel` for the operator; `waiting`: the server
-    /// waits on the client (an answered connection between requests is idle).
-    pub fn stage_name(&self, waiting: bool) -> &'static str {
+    /// The stage shown to the operator: an answered connection whose server waits for the
+    /// next request is `idle`.
+    pub fn shown_stage(&self, waiting: bool) -> Stage {
         match self.stage {
-            Stage::Headers => "headers",
-            Stage::Body => "body",
-            Stage::Server => "server",
-            Stage::Answered if waiting => "idle",
-            Stage::Answered => "response",
-            Stage::Tunnel => "tunnel",
+            Stage::Response if waiting => Stage::Idle,
+            s => s,
         }
     }
 }
@@ -222,17 +204,14 @@ struct Running {
 /// Every timer that runs on this connection now, in the order `judge` checks them.
 fn running(f: &Facts, policy: &Timers) -> [Option<Running>; 7] {
     let timer = |reason, from: u64, at: u64| Some(Running { reason, from, at });
-    let rate_timer = |reason, r: Option<crate::policy::RequestPolicy>, start: u64, bytes: u64| {
+    let rate_timer = |reason, r: Option<RequestPolicy>, start: u64, bytes: u64| {
         let r = r.filter(|_| start != 0)?;
-        let earned = bytes
-            .saturating_mul(1000)
-            .checked_div(r.min_rate)
-            .unwrap_or(0);
-        timer(
-            reason,
-            start,
-            start.saturating_add(r.timeout_ms.saturating_add(earned).min(r.max_ms)),
-        )
+        let stage = StageTimer {
+            timeout_ms: r.timeout_ms,
+            max_ms: r.max_ms,
+            min_rate: r.min_rate,
+        };
+        timer(reason, start, stage.deadline(start, bytes))
     };
     let mut t: [Option<Running>; 7] = [None; 7];
     // The program's own deadline binds whoever has the turn: it asked for it.
@@ -257,21 +236,20 @@ fn running(f: &Facts, policy: &Timers) -> [Option<Running>; 7] {
         );
     }
     let waiting = f.waiting_since != 0;
-    match f.framing.map(|fr| fr.stage) {
+    match f.framing.filter(|fr| fr.stage.is_framed()) {
         // The request is complete: the server has the turn until its answer starts,
         // whatever epoll or EAGAIN say.
-        Some(Stage::Server) => return t,
-        // The request is incomplete: the client's turn, per stage.
-        Some(Stage::Headers) => {
-            let fr = f.framing.unwrap_or_default();
+        Some(fr) if fr.stage == Stage::Server => return t,
+        // The request is incomplete: the client's turn, per stage, read set or not.
+        Some(fr) if fr.stage == Stage::Headers => {
             t[5] = rate_timer(Reason::Request, policy.request, fr.since, fr.bytes);
         }
-        Some(Stage::Body) => {
-            let fr = f.framing.unwrap_or_default();
+        Some(fr) if fr.stage == Stage::Body => {
             t[5] = rate_timer(Reason::Request, policy.body, fr.since, fr.bytes);
         }
-        // Answered (keep-alive), tunnelled, or no lens: only while the server waits.
-        Some(Stage::Answered | Stage::Tunnel) => {}
+        // Answered (keep-alive) or tunnelled: idle and write stall only.
+        Some(_) => {}
+        // No lens: today's request timer, while the server waits.
         None if waiting => {
             t[5] = rate_timer(
                 Reason::Request,
@@ -306,15 +284,8 @@ pub fn time_left_ms(f: &Facts, policy: &Timers, now: u64) -> Option<u64> {
 /// incomplete); `None` on the server's turn.
 pub fn client_turn_since(f: &Facts) -> Option<u64> {
     match f.framing {
-        Some(Framing {
-            stage: Stage::Server,
-            ..
-        }) => None,
-        Some(Framing {
-            stage: Stage::Headers | Stage::Body,
-            since,
-            ..
-        }) if since != 0 => Some(since),
+        Some(fr) if fr.stage == Stage::Server => None,
+        Some(fr) if fr.stage.is_client_turn() && fr.since != 0 => Some(fr.since),
         _ => (f.waiting_since != 0).then_some(f.waiting_since),
     }
 }
@@ -775,10 +746,7 @@ mod framing_tests {
         assert_eq!(turn_ms(&f, T0 + 90_000), None);
         assert!(!is_stuck(&f, T0 + 90_000));
         // The same facts without the lens: today's request timer.
-        let blind = Facts {
-            framing: None,
-            ..f
-        };
+        let blind = Facts { framing: None, ..f };
         assert_eq!(
             judge(&blind, &timers(), T0 + 5_182),
             Verdict::Stalled {
@@ -851,7 +819,7 @@ mod framing_tests {
     fn after_the_answer_keep_alive_is_judged_by_idle_only() {
         let f = Facts {
             last_out: T0 + 1_000,
-            ..event_loop(Stage::Answered, T0, 91)
+            ..event_loop(Stage::Response, T0, 91)
         };
         assert_eq!(judge(&f, &timers(), T0 + 10_999), Verdict::Healthy);
         assert_eq!(
@@ -861,10 +829,9 @@ mod framing_tests {
                 waited_ms: 10_000
             }
         );
-        assert_eq!(Framing::default().stage_name(false), "headers");
         let answered = f.framing.unwrap();
-        assert_eq!(answered.stage_name(true), "idle");
-        assert_eq!(answered.stage_name(false), "response");
+        assert_eq!(answered.shown_stage(true), Stage::Idle);
+        assert_eq!(answered.shown_stage(false), Stage::Response);
         let tunnel = Facts {
             framing: Some(Framing {
                 stage: Stage::Tunnel,
@@ -878,10 +845,13 @@ mod framing_tests {
     #[test]
     fn deadline_agrees_with_judge_in_every_stage() {
         for stage in [
+            Stage::Detect,
             Stage::Headers,
             Stage::Body,
-            Stage::Answered,
+            Stage::Response,
+            Stage::Idle,
             Stage::Tunnel,
+            Stage::Off,
         ] {
             for waiting in [0, T0 + 50] {
                 let f = Facts {
@@ -889,7 +859,7 @@ mod framing_tests {
                     ..event_loop(stage, T0 + 10, 700)
                 };
                 let Some(d) = deadline(&f, &timers()) else {
-                    assert!(waiting == 0 && matches!(stage, Stage::Answered | Stage::Tunnel));
+                    assert!(waiting == 0 && !stage.is_client_turn());
                     continue;
                 };
                 assert_eq!(judge(&f, &timers(), d - 1), Verdict::Healthy, "{f:?}");

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: [u8; 8] = *b"STALLGD1";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Records in a segment; the file is sparse, so unused records cost no memory.
 pub const CAPACITY: usize = 65_536;
 /// Counter slots per reason (index = `stallguard_policy::Reason::index()`; 6 = manual,
@@ -95,7 +95,18 @@ pub struct Record {
     /// Before the earliest running timer expires; `u64::MAX` when no timer runs.
     pub time_left_ms: u64,
     pub age_ms: u64,
+    /// HTTP/1 stage (index into [`STAGE_NAMES`]; 0: not an HTTP connection the lens follows).
+    pub stage: u32,
+    /// Requests completed on the connection (HTTP only).
+    pub requests: u32,
+    /// Latest request line, `METHOD SP target` (`stallguard_lens::RequestLine::to_words`).
+    pub line: [u64; 8],
 }
+
+/// Names of [`Record::stage`] (the lens's `Stage` numbering; 0 and 7 are not shown).
+pub const STAGE_NAMES: [&str; 8] = [
+    "", "headers", "body", "server", "response", "idle", "tunnel", "",
+];
 
 pub const SEGMENT_BYTES: usize =
     std::mem::size_of::<Header>() + CAPACITY * std::mem::size_of::<Record>();
@@ -155,7 +166,7 @@ mod tests {
 
     #[test]
     fn layout_is_stable() {
-        assert_eq!(std::mem::size_of::<Record>(), 72);
+        assert_eq!(std::mem::size_of::<Record>(), 144);
         assert_eq!(std::mem::size_of::<Header>() % 8, 0);
         assert_eq!(pid_of("stallguard-1234"), Some(1234));
         assert_eq!(pid_of("stallguard-x"), None);
