@@ -6,10 +6,28 @@ command -v make >/dev/null || need_apt+=(make)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v groff >/dev/null || need_apt+=(groff-base)   # the man-page test renders the pages
 command -v setpriv >/dev/null || need_apt+=(util-linux) # the permission test runs as nobody
-if [ ${#need_apt[@]} -gt 0 ]; then
+# tests/event_loops.rs: event-loop servers, the JDK's queueing server, nginx, slowhttptest.
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
+command -v slowhttptest >/dev/null || need_apt+=(slowhttptest)
+need_nginx=0
+[ -x /usr/sbin/nginx ] || need_nginx=1
+if [ ${#need_apt[@]} -gt 0 ] || [ $need_nginx -eq 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}"
+  if [ $need_nginx -eq 1 ]; then
+    # nginx-light (bookworm) is the smallest build; nginx where it is gone.
+    if apt-cache show nginx-light >/dev/null 2>&1; then need_apt+=(nginx-light); else need_apt+=(nginx); fi
+  fi
+  # The tests run every server themselves: no package may start a system service.
+  rcd=/usr/sbin/policy-rc.d
+  saved=""
+  if [ -e "$rcd" ]; then saved=$(mktemp); cp -p "$rcd" "$saved"; fi
+  restore() { if [ -n "$saved" ]; then mv -f "$saved" "$rcd"; else rm -f "$rcd"; fi; }
+  trap restore EXIT
+  printf '#!/bin/sh\nexit 101\n' >"$rcd"
+  chmod 0755 "$rcd"
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
