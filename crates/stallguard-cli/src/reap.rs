@@ -42,33 +42,48 @@ pub fn reap(pid: u32, target: Target) -> i32 {
     for n in &notes {
         eprintln!("stallguard: {n}");
     }
-    let segs = match segs {
-        Ok(s) => s,
+    let chosen = segs.and_then(|segs| {
+        let pids: Vec<u32> = segs.iter().map(|s| s.pid).collect();
+        Ok((choose(&pids, pid, target)?, segs))
+    });
+    let (chosen, segs) = match chosen {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("stallguard: {e}");
             return 1;
         }
     };
-    let chosen: Vec<&Segment> = match target {
-        Target::Stuck => segs.iter().collect(),
-        Target::Fd(_) => {
-            if let Some(own) = segs.iter().find(|s| s.pid == pid) {
-                vec![own]
-            } else if segs.len() == 1 {
-                vec![&segs[0]]
-            } else {
-                let pids: Vec<String> = segs.iter().map(|s| s.pid.to_string()).collect();
-                eprintln!(
-                    "stallguard: process {pid} has no segment of its own but {} guarded children \
-                     ({}); an fd belongs to one process: give that child's pid with --fd",
-                    segs.len(),
+    let posted: Vec<(&Segment, u64)> = chosen
+        .into_iter()
+        .map(|i| (&segs[i], post(&segs[i], target)))
+        .collect();
+    let answers = wait_for_answers(&posted);
+    print_answers(&posted, &answers, target)
+}
+
+/// Which of the segments (`pids`, those `segments_for(pid)` found) the request goes to:
+/// `--stuck` all of them; `--fd` the process's own, or its only child's.
+fn choose(pids: &[u32], pid: u32, target: Target) -> Result<Vec<usize>, String> {
+    match target {
+        Target::Stuck => Ok((0..pids.len()).collect()),
+        Target::Fd(_) => match pids.iter().position(|p| *p == pid) {
+            Some(own) => Ok(vec![own]),
+            None if pids.len() == 1 => Ok(vec![0]),
+            None => {
+                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                Err(format!(
+                    "process {pid} has no segment of its own but {} guarded children ({}); an \
+                     fd belongs to one process: give that child's pid with --fd",
+                    pids.len(),
                     pids.join(" ")
-                );
-                return 1;
+                ))
             }
-        }
-    };
-    let posted: Vec<(&Segment, u64)> = chosen.iter().map(|s| (*s, post(s, target))).collect();
+        },
+    }
+}
+
+/// Polls every posted request's answer until all came or [`ANSWER_WITHIN`] passed.
+fn wait_for_answers(posted: &[(&Segment, u64)]) -> Vec<Option<u32>> {
     let deadline = Instant::now() + ANSWER_WITHIN;
     let mut answers: Vec<Option<u32>> = vec![None; posted.len()];
     loop {
@@ -78,26 +93,21 @@ pub fn reap(pid: u32, target: Target) -> i32 {
             }
         }
         if answers.iter().all(Option::is_some) || Instant::now() >= deadline {
-            break;
+            return answers;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// One line per process (and a total when there are several); returns the exit status.
+fn print_answers(posted: &[(&Segment, u64)], answers: &[Option<u32>], target: Target) -> i32 {
     let mut status = 0;
     let mut total = 0u64;
-    for ((seg, _), a) in posted.iter().zip(&answers) {
+    for ((seg, _), a) in posted.iter().zip(answers) {
         match a {
             Some(n) => {
                 total += u64::from(*n);
-                let what = match target {
-                    Target::Fd(fd) if *n == 0 => {
-                        format!("reaped 0: fd {fd} is not a tracked connection (see `stallguard top {}`)", seg.pid)
-                    }
-                    Target::Fd(fd) => format!("reaped fd {fd}"),
-                    Target::Stuck => {
-                        format!("reaped {n} connection{}", if *n == 1 { "" } else { "s" })
-                    }
-                };
-                println!("pid {}: {what}", seg.pid);
+                println!("pid {}: {}", seg.pid, describe_answer(seg.pid, target, *n));
             }
             None => {
                 eprintln!(
@@ -114,4 +124,43 @@ pub fn reap(pid: u32, target: Target) -> i32 {
         println!("total reaped: {total}");
     }
     status
+}
+
+/// What the watcher of `pid` did: `reaped fd 17`, `reaped 2 connections`.
+fn describe_answer(pid: u32, target: Target, reaped: u32) -> String {
+    match target {
+        Target::Fd(fd) if reaped == 0 => {
+            format!("reaped 0: fd {fd} is not a tracked connection (see `stallguard top {pid}`)")
+        }
+        Target::Fd(fd) => format!("reaped fd {fd}"),
+        Target::Stuck => format!(
+            "reaped {reaped} connection{}",
+            if reaped == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_fd_goes_to_the_process_itself_or_its_only_child() {
+        assert_eq!(choose(&[7, 9], 9, Target::Fd(3)), Ok(vec![1]));
+        assert_eq!(choose(&[12], 9, Target::Fd(3)), Ok(vec![0]));
+        let err = choose(&[12, 13], 9, Target::Fd(3)).unwrap_err();
+        assert!(err.contains("2 guarded children (12 13)"), "{err}");
+        assert_eq!(choose(&[12, 13], 9, Target::Stuck), Ok(vec![0, 1]));
+    }
+
+    #[test]
+    fn answers_read_as_sentences() {
+        assert_eq!(describe_answer(5, Target::Fd(17), 1), "reaped fd 17");
+        assert_eq!(
+            describe_answer(5, Target::Fd(17), 0),
+            "reaped 0: fd 17 is not a tracked connection (see `stallguard top 5`)"
+        );
+        assert_eq!(describe_answer(5, Target::Stuck, 1), "reaped 1 connection");
+        assert_eq!(describe_answer(5, Target::Stuck, 0), "reaped 0 connections");
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
-use stallguard_policy::policy::VARIABLES;
+use stallguard_policy::policy::{Variable, VARIABLES};
 use stallguard_policy::{parse_env, ConfigError, Policy};
 
 /// The environment variable that names the library explicitly. The command's own: it is not
@@ -23,13 +23,18 @@ pub fn flag_for(var: &str) -> String {
         .replace('_', "-")
 }
 
-/// (flag, variable, what it accepts), one per policy variable: the flags are derived from
-/// the policy crate's list, so a new variable gets its flag without touching this file.
-pub fn policy_flags() -> Vec<(String, &'static str, &'static str)> {
-    VARIABLES
-        .iter()
-        .map(|(var, accepts)| (flag_for(var), *var, *accepts))
-        .collect()
+/// (flag, variable), one per policy variable: the flags are derived from the policy crate's
+/// table, so a new variable gets its flag without touching this file.
+pub fn policy_flags() -> Vec<(String, &'static Variable)> {
+    VARIABLES.iter().map(|v| (flag_for(v.name), v)).collect()
+}
+
+/// A flag's help line: its variable, what it accepts and its default.
+pub fn flag_help(var: &Variable) -> String {
+    match var.default {
+        Some(default) => format!("{}: {} [default: {default}]", var.name, var.accepts),
+        None => format!("{}: {}", var.name, var.accepts),
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,9 +51,9 @@ impl FromArgMatches for RunArgs {
             check: m.get_flag("check"),
             ..RunArgs::default()
         };
-        for (flag, var, _) in policy_flags() {
+        for (flag, var) in policy_flags() {
             if let Some(v) = m.get_one::<String>(&flag) {
-                args.policy.push((var, v.clone()));
+                args.policy.push((var.name, v.clone()));
             }
         }
         args.command = m
@@ -85,14 +90,14 @@ impl Args for RunArgs {
                     .value_parser(clap::value_parser!(OsString))
                     .required_unless_present("check"),
             );
-        for (flag, var, accepts) in policy_flags() {
+        for (flag, var) in policy_flags() {
             cmd = cmd.arg(
                 Arg::new(flag.clone())
                     .long(flag)
                     .value_name("VALUE")
                     .action(ArgAction::Set)
                     .help_heading("Policy (each flag sets its STALLGUARD_ variable)")
-                    .help(format!("{var}: {accepts}")),
+                    .help(flag_help(var)),
             );
         }
         cmd
@@ -330,7 +335,7 @@ mod tests {
     fn every_variable_has_a_flag() {
         let flags = policy_flags();
         assert_eq!(flags.len(), VARIABLES.len());
-        let names: Vec<&str> = flags.iter().map(|(f, _, _)| f.as_str()).collect();
+        let names: Vec<&str> = flags.iter().map(|(f, _)| f.as_str()).collect();
         for f in [
             "first-byte",
             "request",
@@ -354,6 +359,20 @@ mod tests {
         ] {
             assert!(names.contains(&f), "{f} missing from {names:?}");
         }
+    }
+
+    #[test]
+    fn flag_help_comes_from_the_policy_table() {
+        let idle = stallguard_policy::policy::variable("STALLGUARD_IDLE").unwrap();
+        assert_eq!(
+            flag_help(idle),
+            format!("STALLGUARD_IDLE: {} [default: 60s]", idle.accepts)
+        );
+        let log_file = stallguard_policy::policy::variable("STALLGUARD_LOG_FILE").unwrap();
+        assert_eq!(
+            flag_help(log_file),
+            "STALLGUARD_LOG_FILE: an absolute path to a file to append to"
+        );
     }
 
     #[test]

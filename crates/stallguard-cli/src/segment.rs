@@ -66,6 +66,8 @@ pub struct Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // SAFETY: `ptr` is this segment's own mapping of SEGMENT_BYTES (see `map`), and no
+        // reference into it outlives `self`.
         unsafe { libc::munmap(self.ptr, SEGMENT_BYTES) };
     }
 }
@@ -79,34 +81,16 @@ impl Segment {
     /// Opens and maps a segment file, checking it is a regular file of the right size with
     /// the right magic, version and record size. Symlinks are refused.
     pub fn open_path(path: &Path, pid: u32, write: bool) -> Result<Segment, SegError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(write)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|err| match err.kind() {
-                io::ErrorKind::NotFound => SegError::Missing,
-                io::ErrorKind::PermissionDenied => SegError::PermissionDenied {
-                    path: path.to_path_buf(),
-                    write,
-                },
-                _ if err.raw_os_error() == Some(libc::ELOOP) => SegError::Invalid {
-                    path: path.to_path_buf(),
-                    why: "it is a symbolic link".into(),
-                },
-                _ => SegError::Io {
-                    path: path.to_path_buf(),
-                    err,
-                },
-            })?;
         let invalid = |why: String| SegError::Invalid {
             path: path.to_path_buf(),
             why,
         };
-        let meta = file.metadata().map_err(|err| SegError::Io {
+        let io_error = |err| SegError::Io {
             path: path.to_path_buf(),
             err,
-        })?;
+        };
+        let file = open_file(path, write)?;
+        let meta = file.metadata().map_err(io_error)?;
         if !meta.is_file() {
             return Err(invalid("not a regular file".into()));
         }
@@ -116,44 +100,69 @@ impl Segment {
                 meta.len()
             )));
         }
-        let seg = map(&file, write).map_err(|err| SegError::Io {
-            path: path.to_path_buf(),
-            err,
-        })?;
         let seg = Segment {
             pid,
             path: path.to_path_buf(),
-            ptr: seg,
+            ptr: map(&file, write).map_err(io_error)?,
             owner_uid: meta.uid(),
         };
-        let h = seg.header();
-        if h.magic != stallguard_shm::MAGIC {
-            return Err(invalid("bad magic".into()));
-        }
-        if !h.is_valid() {
-            return Err(invalid(format!(
-                "layout version {} record size {} capacity {} (this tool reads version {} record size {})",
-                h.version,
-                h.record_size,
-                h.capacity,
-                stallguard_shm::VERSION,
-                std::mem::size_of::<Record>()
-            )));
-        }
-        if h.pid != pid {
-            return Err(invalid(format!("it belongs to pid {}", h.pid)));
-        }
-        Ok(seg)
+        header_problem(seg.header(), pid).map_or(Ok(seg), |why| Err(invalid(why)))
     }
 
     pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least SEGMENT_BYTES (checked at open), page-aligned, and
+        // lives as long as `self`; every Header field is an integer or an atomic, valid for
+        // any bytes the watcher writes.
         unsafe { &*(self.ptr as *const Header) }
     }
 
     /// A consistent copy of the records (None if the watcher kept writing for 100 tries).
     pub fn snapshot(&self) -> Option<Vec<Record>> {
+        // SAFETY: a Segment exists only once its header was checked (magic, layout, pid).
         unsafe { stallguard_shm::snapshot(self.ptr as *const Header) }.map(|(r, _)| r)
     }
+}
+
+/// Opens a segment file without following symlinks; errors say which case it was.
+fn open_file(path: &Path, write: bool) -> Result<File, SegError> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => SegError::Missing,
+            io::ErrorKind::PermissionDenied => SegError::PermissionDenied {
+                path: path.to_path_buf(),
+                write,
+            },
+            _ if err.raw_os_error() == Some(libc::ELOOP) => SegError::Invalid {
+                path: path.to_path_buf(),
+                why: "it is a symbolic link".into(),
+            },
+            _ => SegError::Io {
+                path: path.to_path_buf(),
+                err,
+            },
+        })
+}
+
+/// What is wrong with a mapped header for `pid` (magic, layout, owner), if anything.
+fn header_problem(h: &Header, pid: u32) -> Option<String> {
+    if h.magic != stallguard_shm::MAGIC {
+        return Some("bad magic".into());
+    }
+    if !h.is_valid() {
+        return Some(format!(
+            "layout version {} record size {} capacity {} (this tool reads version {} record size {})",
+            h.version,
+            h.record_size,
+            h.capacity,
+            stallguard_shm::VERSION,
+            std::mem::size_of::<Record>()
+        ));
+    }
+    (h.pid != pid).then(|| format!("it belongs to pid {}", h.pid))
 }
 
 fn map(file: &File, write: bool) -> io::Result<*mut libc::c_void> {
@@ -162,6 +171,7 @@ fn map(file: &File, write: bool) -> io::Result<*mut libc::c_void> {
     } else {
         libc::PROT_READ
     };
+    // SAFETY: a fresh shared mapping of an open file; the kernel picks the address.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -215,6 +225,7 @@ pub fn parse_stat(pid: u32, stat: &str) -> Option<ProcInfo> {
         .get(19)
         .and_then(|t| t.parse::<u64>().ok())
         .and_then(|ticks| {
+            // SAFETY: sysconf reads a constant; no pointers.
             let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
             let btime = boot_time_s()?;
             (hz > 0).then(|| btime * 1000 + ticks * 1000 / hz as u64)
@@ -279,6 +290,7 @@ fn owner_plausible(seg: &Segment) -> bool {
 
 /// Removes a stale segment if we own it. Returns whether it was removed.
 pub fn remove_if_ours(seg: &Segment) -> bool {
+    // SAFETY: geteuid cannot fail and takes no pointers.
     let euid = unsafe { libc::geteuid() };
     seg.owner_uid == euid && fs::remove_file(&seg.path).is_ok()
 }

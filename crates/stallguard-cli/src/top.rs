@@ -21,6 +21,8 @@ struct RawTerminal {
 
 impl RawTerminal {
     fn enable() -> Option<RawTerminal> {
+        // SAFETY: termios is plain data (zeroed is a valid value); both calls get a pointer
+        // to a live local.
         unsafe {
             let mut t: libc::termios = std::mem::zeroed();
             if libc::tcgetattr(0, &mut t) != 0 {
@@ -40,6 +42,7 @@ impl RawTerminal {
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
+        // SAFETY: `saved` is the termios tcgetattr filled in.
         unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
     }
 }
@@ -62,8 +65,10 @@ fn wait_for_quit(d: Duration, keys: bool) -> bool {
             revents: 0,
         };
         let ms = left.as_millis().min(100) as libc::c_int;
+        // SAFETY: one live pollfd.
         if unsafe { libc::poll(&mut pfd, 1, ms) } > 0 {
             let mut b = [0u8; 16];
+            // SAFETY: reads at most b.len() bytes into `b`.
             let n = unsafe { libc::read(0, b.as_mut_ptr().cast(), b.len()) };
             if n <= 0 || b[..n as usize].iter().any(|c| *c == b'q' || *c == b'Q') {
                 return true;
@@ -74,7 +79,9 @@ fn wait_for_quit(d: Duration, keys: bool) -> bool {
 }
 
 fn terminal_rows() -> Option<usize> {
+    // SAFETY: winsize is plain integers: zeroed is a valid value.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into the live `ws`.
     let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0;
     (ok && ws.ws_row > 0).then_some(ws.ws_row as usize)
 }
@@ -89,7 +96,6 @@ fn read_views(pid: u32) -> Result<Vec<ProcessView>, String> {
 }
 
 pub fn top(pid: u32, once: bool, json: bool) -> i32 {
-    let stdout = io::stdout();
     if once {
         return match read_views(pid) {
             Ok(views) => {
@@ -98,15 +104,11 @@ pub fn top(pid: u32, once: bool, json: bool) -> i32 {
                 } else {
                     render_text(pid, &views, None)
                 };
-                let mut out = stdout.lock();
-                if out
-                    .write_all(text.as_bytes())
-                    .and_then(|_| out.flush())
-                    .is_err()
-                {
-                    return 1;
+                if print(&text) {
+                    0
+                } else {
+                    1
                 }
-                0
             }
             Err(e) => {
                 eprintln!("stallguard: {e}");
@@ -114,6 +116,7 @@ pub fn top(pid: u32, once: bool, json: bool) -> i32 {
             }
         };
     }
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -129,28 +132,34 @@ pub fn top(pid: u32, once: bool, json: bool) -> i32 {
                 return 1;
             }
         };
-        let text = if json {
-            render_json(pid, &views) + "\n"
-        } else if interactive {
-            let rows = terminal_rows().map(|r| r.saturating_sub(views.len() + 6).max(1));
-            format!(
-                "\x1b[H\x1b[2J{}\n(q or Ctrl-C to quit)\n",
-                render_text(pid, &views, rows)
-            )
-        } else {
-            render_text(pid, &views, None) + "\n"
-        };
-        let mut out = stdout.lock();
-        if out
-            .write_all(text.as_bytes())
-            .and_then(|_| out.flush())
-            .is_err()
-        {
+        if !print(&refresh(pid, &views, json, interactive)) {
             return 0; // the reader went away (a pipe closed): not an error
         }
-        drop(out);
         if wait_for_quit(Duration::from_secs(1), keys) {
             return 0;
         }
     }
+}
+
+/// One refresh: a JSON line, a screen (cleared, cut to the terminal's height), or a block.
+fn refresh(pid: u32, views: &[ProcessView], json: bool, interactive: bool) -> String {
+    if json {
+        render_json(pid, views) + "\n"
+    } else if interactive {
+        let rows = terminal_rows().map(|r| r.saturating_sub(views.len() + 6).max(1));
+        format!(
+            "\x1b[H\x1b[2J{}\n(q or Ctrl-C to quit)\n",
+            render_text(pid, views, rows)
+        )
+    } else {
+        render_text(pid, views, None) + "\n"
+    }
+}
+
+/// Writes and flushes `text` to stdout; false when it could not (the reader went away).
+fn print(text: &str) -> bool {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
 }

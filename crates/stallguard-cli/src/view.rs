@@ -167,16 +167,50 @@ fn reasons_text(counts: &[u64; REASONS]) -> String {
     }
 }
 
+/// The connection table's columns.
+macro_rules! table_row {
+    ($($cell:expr),* $(,)?) => {
+        format!(
+            "{:>7} {:>5} {:<24} {:>5} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:<8} {}\n",
+            $($cell),*
+        )
+    };
+}
+
 /// The text screen: a summary line per process, then the connections.
 /// `max_rows` bounds the table (a terminal's height); None prints all.
 pub fn render_text(target: u32, views: &[ProcessView], max_rows: Option<usize>) -> String {
     let now = now_unix_ms();
-    let mut out = String::new();
+    let mut out = summary_line(target, views);
+    if let Some(first) = views.first() {
+        out += &format!("policy: {}\n", first.policy);
+    }
+    for v in views {
+        out += &process_line(v, now);
+    }
+    out += "\n";
+    out += &table_row!(
+        "PID", "FD", "PEER", "LPORT", "TURN", "WAITING", "IN", "OUT", "LEFT", "AGE", "FLAGS",
+        "HTTP"
+    );
+    let conns = sorted_connections(views);
+    let shown = max_rows.unwrap_or(usize::MAX).min(conns.len());
+    for (pid, r) in &conns[..shown] {
+        out += &connection_row(*pid, r);
+    }
+    if shown < conns.len() {
+        out += &format!("… {} more\n", conns.len() - shown);
+    }
+    out
+}
+
+/// The first line: the processes' counters summed.
+fn summary_line(target: u32, views: &[ProcessView]) -> String {
     let mut total = Counters::default();
     for v in views {
         total.add(&v.counters);
     }
-    out += &format!(
+    let mut out = format!(
         "stallguard top {target}: {} guarded process{}, tracked {}, waiting on client {}, reaped: {}",
         views.len(),
         if views.len() == 1 { "" } else { "es" },
@@ -190,73 +224,50 @@ pub fn render_text(target: u32, views: &[ProcessView], max_rows: Option<usize>) 
     if total.rejected_over_cap > 0 {
         out += &format!(", rejected over cap: {}", total.rejected_over_cap);
     }
-    out += "\n";
-    if let Some(first) = views.first() {
-        out += &format!("policy: {}\n", first.policy);
-    }
-    for v in views {
-        let age = match v.updated_ago_ms(now) {
-            None => "never published".to_string(),
-            Some(ms) => format!("updated {} ago", human_ms(ms)),
-        };
-        let stalled = matches!(v.updated_ago_ms(now), Some(ms) if ms > 3 * v.tick_ms as u64 + 2000);
-        out += &format!(
-            "  pid {:<7} tracked {:<5} waiting {:<5} reaped {:<24} {age}{}{}\n",
-            v.pid,
-            v.counters.tracked,
-            v.counters.waiting,
-            reasons_text(&v.counters.reaped),
-            if stalled {
-                " (watcher not publishing: process stopped?)"
-            } else {
-                ""
-            },
-            if v.torn { " (no consistent copy)" } else { "" },
-        );
-    }
-    out += "\n";
-    out += &format!(
-        "{:>7} {:>5} {:<24} {:>5} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:<8} {}\n",
-        "PID",
-        "FD",
-        "PEER",
-        "LPORT",
-        "TURN",
-        "WAITING",
-        "IN",
-        "OUT",
-        "LEFT",
-        "AGE",
-        "FLAGS",
-        "HTTP"
-    );
-    let conns = sorted_connections(views);
-    let shown = max_rows.unwrap_or(usize::MAX).min(conns.len());
-    for (pid, r) in &conns[..shown] {
-        out += &format!(
-            "{:>7} {:>5} {:<24} {:>5} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:<8} {}\n",
-            pid,
-            r.fd,
-            peer(r),
-            r.local_port,
-            turn(r),
-            human_ms(r.waiting_ms),
-            human_bytes(r.bytes_in),
-            human_bytes(r.bytes_out),
-            if r.time_left_ms == u64::MAX {
-                "-".to_string()
-            } else {
-                human_ms(r.time_left_ms)
-            },
-            human_ms(r.age_ms),
-            flags_text(r),
-            http_text(r),
-        );
-    }
-    if shown < conns.len() {
-        out += &format!("… {} more\n", conns.len() - shown);
-    }
-    out
+    out + "\n"
+}
+
+/// One process: its counters and how fresh its segment is.
+fn process_line(v: &ProcessView, now: u64) -> String {
+    let age = match v.updated_ago_ms(now) {
+        None => "never published".to_string(),
+        Some(ms) => format!("updated {} ago", human_ms(ms)),
+    };
+    let stalled = matches!(v.updated_ago_ms(now), Some(ms) if ms > 3 * v.tick_ms as u64 + 2000);
+    format!(
+        "  pid {:<7} tracked {:<5} waiting {:<5} reaped {:<24} {age}{}{}\n",
+        v.pid,
+        v.counters.tracked,
+        v.counters.waiting,
+        reasons_text(&v.counters.reaped),
+        if stalled {
+            " (watcher not publishing: process stopped?)"
+        } else {
+            ""
+        },
+        if v.torn { " (no consistent copy)" } else { "" },
+    )
+}
+
+fn connection_row(pid: u32, r: &Record) -> String {
+    table_row!(
+        pid,
+        r.fd,
+        peer(r),
+        r.local_port,
+        turn(r),
+        human_ms(r.waiting_ms),
+        human_bytes(r.bytes_in),
+        human_bytes(r.bytes_out),
+        if r.time_left_ms == u64::MAX {
+            "-".to_string()
+        } else {
+            human_ms(r.time_left_ms)
+        },
+        human_ms(r.age_ms),
+        flags_text(r),
+        http_text(r),
+    )
 }
 
 fn reasons_json(counts: &[u64; REASONS]) -> String {
@@ -403,7 +414,6 @@ mod tests {
             "stage=server method=GET target=\"/a\\\"b\\x0a\\x01c\" requests=2"
         );
         assert!(!text.contains('\n'));
-        assert!(render_json(1, &[]).starts_with('{'));
     }
 
     #[test]

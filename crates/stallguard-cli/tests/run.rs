@@ -196,7 +196,7 @@ fn every_policy_variable_has_a_documented_flag() {
         .output()
         .unwrap();
     let help = text(&out.stdout);
-    for (var, _) in stallguard_policy::policy::VARIABLES {
+    for var in stallguard_policy::policy::VARIABLES.iter().map(|v| v.name) {
         let flag = format!(
             "--{}",
             var.trim_start_matches("STALLGUARD_")

@@ -113,7 +113,7 @@ impl KernelTrack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{RequestPolicy, Timers};
+    use crate::timers::{RequestPolicy, Timers};
     use crate::verdict::{judge, Reason, Verdict};
 
     fn policy() -> Timers {

@@ -7,15 +7,14 @@ pub mod duration;
 pub mod kernel_view;
 pub mod policy;
 pub mod ports;
+pub mod timers;
 pub mod verdict;
 
 pub use cidr::Cidr;
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use kernel_view::{KernelSample, KernelTrack};
-pub use policy::{
-    parse_env, Action, ConfigError, LogLevel, OnError, OutboundPolicy, Policy, RequestPolicy,
-    Timers,
-};
+pub use policy::{parse_env, Action, ConfigError, LogLevel, OnError, Policy};
+pub use timers::{OutboundPolicy, RequestPolicy, Timers};
 pub use verdict::{
     client_turn_since, deadline, is_stuck, judge, spared_by_unread, time_left_ms, turn_ms, Facts,
     Framing, Reason, Stage, Verdict, STUCK_AFTER_MS,

@@ -1,22 +1,17 @@
-//! The policy: what `STALLGUARD_*` variables mean, parsed into plain values.
-//! Every bad value or unknown name becomes a [`ConfigError`] naming the variable, the value and
-//! what is accepted; nothing is silently defaulted.
+//! The policy: what `STALLGUARD_*` variables mean, parsed into plain values. One row of
+//! [`VARIABLES`] per variable (name, what it accepts, default, how it applies) drives parsing,
+//! error messages and `stallguard run --help`. Every bad value or unknown name becomes a
+//! [`ConfigError`] naming the variable, the value and what is accepted; nothing is silently
+//! defaulted.
 
 use crate::cidr::{Cidr, CIDR_ACCEPTS};
-use crate::duration::{format_duration_ms, parse_duration_ms, DURATION_ACCEPTS, MAX_DURATION_MS};
+use crate::duration::{format_duration_ms, parse_duration_ms, DURATION_ACCEPTS};
 use crate::ports::{parse_ports, PORTS_ACCEPTS};
+use crate::timers::{
+    parse_body, parse_lens, parse_outbound, parse_request, OutboundPolicy, Timers, BODY_ACCEPTS,
+    OUTBOUND_ACCEPTS, REQUEST_ACCEPTS,
+};
 use std::fmt;
-
-/// Apache `mod_reqtimeout` arithmetic: once the client starts sending it has `timeout_ms`; every
-/// byte received extends that by 1/`min_rate` s, never past `max_ms` after the start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RequestPolicy {
-    pub timeout_ms: u64,
-    /// Equal to `timeout_ms` when no range was given.
-    pub max_ms: u64,
-    /// Bytes per second; 0 means no extension.
-    pub min_rate: u64,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -43,48 +38,6 @@ pub enum OnError {
     Exit,
     /// Run the process unguarded and say so.
     Warn,
-}
-
-/// The timers a connection is judged by (the global ones, or a port's overrides).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timers {
-    pub first_byte_ms: u64,
-    /// `None` when `STALLGUARD_REQUEST=off`.
-    pub request: Option<RequestPolicy>,
-    /// HTTP/1 body stage (`STALLGUARD_BODY`), measured from the body's start; `None`: off.
-    pub body: Option<RequestPolicy>,
-    /// Follow HTTP/1 framing to tell whose turn it is (`STALLGUARD_LENS=auto`).
-    pub lens: bool,
-    pub idle_ms: u64,
-    pub write_stall_ms: u64,
-    /// Cap on a connection's total age; 0 = off (the default).
-    pub lifetime_ms: u64,
-    /// Deadline of an outbound connect(); only outbound connections have one.
-    pub connect_ms: u64,
-}
-
-impl Default for Timers {
-    fn default() -> Self {
-        Timers {
-            first_byte_ms: 20_000,
-            request: Some(RequestPolicy {
-                timeout_ms: 20_000,
-                max_ms: 40_000,
-                min_rate: 500,
-            }),
-            // Apache mod_reqtimeout's body=20,MinRate=500: no maximum.
-            body: Some(RequestPolicy {
-                timeout_ms: 20_000,
-                max_ms: MAX_DURATION_MS,
-                min_rate: 500,
-            }),
-            lens: true,
-            idle_ms: 60_000,
-            write_stall_ms: 60_000,
-            lifetime_ms: 0,
-            connect_ms: 0,
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,32 +70,6 @@ pub struct Policy {
     pub report_ms: u64,
     /// Prometheus textfile the watcher rewrites (`{pid}` is replaced by the pid).
     pub metrics_file: Option<String>,
-}
-
-/// `STALLGUARD_OUTBOUND=connect=5s,idle=30s`: a connect() that has not completed within
-/// `connect_ms`, or an outbound connection whose upstream sends nothing for `idle_ms` while
-/// the program waits on it, is shut down so the program gets an error instead of hanging.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OutboundPolicy {
-    pub connect_ms: u64,
-    pub idle_ms: u64,
-}
-
-impl OutboundPolicy {
-    /// The timers an outbound connection is judged by: the upstream must answer (first byte)
-    /// and keep moving (idle, write stall) within `idle_ms`; no request phase.
-    pub fn timers(&self) -> Timers {
-        Timers {
-            first_byte_ms: self.idle_ms,
-            request: None,
-            body: None,
-            lens: false,
-            idle_ms: self.idle_ms,
-            write_stall_ms: self.idle_ms,
-            lifetime_ms: 0,
-            connect_ms: self.connect_ms,
-        }
-    }
 }
 
 impl Default for Policy {
@@ -220,57 +147,198 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
-/// Every variable the shim reads, with what it accepts (used for help text and suggestions).
-pub const VARIABLES: &[(&str, &str)] = &[
-    ("STALLGUARD_FIRST_BYTE", DURATION_ACCEPTS),
-    ("STALLGUARD_REQUEST", REQUEST_ACCEPTS),
-    ("STALLGUARD_BODY", BODY_ACCEPTS),
-    ("STALLGUARD_LENS", "auto or off"),
-    ("STALLGUARD_IDLE", DURATION_ACCEPTS),
-    ("STALLGUARD_WRITE_STALL", DURATION_ACCEPTS),
-    ("STALLGUARD_ACTION", "shutdown, rst or log"),
-    (
-        "STALLGUARD_TICK",
-        "a duration from 10ms to 10s, such as 100ms",
-    ),
-    ("STALLGUARD_LOG", "off, error, warn, info or debug"),
-    (
-        "STALLGUARD_LOG_FILE",
-        "an absolute path to a file to append to",
-    ),
-    ("STALLGUARD_ON_ERROR", "exit or warn"),
-    ("STALLGUARD_ADOPT", "on or off"),
-    ("STALLGUARD_LIFETIME", DURATION_ACCEPTS),
-    ("STALLGUARD_PORTS", PORTS_ACCEPTS),
-    ("STALLGUARD_EXEMPT", CIDR_ACCEPTS),
-    (
-        "STALLGUARD_PER_SOURCE",
-        "a whole number of connections from 1 to 1000000, or off",
-    ),
-    ("STALLGUARD_BACKSTOPS", "on or off"),
-    ("STALLGUARD_SOCKET_TIMEOUTS", "on or off"),
-    (
-        "STALLGUARD_DEFER_ACCEPT",
-        "a comma-separated list of ports from 1 to 65535, or off",
-    ),
-    ("STALLGUARD_UNIX", "on or off"),
-    ("STALLGUARD_OUTBOUND", OUTBOUND_ACCEPTS),
-    ("STALLGUARD_REPORT", DURATION_ACCEPTS),
-    (
-        "STALLGUARD_METRICS_FILE",
-        "an absolute path for the Prometheus textfile ({pid} is replaced by the process id)",
-    ),
+/// One `STALLGUARD_*` variable: the row that parsing, error messages, `stallguard run --help`
+/// and the documentation checks all read.
+pub struct Variable {
+    pub name: &'static str,
+    /// What is accepted, as error messages and help text say it.
+    pub accepts: &'static str,
+    /// The value in effect when the variable is unset, as a user would write it (parsing it
+    /// gives [`Policy::default`]); `None` when unset means absent (no file, no rules).
+    pub default: Option<&'static str>,
+    apply: Apply,
+    /// Applied after all the others: port rules start from the global timers, whatever order
+    /// the variables come in.
+    late: bool,
+}
+
+/// Sets a value in the policy, or says why it is refused.
+type Apply = fn(&mut Policy, &str) -> Result<(), Refusal>;
+
+/// A refused value: a short reason, or `None` when "expected ..." says it all.
+type Refusal = Option<String>;
+
+impl Variable {
+    const fn new(
+        name: &'static str,
+        accepts: &'static str,
+        default: Option<&'static str>,
+        apply: Apply,
+    ) -> Self {
+        Variable {
+            name,
+            accepts,
+            default,
+            apply,
+            late: false,
+        }
+    }
+
+    /// Applied after all the others (see [`Variable::late`]).
+    const fn late(self) -> Self {
+        Variable { late: true, ..self }
+    }
+
+    /// Applies `value` to `policy` (left unchanged when the value is refused).
+    fn set(&self, policy: &mut Policy, value: &str) -> Result<(), ConfigError> {
+        (self.apply)(policy, value).map_err(|why| {
+            let accepted = match why {
+                Some(why) => format!("{why}; expected {}", self.accepts),
+                None => format!("expected {}", self.accepts),
+            };
+            err(self.name, value, accepted)
+        })
+    }
+}
+
+const SWITCH: &str = "on or off";
+const ACTION_ACCEPTS: &str = "shutdown, rst or log";
+const TICK_ACCEPTS: &str = "a duration from 10ms to 10s, such as 100ms";
+const LOG_ACCEPTS: &str = "off, error, warn, info or debug";
+const LOG_FILE_ACCEPTS: &str = "an absolute path to a file to append to";
+const ON_ERROR_ACCEPTS: &str = "exit or warn";
+const PER_SOURCE_ACCEPTS: &str = "a whole number of connections from 1 to 1000000, or off";
+const PORT_LIST_ACCEPTS: &str = "a comma-separated list of ports from 1 to 65535, or off";
+const METRICS_FILE_ACCEPTS: &str =
+    "an absolute path for the Prometheus textfile ({pid} is replaced by the process id)";
+
+/// Every variable the shim reads, in the order help text and "known:" lists show them.
+#[rustfmt::skip]
+pub const VARIABLES: &[Variable] = &[
+    Variable::new("STALLGUARD_FIRST_BYTE", DURATION_ACCEPTS, Some("20s"),
+        |p, v| store(&mut p.timers.first_byte_ms, duration(v))),
+    Variable::new("STALLGUARD_REQUEST", REQUEST_ACCEPTS, Some("20-40,minrate=500"),
+        |p, v| store(&mut p.timers.request, parse_request(v).map_err(Some))),
+    Variable::new("STALLGUARD_BODY", BODY_ACCEPTS, Some("20,minrate=500"),
+        |p, v| store(&mut p.timers.body, parse_body(v).map_err(Some))),
+    Variable::new("STALLGUARD_LENS", "auto or off", Some("auto"),
+        |p, v| store(&mut p.timers.lens, parse_lens(v).map_err(|_| None))),
+    Variable::new("STALLGUARD_IDLE", DURATION_ACCEPTS, Some("60s"),
+        |p, v| store(&mut p.timers.idle_ms, duration(v))),
+    Variable::new("STALLGUARD_WRITE_STALL", DURATION_ACCEPTS, Some("60s"),
+        |p, v| store(&mut p.timers.write_stall_ms, duration(v))),
+    Variable::new("STALLGUARD_ACTION", ACTION_ACCEPTS, Some("shutdown"),
+        |p, v| store(&mut p.action, one_of(v, ACTIONS))),
+    Variable::new("STALLGUARD_TICK", TICK_ACCEPTS, Some("100ms"),
+        |p, v| store(&mut p.tick_ms, tick(v))),
+    Variable::new("STALLGUARD_LOG", LOG_ACCEPTS, Some("info"),
+        |p, v| store(&mut p.log_level, one_of(v, LOG_LEVELS))),
+    Variable::new("STALLGUARD_LOG_FILE", LOG_FILE_ACCEPTS, None,
+        |p, v| store(&mut p.log_file, absolute_path(v))),
+    Variable::new("STALLGUARD_ON_ERROR", ON_ERROR_ACCEPTS, Some("exit"),
+        |p, v| store(&mut p.on_error, one_of(v, ON_ERRORS))),
+    Variable::new("STALLGUARD_ADOPT", SWITCH, Some("on"),
+        |p, v| store(&mut p.adopt_stdio, switch(v))),
+    Variable::new("STALLGUARD_LIFETIME", DURATION_ACCEPTS, Some("off"),
+        |p, v| store(&mut p.timers.lifetime_ms, duration(v))),
+    Variable::new("STALLGUARD_PORTS", PORTS_ACCEPTS, None,
+        |p, v| store(&mut p.ports, parse_ports(v, &p.timers).map_err(Some))).late(),
+    Variable::new("STALLGUARD_EXEMPT", CIDR_ACCEPTS, None,
+        |p, v| store(&mut p.exempt, Cidr::parse_list(v).map_err(Some))),
+    Variable::new("STALLGUARD_PER_SOURCE", PER_SOURCE_ACCEPTS, Some("off"),
+        |p, v| store(&mut p.per_source, per_source(v))),
+    Variable::new("STALLGUARD_BACKSTOPS", SWITCH, Some("on"),
+        |p, v| store(&mut p.backstops, switch(v))),
+    Variable::new("STALLGUARD_SOCKET_TIMEOUTS", SWITCH, Some("off"),
+        |p, v| store(&mut p.socket_timeouts, switch(v))),
+    Variable::new("STALLGUARD_DEFER_ACCEPT", PORT_LIST_ACCEPTS, Some("off"),
+        |p, v| store(&mut p.defer_accept, parse_port_list(v).map_err(Some))),
+    Variable::new("STALLGUARD_UNIX", SWITCH, Some("off"),
+        |p, v| store(&mut p.unix, switch(v))),
+    Variable::new("STALLGUARD_OUTBOUND", OUTBOUND_ACCEPTS, Some("off"),
+        |p, v| store(&mut p.outbound, parse_outbound(v).map_err(Some))),
+    Variable::new("STALLGUARD_REPORT", DURATION_ACCEPTS, Some("60s"),
+        |p, v| store(&mut p.report_ms, duration(v))),
+    Variable::new("STALLGUARD_METRICS_FILE", METRICS_FILE_ACCEPTS, None,
+        |p, v| store(&mut p.metrics_file, file_path(v))),
 ];
 
-const OUTBOUND_ACCEPTS: &str = "off, or connect=DURATION,idle=DURATION (e.g. connect=5s,idle=30s)";
+/// The row for `name`, if it is a policy variable.
+pub fn variable(name: &str) -> Option<&'static Variable> {
+    VARIABLES.iter().find(|v| v.name == name)
+}
+
+fn store<T>(field: &mut T, value: Result<T, Refusal>) -> Result<(), Refusal> {
+    *field = value?;
+    Ok(())
+}
+
+fn duration(value: &str) -> Result<u64, Refusal> {
+    parse_duration_ms(value).map_err(Some)
+}
+
+fn tick(value: &str) -> Result<u64, Refusal> {
+    parse_duration_ms(value)
+        .ok()
+        .filter(|ms| (10..=10_000).contains(ms))
+        .ok_or(None)
+}
+
+/// One of the named choices, case-insensitively.
+fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, Refusal> {
+    let value = value.trim().to_ascii_lowercase();
+    choices
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, choice)| *choice)
+        .ok_or(None)
+}
+
+const ACTIONS: &[(&str, Action)] = &[
+    ("shutdown", Action::Shutdown),
+    ("rst", Action::Rst),
+    ("log", Action::Log),
+];
+
+const ON_ERRORS: &[(&str, OnError)] = &[("exit", OnError::Exit), ("warn", OnError::Warn)];
+
+const LOG_LEVELS: &[(&str, LogLevel)] = &[
+    ("off", LogLevel::Off),
+    ("error", LogLevel::Error),
+    ("warn", LogLevel::Warn),
+    ("info", LogLevel::Info),
+    ("debug", LogLevel::Debug),
+];
 
 /// `on`/`off` switches.
-fn parse_switch(name: &str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(err(name, value, accepted_for(name))),
+fn switch(value: &str) -> Result<bool, Refusal> {
+    one_of(value, &[("on", true), ("off", false)])
+}
+
+fn per_source(value: &str) -> Result<u32, Refusal> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") || v == "0" {
+        return Ok(0);
     }
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or(None)
+}
+
+fn absolute_path(value: &str) -> Result<Option<String>, Refusal> {
+    if !value.starts_with('/') || value.contains('\0') {
+        return Err(None);
+    }
+    Ok(Some(value.to_string()))
+}
+
+/// An absolute path that names a file (not a directory).
+fn file_path(value: &str) -> Result<Option<String>, Refusal> {
+    if value.ends_with('/') {
+        return Err(None);
+    }
+    absolute_path(value)
 }
 
 /// `80,8080` (or `off`).
@@ -290,129 +358,12 @@ fn parse_port_list(value: &str) -> Result<Vec<u16>, String> {
         .collect()
 }
 
-/// `connect=5s,idle=30s` (either may be omitted: that deadline is off), or `off`.
-pub fn parse_outbound(value: &str) -> Result<Option<OutboundPolicy>, String> {
-    let v = value.trim();
-    if v.eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    let mut o = OutboundPolicy {
-        connect_ms: 0,
-        idle_ms: 0,
-    };
-    for item in v.split(',') {
-        let (name, val) = item
-            .split_once('=')
-            .ok_or_else(|| format!("'{}' is not name=value", item.trim()))?;
-        let ms = parse_duration_ms(val).map_err(|e| format!("{}: {e}", name.trim()))?;
-        match name.trim().to_ascii_lowercase().as_str() {
-            "connect" => o.connect_ms = ms,
-            "idle" => o.idle_ms = ms,
-            other => return Err(format!("unknown deadline '{other}'")),
-        }
-    }
-    if o.connect_ms == 0 && o.idle_ms == 0 {
-        return Err("no deadline set".into());
-    }
-    Ok(Some(o))
-}
-
-pub(crate) const BODY_ACCEPTS: &str =
-    "T[-MAX][,minrate=BYTES_PER_SECOND] (without MAX: no maximum, e.g. 20,minrate=500), or off";
-
-/// `auto` / `off` for the HTTP/1 lens.
-pub(crate) fn parse_lens(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(true),
-        "off" => Ok(false),
-        _ => Err("expected auto or off".into()),
-    }
-}
-
-/// `STALLGUARD_BODY`: the request syntax, except that a rate without MAX has no maximum
-/// (Apache's `body=20,MinRate=500`).
-pub fn parse_body(value: &str) -> Result<Option<RequestPolicy>, String> {
-    parse_rate_timer(value, true)
-}
-
-const REQUEST_ACCEPTS: &str =
-    "T[-MAX][,minrate=BYTES_PER_SECOND] with durations T <= MAX (e.g. 20-40,minrate=500 or 10s), or off";
-
 fn err(var: &str, value: &str, accepted: impl Into<String>) -> ConfigError {
     ConfigError {
         var: var.into(),
         value: value.into(),
         accepted: accepted.into(),
     }
-}
-
-fn parse_timer(var: &str, value: &str) -> Result<u64, ConfigError> {
-    parse_duration_ms(value)
-        .map_err(|why| err(var, value, format!("{why}; expected {DURATION_ACCEPTS}")))
-}
-
-/// Parses `20-40,minrate=500`, `20s-1m`, `10`, `off`.
-pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
-    parse_rate_timer(value, false)
-}
-
-/// `open_max`: `T,minrate=R` without MAX means no maximum (else it is refused).
-fn parse_rate_timer(value: &str, open_max: bool) -> Result<Option<RequestPolicy>, String> {
-    let v = value.trim();
-    if v.eq_ignore_ascii_case("off") || v == "0" {
-        return Ok(None);
-    }
-    let mut parts = v.split(',');
-    let range = parts.next().unwrap_or("").trim();
-    let ranged = range.contains('-');
-    let (t, mut max) = match range.split_once('-') {
-        Some((t, max)) => (
-            parse_duration_ms(t).map_err(|e| format!("timeout: {e}"))?,
-            parse_duration_ms(max).map_err(|e| format!("maximum: {e}"))?,
-        ),
-        None => {
-            let t = parse_duration_ms(range).map_err(|e| format!("timeout: {e}"))?;
-            (t, t)
-        }
-    };
-    if t == 0 {
-        return Err("the timeout must be above 0 (use off to disable)".into());
-    }
-    if max < t {
-        return Err("the maximum is below the timeout".into());
-    }
-    let mut min_rate = 0;
-    for option in parts {
-        let (key, val) = option
-            .split_once('=')
-            .ok_or_else(|| format!("'{}' is not key=value", option.trim()))?;
-        if !key.trim().eq_ignore_ascii_case("minrate") {
-            return Err(format!("unknown option '{}'", key.trim()));
-        }
-        min_rate = val
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|r| (1..=1_000_000_000).contains(r))
-            .ok_or_else(|| {
-                format!(
-                    "minrate '{}' is not a whole number of bytes per second from 1 to 1e9",
-                    val.trim()
-                )
-            })?;
-    }
-    if open_max && min_rate > 0 && !ranged {
-        max = MAX_DURATION_MS;
-    }
-    if min_rate > 0 && max == t {
-        // A rate without room to extend into would be silently useless.
-        return Err("minrate needs a range T-MAX with MAX above T".into());
-    }
-    Ok(Some(RequestPolicy {
-        timeout_ms: t,
-        max_ms: max.min(MAX_DURATION_MS),
-        min_rate,
-    }))
 }
 
 /// Builds the policy from `(name, value)` pairs (the process environment, or a CLI's flags).
@@ -423,165 +374,52 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let mut p = Policy::default();
+    let mut policy = Policy::default();
     let mut errors = Vec::new();
-    let mut ports_spec: Option<String> = None;
+    // The last value of each late variable, applied once the others are.
+    let mut late: Vec<(&Variable, String)> = Vec::new();
     for (k, v) in vars {
         let (name, value) = (k.as_ref(), v.as_ref());
         // STALLGUARD_LIB tells the `stallguard` command where the library is: not policy.
         if !name.starts_with("STALLGUARD_") || name == "STALLGUARD_LIB" {
             continue;
         }
-        let result: Result<(), ConfigError> = (|| {
-            match name {
-                "STALLGUARD_FIRST_BYTE" => p.timers.first_byte_ms = parse_timer(name, value)?,
-                "STALLGUARD_IDLE" => p.timers.idle_ms = parse_timer(name, value)?,
-                "STALLGUARD_WRITE_STALL" => p.timers.write_stall_ms = parse_timer(name, value)?,
-                "STALLGUARD_LIFETIME" => p.timers.lifetime_ms = parse_timer(name, value)?,
-                "STALLGUARD_BODY" => {
-                    p.timers.body = parse_body(value).map_err(|why| {
-                        err(name, value, format!("{why}; expected {BODY_ACCEPTS}"))
-                    })?
-                }
-                "STALLGUARD_LENS" => {
-                    p.timers.lens = parse_lens(value).map_err(|why| err(name, value, why))?
-                }
-                "STALLGUARD_REQUEST" => {
-                    p.timers.request = parse_request(value).map_err(|why| {
-                        err(name, value, format!("{why}; expected {REQUEST_ACCEPTS}"))
-                    })?
-                }
-                // Applied after the loop: port overrides start from the global timers,
-                // whatever order the variables come in.
-                "STALLGUARD_PORTS" => ports_spec = Some(value.to_string()),
-                "STALLGUARD_EXEMPT" => {
-                    p.exempt = Cidr::parse_list(value).map_err(|why| {
-                        err(name, value, format!("{why}; expected {CIDR_ACCEPTS}"))
-                    })?
-                }
-                "STALLGUARD_PER_SOURCE" => {
-                    let v = value.trim();
-                    p.per_source = if v.eq_ignore_ascii_case("off") || v == "0" {
-                        0
-                    } else {
-                        v.parse::<u32>()
-                            .ok()
-                            .filter(|n| (1..=1_000_000).contains(n))
-                            .ok_or_else(|| err(name, value, accepted_for(name)))?
-                    }
-                }
-                "STALLGUARD_TICK" => {
-                    let ms = parse_duration_ms(value)
-                        .ok()
-                        .filter(|ms| (10..=10_000).contains(ms));
-                    p.tick_ms = ms.ok_or_else(|| err(name, value, accepted_for(name)))?;
-                }
-                "STALLGUARD_ACTION" => {
-                    p.action = match value.trim().to_ascii_lowercase().as_str() {
-                        "shutdown" => Action::Shutdown,
-                        "rst" => Action::Rst,
-                        "log" => Action::Log,
-                        _ => return Err(err(name, value, accepted_for(name))),
-                    }
-                }
-                "STALLGUARD_LOG" => {
-                    p.log_level = match value.trim().to_ascii_lowercase().as_str() {
-                        "off" => LogLevel::Off,
-                        "error" => LogLevel::Error,
-                        "warn" => LogLevel::Warn,
-                        "info" => LogLevel::Info,
-                        "debug" => LogLevel::Debug,
-                        _ => return Err(err(name, value, accepted_for(name))),
-                    }
-                }
-                "STALLGUARD_LOG_FILE" => {
-                    if !value.starts_with('/') || value.contains('\0') {
-                        return Err(err(name, value, accepted_for(name)));
-                    }
-                    p.log_file = Some(value.to_string());
-                }
-                "STALLGUARD_ADOPT" => p.adopt_stdio = parse_switch(name, value)?,
-                "STALLGUARD_BACKSTOPS" => p.backstops = parse_switch(name, value)?,
-                "STALLGUARD_SOCKET_TIMEOUTS" => p.socket_timeouts = parse_switch(name, value)?,
-                "STALLGUARD_UNIX" => p.unix = parse_switch(name, value)?,
-                "STALLGUARD_REPORT" => p.report_ms = parse_timer(name, value)?,
-                "STALLGUARD_METRICS_FILE" => {
-                    if !value.starts_with('/') || value.contains('\0') || value.ends_with('/') {
-                        return Err(err(name, value, accepted_for(name)));
-                    }
-                    p.metrics_file = Some(value.to_string());
-                }
-                "STALLGUARD_DEFER_ACCEPT" => {
-                    p.defer_accept = parse_port_list(value).map_err(|why| {
-                        err(
-                            name,
-                            value,
-                            format!(
-                                "{why}; expected {}",
-                                accepted_for(name).trim_start_matches("expected ")
-                            ),
-                        )
-                    })?
-                }
-                "STALLGUARD_OUTBOUND" => {
-                    p.outbound = parse_outbound(value).map_err(|why| {
-                        err(name, value, format!("{why}; expected {OUTBOUND_ACCEPTS}"))
-                    })?
-                }
-                "STALLGUARD_ON_ERROR" => {
-                    p.on_error = match value.trim().to_ascii_lowercase().as_str() {
-                        "exit" => OnError::Exit,
-                        "warn" => OnError::Warn,
-                        _ => return Err(err(name, value, accepted_for(name))),
-                    }
-                }
-                _ => {
-                    let hint = match nearest_name(name) {
-                        Some(n) => format!("unknown variable; did you mean {n}?"),
-                        None => format!(
-                            "unknown variable; known: {}",
-                            VARIABLES
-                                .iter()
-                                .map(|(n, _)| *n)
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        ),
-                    };
-                    return Err(err(name, value, hint));
-                }
+        match variable(name) {
+            None => errors.push(unknown_variable(name, value)),
+            Some(var) if var.late => {
+                late.retain(|(l, _)| l.name != var.name);
+                late.push((var, value.to_string()));
             }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            errors.push(e);
+            Some(var) => errors.extend(var.set(&mut policy, value).err()),
         }
     }
-    if let Some(spec) = ports_spec {
-        match parse_ports(&spec, &p.timers) {
-            Ok(rules) => p.ports = rules,
-            Err(why) => errors.push(err(
-                "STALLGUARD_PORTS",
-                &spec,
-                format!("{why}; expected {PORTS_ACCEPTS}"),
-            )),
-        }
+    for (var, value) in late {
+        errors.extend(var.set(&mut policy, &value).err());
     }
-    (p, errors)
+    (policy, errors)
 }
 
-fn accepted_for(name: &str) -> String {
-    VARIABLES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, a)| format!("expected {a}"))
-        .unwrap_or_default()
+/// An unknown `STALLGUARD_` name: the nearest known one, or the list of them.
+fn unknown_variable(name: &str, value: &str) -> ConfigError {
+    let hint = match nearest_name(name) {
+        Some(n) => format!("unknown variable; did you mean {n}?"),
+        None => format!(
+            "unknown variable; known: {}",
+            VARIABLES
+                .iter()
+                .map(|v| v.name)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    };
+    err(name, value, hint)
 }
 
 /// The known variable closest to a misspelt one, if it is plausibly a typo.
 pub fn nearest_name(name: &str) -> Option<&'static str> {
     VARIABLES
         .iter()
-        .map(|(n, _)| (edit_distance(name, n), *n))
+        .map(|v| (edit_distance(name, v.name), v.name))
         .filter(|(d, _)| *d <= 3)
         .min()
         .map(|(_, n)| n)
@@ -602,41 +440,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
-}
-
-impl Timers {
-    /// `first_byte=20s request=20s-40s,minrate=500 body=20s,minrate=500 lens=auto idle=1m
-    /// write_stall=1m lifetime=off`.
-    pub fn describe(&self) -> String {
-        let rate_timer = |t: Option<RequestPolicy>| match t {
-            None => "off".to_string(),
-            Some(r) if r.max_ms == r.timeout_ms => format_duration_ms(r.timeout_ms),
-            Some(r) => format!(
-                "{}{}{}",
-                format_duration_ms(r.timeout_ms),
-                if r.max_ms >= MAX_DURATION_MS {
-                    String::new() // no maximum
-                } else {
-                    format!("-{}", format_duration_ms(r.max_ms))
-                },
-                if r.min_rate > 0 {
-                    format!(",minrate={}", r.min_rate)
-                } else {
-                    String::new()
-                }
-            ),
-        };
-        format!(
-            "first_byte={} request={} body={} lens={} idle={} write_stall={} lifetime={}",
-            format_duration_ms(self.first_byte_ms),
-            rate_timer(self.request),
-            rate_timer(self.body),
-            if self.lens { "auto" } else { "off" },
-            format_duration_ms(self.idle_ms),
-            format_duration_ms(self.write_stall_ms),
-            format_duration_ms(self.lifetime_ms),
-        )
-    }
 }
 
 impl Policy {
@@ -692,6 +495,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timers::RequestPolicy;
 
     fn parse(pairs: &[(&str, &str)]) -> (Policy, Vec<ConfigError>) {
         parse_env(pairs.iter().copied())
@@ -706,6 +510,37 @@ mod tests {
             p.describe(),
             "first_byte=20s request=20s-40s,minrate=500 body=20s,minrate=500 lens=auto idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on backstops=on socket_timeouts=off"
         );
+    }
+
+    #[test]
+    fn body_and_lens() {
+        let (p, e) = parse(&[
+            ("STALLGUARD_BODY", "5,minrate=500"),
+            ("STALLGUARD_LENS", "off"),
+        ]);
+        assert_eq!(e, vec![]);
+        assert_eq!(
+            p.timers.body,
+            Some(RequestPolicy {
+                timeout_ms: 5_000,
+                max_ms: crate::duration::MAX_DURATION_MS,
+                min_rate: 500
+            }),
+            "a rate without MAX has no maximum, as Apache's body=20,MinRate=500"
+        );
+        assert!(!p.timers.lens);
+        assert!(p.timers.describe().contains("body=5s,minrate=500 lens=off"));
+        let (p, e) = parse(&[("STALLGUARD_BODY", "off")]);
+        assert!(e.is_empty() && p.timers.body.is_none());
+        for (var, val) in [
+            ("STALLGUARD_BODY", "9-3"),
+            ("STALLGUARD_LENS", "on"),
+            ("STALLGUARD_BODY", "x"),
+        ] {
+            let (_, e) = parse(&[(var, val)]);
+            assert_eq!(e.len(), 1, "{var}={val}");
+            assert!(e[0].to_string().contains("expected"), "{}", e[0]);
+        }
     }
 
     #[test]
@@ -756,71 +591,6 @@ mod tests {
                 idle_ms: 30_000
             })
         );
-    }
-
-    #[test]
-    fn body_and_lens() {
-        let (p, e) = parse(&[
-            ("STALLGUARD_BODY", "5,minrate=500"),
-            ("STALLGUARD_LENS", "off"),
-        ]);
-        assert_eq!(e, vec![]);
-        assert_eq!(
-            p.timers.body,
-            Some(RequestPolicy {
-                timeout_ms: 5_000,
-                max_ms: MAX_DURATION_MS,
-                min_rate: 500
-            }),
-            "a rate without MAX has no maximum, as Apache's body=20,MinRate=500"
-        );
-        assert!(!p.timers.lens);
-        assert!(p.timers.describe().contains("body=5s,minrate=500 lens=off"));
-        let (p, e) = parse(&[("STALLGUARD_BODY", "off")]);
-        assert!(e.is_empty() && p.timers.body.is_none());
-        for (var, val) in [
-            ("STALLGUARD_BODY", "9-3"),
-            ("STALLGUARD_LENS", "on"),
-            ("STALLGUARD_BODY", "x"),
-        ] {
-            let (_, e) = parse(&[(var, val)]);
-            assert_eq!(e.len(), 1, "{var}={val}");
-        }
-    }
-
-    #[test]
-    fn request_forms() {
-        assert_eq!(parse_request("off"), Ok(None));
-        assert_eq!(
-            parse_request("10"),
-            Ok(Some(RequestPolicy {
-                timeout_ms: 10_000,
-                max_ms: 10_000,
-                min_rate: 0
-            }))
-        );
-        assert_eq!(
-            parse_request("20s-1m, MinRate=500"),
-            Ok(Some(RequestPolicy {
-                timeout_ms: 20_000,
-                max_ms: 60_000,
-                min_rate: 500
-            }))
-        );
-        for bad in [
-            "40-20",
-            "20-40,minrate=0",
-            "20-40,minrate=-1",
-            "20,minrate=5",
-            "20-40,rate=5",
-            "20-40,minrate",
-            "-",
-            "0-5",
-            "",
-            "20-x",
-        ] {
-            assert!(parse_request(bad).is_err(), "accepted {bad:?}");
-        }
     }
 
     #[test]
@@ -882,5 +652,76 @@ mod tests {
     fn all_errors_are_reported_not_only_the_first() {
         let (_, e) = parse(&[("STALLGUARD_IDLE", "x"), ("STALLGUARD_ACTION", "y")]);
         assert_eq!(e.len(), 2);
+    }
+
+    #[test]
+    fn each_documented_default_parses_to_the_default_policy() {
+        for var in VARIABLES {
+            let Some(default) = var.default else { continue };
+            let (p, e) = parse(&[(var.name, default)]);
+            assert_eq!(e, vec![], "{}={default}", var.name);
+            assert_eq!(p, Policy::default(), "{}={default}", var.name);
+        }
+    }
+
+    #[test]
+    fn each_refusal_quotes_what_its_variable_accepts() {
+        for var in VARIABLES {
+            let (p, e) = parse(&[(var.name, "\u{1}bogus")]);
+            assert_eq!(e.len(), 1, "{}", var.name);
+            assert_eq!(e[0].var, var.name);
+            assert!(
+                e[0].accepted
+                    .ends_with(&format!("expected {}", var.accepts)),
+                "{}",
+                e[0]
+            );
+            assert_eq!(
+                p,
+                Policy::default(),
+                "a refused {} changed the policy",
+                var.name
+            );
+        }
+    }
+
+    #[test]
+    fn port_rules_start_from_the_global_timers_in_any_order() {
+        for pairs in [
+            [
+                ("STALLGUARD_PORTS", "8080:idle=5s"),
+                ("STALLGUARD_FIRST_BYTE", "3s"),
+            ],
+            [
+                ("STALLGUARD_FIRST_BYTE", "3s"),
+                ("STALLGUARD_PORTS", "8080:idle=5s"),
+            ],
+        ] {
+            let (p, e) = parse(&pairs);
+            assert_eq!(e, vec![]);
+            let t = p.timers_for_port(8080).unwrap();
+            assert_eq!((t.first_byte_ms, t.idle_ms), (3_000, 5_000));
+        }
+        // The last value wins, as in an environment.
+        let (p, e) = parse(&[
+            ("STALLGUARD_PORTS", "8080:idle=5x"),
+            ("STALLGUARD_PORTS", "9000:off"),
+        ]);
+        assert_eq!(e, vec![]);
+        assert_eq!(p.ports, vec![(9000, None)]);
+    }
+
+    #[test]
+    fn names_are_unique_and_all_known() {
+        for (i, var) in VARIABLES.iter().enumerate() {
+            assert!(var.name.starts_with("STALLGUARD_"), "{}", var.name);
+            assert!(
+                VARIABLES[..i].iter().all(|v| v.name != var.name),
+                "{} twice",
+                var.name
+            );
+            assert_eq!(variable(var.name).map(|v| v.name), Some(var.name));
+        }
+        assert!(variable("STALLGUARD_LIB").is_none());
     }
 }

@@ -3,7 +3,7 @@
 //! Timers not named for a port keep their global value.
 
 use crate::duration::parse_duration_ms;
-use crate::policy::{parse_body, parse_lens, parse_request, Timers};
+use crate::timers::{parse_body, parse_lens, parse_request, Timers};
 
 pub const PORTS_ACCEPTS: &str = "PORT:off or PORT:name=value[,name=value...] rules separated by ';' \
      (names: first_byte, request, body, lens, idle, write_stall, lifetime; e.g. 8080:request=10-20,minrate=1000,idle=15s;9000:off)";
@@ -82,7 +82,7 @@ fn parse_overrides(body: &str, base: &Timers) -> Result<Timers, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::RequestPolicy;
+    use crate::timers::RequestPolicy;
 
     #[test]
     fn the_documented_example() {

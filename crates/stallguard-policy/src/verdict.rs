@@ -6,7 +6,7 @@
 //! poll/select/epoll read set) or while the server's write cannot move bytes. When the server
 //! has the turn (it read a request and is thinking), nothing is charged.
 
-use crate::policy::{RequestPolicy, Timers};
+use crate::timers::{RequestPolicy, Timers};
 pub use stallguard_lens::Stage;
 use stallguard_lens::StageTimer;
 
@@ -313,7 +313,7 @@ pub fn is_stuck(f: &Facts, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::RequestPolicy;
+    use crate::timers::RequestPolicy;
 
     fn policy() -> Timers {
         Timers {
@@ -573,12 +573,12 @@ mod connect_tests {
 #[cfg(test)]
 mod deadline_tests {
     use super::*;
-    use crate::policy::RequestPolicy;
+    use crate::timers::RequestPolicy;
 
-    /// `deadline` must agree with `judge` on a spread of situations.
-    #[test]
-    fn deadline_is_where_judge_turns() {
-        let timers = Timers {
+    const T0: u64 = 1_000_000;
+
+    fn timers() -> Timers {
+        Timers {
             first_byte_ms: 2_000,
             request: Some(RequestPolicy {
                 timeout_ms: 5_000,
@@ -590,8 +590,14 @@ mod deadline_tests {
             lifetime_ms: 50_000,
             connect_ms: 0,
             ..Timers::default()
-        };
-        let t0 = 1_000_000;
+        }
+    }
+
+    /// `deadline` must agree with `judge` on a spread of situations.
+    #[test]
+    fn deadline_is_where_judge_turns() {
+        let timers = timers();
+        let t0 = T0;
         let cases = [
             Facts {
                 accepted_at: t0,
@@ -636,6 +642,12 @@ mod deadline_tests {
             assert_eq!(judge(&f, &timers, d - 1), Verdict::Healthy, "{f:?}");
             assert_ne!(judge(&f, &timers, d), Verdict::Healthy, "{f:?}");
         }
+    }
+
+    /// On the server's turn no timer runs (but the lifetime) and nothing is stuck.
+    #[test]
+    fn a_thinking_server_has_no_deadline_and_is_not_stuck() {
+        let (timers, t0) = (timers(), T0);
         let thinking = Facts {
             first_wait_at: t0,
             last_in: t0,
@@ -693,7 +705,7 @@ mod own_deadline_tests {
 #[cfg(test)]
 mod framing_tests {
     use super::*;
-    use crate::policy::RequestPolicy;
+    use crate::timers::RequestPolicy;
 
     const T0: u64 = 1_000_000;
 

@@ -7,7 +7,7 @@ use stallguard_policy::duration::MAX_DURATION_MS;
 use stallguard_policy::policy::VARIABLES;
 use stallguard_policy::ports::parse_ports;
 use stallguard_policy::{
-    format_duration_ms, parse_duration_ms, parse_env, policy::parse_request, Cidr, Timers,
+    format_duration_ms, parse_duration_ms, parse_env, timers::parse_request, Cidr, Timers,
 };
 
 /// Values an operator might mistype or an attacker might plant.
@@ -59,7 +59,7 @@ fn hostile_value() -> impl Strategy<Value = String> {
 /// Names: the real ones, near misses, and arbitrary `STALLGUARD_` suffixes (including control
 /// characters: an environment name may contain any byte but `=` and NUL).
 fn name() -> impl Strategy<Value = String> {
-    let known: Vec<String> = VARIABLES.iter().map(|(n, _)| n.to_string()).collect();
+    let known: Vec<String> = VARIABLES.iter().map(|v| v.name.to_string()).collect();
     prop_oneof![
         4 => proptest::sample::select(known.clone()),
         1 => (proptest::sample::select(known), 0usize..30, any::<char>()).prop_map(|(n, i, c)| {
@@ -130,7 +130,7 @@ proptest! {
     /// Valid-looking values for every variable: each one is accepted or rejected alone.
     #[test]
     fn every_variable_takes_hostile_values_without_panicking(value in hostile_value()) {
-        for (var, _) in VARIABLES {
+        for var in VARIABLES.iter().map(|v| &v.name) {
             let (_, errors) = parse_env([(*var, value.as_str())]);
             prop_assert!(errors.len() <= 1);
             if let Some(e) = errors.first() {
