@@ -391,11 +391,8 @@ fn defaults_on(kind: Kind) -> Vec<String> {
     let srv = Srv::start(kind, Some(&[]), 1);
     let addr = srv.addr();
     let mut fails = Vec::new();
-    let jobs: Vec<(
-        &str,
-        u64,
-        thread::JoinHandle<Result<(String, Duration), String>>,
-    )> = if kind == Kind::Jdk {
+    type Poll = thread::JoinHandle<Result<(String, Duration), String>>;
+    let jobs: Vec<(&str, u64, Poll)> = if kind == Kind::Jdk {
         // One worker: B is complete and queued (deregistered, unread) for 40 s behind A.
         let a = thread::spawn(move || get(addr, "/wait?ms=40000", Duration::from_secs(120)));
         thread::sleep(Duration::from_millis(500));
