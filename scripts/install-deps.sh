@@ -19,14 +19,7 @@ if [ ${#need_apt[@]} -gt 0 ] || [ $need_nginx -eq 1 ]; then
     # nginx-light (bookworm) is the smallest build; nginx where it is gone.
     if apt-cache show nginx-light >/dev/null 2>&1; then need_apt+=(nginx-light); else need_apt+=(nginx); fi
   fi
-  # The tests run every server themselves: no package may start a system service.
-  rcd=/usr/sbin/policy-rc.d
-  saved=""
-  if [ -e "$rcd" ]; then saved=$(mktemp); cp -p "$rcd" "$saved"; fi
-  restore() { if [ -n "$saved" ]; then mv -f "$saved" "$rcd"; else rm -f "$rcd"; fi; }
-  trap restore EXIT
-  printf '#!/bin/sh\nexit 101\n' >"$rcd"
-  chmod 0755 "$rcd"
+  . "$(dirname "$0")/no-service-starts.sh"
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 for component in rustfmt clippy; do

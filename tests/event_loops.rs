@@ -12,13 +12,13 @@
 //!   server, keep-alive between requests is judged by idle, a long poll longer than every
 //!   timer still completes, and `STALLGUARD_LENS=off` gives back the old behaviour.
 //!
-//! Helpers are local to this file on purpose (only `shim`, `scratch` and `logfmt` come from
-//! tests/common), so it moves as one piece.
+//! Its helpers are local to this file, apart from seven of tests/common (`guard_env`,
+//! `scratch`, `logfmt`, `free_port`, `read_response`, `peer_closed`, `stop_gracefully`), so it moves as one piece.
 
 mod common;
-use common::{logfmt, scratch, shim};
+use common::{guard_env, logfmt, peer_closed, read_response, scratch, stop_gracefully};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -113,18 +113,7 @@ impl Srv {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("STALLGUARD_") {
-                cmd.env_remove(&k);
-            }
-        }
-        if let Some(vars) = policy {
-            cmd.env("LD_PRELOAD", shim())
-                .env("STALLGUARD_LOG_FILE", &log);
-            for (k, v) in vars {
-                cmd.env(k, v);
-            }
-        }
+        guard_env(&mut cmd, policy, &log);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let srv = Srv {
@@ -199,17 +188,7 @@ impl Srv {
 
 impl Drop for Srv {
     fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_gracefully(&mut self.child, Duration::from_secs(5));
     }
 }
 
@@ -259,55 +238,13 @@ http {{
 
 // ------------------------------------------------------------------ clients
 
-/// Reads one response (Content-Length, any header case) before `deadline`.
-fn read_reply(s: &mut TcpStream, deadline: Instant) -> Result<String, String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| format!("no content-length in {head:?}"))?;
-            if buf.len() >= end + 4 + len {
-                return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("timed out after {} bytes", buf.len()));
-        }
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut chunk) {
-            Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("{e} after {} bytes", buf.len())),
-        }
-    }
-}
-
 /// GET `path` on a new connection; the body and how long it took.
 fn get(addr: SocketAddr, path: &str, within: Duration) -> Result<(String, Duration), String> {
     let t0 = Instant::now();
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").map_err(|e| e.to_string())?;
-    let body = read_reply(&mut s, t0 + within)?;
+    let body = read_response(&mut s, t0 + within)?;
     Ok((body, t0.elapsed()))
-}
-
-/// Whether the server cut the connection (EOF or reset), without blocking.
-fn cut(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let mut b = [0u8; 4096];
-    let r = (&*s).read(&mut b);
-    s.set_nonblocking(false).unwrap();
-    match r {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    }
 }
 
 /// An attack on a new connection: `opening` at once, then `drip` one byte a second (if
@@ -328,7 +265,7 @@ fn attack(
     let mut i = 0;
     let mut next_drip = t0 + Duration::from_secs(1);
     while t0.elapsed() < bound {
-        if cut(&s) {
+        if peer_closed(&s) {
             return (port, Some(t0.elapsed()));
         }
         if !drip.is_empty() && Instant::now() >= next_drip {
@@ -352,10 +289,10 @@ fn keep_alive_then_silent(addr: SocketAddr, bound: Duration) -> (u16, Option<Dur
     let mut s = TcpStream::connect(addr).unwrap();
     let port = s.local_addr().unwrap().port();
     write!(s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    read_reply(&mut s, Instant::now() + Duration::from_secs(10)).expect("first answer");
+    read_response(&mut s, Instant::now() + Duration::from_secs(10)).expect("first answer");
     let t0 = Instant::now();
     while t0.elapsed() < bound {
-        if cut(&s) {
+        if peer_closed(&s) {
             return (port, Some(t0.elapsed()));
         }
         thread::sleep(Duration::from_millis(50));

@@ -79,20 +79,7 @@ impl Server {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // Only the policy a test gives: a STALLGUARD_* knob of the test run itself (or of the
-        // operator's shell) would be an unknown variable to the guard, which refuses to start.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("STALLGUARD_") {
-                cmd.env_remove(&k);
-            }
-        }
-        if let Some(vars) = policy {
-            cmd.env("LD_PRELOAD", shim())
-                .env("STALLGUARD_LOG_FILE", &log);
-            for (k, v) in vars {
-                cmd.env(k, v);
-            }
-        }
+        guard_env(&mut cmd, policy, &log);
         let mut child = cmd.spawn().expect("spawn server");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -150,20 +137,43 @@ impl Server {
     }
 }
 
+/// Preloads the library with `policy` (and its log in `log`) into `cmd`, or leaves it
+/// unguarded (None). Only the policy a test gives: a STALLGUARD_* knob of the test run itself
+/// (or of the operator's shell) would be an unknown variable to the guard, which refuses to
+/// start.
+pub fn guard_env(cmd: &mut Command, policy: Option<&[(&str, &str)]>, log: &std::path::Path) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("STALLGUARD_") {
+            cmd.env_remove(&k);
+        }
+    }
+    if let Some(vars) = policy {
+        cmd.env("LD_PRELOAD", shim())
+            .env("STALLGUARD_LOG_FILE", log);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < end {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_gracefully(&mut self.child, Duration::from_secs(3));
     }
+}
+
+/// SIGTERM to `child` (by its pid), SIGKILL if it is still there after `grace`.
+pub fn stop_gracefully(child: &mut Child, grace: Duration) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Splits a logfmt line into its key=value pairs (quoted values keep their spaces).
@@ -218,7 +228,7 @@ pub fn request_from(
     read_response(&mut s, deadline)
 }
 
-/// Reads one `Content-Length` response from `s` before `deadline`.
+/// Reads one `Content-Length` response (any header case) from `s` before `deadline`.
 pub fn read_response(s: &mut TcpStream, deadline: Instant) -> Result<String, String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
@@ -236,8 +246,9 @@ pub fn read_response(s: &mut TcpStream, deadline: Instant) -> Result<String, Str
         if let Some(head_end) = find(&buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
             let len: usize = head
+                .to_ascii_lowercase()
                 .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or("no Content-Length")?;
             if buf.len() >= head_end + 4 + len {
@@ -391,7 +402,7 @@ fn attack_once(addr: SocketAddr, attack: Attack, stop: &AtomicBool) -> bool {
 }
 
 /// Non-blocking check for EOF or reset from the server, without consuming data we care about.
-fn peer_closed(s: &TcpStream) -> bool {
+pub fn peer_closed(s: &TcpStream) -> bool {
     s.set_nonblocking(true).unwrap();
     let mut b = [0u8; 4096];
     let r = (&*s).read(&mut b);
