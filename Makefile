@@ -1,19 +1,26 @@
 # stallguard — build, test, demo, install.
-#   make          build libstallguard.so (release) and the C example servers
-#   make test     everything CI runs: lint, unit tests, integration tests against real processes
-#   make demo     the pool server drained without the guard, served with it
-#   make install  PREFIX=/usr/local: the library, the stallguard command, the header, man pages
+#   make            build libstallguard.so and the stallguard command (release), their shell
+#                   completions, the C example servers and the C test harnesses
+#   make test       everything CI runs: lint, unit tests, integration tests against real
+#                   processes, the Debian package installed and removed
+#   make demo       the pool server drained without the guard, served with it
+#   make install    PREFIX=/usr/local: copies what `make` built (builds nothing): the library and
+#                   the command (stripped), the header, man pages, completions, contrib/
+#   make uninstall  removes exactly what `make install` put there (same PREFIX and DESTDIR)
+#   make deb        target/deb/stallguard_VERSION_ARCH.deb (dpkg-deb), from what `make` built
 
 PREFIX   ?= /usr/local
 MANDIR   ?= $(PREFIX)/share/man
+ZSHDIR   ?= $(PREFIX)/share/zsh/site-functions
 CARGO    ?= cargo
 SO       := target/release/libstallguard.so
 BIN      := target/release/stallguard
 
-.PHONY: all lib test deps lint unit integration demo install clean FORCE
-all: lib c-examples
+.PHONY: all lib completions test deps lint unit integration demo install uninstall deb clean FORCE
+all: lib completions c-examples c-tests
 
 include c-examples/c-examples.mk
+include tests/c/c-tests.mk
 include tests/real/real.mk
 include bench/bench.mk
 include tests/reliability.mk
@@ -21,6 +28,13 @@ include tests/reliability.mk
 # STALLGUARD_PREFIX: where the installed `stallguard` command looks for the library.
 lib:
 	STALLGUARD_PREFIX=$(PREFIX) $(CARGO) build --release --workspace
+
+# bash, zsh and fish completions, generated from the command's own definition.
+completions: lib
+	@mkdir -p target/completions
+	$(BIN) completions bash > target/completions/stallguard.bash
+	$(BIN) completions zsh > target/completions/_stallguard
+	$(BIN) completions fish > target/completions/stallguard.fish
 
 # What a fresh Debian machine with only the Rust toolchain and gcc lacks.
 deps:
@@ -35,7 +49,7 @@ unit:
 	$(CARGO) test --release --workspace --lib --bins
 
 # Integration tests spend most of their time waiting on timers, not CPU: run them wide.
-integration: all
+integration: all deb
 	$(CARGO) test --release --test '*' -- --test-threads=8
 	$(CARGO) test --release -p stallguard-cli --tests -- --test-threads=8
 	$(CARGO) test --release -p stallguard-policy --tests
@@ -49,14 +63,17 @@ demo: all
 	@mkdir -p target/demo
 	./target/release/stallguard-demo . target/demo/demo.svg 20
 
-install: lib
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
-	           $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8
-	install -m 0755 $(SO) $(DESTDIR)$(PREFIX)/lib/libstallguard.so
-	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/stallguard
-	install -m 0644 include/stallguard.h $(DESTDIR)$(PREFIX)/include/stallguard.h
-	install -m 0644 man/stallguard.1 $(DESTDIR)$(MANDIR)/man1/stallguard.1
-	install -m 0644 man/libstallguard.so.8 $(DESTDIR)$(MANDIR)/man8/libstallguard.so.8
+# Copies only (scripts/install.sh holds the one list of what goes where): run `make` first, as
+# yourself, then `sudo make install`; nothing is built, so target/ stays yours.
+install:
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) MANDIR=$(MANDIR) ZSHDIR=$(ZSHDIR) bash scripts/install.sh install
 
-clean: c-examples-clean
+uninstall:
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) MANDIR=$(MANDIR) ZSHDIR=$(ZSHDIR) bash scripts/install.sh uninstall
+
+# The package installs under /usr: the command finds the library at ../lib from /usr/bin.
+deb: all
+	bash scripts/deb.sh
+
+clean: c-examples-clean c-tests-clean
 	$(CARGO) clean

@@ -1,4 +1,5 @@
-# Build rules for the C example programs (victim servers + fileio_check).
+# Build rules for the C example programs (the servers and clients a user reads; the test
+# harness programs are in tests/c/, built by tests/c/c-tests.mk).
 #
 # Included by the top-level Makefile; paths are relative to the repository
 # root, so run make from there.  Standalone use:
@@ -20,8 +21,7 @@ C_EXAMPLES_CC     ?= gcc
 # Fortify matters: it turns some calls into __*_chk variants, which the shim hooks too.
 C_EXAMPLES_CFLAGS ?= -O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -pthread
 C_EXAMPLES_NAMES  := pool_server prefork_server epoll_server eager_server forking_server \
-                     fileio_check hook_check signal_stress stdio_service outbound_client \
-                     echo_server lifecycle_check alias_check coop_server
+                     echo_server coop_server stdio_service outbound_client
 C_EXAMPLES        := $(addprefix $(C_EXAMPLES_OUT)/,$(C_EXAMPLES_NAMES))
 
 # prefork_server must import sendfile64, not sendfile.
@@ -40,9 +40,8 @@ $(C_EXAMPLES_OUT)/%: $(C_EXAMPLES_SRC)/%.c $(C_EXAMPLES_SRC)/common.c \
                      | $(C_EXAMPLES_OUT)
 	$(C_EXAMPLES_CC) $(C_EXAMPLES_CFLAGS) $(C_EXAMPLES_EXTRA) -o $@ $< $(C_EXAMPLES_SRC)/common.c
 
-# The self-contained checks do not use the server helpers.
-C_EXAMPLES_STANDALONE := $(addprefix $(C_EXAMPLES_OUT)/,fileio_check hook_check signal_stress stdio_service \
-                           outbound_client lifecycle_check alias_check)
+# The stdio service and the client do not use the server helpers.
+C_EXAMPLES_STANDALONE := $(addprefix $(C_EXAMPLES_OUT)/,stdio_service outbound_client)
 $(C_EXAMPLES_STANDALONE): $(C_EXAMPLES_OUT)/%: $(C_EXAMPLES_SRC)/%.c $(lastword $(MAKEFILE_LIST)) \
                           | $(C_EXAMPLES_OUT)
 	$(C_EXAMPLES_CC) $(C_EXAMPLES_CFLAGS) -o $@ $<

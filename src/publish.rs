@@ -170,7 +170,13 @@ fn record(o: &Observation, now: u64) -> Record {
         flags |= TURN_WRITING;
     }
     if o.done {
-        flags |= FLAG_REAPED;
+        // Only a real reap marks the slot; monitor mode merely logged it.
+        let real = crate::table::slot(o.fd).is_some_and(|s| s.has_flag(crate::table::FLAG_REAPED));
+        flags |= if real {
+            FLAG_REAPED
+        } else {
+            stallguard_shm::FLAG_WOULD_REAP
+        };
     }
     if o.kernel_view {
         flags |= FLAG_KERNEL_VIEW;

@@ -2,57 +2,19 @@
 //! 0/1/2) and `stdio_service` does all its I/O through stdio, which no hook sees. The shim
 //! adopts the socket at start and judges it by the kernel's counters.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-struct Service {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Service {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn reaps(&self) -> Vec<std::collections::HashMap<String, String>> {
-        self.log_text()
-            .lines()
-            .map(logfmt)
-            .filter(|m| m.get("event").map(String::as_str) == Some("reap"))
-            .collect()
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Connects a client, accepts it, and starts the service on the accepted socket as inetd does.
-fn inetd(args: &[&str], extra: &[(&str, &str)]) -> (TcpStream, Service) {
+fn inetd(args: &[&str], extra: &[(&str, &str)]) -> (TcpStream, Proc) {
     inetd_with_log(args, extra, true)
 }
 
-fn inetd_with_log(args: &[&str], extra: &[(&str, &str)], log_file: bool) -> (TcpStream, Service) {
+fn inetd_with_log(args: &[&str], extra: &[(&str, &str)], log_file: bool) -> (TcpStream, Proc) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (conn, _) = listener.accept().unwrap();
@@ -62,19 +24,15 @@ fn inetd_with_log(args: &[&str], extra: &[(&str, &str)], log_file: bool) -> (Tcp
     cmd.args(args)
         .stdin(Stdio::from(fd.try_clone().unwrap()))
         .stdout(Stdio::from(fd.try_clone().unwrap()))
-        .stderr(Stdio::from(fd))
-        .env("LD_PRELOAD", shim());
-    if log_file {
-        cmd.env("STALLGUARD_LOG_FILE", &log);
+        .stderr(Stdio::from(fd));
+    guard(&mut cmd, &log, FAST).envs(extra.iter().copied());
+    if !log_file {
+        cmd.env_remove("STALLGUARD_LOG_FILE");
     }
-    for (k, v) in FAST.iter().chain(extra) {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("spawn stdio_service");
-    (client, Service { child, log })
+    (client, Proc::launch("stdio_service", cmd, log, false))
 }
 
-fn assert_clean_exit(st: Option<ExitStatus>, svc: &Service) {
+fn assert_clean_exit(st: Option<ExitStatus>, svc: &Proc) {
     use std::os::unix::process::ExitStatusExt;
     let st = st.unwrap_or_else(|| panic!("the service is still running\n{}", svc.log_text()));
     assert_eq!(
@@ -84,21 +42,27 @@ fn assert_clean_exit(st: Option<ExitStatus>, svc: &Service) {
     );
 }
 
+/// The service ended on its own with status 0 and the guard reaped nothing.
+fn assert_served_without_reaps(svc: &mut Proc) {
+    assert_eq!(
+        svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(svc.events("reap").is_empty(), "{}", svc.log_text());
+}
+
 #[test]
 fn silent_client_of_an_inetd_service_is_reaped_by_kernel_counters() {
     let (mut client, mut svc) = inetd(&[], &[]);
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
     let started = Instant::now();
     assert_eq!(
-        client.read(&mut [0u8; 64]).unwrap(),
+        read_within(&mut client, Duration::from_secs(5)).unwrap(),
         0,
         "expected the guard's EOF"
     );
     assert!(started.elapsed() >= Duration::from_millis(1000));
     assert_clean_exit(svc.wait_exit(Duration::from_secs(3)), &svc);
-    let reaps = svc.reaps();
+    let reaps = svc.events("reap");
     assert_eq!(reaps.len(), 1, "{}", svc.log_text());
     assert_eq!(reaps[0]["reason"], "first_byte");
     assert_eq!(reaps[0]["view"], "kernel");
@@ -125,7 +89,7 @@ fn slowloris_through_stdio_is_reaped_by_the_request_deadline() {
     );
     assert!(started.elapsed() < Duration::from_secs(8));
     assert_clean_exit(svc.wait_exit(Duration::from_secs(3)), &svc);
-    let reaps = svc.reaps();
+    let reaps = svc.events("reap");
     assert_eq!(reaps.len(), 1, "{}", svc.log_text());
     assert_eq!(reaps[0]["reason"], "request", "{:?}", reaps[0]);
 }
@@ -142,7 +106,7 @@ fn client_that_never_reads_is_a_write_stall_and_the_service_ends() {
         .wait_exit(Duration::from_secs(6))
         .unwrap_or_else(|| panic!("still running\n{}", svc.log_text()));
     assert!(st.signal().is_none_or(|s| s == libc::SIGPIPE), "{st:?}");
-    let reaps = svc.reaps();
+    let reaps = svc.events("reap");
     assert_eq!(reaps.len(), 1, "{}", svc.log_text());
     assert_eq!(reaps[0]["reason"], "write_stall", "{:?}", reaps[0]);
 }
@@ -171,25 +135,18 @@ fn slow_but_steady_download_through_stdio_is_not_cut() {
         started.elapsed() > Duration::from_secs(2),
         "the download was not slow"
     );
-    assert_eq!(
-        svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()),
-        Some(0)
-    );
-    assert!(svc.reaps().is_empty(), "{}", svc.log_text());
+    assert_served_without_reaps(&mut svc);
 }
 
 #[test]
 fn adoption_can_be_turned_off() {
     let (mut client, mut svc) = inetd(&[], &[("STALLGUARD_ADOPT", "off")]);
-    client
-        .set_read_timeout(Some(Duration::from_millis(2500)))
-        .unwrap();
     assert!(
-        client.read(&mut [0u8; 64]).is_err(),
+        read_within(&mut client, Duration::from_millis(2500)).is_err(),
         "cut although adoption is off"
     );
     assert!(svc.wait_exit(Duration::from_millis(10)).is_none());
-    assert!(svc.reaps().is_empty());
+    assert!(svc.events("reap").is_empty());
 }
 
 #[test]
@@ -200,11 +157,7 @@ fn a_normal_request_is_served_with_zero_reaps() {
         .unwrap();
     let reply = read_response(&mut client, Instant::now() + Duration::from_secs(3));
     assert_eq!(reply.as_deref(), Ok("ok\n"));
-    assert_eq!(
-        svc.wait_exit(Duration::from_secs(3)).and_then(|s| s.code()),
-        Some(0)
-    );
-    assert!(svc.reaps().is_empty(), "{}", svc.log_text());
+    assert_served_without_reaps(&mut svc);
 }
 
 /// stderr is the client's socket here: the guard must not write its log lines into it.

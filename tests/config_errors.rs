@@ -1,13 +1,12 @@
 //! Bad input never gets a silent default: one line on stderr naming the variable, the value
 //! and what is accepted; exit status 2 by default; `STALLGUARD_ON_ERROR=warn` runs unguarded.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::process::{Command, Output};
 
 /// Runs the file/pipe I/O program (exits 0 on its own) under the shim with `vars`.
 fn run_with(vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(example("fileio_check"));
+    let mut cmd = Command::new(harness("fileio_check"));
     cmd.env("LD_PRELOAD", shim());
     for (k, v) in vars {
         cmd.env(k, v);
@@ -111,7 +110,7 @@ fn every_problem_is_reported_not_only_the_first() {
 
 #[test]
 fn on_error_warn_runs_the_program_unguarded_and_says_so() {
-    let clean = Command::new(example("fileio_check")).output().unwrap();
+    let clean = Command::new(harness("fileio_check")).output().unwrap();
     let out = run_with(&[("STALLGUARD_IDLE", "5x"), ("STALLGUARD_ON_ERROR", "warn")]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(out.stdout, clean.stdout, "the program ran normally");
@@ -130,7 +129,7 @@ fn unguarded_after_warn_really_does_not_reap() {
         ("STALLGUARD_IDLE", "bogus"),
         ("STALLGUARD_ON_ERROR", "warn"),
     ];
-    let srv = Server::start("pool_server", &["--threads", "1"], Some(&policy));
+    let srv = Proc::start("pool_server", &["--threads", "1"], Some(&policy));
     let attackers = Attackers::launch(srv.addr(), Attack::Silent, 1);
     std::thread::sleep(std::time::Duration::from_millis(1800));
     assert_eq!(attackers.stop(), 0);
@@ -157,15 +156,10 @@ fn valid_values_in_every_documented_form_are_accepted() {
         ("STALLGUARD_PER_SOURCE", "50"),
         ("STALLGUARD_ADOPT", "off"),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
-        out.stderr.is_empty(),
-        "{}",
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}: {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -2,8 +2,7 @@
 //! without the library (every call fails with ENOSYS) and, with it, can exempt a connection,
 //! give one its own deadline, and read the guard's counters.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ const TIGHT: &[(&str, &str)] = &[
 ];
 
 /// GET /exempt, then the client waits 2 s (its turn, twice the idle timer) before "go".
-fn exempt_exchange(srv: &Server) -> Result<String, String> {
+fn exempt_exchange(srv: &Proc) -> Result<String, String> {
     let mut s = TcpStream::connect(srv.addr()).unwrap();
     write!(s, "GET /exempt HTTP/1.1\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -25,7 +24,7 @@ fn exempt_exchange(srv: &Server) -> Result<String, String> {
 
 #[test]
 fn without_the_library_the_api_answers_enosys_and_the_server_works() {
-    let srv = Server::start("coop_server", &[], None);
+    let srv = Proc::start("coop_server", &[], None);
     assert_eq!(
         request(srv.addr(), "/counters", Duration::from_secs(3)).as_deref(),
         Ok("unavailable ENOSYS\n")
@@ -41,7 +40,7 @@ fn without_the_library_the_api_answers_enosys_and_the_server_works() {
 
 #[test]
 fn an_exempt_connection_outlives_every_timer() {
-    let srv = Server::start("coop_server", &[], Some(TIGHT));
+    let srv = Proc::start("coop_server", &[], Some(TIGHT));
     assert_eq!(
         exempt_exchange(&srv).as_deref(),
         Ok("exempt 0 go\n"),
@@ -53,7 +52,7 @@ fn an_exempt_connection_outlives_every_timer() {
 
 #[test]
 fn a_connection_is_cut_at_the_programs_own_deadline() {
-    let srv = Server::start("coop_server", &[], Some(TIGHT));
+    let srv = Proc::start("coop_server", &[], Some(TIGHT));
     let started = Instant::now();
     let r = request(srv.addr(), "/deadline", Duration::from_secs(5));
     assert!(r.is_err(), "answered despite its 1 s deadline: {r:?}");
@@ -68,7 +67,7 @@ fn a_connection_is_cut_at_the_programs_own_deadline() {
 
 #[test]
 fn counters_are_readable_by_the_program() {
-    let srv = Server::start("coop_server", &[], Some(TIGHT));
+    let srv = Proc::start("coop_server", &[], Some(TIGHT));
     let _silent = TcpStream::connect(srv.addr()).unwrap();
     srv.wait_events("reap", 1, Duration::from_secs(3));
     let body = request(srv.addr(), "/counters", Duration::from_secs(3)).unwrap();

@@ -12,16 +12,14 @@
 //!   server, keep-alive between requests is judged by idle, a long poll longer than every
 //!   timer still completes, and `STALLGUARD_LENS=off` gives back the old behaviour.
 //!
-//! Its helpers are local to this file, apart from seven of tests/common (`guard_env`,
-//! `scratch`, `logfmt`, `free_port`, `read_response`, `peer_closed`, `stop_gracefully`), so it moves as one piece.
+//! Processes, clients and log parsing come from `stallguard-testkit`; what is particular to
+//! these servers (how each starts, nginx's configuration) is local to this file.
 
-mod common;
-use common::{guard_env, logfmt, peer_closed, read_response, scratch, stop_gracefully};
-use std::collections::HashMap;
+use stallguard_testkit::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -57,10 +55,11 @@ enum Kind {
 
 const ALL: [Kind; 4] = [Kind::Node, Kind::Asyncio, Kind::Jdk, Kind::Nginx];
 
-/// A server process (and, for nginx, its unguarded backend), stopped by pid when dropped.
+/// A server process (and, for nginx, its unguarded backend), stopped by pid when dropped
+/// (nginx's worker first: `Proc::owned` kills the tree).
 struct Srv {
     kind: Kind,
-    child: Child,
+    _proc: Proc,
     port: u16,
     log: PathBuf,
     _backend: Option<Box<Srv>>,
@@ -71,7 +70,7 @@ impl Srv {
     /// `workers`: the JDK's pool size.
     fn start(kind: Kind, policy: Option<&[(&str, &str)]>, workers: u32) -> Srv {
         let log = scratch(&format!("{kind:?}.log"));
-        let port = common::free_port();
+        let port = free_port();
         let dir = servers_dir();
         let mut backend = None;
         let mut cmd = match kind {
@@ -113,12 +112,14 @@ impl Srv {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        guard_env(&mut cmd, policy, &log);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{kind:?}: {e}"));
-        let stdout = child.stdout.take().unwrap();
+        if let Some(vars) = policy {
+            guard(&mut cmd, &log, vars);
+        }
+        let mut proc = Proc::owned(&format!("{kind:?}"), &mut cmd);
+        let stdout = proc.child.stdout.take().unwrap();
         let srv = Srv {
             kind,
-            child,
+            _proc: proc,
             port,
             log,
             _backend: backend,
@@ -153,18 +154,13 @@ impl Srv {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn events(&self, event: &str) -> Vec<HashMap<String, String>> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(logfmt)
-            .filter(|m| m.get("event").map(String::as_str) == Some(event))
-            .collect()
+    fn events(&self, event: &str) -> Vec<Event> {
+        events_in(&self.log_text(), event)
     }
 
     /// The reap line of the connection whose client port is `client_port`, waiting up to
     /// `within` for it.
-    fn reap_of(&self, client_port: u16, within: Duration) -> Option<HashMap<String, String>> {
+    fn reap_of(&self, client_port: u16, within: Duration) -> Option<Event> {
         // 127.0.0.1:PORT, or [::ffff:127.0.0.1]:PORT on a dual-stack listener (the JDK).
         let suffix = format!("127.0.0.1:{client_port}");
         let suffix6 = format!("127.0.0.1]:{client_port}");
@@ -183,12 +179,6 @@ impl Srv {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Srv {
-    fn drop(&mut self) {
-        stop_gracefully(&mut self.child, Duration::from_secs(5));
     }
 }
 

@@ -1,9 +1,8 @@
 //! What must NOT be cut: normal traffic, a slow but steady uploader, a long poll, time spent
 //! queued inside an eager-accept server; and monitor mode, which reports but never acts.
 
-mod common;
-use common::*;
-use std::io::{Read, Write};
+use stallguard_testkit::*;
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ fn normal_traffic_is_never_reaped() {
         "epoll_server",
         "eager_server",
     ] {
-        let srv = Server::start(server, &[], Some(TIGHT));
+        let srv = Proc::start(server, &[], Some(TIGHT));
         let mut served = 0;
         for i in 0..150 {
             let path = if i % 50 == 0 { "/big" } else { "/" };
@@ -58,7 +57,7 @@ fn normal_traffic_is_never_reaped() {
 #[test]
 fn steady_uploader_at_twice_min_rate_outlives_the_base_timeout() {
     // minrate=100 B/s; the client sends 200 B/s for 3 s, three times the 1 s base timeout.
-    let srv = Server::start("pool_server", &[], Some(TIGHT));
+    let srv = Proc::start("pool_server", &[], Some(TIGHT));
     let body_len = 600;
     let mut s = TcpStream::connect(srv.addr()).unwrap();
     write!(
@@ -78,7 +77,7 @@ fn steady_uploader_at_twice_min_rate_outlives_the_base_timeout() {
 #[test]
 fn long_poll_held_longer_than_every_timer_is_not_cut() {
     for server in ["pool_server", "prefork_server", "eager_server"] {
-        let srv = Server::start(server, &["--longpoll", "3000"], Some(TIGHT));
+        let srv = Proc::start(server, &["--longpoll", "3000"], Some(TIGHT));
         let started = Instant::now();
         let body = request(srv.addr(), "/longpoll", Duration::from_secs(8));
         assert_eq!(
@@ -96,7 +95,7 @@ fn long_poll_held_longer_than_every_timer_is_not_cut() {
 fn time_queued_in_an_eager_accept_server_is_not_charged() {
     // One worker, held 3 s by a long poll; a second client connects and sends at once, then
     // waits in the server's user-space queue three times longer than FIRST_BYTE.
-    let srv = Server::start(
+    let srv = Proc::start(
         "eager_server",
         &["--workers", "1", "--longpoll", "3000"],
         Some(TIGHT),
@@ -114,7 +113,7 @@ fn time_queued_in_an_eager_accept_server_is_not_charged() {
 fn monitor_mode_logs_what_it_would_reap_and_touches_nothing() {
     let mut policy = FAST.to_vec();
     policy.push(("STALLGUARD_ACTION", "log"));
-    let srv = Server::start("pool_server", &["--threads", "2"], Some(&policy));
+    let srv = Proc::start("pool_server", &["--threads", "2"], Some(&policy));
     let attackers = Attackers::launch(srv.addr(), Attack::Silent, 2);
     let would = srv.wait_events("would_reap", 2, Duration::from_secs(4));
     assert_eq!(would.len(), 2, "{}", srv.log_text());
@@ -132,17 +131,14 @@ fn monitor_mode_logs_what_it_would_reap_and_touches_nothing() {
 
 #[test]
 fn ipv6_connections_are_guarded() {
-    let srv = Server::start("pool_server", &["--threads", "1", "--ipv6"], Some(FAST));
+    let srv = Proc::start("pool_server", &["--threads", "1", "--ipv6"], Some(FAST));
     let addr: std::net::SocketAddr = format!("[::1]:{}", srv.port).parse().unwrap();
     let mut silent = TcpStream::connect(addr).unwrap();
     let reaps = srv.wait_events("reap", 1, Duration::from_secs(4));
     assert_eq!(reaps.len(), 1, "{}", srv.log_text());
     assert!(reaps[0]["peer"].starts_with("[::1]:"), "{:?}", reaps[0]);
-    silent
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
     assert_eq!(
-        silent.read(&mut [0u8; 16]).unwrap(),
+        read_within(&mut silent, Duration::from_secs(2)).unwrap(),
         0,
         "the silent client sees EOF"
     );
@@ -154,7 +150,7 @@ fn ipv6_connections_are_guarded() {
 
 #[test]
 fn start_line_states_the_effective_policy() {
-    let srv = Server::start("pool_server", &[], Some(FAST));
+    let srv = Proc::start("pool_server", &[], Some(FAST));
     request(srv.addr(), "/", Duration::from_secs(3)).unwrap();
     let start = srv.wait_events("start", 1, Duration::from_secs(2));
     assert_eq!(start.len(), 1, "{}", srv.log_text());

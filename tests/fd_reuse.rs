@@ -2,8 +2,7 @@
 //! hundred milliseconds, thousands of short healthy connections take over the same numbers.
 //! Not one of them may be cut, and every reap must be of a stalled connection.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +18,7 @@ fn churn_never_cuts_a_healthy_connection() {
         ("STALLGUARD_WRITE_STALL", "300ms"),
         ("STALLGUARD_TICK", "10ms"),
     ];
-    let srv = Server::start("pool_server", &["--threads", "12"], Some(&policy));
+    let srv = Proc::start("pool_server", &["--threads", "12"], Some(&policy));
     let addr = srv.addr();
     let stop = Arc::new(AtomicBool::new(false));
     let stalled_cut = Arc::new(AtomicUsize::new(0));

@@ -1,8 +1,7 @@
 //! What the watcher says on a schedule: the stuck-connection report (STALLGUARD_REPORT) and
 //! the Prometheus textfile (STALLGUARD_METRICS_FILE).
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ fn stuck_connections_are_reported_longest_first() {
         ("STALLGUARD_FIRST_BYTE", "60s"),
         ("STALLGUARD_REPORT", "1s"),
     ];
-    let srv = Server::start("pool_server", &["--threads", "4"], Some(&vars));
+    let srv = Proc::start("pool_server", &["--threads", "4"], Some(&vars));
     let _first = TcpStream::connect(srv.addr()).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let _second = TcpStream::connect(srv.addr()).unwrap();
@@ -55,7 +54,7 @@ fn the_metrics_textfile_is_rewritten_with_the_counters() {
         ("STALLGUARD_FIRST_BYTE", "1s"),
         ("STALLGUARD_METRICS_FILE", template.as_str()),
     ];
-    let srv = Server::start("pool_server", &["--threads", "2"], Some(&vars));
+    let srv = Proc::start("pool_server", &["--threads", "2"], Some(&vars));
     let _silent = TcpStream::connect(srv.addr()).unwrap();
     srv.wait_events("reap", 1, Duration::from_secs(3));
     let path = dir.join(format!("stallguard-{}.prom", srv.child.id()));

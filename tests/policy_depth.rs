@@ -1,12 +1,9 @@
 //! Policy beyond the four timers: per-port rules, exempt peers, a lifetime cap, RST as the
 //! action, and the per-source cap that keeps workers free under a sustained attack.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn with(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
@@ -16,9 +13,9 @@ fn with(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
     v
 }
 
-fn start(port: u16, server: &str, args: &[&str], vars: &[(&'static str, String)]) -> Server {
+fn start(port: u16, server: &str, args: &[&str], vars: &[(&'static str, String)]) -> Proc {
     let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Server::start_on(port, server, args, Some(&refs))
+    Proc::start_on(port, server, args, Some(&refs))
 }
 
 /// Seconds until the guard cuts a silent connection (None: not within `within`).
@@ -32,15 +29,26 @@ fn silent_cut_after(conn: &mut TcpStream, within: Duration) -> Option<Duration> 
     }
 }
 
-#[test]
-fn a_port_can_be_left_alone_or_given_its_own_timers() {
+/// pool_server under the FAST policy and one more variable.
+fn pool_with(var: &'static str, value: String) -> Proc {
+    start(0, "pool_server", &[], &with(&[(var, value)]))
+}
+
+/// pool_server on a free port whose STALLGUARD_PORTS rule `rule(port)` gives.
+fn pool_with_port_rule(rule: impl Fn(u16) -> String) -> (u16, Proc) {
     let port = free_port();
     let srv = start(
         port,
         "pool_server",
         &[],
-        &with(&[("STALLGUARD_PORTS", format!("{port}:off"))]),
+        &with(&[("STALLGUARD_PORTS", rule(port))]),
     );
+    (port, srv)
+}
+
+#[test]
+fn a_port_can_be_left_alone_or_given_its_own_timers() {
+    let (_, srv) = pool_with_port_rule(|port| format!("{port}:off"));
     let mut c = TcpStream::connect(srv.addr()).unwrap();
     assert_eq!(
         silent_cut_after(&mut c, Duration::from_millis(2500)),
@@ -50,13 +58,7 @@ fn a_port_can_be_left_alone_or_given_its_own_timers() {
     );
     drop(srv);
 
-    let port = free_port();
-    let srv = start(
-        port,
-        "pool_server",
-        &[],
-        &with(&[("STALLGUARD_PORTS", format!("{port}:first_byte=2500ms"))]),
-    );
+    let (port, srv) = pool_with_port_rule(|port| format!("{port}:first_byte=2500ms"));
     let mut c = TcpStream::connect(srv.addr()).unwrap();
     let cut = silent_cut_after(&mut c, Duration::from_secs(5)).expect("the port's own timer");
     assert!(
@@ -72,14 +74,9 @@ fn a_port_can_be_left_alone_or_given_its_own_timers() {
 
 #[test]
 fn exempt_peers_are_never_touched() {
-    let srv = start(
-        0,
-        "pool_server",
-        &[],
-        &with(&[("STALLGUARD_EXEMPT", "127.0.0.2/32".into())]),
-    );
-    let mut trusted = connect_from([127, 0, 0, 2], srv.addr()).unwrap();
-    let mut other = connect_from([127, 0, 0, 3], srv.addr()).unwrap();
+    let srv = pool_with("STALLGUARD_EXEMPT", "127.0.0.2/32".into());
+    let mut trusted = connect_tcp([127, 0, 0, 2], srv.addr(), None).unwrap();
+    let mut other = connect_tcp([127, 0, 0, 3], srv.addr(), None).unwrap();
     assert!(
         silent_cut_after(&mut other, Duration::from_secs(3)).is_some(),
         "{}",
@@ -97,12 +94,7 @@ fn exempt_peers_are_never_touched() {
 
 #[test]
 fn lifetime_caps_a_busy_connection() {
-    let srv = start(
-        0,
-        "pool_server",
-        &[],
-        &with(&[("STALLGUARD_LIFETIME", "2s".into())]),
-    );
+    let srv = pool_with("STALLGUARD_LIFETIME", "2s".into());
     let mut s = TcpStream::connect(srv.addr()).unwrap();
     let started = Instant::now();
     let mut served = 0;
@@ -127,12 +119,7 @@ fn lifetime_caps_a_busy_connection() {
 #[test]
 fn action_rst_resets_instead_of_a_graceful_close() {
     for (action, expect_reset) in [("rst", true), ("shutdown", false)] {
-        let srv = start(
-            0,
-            "pool_server",
-            &[],
-            &with(&[("STALLGUARD_ACTION", action.into())]),
-        );
+        let srv = pool_with("STALLGUARD_ACTION", action.into());
         let mut c = TcpStream::connect(srv.addr()).unwrap();
         assert!(silent_cut_after(&mut c, Duration::from_secs(3)).is_some());
         std::thread::sleep(Duration::from_millis(300)); // the server closes its side
@@ -151,7 +138,7 @@ fn action_rst_resets_instead_of_a_graceful_close() {
 
 /// Runs a sustained slowloris from 127.0.0.1 (new slow connections every 100 ms) while a
 /// legitimate client on 127.0.0.2 probes every 100 ms; returns the share of probes served.
-fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Server) {
+fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Proc) {
     let mut vars = vec![
         ("STALLGUARD_FIRST_BYTE", "2s".to_string()),
         ("STALLGUARD_REQUEST", "2-4,minrate=100".to_string()),
@@ -162,24 +149,7 @@ fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Se
     }
     let srv = start(0, "pool_server", &["--threads", "8"], &vars);
     let addr = srv.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let attacker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(mut s) = connect_from([127, 0, 0, 1], addr) {
-                    let _ = s.write_all(b"GET / HTTP/1.1\r\n");
-                    held.push(s);
-                }
-                for s in held.iter_mut() {
-                    let _ = s.write_all(b"X");
-                }
-                held.retain(|s| tcp_state(s) == 1);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let attacker = Slowloris::start(addr, b"GET / HTTP/1.1\r\n", b"X");
     let end = Instant::now() + Duration::from_secs(secs);
     std::thread::sleep(Duration::from_secs(2)); // let the attack build up
     let (mut served, mut probes) = (0, 0);
@@ -190,8 +160,7 @@ fn served_under_sustained_attack(per_source: Option<u32>, secs: u64) -> (f64, Se
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Relaxed);
-    attacker.join().unwrap();
+    attacker.stop();
     (served as f64 / probes as f64, srv)
 }
 
@@ -287,36 +256,12 @@ fn server_sockets(pid: u32) -> Vec<(bool, std::os::fd::OwnedFd)> {
 }
 
 fn sockopt(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> libc::c_int {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    v
+    getsockopt(fd, level, name).unwrap_or(0)
 }
 
 fn timeo_ms(fd: libc::c_int, name: libc::c_int) -> i64 {
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-    unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut tv as *mut libc::timeval).cast(),
-            &mut len,
-        )
-    };
-    tv.tv_sec * 1000 + tv.tv_usec / 1000
+    getsockopt::<libc::timeval>(fd, libc::SOL_SOCKET, name)
+        .map_or(0, |tv| tv.tv_sec * 1000 + tv.tv_usec / 1000)
 }
 
 /// (TCP_USER_TIMEOUT, SO_KEEPALIVE, SO_RCVTIMEO ms, SO_SNDTIMEO ms).

@@ -4,14 +4,11 @@
 //! alone cannot keep the workers free (each slow connection holds one for its whole request
 //! timer); the cap can.
 
-mod common;
 mod real;
 
-use common::connect_from;
 use real::{civetweb, require_tools, Job, Mode, PROBE_BODY};
+use stallguard_testkit::{connect_tcp, Slowloris};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECONDS: u64 = 20;
@@ -30,21 +27,7 @@ fn served_under_sustained_slowloris(cap: Option<u32>) -> (f64, String) {
     }
     let server = civetweb(&job, "civetweb", true);
     let addr = server.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let attacker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(mut s) = connect_from([127, 0, 0, 1], addr) {
-                    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
-                    held.push(s);
-                }
-                held.retain_mut(|s| s.write_all(b"X-a: b\r\n").is_ok());
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let attacker = Slowloris::start(addr, b"GET / HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n");
     let start = Instant::now();
     let (mut served, mut probes) = (0, 0);
     while start.elapsed() < Duration::from_secs(SECONDS) {
@@ -56,14 +39,13 @@ fn served_under_sustained_slowloris(cap: Option<u32>) -> (f64, String) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    stop.store(true, Ordering::Relaxed);
-    attacker.join().unwrap();
+    attacker.stop();
     let log = std::fs::read_to_string(job.guard_log()).unwrap_or_default();
     (served as f64 / probes.max(1) as f64, log)
 }
 
 fn probe_from_other_host(addr: std::net::SocketAddr) -> bool {
-    let Ok(mut s) = connect_from([127, 0, 0, 2], addr) else {
+    let Ok(mut s) = connect_tcp([127, 0, 0, 2], addr, None) else {
         return false;
     };
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

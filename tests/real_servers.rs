@@ -29,11 +29,11 @@
 //!   stdio, which no hook sees): adoption of the inherited socket at load time, judged by the
 //!   kernel's TCP_INFO counters (log lines say view=kernel).
 
-mod common;
 #[path = "real/mod.rs"]
 mod real;
 
 use real::*;
+use stallguard_testkit::Proc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -173,6 +173,28 @@ fn start(job: &Job, srv: Srv) -> (Server, Option<Server>) {
     }
 }
 
+/// The front server and the backend behind it, if any.
+fn servers<'a>(front: &'a Server, backend: &'a Option<Server>) -> Vec<&'a Server> {
+    std::iter::once(front).chain(backend.as_ref()).collect()
+}
+
+/// Starts the cell's servers and checks that they serve before the `what` begins; if they do
+/// not, the outcome says so (with the servers' evidence) and there is nothing to run.
+fn start_served(
+    job: &Job,
+    srv: Srv,
+    o: &mut Outcome,
+    what: &str,
+) -> Option<(Server, Option<Server>)> {
+    let (front, backend) = start(job, srv);
+    if let Err(e) = warm_up(srv.scheme(), front.port) {
+        o.check(false, || format!("not served before the {what}: {e}"));
+        o.attach(job, &servers(&front, &backend), None);
+        return None;
+    }
+    Some((front, backend))
+}
+
 /// A legitimate request must be served before anything else happens.
 fn warm_up(scheme: Scheme, port: u16) -> Result<(), String> {
     let end = Instant::now() + Duration::from_secs(10);
@@ -198,13 +220,10 @@ fn attack_cell(job: &Job, srv: Srv, atk: Atk) -> Outcome {
     let mut o = Outcome::new(job);
     let secs = atk.secs();
     let conns = srv.conns();
-    let (front, backend) = start(job, srv);
-    let servers: Vec<&Server> = std::iter::once(&front).chain(backend.as_ref()).collect();
-    if let Err(e) = warm_up(srv.scheme(), front.port) {
-        o.check(false, || format!("not served before the attack: {e}"));
-        o.attach(job, &servers, None);
+    let Some((front, backend)) = start_served(job, srv, &mut o, "attack") else {
         return o;
-    }
+    };
+    let servers = servers(&front, &backend);
     let root = front.pid();
     let baseline = if srv.forks() { settled_procs(root) } else { 0 };
 
@@ -395,6 +414,11 @@ fn write_samples(job: &Job, probes: &[Probe], samples: &[Sample], baseline: usiz
 
 // ------------------------------------------------------------------ legitimate cells
 
+/// The slow download's steady rate, bytes per second.
+const DOWNLOAD_RATE: f64 = 512.0 * 1024.0;
+/// The slow upload's body, bytes.
+const UPLOAD_BODY: usize = 12 * 1024;
+
 /// A legitimate client downloads 8 MiB at a steady 512 KiB/s: 16 s, longer than every timer
 /// and far below loopback speed. curl fetches (http or https alike) and this test reads curl's
 /// output pipe at the steady rate, 16 KiB at a time: curl blocks on the full pipe and stops
@@ -404,15 +428,10 @@ fn write_samples(job: &Job, probes: &[Probe], samples: &[Sample], baseline: usiz
 /// acknowledged: never a write stall (the guard charges one only when nothing is acked for
 /// WRITE_STALL), and the server has the turn throughout.
 fn slow_download(job: &Job, srv: Srv) -> Outcome {
-    const RATE: f64 = 512.0 * 1024.0;
     let mut o = Outcome::new(job);
-    let (front, backend) = start(job, srv);
-    let servers: Vec<&Server> = std::iter::once(&front).chain(backend.as_ref()).collect();
-    if let Err(e) = warm_up(srv.scheme(), front.port) {
-        o.check(false, || format!("not served before the download: {e}"));
-        o.attach(job, &servers, None);
+    let Some((front, backend)) = start_served(job, srv, &mut o, "download") else {
         return o;
-    }
+    };
     let scheme = if srv.scheme() == Scheme::Https {
         "https"
     } else {
@@ -424,14 +443,14 @@ fn slow_download(job: &Job, srv: Srv) -> Outcome {
         .stdout(std::process::Stdio::piped())
         .stderr(job.file("curl.err"));
     let started = Instant::now();
-    let mut curl = Proc::spawn("curl", &mut cmd);
+    let mut curl = Proc::owned("curl", &mut cmd);
     let mut pipe = curl.child.stdout.take().unwrap();
     let mut got: u64 = 0;
     let mut buf = vec![0u8; 16 * 1024];
     let mut read_error = None;
     while started.elapsed() < Duration::from_secs(80) {
-        // Steady: never ahead of RATE × elapsed.
-        let allowed = (started.elapsed().as_secs_f64() * RATE) as u64 + buf.len() as u64;
+        // Steady: never ahead of DOWNLOAD_RATE × elapsed.
+        let allowed = (started.elapsed().as_secs_f64() * DOWNLOAD_RATE) as u64 + buf.len() as u64;
         if got + buf.len() as u64 > allowed {
             thread::sleep(Duration::from_millis(10));
             continue;
@@ -450,7 +469,7 @@ fn slow_download(job: &Job, srv: Srv) -> Outcome {
     let status = curl.wait_exit(Duration::from_secs(5));
     drop(curl);
     thread::sleep(Duration::from_millis(300)); // a reap would be logged by now
-    o.attach(job, &servers, None);
+    o.attach(job, &servers(&front, &backend), None);
     o.note = format!(
         "{:.1} of {} MiB in {took:.1} s",
         got as f64 / 1048576.0,
@@ -479,17 +498,12 @@ fn slow_download(job: &Job, srv: Srv) -> Outcome {
 /// its rate (as with Apache mod_reqtimeout), so no upload may last longer under this policy.
 /// `Expect:` is cleared so curl sends the body at once instead of waiting for a 100-continue.
 fn slow_upload(job: &Job, srv: Srv) -> Outcome {
-    const BODY: usize = 12 * 1024;
     let mut o = Outcome::new(job);
-    let (front, backend) = start(job, srv);
-    let servers: Vec<&Server> = std::iter::once(&front).chain(backend.as_ref()).collect();
-    if let Err(e) = warm_up(srv.scheme(), front.port) {
-        o.check(false, || format!("not served before the upload: {e}"));
-        o.attach(job, &servers, None);
+    let Some((front, backend)) = start_served(job, srv, &mut o, "upload") else {
         return o;
-    }
+    };
     let body = job.work.join("body.bin");
-    std::fs::write(&body, "x".repeat(BODY)).unwrap();
+    std::fs::write(&body, "x".repeat(UPLOAD_BODY)).unwrap();
     let tag = format!("{}-{}", job.slug, std::process::id());
     let record = docroot().join("uploads").join(&tag);
     let _ = std::fs::remove_file(&record);
@@ -511,19 +525,19 @@ fn slow_upload(job: &Job, srv: Srv) -> Outcome {
     .stdout(std::fs::File::create(&out).unwrap())
     .stderr(job.file("curl.err"));
     let started = Instant::now();
-    let mut curl = Proc::spawn("curl", &mut cmd);
+    let mut curl = Proc::owned("curl", &mut cmd);
     let status = curl.wait_exit(Duration::from_secs(40));
     let took = started.elapsed().as_secs_f64();
     drop(curl);
     thread::sleep(Duration::from_millis(500));
-    o.attach(job, &servers, None);
+    o.attach(job, &servers(&front, &backend), None);
     let w = std::fs::read_to_string(&out).unwrap_or_default();
     let got = std::fs::read_to_string(&record).unwrap_or_default();
     let _ = std::fs::remove_file(&record);
-    o.note = format!("{} KiB in {took:.1} s", BODY >> 10);
-    o.check(got.trim() == BODY.to_string(), || {
+    o.note = format!("{} KiB in {took:.1} s", UPLOAD_BODY >> 10);
+    o.check(got.trim() == UPLOAD_BODY.to_string(), || {
         format!(
-            "the CGI read {:?} bytes of the {BODY}-byte body",
+            "the CGI read {:?} bytes of the {UPLOAD_BODY}-byte body",
             got.trim()
         )
     });
@@ -536,7 +550,7 @@ fn slow_upload(job: &Job, srv: Srv) -> Outcome {
             || format!("curl: {status:?}, {w:?}"),
         ),
         _ => o.check(
-            status.is_some_and(|s| s.success()) && w.contains(&format!("read {BODY}")),
+            status.is_some_and(|s| s.success()) && w.contains(&format!("read {UPLOAD_BODY}")),
             || {
                 format!(
                     "curl: {status:?}, answer {w:?}, stderr {:?}",

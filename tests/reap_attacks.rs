@@ -3,8 +3,7 @@
 //! within their timer plus a tick, with the right reason, the server survives (SIGPIPE left at
 //! its default) and the legitimate request is served.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::time::{Duration, Instant};
 
 const POOL: usize = 2;
@@ -20,7 +19,7 @@ fn server_args(server: &str) -> Vec<&'static str> {
 }
 
 fn drained_without_guard(server: &str, attack: Attack) {
-    let srv = Server::start(server, &server_args(server), None);
+    let srv = Proc::start(server, &server_args(server), None);
     request(srv.addr(), "/", Duration::from_secs(3)).expect("served before the attack");
     let attackers = Attackers::launch(srv.addr(), attack, POOL);
     let probe = request(srv.addr(), "/", Duration::from_secs(3));
@@ -36,7 +35,7 @@ fn drained_without_guard(server: &str, attack: Attack) {
 }
 
 fn rescued_by_guard(server: &str, attack: Attack) {
-    let mut srv = Server::start(server, &server_args(server), Some(FAST));
+    let mut srv = Proc::start(server, &server_args(server), Some(FAST));
     request(srv.addr(), "/", Duration::from_secs(3)).expect("served before the attack");
     let attackers = Attackers::launch(srv.addr(), attack, POOL);
     let started = Instant::now();
@@ -131,7 +130,7 @@ mod epoll {
     use super::*;
 
     fn reaped(attack: Attack) {
-        let srv = Server::start("epoll_server", &[], Some(FAST));
+        let srv = Proc::start("epoll_server", &[], Some(FAST));
         let attackers = Attackers::launch(srv.addr(), attack, 3);
         assert_eq!(
             request(srv.addr(), "/", Duration::from_secs(3)).as_deref(),
@@ -169,7 +168,7 @@ mod epoll {
 
     #[test]
     fn unguarded_keeps_stalled_sockets_forever() {
-        let srv = Server::start("epoll_server", &[], None);
+        let srv = Proc::start("epoll_server", &[], None);
         let attackers = Attackers::launch(srv.addr(), Attack::Silent, 3);
         std::thread::sleep(Duration::from_secs(2));
         assert_eq!(attackers.stop(), 0);
@@ -181,7 +180,7 @@ mod epoll {
 #[test]
 fn reap_latency_is_the_timer_plus_at_most_a_tick() {
     use std::io::Read;
-    let srv = Server::start("pool_server", &["--threads", "4"], Some(FAST));
+    let srv = Proc::start("pool_server", &["--threads", "4"], Some(FAST));
     let mut latencies = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();

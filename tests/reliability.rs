@@ -6,7 +6,6 @@
 mod aliasing;
 #[path = "reliability/churn.rs"]
 mod churn;
-mod common;
 #[path = "reliability/cpython.rs"]
 mod cpython;
 #[path = "reliability/lifecycle.rs"]
@@ -17,8 +16,6 @@ mod memory;
 mod resources;
 #[path = "reliability/table_model.rs"]
 mod table_model;
-#[path = "reliability/util.rs"]
-mod util;
 
 /// What src/table.rs needs from the rest of the shim, for the model test (table_model).
 mod clock {
@@ -33,8 +30,8 @@ mod sources {
     pub fn release(_: u64) {}
 }
 
+use stallguard_testkit::*;
 use std::time::Duration;
-use util::*;
 
 /// Item 1: fd-reuse churn, every healthy exchange checksummed.
 #[test]
@@ -178,9 +175,9 @@ fn sanitizer_builds_run_clean_under_the_shim() {
         "echo_server (ASan) under the shim: {findings:#?}"
     );
     churn::check(&r, 1000, 3);
-    let alias = memory::asan_build("alias_check", false);
-    let life = memory::asan_build("lifecycle_check", false);
-    let hook = memory::asan_build("hook_check", false);
+    let alias = memory::asan_build("alias_check");
+    let life = memory::asan_build("lifecycle_check");
+    let hook = memory::asan_build("hook_check");
     let mut runs = vec![
         memory::run_check(&alias, &[], "asan_first", aliasing::POLICY),
         memory::run_check(&alias, &[], "verify0", aliasing::POLICY),
@@ -354,17 +351,19 @@ fn mixed_traffic_soak_keeps_memory_and_fds_flat() {
 fn signal_stress_soak_under_the_shim() {
     let _x = exclusive();
     let secs = knob("RELIABILITY_SIGNAL_SECS", 10, 60);
-    let log = common::scratch("signal.guard.log");
-    let mut cmd = std::process::Command::new(common::example("signal_stress"));
+    let log = scratch("signal.guard.log");
+    let mut cmd = std::process::Command::new(harness("signal_stress"));
     cmd.arg(secs.to_string()).arg("-v");
-    scrub_env(&mut cmd);
-    for (k, v) in guarded_env(&log) {
-        cmd.env(k, v);
-    }
     // The quiet connection is waited on and never answered: keep it below the first-byte
     // timer for the whole run; a fast watcher runs all the while.
-    cmd.env("STALLGUARD_FIRST_BYTE", "10m")
-        .env("STALLGUARD_TICK", "10ms");
+    guard(
+        &mut cmd,
+        &log,
+        &[
+            ("STALLGUARD_FIRST_BYTE", "10m"),
+            ("STALLGUARD_TICK", "10ms"),
+        ],
+    );
     let start = std::time::Instant::now();
     let out = cmd.output().expect("run signal_stress");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -1,8 +1,7 @@
 //! Where no connection stalls, a program behaves exactly as without the shim: same output,
 //! same exit status, nothing extra on stderr.
 
-mod common;
-use common::*;
+use stallguard_testkit::*;
 use std::process::{Command, Output};
 
 /// The default timers (these programs never stall a connection), with a fast watcher so it
@@ -10,14 +9,10 @@ use std::process::{Command, Output};
 const POLICY: &[(&str, &str)] = &[("STALLGUARD_TICK", "10ms")];
 
 fn run(name: &str, args: &[&str], preload: bool) -> Output {
-    let mut cmd = Command::new(example(name));
+    let mut cmd = Command::new(harness(name));
     cmd.args(args);
     if preload {
-        cmd.env("LD_PRELOAD", shim())
-            .env("STALLGUARD_LOG_FILE", scratch("transparency.log"));
-        for (k, v) in POLICY {
-            cmd.env(k, v);
-        }
+        guard(&mut cmd, &scratch("transparency.log"), POLICY);
     }
     cmd.output().unwrap_or_else(|e| panic!("run {name}: {e}"))
 }

@@ -8,14 +8,16 @@
 //! configuration or starts a system service.
 #![allow(dead_code)]
 
-use crate::common::{logfmt, repo, shim};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use stallguard_testkit::{
+    descendants, events_in, free_port, peer_closed, process_table, repo, scrub_env, shim, tail,
+    Event, Proc,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -154,7 +156,7 @@ pub fn tls_cert() -> &'static (PathBuf, PathBuf) {
         let dir = work_root().join("tls");
         std::fs::create_dir_all(&dir).unwrap();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let out = clean_env(Command::new(OPENSSL).args([
+        let out = scrub_env(Command::new(OPENSSL).args([
             "req",
             "-x509",
             "-newkey",
@@ -295,135 +297,33 @@ impl Job {
     pub fn file(&self, name: &str) -> std::fs::File {
         std::fs::File::create(self.evidence.join(name)).unwrap()
     }
+
+    /// The variables every web server's config template takes (PORT, DOCROOT, WORK), then
+    /// `more`.
+    pub fn site_vars<const N: usize>(
+        &self,
+        port: u16,
+        more: [(&'static str, String); N],
+    ) -> Vec<(&'static str, String)> {
+        let mut vars = vec![
+            ("PORT", port.to_string()),
+            ("DOCROOT", docroot().display().to_string()),
+            ("WORK", self.work.display().to_string()),
+        ];
+        vars.extend(more);
+        vars
+    }
+
+    /// Renders the template tests/real/`template` with `vars` into `file` in this job's work
+    /// directory; returns its path.
+    pub fn config(&self, file: &str, template: &str, vars: &[(&str, String)]) -> PathBuf {
+        let path = self.work.join(file);
+        std::fs::write(&path, render(template, vars)).unwrap();
+        path
+    }
 }
 
 // ------------------------------------------------------------------ processes
-
-/// The environment every spawned program gets: ours minus every STALLGUARD_* variable. The
-/// shim refuses to start on an unknown STALLGUARD_* name, and this harness's own knobs
-/// (STALLGUARD_MATRIX, STALLGUARD_REAL_*) must not reach a guarded server.
-pub fn clean_env(cmd: &mut Command) -> &mut Command {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("STALLGUARD_") || k == "LD_PRELOAD" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-/// A process we started. Drop kills its descendants (deepest first) and then itself, by PID.
-pub struct Proc {
-    pub child: Child,
-    pub name: String,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        clean_env(cmd);
-        // Safety net if the test process dies: the kernel kills the direct child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Proc {
-            child,
-            name: name.to_string(),
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(st) = self.exited() {
-                return Some(st);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let root = self.pid();
-        if self.exited().is_some() {
-            return;
-        }
-        for _ in 0..2 {
-            let table = process_table();
-            let mut tree = descendants(&table, root);
-            tree.reverse(); // deepest first, so parents can still reap them
-            for pid in tree {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        unsafe { libc::kill(root, libc::SIGTERM) };
-        if self.wait_exit(Duration::from_secs(3)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// pid → (ppid, comm) for every process, from /proc.
-pub fn process_table() -> HashMap<i32, (i32, String)> {
-    let mut map = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let mut rest = stat[close + 1..].split_whitespace();
-        let state = rest.next().unwrap_or("");
-        if state == "Z" || state == "X" {
-            continue; // a zombie holds no connection
-        }
-        if let Some(ppid) = rest.next().and_then(|p| p.parse().ok()) {
-            map.insert(pid, (ppid, comm));
-        }
-    }
-    map
-}
-
-/// Live descendants of `root`, parents before children.
-pub fn descendants(table: &HashMap<i32, (i32, String)>, root: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for (&pid, &(ppid, _)) in table {
-        children.entry(ppid).or_default().push(pid);
-    }
-    let mut out = Vec::new();
-    let mut queue = VecDeque::from([root]);
-    while let Some(p) = queue.pop_front() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
-            out.push(c);
-            queue.push_back(c);
-        }
-    }
-    out
-}
 
 /// Server-side TCP connections on `port` that the server still holds (ESTABLISHED or
 /// CLOSE_WAIT), accepted or still in the listen backlog, from /proc/net/tcp.
@@ -452,22 +352,6 @@ fn listening(port: u16) -> bool {
     })
 }
 
-/// A loopback port nobody in this test process was given before, and free right now.
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if given.get_or_insert_with(HashSet::new).insert(port) {
-            return port;
-        }
-    }
-}
-
 // ------------------------------------------------------------------ servers
 
 /// A running server: its process, the port it listens on, and the guard log of this job.
@@ -481,7 +365,7 @@ pub struct Server {
 
 impl Server {
     pub fn pid(&self) -> i32 {
-        self.proc.pid()
+        self.proc.pid() as i32
     }
 
     /// Starts `cmd(port)` and waits until it listens on 127.0.0.1:port (another free port and
@@ -496,7 +380,7 @@ impl Server {
             c.stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
                 .stderr(out);
-            let mut proc = Proc::spawn(name, &mut c);
+            let mut proc = Proc::owned(name, &mut c);
             let end = Instant::now() + Duration::from_secs(10);
             while Instant::now() < end && !listening(port) && proc.exited().is_none() {
                 thread::sleep(Duration::from_millis(25));
@@ -534,16 +418,11 @@ fn with_guard(job: &Job, cmd: &mut Command) {
 /// civetweb, 8 worker threads, CGI; the guard preloaded when `guard` and the job is guarded.
 pub fn civetweb(job: &Job, name: &'static str, guard: bool) -> Server {
     Server::start(job, name, |port| {
-        let conf = job.work.join(format!("{name}.conf"));
-        let text = render(
+        let conf = job.config(
+            &format!("{name}.conf"),
             "civetweb.conf.in",
-            &[
-                ("PORT", port.to_string()),
-                ("DOCROOT", docroot().display().to_string()),
-                ("WORK", job.work.display().to_string()),
-            ],
+            &job.site_vars(port, []),
         );
-        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(CIVETWEB);
         cmd.arg(&conf).current_dir(&job.work);
         if guard {
@@ -561,17 +440,11 @@ pub fn civetweb_backend(job: &Job) -> Server {
 /// mini_httpd: fork per connection, no cap; CGI through two interposer processes.
 pub fn mini_httpd(job: &Job) -> Server {
     Server::start(job, "mini_httpd", |port| {
-        let conf = job.work.join("mini_httpd.conf");
-        let text = render(
+        let conf = job.config(
+            "mini_httpd.conf",
             "mini_httpd.conf.in",
-            &[
-                ("PORT", port.to_string()),
-                ("DOCROOT", docroot().display().to_string()),
-                ("WORK", job.work.display().to_string()),
-                ("USER", user_name()),
-            ],
+            &job.site_vars(port, [("USER", user_name())]),
         );
-        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(MINI_HTTPD);
         cmd.arg("-C").arg(&conf).current_dir(&job.work);
         with_guard(job, &mut cmd);
@@ -583,8 +456,8 @@ pub fn mini_httpd(job: &Job) -> Server {
 pub fn stunnel(job: &Job, backend: &Server) -> Server {
     let (cert, key) = tls_cert();
     Server::start(job, "stunnel4", |port| {
-        let conf = job.work.join("stunnel.conf");
-        let text = render(
+        let conf = job.config(
+            "stunnel.conf",
             "stunnel.conf.in",
             &[
                 ("PORT", port.to_string()),
@@ -593,7 +466,6 @@ pub fn stunnel(job: &Job, backend: &Server) -> Server {
                 ("KEY", key.display().to_string()),
             ],
         );
-        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(STUNNEL);
         cmd.arg(&conf).current_dir(&job.work);
         with_guard(job, &mut cmd);
@@ -605,7 +477,6 @@ pub fn stunnel(job: &Job, backend: &Server) -> Server {
 /// xinetd itself is never guarded: its service gets the guard through the `env` attribute.
 pub fn xinetd_micro_httpd(job: &Job) -> Server {
     Server::start(job, "xinetd", |port| {
-        let conf = job.work.join("xinetd.conf");
         let env = job
             .guard_env()
             .map(|vars| {
@@ -613,18 +484,18 @@ pub fn xinetd_micro_httpd(job: &Job) -> Server {
                 format!("env         = {}", list.join(" "))
             })
             .unwrap_or_default();
-        let text = render(
+        let conf = job.config(
+            "xinetd.conf",
             "xinetd.conf.in",
-            &[
-                ("PORT", port.to_string()),
-                ("DOCROOT", docroot().display().to_string()),
-                ("WORK", job.work.display().to_string()),
-                ("USER", user_name()),
-                ("MICRO_HTTPD", MICRO_HTTPD.to_string()),
-                ("ENV", env),
-            ],
+            &job.site_vars(
+                port,
+                [
+                    ("USER", user_name()),
+                    ("MICRO_HTTPD", MICRO_HTTPD.to_string()),
+                    ("ENV", env),
+                ],
+            ),
         );
-        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(XINETD);
         cmd.arg("-dontfork")
             .arg("-f")
@@ -715,7 +586,7 @@ fn curl_probe(port: u16, within: Duration) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut p = Proc::spawn("curl", &mut cmd);
+    let mut p = Proc::owned("curl", &mut cmd);
     let st = p.wait_exit(within + Duration::from_secs(1));
     let body = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
@@ -962,7 +833,7 @@ impl Slowhttptest {
         )
         .unwrap();
         Slowhttptest {
-            proc: Proc::spawn("slowhttptest", &mut cmd),
+            proc: Proc::owned("slowhttptest", &mut cmd),
             prefix,
             out,
         }
@@ -1049,38 +920,14 @@ impl SilentClients {
     }
 
     pub fn cut(&self) -> usize {
-        self.streams
-            .iter()
-            .filter(|s| {
-                s.set_nonblocking(true).unwrap();
-                let r = (&**s).read(&mut [0u8; 4096]);
-                s.set_nonblocking(false).unwrap();
-                match r {
-                    Ok(0) => true,
-                    Ok(_) => false,
-                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-                }
-            })
-            .count()
+        self.streams.iter().filter(|s| peer_closed(s)).count()
     }
 }
 
 // ------------------------------------------------------------------ the guard log
 
-pub type Event = HashMap<String, String>;
-
 pub fn events(log: &Path, event: &str) -> Vec<Event> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(logfmt)
-        .filter(|m| m.get("event").map(String::as_str) == Some(event))
-        .collect()
-}
-
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    events_in(&std::fs::read_to_string(log).unwrap_or_default(), event)
 }
 
 /// "request=24 write_stall=1"

@@ -4,8 +4,7 @@
 //! This test matches the program's report with the guard log: which fd and peer each reap
 //! names.
 
-use super::util::*;
-use crate::common::{example, logfmt, scratch};
+use stallguard_testkit::*;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 
@@ -24,16 +23,11 @@ pub struct Outcome {
 
 pub fn run(args: &[&str], guarded: bool) -> Outcome {
     let log = scratch("alias.guard.log");
-    let mut cmd = Command::new(example("alias_check"));
+    let mut cmd = Command::new(harness("alias_check"));
     cmd.args(args);
     scrub_env(&mut cmd);
     if guarded {
-        for (k, v) in guarded_env(&log) {
-            cmd.env(k, v);
-        }
-        for (k, v) in POLICY {
-            cmd.env(k, v);
-        }
+        guard(&mut cmd, &log, POLICY);
     }
     let out = cmd.output().expect("run alias_check");
     Outcome {
@@ -50,22 +44,21 @@ fn port_of_peer(peer: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// The logfmt lines of `stdout` that start with `tag`, parsed.
+fn tagged(stdout: &str, tag: &str) -> Vec<Event> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(tag))
+        .map(logfmt)
+        .collect()
+}
+
 pub fn check(o: &Outcome, guarded: bool) {
     eprintln!("alias_check (guarded={guarded}):\n{}", o.stdout);
     assert!(o.ok, "alias_check failed:\n{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("alias_check: ok"), "{}", o.stdout);
-    let rounds: Vec<HashMap<String, String>> = o
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("release "))
-        .map(logfmt)
-        .collect();
-    let aliases: Vec<HashMap<String, String>> = o
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("alias "))
-        .map(logfmt)
-        .collect();
+    let rounds = tagged(&o.stdout, "release ");
+    let aliases = tagged(&o.stdout, "alias ");
     assert_eq!(rounds.len(), 21, "release rounds: {}", o.stdout);
     assert_eq!(aliases.len(), 7, "alias rounds: {}", o.stdout);
     for r in &rounds {

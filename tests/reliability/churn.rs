@@ -18,8 +18,7 @@
 //! 127.0.0.1 peer not matched by such an excused client; any reap with the wrong reason for its
 //! attacker's kind; any attacker not cut; `reap_failed`/`stale` lines; the server dying.
 
-use super::util::*;
-use crate::common::{example, scratch};
+use stallguard_testkit::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -244,7 +243,7 @@ pub fn attack_once(addr: SocketAddr, kind: Attack, within: Duration) -> Option<b
             // Never read: watch the TCP state until the server resets its side.
             let end = Instant::now() + within;
             while Instant::now() < end {
-                if crate::common::tcp_state(&s) != 1 {
+                if tcp_state(&s) != 1 {
                     return Some(true);
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -450,20 +449,12 @@ pub fn check(r: &ChurnResult, min_cycles: u64, min_reaps_per_kind: usize) {
         r.reaps_by_kind,
         r.healthy_reaps
     );
-    for f in &r.failures {
-        eprintln!("  {f}");
-    }
-    assert!(
-        r.server_status.is_none(),
-        "echo_server died: {:?} (SIGPIPE is signal 13); stderr: {}",
+    assert_run_clean(
         r.server_status,
-        r.server_stderr
-    );
-    assert_eq!(r.server_stderr.trim(), "", "echo_server complained");
-    assert_eq!(
-        r.wrong, 0,
-        "healthy connections were cut or corrupted: {:?}",
-        r.failures
+        &r.server_stderr,
+        &r.failures,
+        r.wrong,
+        "healthy connections were cut or corrupted",
     );
     assert!(
         r.healthy_reaps as u64 <= r.excused,

@@ -6,8 +6,7 @@
 //! Loopback only: only test_socketserver (which serves on localhost) gets `-u network`; the
 //! other modules run without the network resource, so their internet tests are skipped.
 
-use super::util::*;
-use crate::common::scratch;
+use stallguard_testkit::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,12 +113,7 @@ fn regrtest(
     scrub_env(&mut cmd);
     cmd.env_remove("PYTHONPATH").env_remove("PYTHONHOME");
     if guarded {
-        for (k, v) in guarded_env(log) {
-            cmd.env(k, v);
-        }
-        for (k, v) in POLICY {
-            cmd.env(k, v);
-        }
+        guard(&mut cmd, log, POLICY);
     }
     let out = cmd.output().expect("run python3 -m test");
     let text = format!(

@@ -4,8 +4,7 @@
 //! alive so this test reads /proc on its own: one `stallguard` thread in each process that owns
 //! connections, none in the others, at most one anywhere in the process tree.
 
-use super::util::*;
-use crate::common::{example, scratch};
+use stallguard_testkit::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -39,19 +38,14 @@ fn descendants(root: u32) -> Vec<u32> {
 
 pub fn run(guarded: bool) -> Outcome {
     let log = scratch("lifecycle.guard.log");
-    let mut cmd = Command::new(example("lifecycle_check"));
+    let mut cmd = Command::new(harness("lifecycle_check"));
     cmd.arg("--hold")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     scrub_env(&mut cmd);
     if guarded {
-        for (k, v) in guarded_env(&log) {
-            cmd.env(k, v);
-        }
-        for (k, v) in POLICY {
-            cmd.env(k, v);
-        }
+        guard(&mut cmd, &log, POLICY);
     }
     let mut child = cmd.spawn().expect("spawn lifecycle_check");
     let pid = child.id();
@@ -119,7 +113,7 @@ fn held_list(lines: &[String]) -> Vec<(u32, String, usize)> {
     lines
         .iter()
         .filter_map(|l| l.strip_prefix("hold "))
-        .map(crate::common::logfmt)
+        .map(logfmt)
         .filter_map(|m| {
             Some((
                 m.get("pid")?.parse().ok()?,

@@ -1,8 +1,9 @@
 //! Item 5: memory errors and undefined behaviour with the shim inside real processes.
 //!
-//! Sanitizers: the C examples are rebuilt with `-fsanitize=address,undefined
-//! -fno-sanitize-recover=all` into target/c-examples-asan/ and run under the shim. ASan insists
-//! on being first in the library list; two ways work and both are used here:
+//! Sanitizers: the C harnesses (tests/c/) and example servers (c-examples/) are rebuilt with
+//! `-fsanitize=address,undefined -fno-sanitize-recover=all` into target/c-examples-asan/ and
+//! run under the shim. ASan insists on being first in the library list; two ways work and both
+//! are used here:
 //!   * `LD_PRELOAD=$(gcc -print-file-name=libasan.so):/path/libstallguard.so` (ASan first: its
 //!     interceptors call on into the shim's hooks through dlsym(RTLD_NEXT));
 //!   * `LD_PRELOAD=/path/libstallguard.so ASAN_OPTIONS=verify_asan_link_order=0` (the shim
@@ -15,8 +16,7 @@
 //! every kind of reap; every error whose stack involves the shim fails the test.
 
 use super::churn;
-use super::util::*;
-use crate::common::{repo, scratch, shim};
+use stallguard_testkit::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -32,30 +32,40 @@ pub const ASAN_FLAGS: &[&str] = &[
     "-pthread",
 ];
 
-/// Builds `name` with the sanitizers (if its sources are newer than the binary).
-pub fn asan_build(name: &str, with_common: bool) -> PathBuf {
-    let src = repo().join("c-examples");
+/// Builds `name` with the sanitizers (if its sources are newer than the binary): a test
+/// harness from tests/c/ (with its harness.h), or an example server from c-examples/ (with its
+/// common.c).
+pub fn asan_build(name: &str) -> PathBuf {
+    let harness_src = repo().join("tests/c");
+    let (sources, headers) = if harness_src.join(format!("{name}.c")).exists() {
+        (
+            vec![harness_src.join(format!("{name}.c"))],
+            vec![harness_src.join("harness.h")],
+        )
+    } else {
+        let src = repo().join("c-examples");
+        (
+            vec![src.join(format!("{name}.c")), src.join("common.c")],
+            vec![src.join("common.h")],
+        )
+    };
     let out_dir = repo().join("target/c-examples-asan");
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(name);
-    let mut inputs = vec![src.join(format!("{name}.c"))];
-    if with_common {
-        inputs.push(src.join("common.c"));
-        inputs.push(src.join("common.h"));
-    }
-    let newest = inputs
+    let newest = sources
         .iter()
+        .chain(&headers)
         .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
         .max();
     let built = out.metadata().and_then(|m| m.modified()).ok();
     if built.is_none() || newest > built {
-        let mut cmd = Command::new("gcc");
-        cmd.args(ASAN_FLAGS).arg("-o").arg(&out);
-        cmd.arg(src.join(format!("{name}.c")));
-        if with_common {
-            cmd.arg(src.join("common.c"));
-        }
-        let o = cmd.output().expect("run gcc");
+        let o = Command::new("gcc")
+            .args(ASAN_FLAGS)
+            .arg("-o")
+            .arg(&out)
+            .args(&sources)
+            .output()
+            .expect("run gcc");
         assert!(
             o.status.success(),
             "sanitizer build of {name} failed:\n{}",
@@ -125,7 +135,7 @@ pub fn run_check(bin: &Path, args: &[&str], order: &str, policy: &[(&str, &str)]
 
 /// The sanitizer churn: echo_server (ASan+UBSan) under the shim, ASan first in LD_PRELOAD.
 pub fn asan_churn(cycles: u64, secs: u64) -> churn::ChurnResult {
-    let bin = asan_build("echo_server", true);
+    let bin = asan_build("echo_server");
     churn::run_with(
         &bin,
         &[("LD_PRELOAD".into(), libasan())],
@@ -173,7 +183,7 @@ pub fn memcheck(valgrind: &Path, healthy: usize) -> Memcheck {
     }
     env.push(("ECHO_PIPE_EVERY".into(), "2".into()));
     let log_arg = format!("--log-file={}", vlog.display());
-    let server = crate::common::example("echo_server");
+    let server = example("echo_server");
     let server_s = server.to_string_lossy().into_owned();
     let args = [
         "--tool=memcheck",
@@ -238,7 +248,7 @@ pub fn memcheck(valgrind: &Path, healthy: usize) -> Memcheck {
             let end = Instant::now() + Duration::from_secs(30);
             while Instant::now() < end {
                 if kind == churn::Attack::NeverReads {
-                    if crate::common::tcp_state(&s) != 1 {
+                    if tcp_state(&s) != 1 {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(50));

@@ -10,8 +10,7 @@
 //! the end of the warm-up and the end of the run beyond noise.
 
 use super::churn::{self, Attack, Counts};
-use super::util::*;
-use crate::common::{example, scratch};
+use stallguard_testkit::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -45,7 +44,7 @@ pub struct Report {
     pub attacks_cut: u64,
     pub floods: u64,
     pub reaps: usize,
-    pub server_alive: bool,
+    pub server_status: Option<std::process::ExitStatus>,
     pub server_stderr: String,
     pub failures: Vec<String>,
 }
@@ -211,7 +210,7 @@ pub fn run(duration: Duration, sample_every: Duration) -> Report {
         attacks_cut: c.attacks_cut.load(Relaxed),
         floods: floods.load(Relaxed),
         reaps,
-        server_alive: srv.exited().is_none(),
+        server_status: srv.exited(),
         server_stderr: srv.stderr_text(),
         failures,
     }
@@ -244,19 +243,12 @@ pub fn check(r: &Report) {
         r.idle_fds_after
     );
     eprintln!("  samples (s, VmRSS KiB, fds): {:?}", r.samples);
-    for f in &r.failures {
-        eprintln!("  {f}");
-    }
-    assert!(
-        r.server_alive,
-        "the server died; stderr: {}",
-        r.server_stderr
-    );
-    assert_eq!(r.server_stderr.trim(), "", "server stderr");
-    assert_eq!(
-        r.legit_wrong, 0,
-        "legitimate exchanges failed: {:?}",
-        r.failures
+    assert_run_clean(
+        r.server_status,
+        &r.server_stderr,
+        &r.failures,
+        r.legit_wrong,
+        "legitimate exchanges failed",
     );
     assert!(
         r.legit_excused * 200 <= r.legit_connections.max(1),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stallguard_shm::Counters;
 
-use crate::segment::{segments_for, Notes};
+use crate::segment::{proc_info, process_table, segments_for, Notes, ProcInfo};
 
 /// Merges several expositions of the same metric families into one valid exposition: each
 /// family's `# HELP`/`# TYPE` once, then all its samples (the text format requires a family's
@@ -59,27 +59,130 @@ pub fn merge_expositions(parts: &[String]) -> String {
     out
 }
 
-/// The exposition for `pids` (each expanded to its own segment and its children's).
-/// Errors for a pid that is not running or not guarded are returned when `strict`, and
-/// skipped (listed in `notes`) otherwise.
-pub fn exposition(pids: &[u32], strict: bool, notes: &mut Notes) -> Result<String, String> {
-    let mut parts = Vec::new();
+/// Which processes `metrics` exports, resolved again on every scrape so that a server
+/// restarted under a new pid is followed (`--name`, `--pidfile`).
+#[derive(Clone, Debug, Default)]
+pub struct Targets {
+    pub pids: Vec<u32>,
+    /// Program names (`/proc/PID/comm`, or the executable's file name).
+    pub names: Vec<String>,
+    pub pidfiles: Vec<std::path::PathBuf>,
+    /// Include each target's descendants (a prefork server's children).
+    pub tree: bool,
+}
+
+/// Whether process `pid` runs a program called `name` (its comm, or its executable's name:
+/// comm is cut at 15 bytes).
+fn is_named(p: &ProcInfo, name: &str) -> bool {
+    if p.comm == name || (name.len() > 15 && name.starts_with(&p.comm) && p.comm.len() == 15) {
+        return true;
+    }
+    std::fs::read_link(format!("/proc/{}/exe", p.pid))
+        .ok()
+        .and_then(|e| e.file_name().map(|f| f.to_string_lossy() == name))
+        .unwrap_or(false)
+}
+
+impl Targets {
+    /// The pids to look at now, each with whether it was found by name (notes: pidfiles that
+    /// cannot be read, names that match nothing).
+    pub fn resolve(&self, notes: &mut Notes) -> Vec<(u32, bool)> {
+        let mut out: Vec<(u32, bool)> = self.pids.iter().map(|p| (*p, false)).collect();
+        for f in &self.pidfiles {
+            match std::fs::read_to_string(f) {
+                Ok(t) => match t.trim().parse::<u32>() {
+                    Ok(p) => out.push((p, false)),
+                    Err(_) => notes.push(format!("{}: not a pid: {:?}", f.display(), t.trim())),
+                },
+                Err(e) => notes.push(format!("{}: {e}", f.display())),
+            }
+        }
+        if !self.names.is_empty() {
+            let table = process_table();
+            for n in &self.names {
+                let mut found: Vec<u32> = table
+                    .iter()
+                    .filter(|p| !p.zombie && is_named(p, n))
+                    .map(|p| p.pid)
+                    .collect();
+                found.sort_unstable();
+                if found.is_empty() {
+                    notes.push(format!("no process named {n}"));
+                }
+                out.extend(found.into_iter().map(|p| (p, true)));
+            }
+        }
+        out
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped (text format 0.0.4).
+pub fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The exporter's own `stallguard_build_info` series.
+pub fn build_info() -> String {
+    format!(
+        "# HELP stallguard_build_info The stallguard command exporting these metrics (value 1).\n\
+         # TYPE stallguard_build_info gauge\n\
+         stallguard_build_info{{version=\"{}\",segment_layout=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION"),
+        stallguard_shm::VERSION
+    )
+}
+
+/// The exposition for `targets` (each pid expanded to its own segment, and its descendants'
+/// with `tree`). Every sample is labelled with the process's `pid` and `comm`. Errors for a
+/// target that is not running or not guarded are returned when `strict`, and skipped (listed
+/// in `notes`) otherwise.
+pub fn exposition(targets: &Targets, strict: bool, notes: &mut Notes) -> Result<String, String> {
+    let mut parts = vec![build_info()];
     let mut seen = Vec::new();
-    for &pid in pids {
-        match segments_for(pid, false, notes) {
+    let pids = targets.resolve(notes);
+    if pids.is_empty() && strict {
+        return Err(notes
+            .pop()
+            .unwrap_or_else(|| "no process to export".to_string()));
+    }
+    let mut found = false;
+    // Processes found by name without a segment (a prefork parent, a helper) are skipped
+    // quietly.
+    for &(pid, by_name) in &pids {
+        let mut quiet = Notes::new();
+        match segments_for(pid, false, targets.tree, &mut quiet) {
             Ok(segs) => {
+                notes.extend(quiet);
                 for seg in segs {
                     if seen.contains(&seg.pid) {
                         continue;
                     }
                     seen.push(seg.pid);
+                    found = true;
+                    let comm = proc_info(seg.pid).map(|i| i.comm).unwrap_or_default();
                     let c = Counters::from_header(seg.header());
-                    parts.push(c.prometheus(&format!("pid=\"{}\"", seg.pid)));
+                    parts.push(c.prometheus(&format!(
+                        "pid=\"{}\",comm=\"{}\"",
+                        seg.pid,
+                        label_value(&comm)
+                    )));
                 }
             }
+            Err(_) if by_name => {}
             Err(e) if strict => return Err(e),
             Err(e) => notes.push(e),
         }
+    }
+    if strict && !found {
+        return Err(format!(
+            "no guarded process among {} (a prefork parent's children need --tree)",
+            pids.iter()
+                .map(|(p, _)| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
     }
     Ok(merge_expositions(&parts))
 }
@@ -89,7 +192,7 @@ const MAX_REQUEST_HEAD: usize = 8192;
 /// Serves `GET /metrics` until killed. One connection at a time, each bounded by a 5 s
 /// timeout and an 8 KiB request head: a scraper is one client, and a stuck one cannot hold
 /// the exporter for longer than that.
-pub fn serve(listener: TcpListener, pids: &[u32]) -> io::Result<()> {
+pub fn serve(listener: TcpListener, pids: &Targets) -> io::Result<()> {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         if let Err(e) = handle(&mut conn, pids) {
@@ -108,7 +211,7 @@ pub fn request_line(head: &str) -> Option<(&str, &str)> {
     Some((method, path))
 }
 
-fn handle(conn: &mut TcpStream, pids: &[u32]) -> io::Result<()> {
+fn handle(conn: &mut TcpStream, pids: &Targets) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut head = Vec::new();

@@ -1,29 +1,68 @@
-//! `stallguard reap PID (--fd N | --stuck)`: asks the process's watcher, through the mailbox
-//! in its segment, to shut connections down now (logged with `reason=manual`).
+//! `stallguard reap PID (--fd N | --stuck [--min-wait D]) [--tree]`: asks the process's
+//! watcher, through the mailbox in its segment, to shut connections down now (logged with
+//! `reason=manual`).
+//!
+//! "Stuck" has one definition, here ([`is_stuck`]): on the client's turn (the server waits on
+//! the client, or a write is pending) for at least the minimum wait (default 10 s, the
+//! library's stuck-report threshold), neither exempt nor already reaped. The command picks the
+//! connections from the published table and asks for each by fd; right before each request it
+//! re-reads the table and skips a connection whose fd now names another peer.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use stallguard_shm::{REQUEST_FD, REQUEST_STUCK};
+use stallguard_shm::{
+    Record, FLAG_ALIAS, FLAG_EXEMPT, FLAG_REAPED, FLAG_WOULD_REAP, REQUEST_FD, TURN_CLIENT,
+    TURN_WRITING,
+};
 
 use crate::segment::{segments_for, Notes, Segment};
+use crate::view::human_ms;
 
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// The default minimum wait of `--stuck`: the library's "stuck" threshold.
+pub const DEFAULT_MIN_WAIT_MS: u64 = stallguard_policy::STUCK_AFTER_MS;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Target {
     Fd(i32),
-    Stuck,
+    Stuck { min_wait_ms: u64 },
+}
+
+/// On the client's turn: the server waits on the client or a write is pending.
+pub fn on_clients_turn(r: &Record) -> bool {
+    r.flags & (TURN_CLIENT | TURN_WRITING) != 0
+        && r.flags & (FLAG_REAPED | FLAG_WOULD_REAP | FLAG_EXEMPT | FLAG_ALIAS) == 0
+}
+
+/// The one definition of a stuck connection (`reap --stuck`).
+pub fn is_stuck(r: &Record, min_wait_ms: u64) -> bool {
+    on_clients_turn(r) && r.waiting_ms >= min_wait_ms
+}
+
+/// Why nothing qualified, e.g. `3 connections on the client's turn, none for ≥ 10s (longest 4.2s)`.
+pub fn why_none(records: &[Record], min_wait_ms: u64) -> String {
+    let on_turn: Vec<&Record> = records.iter().filter(|r| on_clients_turn(r)).collect();
+    let min = stallguard_policy::format_duration_ms(min_wait_ms);
+    match on_turn.iter().map(|r| r.waiting_ms).max() {
+        None => format!(
+            "no connection on the client's turn ({} tracked)",
+            records.iter().filter(|r| r.flags & FLAG_ALIAS == 0).count()
+        ),
+        Some(longest) => format!(
+            "{} connection{} on the client's turn, none for ≥ {min} (longest {}; lower it with --min-wait)",
+            on_turn.len(),
+            if on_turn.len() == 1 { "" } else { "s" },
+            human_ms(longest)
+        ),
+    }
 }
 
 /// Posts a request: kind and fd first, then the bumped `request_seq` publishes them.
 /// Returns the sequence number the answer must reach.
-pub fn post(seg: &Segment, target: Target) -> u64 {
+pub fn post(seg: &Segment, kind: u32, fd: i32) -> u64 {
     let h = seg.header();
-    let (kind, fd) = match target {
-        Target::Fd(fd) => (REQUEST_FD, fd),
-        Target::Stuck => (REQUEST_STUCK, -1),
-    };
     h.request_kind.store(kind, Ordering::Release);
     h.request_fd.store(fd, Ordering::Release);
     h.request_seq.fetch_add(1, Ordering::AcqRel) + 1
@@ -36,131 +75,137 @@ pub fn answer(seg: &Segment, seq: u64) -> Option<u32> {
     (answered >= seq).then(|| h.answer_reaped.load(Ordering::Acquire))
 }
 
-pub fn reap(pid: u32, target: Target) -> i32 {
+/// Posts one request and waits for its answer (None: no answer in time).
+fn ask(seg: &Segment, kind: u32, fd: i32) -> Option<u32> {
+    let seq = post(seg, kind, fd);
+    let deadline = Instant::now() + ANSWER_WITHIN;
+    loop {
+        if let Some(n) = answer(seg, seq) {
+            return Some(n);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn same_connection(a: &Record, b: &Record) -> bool {
+    a.fd == b.fd
+        && a.family == b.family
+        && a.peer_ip == b.peer_ip
+        && a.peer_port == b.peer_port
+        && a.local_port == b.local_port
+        && b.age_ms >= a.age_ms
+}
+
+fn no_answer(seg: &Segment) {
+    eprintln!(
+        "stallguard: pid {}: no answer within {} s (is the process stopped, or its library older \
+         than this command?)",
+        seg.pid,
+        ANSWER_WITHIN.as_secs()
+    );
+}
+
+/// Reaps the stuck connections of one segment; None if the watcher did not answer.
+fn reap_stuck(seg: &Segment, min_wait_ms: u64) -> Option<(u32, String)> {
+    let records = seg.snapshot().unwrap_or_default();
+    let chosen: Vec<Record> = records
+        .iter()
+        .filter(|r| is_stuck(r, min_wait_ms))
+        .copied()
+        .collect();
+    if chosen.is_empty() {
+        return Some((0, format!("reaped 0: {}", why_none(&records, min_wait_ms))));
+    }
+    let mut reaped = 0;
+    for r in &chosen {
+        // The fd must still name the same connection (closed and reused since: skip it).
+        let now = seg.snapshot().unwrap_or_default();
+        if !now.iter().any(|n| same_connection(r, n) && is_stuck(n, 0)) {
+            continue;
+        }
+        reaped += ask(seg, REQUEST_FD, r.fd)?;
+    }
+    let s = if reaped == 1 { "" } else { "s" };
+    Some((reaped, format!("reaped {reaped} connection{s}")))
+}
+
+pub fn reap(pid: u32, target: Target, tree: bool) -> i32 {
     let mut notes = Notes::new();
-    let segs = segments_for(pid, true, &mut notes);
+    let segs = segments_for(pid, true, tree, &mut notes);
     for n in &notes {
         eprintln!("stallguard: {n}");
     }
-    let chosen = segs.and_then(|segs| {
-        let pids: Vec<u32> = segs.iter().map(|s| s.pid).collect();
-        Ok((choose(&pids, pid, target)?, segs))
-    });
-    let (chosen, segs) = match chosen {
-        Ok(c) => c,
+    let segs = match segs {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("stallguard: {e}");
             return 1;
         }
     };
-    let posted: Vec<(&Segment, u64)> = chosen
-        .into_iter()
-        .map(|i| (&segs[i], post(&segs[i], target)))
-        .collect();
-    let answers = wait_for_answers(&posted);
-    print_answers(&posted, &answers, target)
-}
-
-/// Which of the segments (`pids`, those `segments_for(pid)` found) the request goes to:
-/// `--stuck` all of them; `--fd` the process's own, or its only child's.
-fn choose(pids: &[u32], pid: u32, target: Target) -> Result<Vec<usize>, String> {
-    match target {
-        Target::Stuck => Ok((0..pids.len()).collect()),
-        Target::Fd(_) => match pids.iter().position(|p| *p == pid) {
-            Some(own) => Ok(vec![own]),
-            None if pids.len() == 1 => Ok(vec![0]),
-            None => {
-                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-                Err(format!(
-                    "process {pid} has no segment of its own but {} guarded children ({}); an \
-                     fd belongs to one process: give that child's pid with --fd",
-                    pids.len(),
-                    pids.join(" ")
-                ))
-            }
-        },
-    }
-}
-
-/// Polls every posted request's answer until all came or [`ANSWER_WITHIN`] passed.
-fn wait_for_answers(posted: &[(&Segment, u64)]) -> Vec<Option<u32>> {
-    let deadline = Instant::now() + ANSWER_WITHIN;
-    let mut answers: Vec<Option<u32>> = vec![None; posted.len()];
-    loop {
-        for (i, (seg, seq)) in posted.iter().enumerate() {
-            if answers[i].is_none() {
-                answers[i] = answer(seg, *seq);
-            }
-        }
-        if answers.iter().all(Option::is_some) || Instant::now() >= deadline {
-            return answers;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// One line per process (and a total when there are several); returns the exit status.
-fn print_answers(posted: &[(&Segment, u64)], answers: &[Option<u32>], target: Target) -> i32 {
     let mut status = 0;
     let mut total = 0u64;
-    for ((seg, _), a) in posted.iter().zip(answers) {
-        match a {
-            Some(n) => {
-                total += u64::from(*n);
-                println!("pid {}: {}", seg.pid, describe_answer(seg.pid, target, *n));
+    for seg in &segs {
+        let result = match target {
+            Target::Fd(fd) => ask(seg, REQUEST_FD, fd).map(|n| {
+                let what = if n == 0 {
+                    format!(
+                        "reaped 0: fd {fd} is not a tracked connection (see `stallguard top {}`)",
+                        seg.pid
+                    )
+                } else {
+                    format!("reaped fd {fd}")
+                };
+                (n, what)
+            }),
+            Target::Stuck { min_wait_ms } => reap_stuck(seg, min_wait_ms),
+        };
+        match result {
+            Some((n, what)) => {
+                total += u64::from(n);
+                println!("pid {}: {what}", seg.pid);
             }
             None => {
-                eprintln!(
-                    "stallguard: pid {}: no answer within {} s (is the process stopped, or its \
-                     library older than this command?)",
-                    seg.pid,
-                    ANSWER_WITHIN.as_secs()
-                );
+                no_answer(seg);
                 status = 1;
             }
         }
     }
-    if posted.len() > 1 {
+    if segs.len() > 1 {
         println!("total reaped: {total}");
     }
     status
 }
 
-/// What the watcher of `pid` did: `reaped fd 17`, `reaped 2 connections`.
-fn describe_answer(pid: u32, target: Target, reaped: u32) -> String {
-    match target {
-        Target::Fd(fd) if reaped == 0 => {
-            format!("reaped 0: fd {fd} is not a tracked connection (see `stallguard top {pid}`)")
-        }
-        Target::Fd(fd) => format!("reaped fd {fd}"),
-        Target::Stuck => format!(
-            "reaped {reaped} connection{}",
-            if reaped == 1 { "" } else { "s" }
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::view::tests::rec;
 
     #[test]
-    fn an_fd_goes_to_the_process_itself_or_its_only_child() {
-        assert_eq!(choose(&[7, 9], 9, Target::Fd(3)), Ok(vec![1]));
-        assert_eq!(choose(&[12], 9, Target::Fd(3)), Ok(vec![0]));
-        let err = choose(&[12, 13], 9, Target::Fd(3)).unwrap_err();
-        assert!(err.contains("2 guarded children (12 13)"), "{err}");
-        assert_eq!(choose(&[12, 13], 9, Target::Stuck), Ok(vec![0, 1]));
-    }
-
-    #[test]
-    fn answers_read_as_sentences() {
-        assert_eq!(describe_answer(5, Target::Fd(17), 1), "reaped fd 17");
+    fn one_definition_of_stuck() {
+        assert!(is_stuck(&rec(4, TURN_CLIENT, 10_000), DEFAULT_MIN_WAIT_MS));
+        assert!(is_stuck(&rec(4, TURN_WRITING, 10_000), DEFAULT_MIN_WAIT_MS));
+        assert!(!is_stuck(&rec(4, TURN_CLIENT, 9_999), DEFAULT_MIN_WAIT_MS));
+        assert!(!is_stuck(&rec(4, 0, 99_000), 0), "the server's turn");
+        for f in [FLAG_EXEMPT, FLAG_REAPED, FLAG_WOULD_REAP, FLAG_ALIAS] {
+            assert!(!is_stuck(&rec(4, TURN_CLIENT | f, 99_000), 0));
+        }
+        let recs = [
+            rec(4, TURN_CLIENT, 4_200),
+            rec(5, TURN_CLIENT, 100),
+            rec(6, TURN_WRITING, 50),
+            rec(7, 0, 0),
+        ];
         assert_eq!(
-            describe_answer(5, Target::Fd(17), 0),
-            "reaped 0: fd 17 is not a tracked connection (see `stallguard top 5`)"
+            why_none(&recs, 10_000),
+            "3 connections on the client's turn, none for ≥ 10s (longest 4.2s; lower it with --min-wait)"
         );
-        assert_eq!(describe_answer(5, Target::Stuck, 1), "reaped 1 connection");
-        assert_eq!(describe_answer(5, Target::Stuck, 0), "reaped 0 connections");
+        assert_eq!(
+            why_none(&[rec(7, 0, 0)], 10_000),
+            "no connection on the client's turn (1 tracked)"
+        );
     }
 }

@@ -2,13 +2,14 @@
 //! will, find the library, preload it and exec the command.
 
 use std::ffi::OsString;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 use stallguard_policy::policy::{Variable, VARIABLES};
-use stallguard_policy::{parse_env, ConfigError, Policy};
+use stallguard_policy::{format_duration_ms, parse_env, ConfigError, Policy};
 
 /// The environment variable that names the library explicitly. The command's own: it is not
 /// a policy variable, and it is removed from the child's environment (the shim would reject
@@ -168,6 +169,80 @@ pub fn validate(args: &RunArgs) -> Result<(Policy, Vars), Vec<String>> {
     }
 }
 
+/// Opens the log file exactly as the library will at load (`O_WRONLY|O_APPEND|O_CREAT`,
+/// mode 0640): a missing directory or a permission problem is found before anything starts.
+/// Like the library, this creates the file when it does not exist.
+pub fn check_log_file(policy: &Policy) -> Result<(), ConfigError> {
+    let Some(path) = policy.log_file.as_deref() else {
+        return Ok(());
+    };
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map(drop)
+        .map_err(|e| ConfigError {
+            var: "STALLGUARD_LOG_FILE".into(),
+            value: path.to_string(),
+            accepted: format!(
+                "cannot open it for appending: {e} (the directory must exist and be writable \
+                 by the server's user; under systemd use LogsDirectory=)"
+            ),
+        })
+}
+
+/// What `run --check` prints: the policy as the library will log it, then the settings
+/// operators look for, and a final `ok` line naming the library that would be preloaded (or
+/// why none would be).
+pub fn check_report(policy: &Policy, lib: Result<&Path, &str>) -> String {
+    let mut out = format!("{}\n", policy.describe());
+    let exempt: Vec<String> = policy.exempt.iter().map(cidr_text).collect();
+    out += &format!(
+        "exempt peers: {}\n",
+        if exempt.is_empty() {
+            "none".to_string()
+        } else {
+            exempt.join(", ")
+        }
+    );
+    out += &format!(
+        "log file: {}\n",
+        policy
+            .log_file
+            .as_deref()
+            .unwrap_or("none (stderr of the server)")
+    );
+    out += &format!(
+        "metrics file: {}\n",
+        policy.metrics_file.as_deref().unwrap_or("none")
+    );
+    out += &format!(
+        "report period: {}\n",
+        if policy.report_ms == 0 {
+            "off".to_string()
+        } else {
+            format_duration_ms(policy.report_ms)
+        }
+    );
+    match lib {
+        Ok(l) => out += &format!("ok: policy valid; would preload {}\n", l.display()),
+        Err(e) => {
+            out += &format!(
+                "policy valid, but no library to preload: {}\n",
+                e.trim_start_matches("stallguard: ")
+            )
+        }
+    }
+    out
+}
+
+/// `10.0.0.0/24`, `::1/128` (a CIDR as the operator would write it).
+pub fn cidr_text(c: &stallguard_policy::Cidr) -> String {
+    c.to_string()
+}
+
 /// Where the library is looked for, in order (see the man page).
 pub fn library_candidates(exe: Option<&Path>) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -252,14 +327,26 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
-    if args.check {
-        println!("{}", policy.describe());
-        if !args.command.is_empty() {
-            eprintln!("stallguard: --check: policy valid; the command was not started");
-        }
-        return 0;
+    if let Err(e) = check_log_file(&policy) {
+        eprintln!("{}", error_line(&e, &args.policy));
+        eprintln!(
+            "stallguard: refusing to start: the library could not open its log file (1 error); \
+             nothing was started"
+        );
+        return 2;
     }
-    let lib = match find_library() {
+    let lib = find_library();
+    if args.check {
+        print!(
+            "{}",
+            check_report(&policy, lib.as_deref().map_err(String::as_str))
+        );
+        if !args.command.is_empty() {
+            eprintln!("stallguard: --check: the command was not started");
+        }
+        return if lib.is_ok() { 0 } else { 1 };
+    }
+    let lib = match lib {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");

@@ -368,10 +368,17 @@ fn open_live(pid: u32, write: bool, notes: &mut Notes) -> Result<Option<Segment>
     }
 }
 
-/// The segments that make up "process `pid`": its own (if it has one) and those of its
-/// descendants (a prefork server's children). Errors when the process does not exist or
-/// nothing guarded is found.
-pub fn segments_for(pid: u32, write: bool, notes: &mut Notes) -> Result<Vec<Segment>, String> {
+/// The segments that make up "process `pid`": its own, and with `tree` those of its
+/// descendants too (a prefork server's children). Without `tree` an ancestor never stands for
+/// its descendants (PID 1 would otherwise mean every guarded process on the host): when `pid`
+/// has no segment but descendants do, the error names them and suggests `--tree`.
+/// Errors when the process does not exist or nothing guarded is found.
+pub fn segments_for(
+    pid: u32,
+    write: bool,
+    tree: bool,
+    notes: &mut Notes,
+) -> Result<Vec<Segment>, String> {
     let info = proc_info(pid).filter(|i| !i.zombie);
     let own = open_live(pid, write, notes).map_err(|e| e.to_string())?;
     let Some(info) = info else {
@@ -379,17 +386,48 @@ pub fn segments_for(pid: u32, write: bool, notes: &mut Notes) -> Result<Vec<Segm
     };
     let mut out: Vec<Segment> = own.into_iter().collect();
     let table = process_table();
-    for child in descendants(pid, &table) {
-        if let Some(seg) = open_live(child, write, notes).map_err(|e| e.to_string())? {
-            out.push(seg);
+    if !tree {
+        if out.is_empty() {
+            let guarded: Vec<String> = descendants(pid, &table)
+                .into_iter()
+                .filter(|c| Path::new(&stallguard_shm::path_for(*c)).exists())
+                .map(|c| c.to_string())
+                .collect();
+            if !guarded.is_empty() {
+                let shown = guarded.len().min(8);
+                return Err(format!(
+                    "process {pid} ({}) has no stallguard segment of its own, but {} of its \
+                     descendants {} ({}{}): add --tree to include its descendants",
+                    info.comm,
+                    guarded.len(),
+                    if guarded.len() == 1 {
+                        "has one"
+                    } else {
+                        "have one"
+                    },
+                    guarded[..shown].join(" "),
+                    if shown < guarded.len() { " …" } else { "" }
+                ));
+            }
+        }
+    } else {
+        for child in descendants(pid, &table) {
+            if let Some(seg) = open_live(child, write, notes).map_err(|e| e.to_string())? {
+                out.push(seg);
+            }
         }
     }
     if out.is_empty() {
         return Err(format!(
-            "process {pid} ({}) has no stallguard segment, nor has any of its children: it is not \
-             guarded (is libstallguard.so in its LD_PRELOAD? `stallguard check` tells whether it \
-             can be)",
-            info.comm
+            "process {pid} ({}) has no stallguard segment{}: it is not guarded, or has not \
+             published yet (`stallguard status {pid}` tells whether the library is loaded; \
+             `stallguard check` whether the program can be guarded)",
+            info.comm,
+            if tree {
+                ", nor has any of its descendants"
+            } else {
+                ""
+            }
         ));
     }
     Ok(out)

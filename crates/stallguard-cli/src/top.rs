@@ -4,8 +4,10 @@ use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::segment::{segments_for, Notes};
-use crate::view::{render_json, render_text, ProcessView};
+use crate::segment::{now_unix_ms, segments_for, Notes};
+use crate::view::{
+    render_json, render_text, Filter, ProcessView, RecentReap, SortKey, TextOptions,
+};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -21,8 +23,6 @@ struct RawTerminal {
 
 impl RawTerminal {
     fn enable() -> Option<RawTerminal> {
-        // SAFETY: termios is plain data (zeroed is a valid value); both calls get a pointer
-        // to a live local.
         unsafe {
             let mut t: libc::termios = std::mem::zeroed();
             if libc::tcgetattr(0, &mut t) != 0 {
@@ -42,18 +42,24 @@ impl RawTerminal {
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        // SAFETY: `saved` is the termios tcgetattr filled in.
         unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
     }
 }
 
-/// Waits up to `d` for a key on stdin; true if it was `q` (or stdin ended).
-fn wait_for_quit(d: Duration, keys: bool) -> bool {
+/// What a key pressed in the live view asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    Quit,
+    NextSort,
+}
+
+/// Waits up to `d` for a key on stdin: `q` (or stdin ending) quits, `s` changes the sort.
+fn wait_for_key(d: Duration, keys: bool) -> Option<Key> {
     let end = Instant::now() + d;
     while !STOP.load(Ordering::SeqCst) {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return false;
+            return None;
         }
         if !keys {
             std::thread::sleep(left.min(Duration::from_millis(100)));
@@ -65,50 +71,98 @@ fn wait_for_quit(d: Duration, keys: bool) -> bool {
             revents: 0,
         };
         let ms = left.as_millis().min(100) as libc::c_int;
-        // SAFETY: one live pollfd.
         if unsafe { libc::poll(&mut pfd, 1, ms) } > 0 {
             let mut b = [0u8; 16];
-            // SAFETY: reads at most b.len() bytes into `b`.
             let n = unsafe { libc::read(0, b.as_mut_ptr().cast(), b.len()) };
             if n <= 0 || b[..n as usize].iter().any(|c| *c == b'q' || *c == b'Q') {
-                return true;
+                return Some(Key::Quit);
+            }
+            if b[..n as usize].iter().any(|c| *c == b's' || *c == b'S') {
+                return Some(Key::NextSort);
             }
         }
     }
-    true
+    Some(Key::Quit)
 }
 
-fn terminal_rows() -> Option<usize> {
-    // SAFETY: winsize is plain integers: zeroed is a valid value.
+/// The terminal's size (rows, columns) when stdout is one.
+fn terminal_size() -> Option<(usize, usize)> {
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes one winsize into the live `ws`.
     let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_row > 0).then_some(ws.ws_row as usize)
+    (ok && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row as usize, ws.ws_col as usize))
 }
 
-fn read_views(pid: u32) -> Result<Vec<ProcessView>, String> {
+/// Columns to lay out for: the terminal's, else `$COLUMNS`, else 80.
+fn columns() -> usize {
+    terminal_size()
+        .map(|(_, c)| c)
+        .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+        .filter(|c| *c >= 40)
+        .unwrap_or(80)
+}
+
+fn read_views(pid: u32, tree: bool) -> Result<Vec<ProcessView>, String> {
     let mut notes = Notes::new();
-    let segs = segments_for(pid, false, &mut notes);
+    let segs = segments_for(pid, false, tree, &mut notes);
     for n in &notes {
         eprintln!("stallguard: {n}");
     }
     Ok(segs?.iter().map(ProcessView::read).collect())
 }
 
-pub fn top(pid: u32, once: bool, json: bool) -> i32 {
-    if once {
-        return match read_views(pid) {
-            Ok(views) => {
-                let text = if json {
-                    render_json(pid, &views) + "\n"
-                } else {
-                    render_text(pid, &views, None)
-                };
-                if print(&text) {
-                    0
-                } else {
-                    1
+/// `stallguard top` options.
+#[derive(Clone, Debug)]
+pub struct TopArgs {
+    pub pid: u32,
+    pub tree: bool,
+    pub once: bool,
+    pub json: bool,
+    pub sort: SortKey,
+    pub filters: Vec<Filter>,
+}
+
+/// Adds the connections now marked reaped (or would_reap) to `recent`, newest first, at most
+/// `keep`.
+fn note_reaps(recent: &mut Vec<RecentReap>, views: &[ProcessView], keep: usize) {
+    let now = now_unix_ms();
+    for v in views {
+        for r in &v.records {
+            if let Some(new) = RecentReap::from_record(v.pid, r, now) {
+                if !recent.iter().any(|o| o.same(&new)) {
+                    recent.insert(0, new);
                 }
+            }
+        }
+    }
+    recent.truncate(keep);
+}
+
+pub fn top(args: TopArgs) -> i32 {
+    let stdout = io::stdout();
+    let mut opts = TextOptions {
+        width: columns(),
+        sort: args.sort,
+        filters: args.filters.clone(),
+        ..TextOptions::default()
+    };
+    if args.once {
+        return match read_views(args.pid, args.tree) {
+            Ok(views) => {
+                let text = if args.json {
+                    render_json(args.pid, &views) + "\n"
+                } else {
+                    note_reaps(&mut opts.recent, &views, 5);
+                    render_text(args.pid, &views, &opts)
+                };
+                let mut out = stdout.lock();
+                if out
+                    .write_all(text.as_bytes())
+                    .and_then(|_| out.flush())
+                    .is_err()
+                {
+                    return 1;
+                }
+                0
             }
             Err(e) => {
                 eprintln!("stallguard: {e}");
@@ -116,50 +170,52 @@ pub fn top(pid: u32, once: bool, json: bool) -> i32 {
             }
         };
     }
-    // SAFETY: the handler only stores to an atomic (async-signal-safe).
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let interactive = !json && io::stdout().is_terminal();
+    let interactive = !args.json && io::stdout().is_terminal();
     let keys = io::stdin().is_terminal();
     let _raw = if keys { RawTerminal::enable() } else { None };
+    let mut recent: Vec<RecentReap> = Vec::new();
     loop {
-        let views = match read_views(pid) {
+        let views = match read_views(args.pid, args.tree) {
             Ok(v) => v,
             Err(e) => {
                 eprintln!("stallguard: {e}");
                 return 1;
             }
         };
-        if !print(&refresh(pid, &views, json, interactive)) {
+        note_reaps(&mut recent, &views, 5);
+        opts.recent = recent.clone();
+        let text = if args.json {
+            render_json(args.pid, &views) + "\n"
+        } else if interactive {
+            let (rows, cols) = terminal_size().unwrap_or((24, 80));
+            opts.width = cols;
+            let fixed = 2 * views.len() + 8 + recent.len().min(5) + 2;
+            opts.max_rows = Some(rows.saturating_sub(fixed).max(1));
+            format!(
+                "\x1b[H\x1b[2J{}(q quits, s sorts: {})\n",
+                render_text(args.pid, &views, &opts),
+                opts.sort.name()
+            )
+        } else {
+            render_text(args.pid, &views, &opts) + "\n"
+        };
+        let mut out = stdout.lock();
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             return 0; // the reader went away (a pipe closed): not an error
         }
-        if wait_for_quit(Duration::from_secs(1), keys) {
-            return 0;
+        drop(out);
+        match wait_for_key(Duration::from_secs(1), keys) {
+            Some(Key::Quit) => return 0,
+            Some(Key::NextSort) => opts.sort = opts.sort.next(),
+            None => {}
         }
     }
-}
-
-/// One refresh: a JSON line, a screen (cleared, cut to the terminal's height), or a block.
-fn refresh(pid: u32, views: &[ProcessView], json: bool, interactive: bool) -> String {
-    if json {
-        render_json(pid, views) + "\n"
-    } else if interactive {
-        let rows = terminal_rows().map(|r| r.saturating_sub(views.len() + 6).max(1));
-        format!(
-            "\x1b[H\x1b[2J{}\n(q or Ctrl-C to quit)\n",
-            render_text(pid, views, rows)
-        )
-    } else {
-        render_text(pid, views, None) + "\n"
-    }
-}
-
-/// Writes and flushes `text` to stdout; false when it could not (the reader went away).
-fn print(text: &str) -> bool {
-    let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|_| out.flush())
-        .is_ok()
 }

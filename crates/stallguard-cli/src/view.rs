@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use stallguard_shm::{
     Counters, Record, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX,
-    REASONS, REASON_NAMES, TURN_CLIENT, TURN_WRITING,
+    FLAG_WOULD_REAP, REASONS, REASON_NAMES, TURN_CLIENT, TURN_WRITING,
 };
 
 use crate::json;
@@ -14,6 +14,8 @@ use crate::segment::{now_unix_ms, Segment};
 /// One process's segment, copied.
 pub struct ProcessView {
     pub pid: u32,
+    /// The program's name (`/proc/PID/comm`).
+    pub comm: String,
     pub policy: String,
     pub tick_ms: u32,
     pub updated_unix_ms: u64,
@@ -30,6 +32,9 @@ impl ProcessView {
         let snap = seg.snapshot();
         ProcessView {
             pid: seg.pid,
+            comm: crate::segment::proc_info(seg.pid)
+                .map(|i| i.comm)
+                .unwrap_or_default(),
             policy: h.policy_text(),
             tick_ms: h.tick_ms.load(Ordering::Relaxed),
             updated_unix_ms: h.updated_unix_ms.load(Ordering::Relaxed),
@@ -46,12 +51,18 @@ impl ProcessView {
     }
 }
 
-/// Whose turn a record is on.
+/// Whose turn a record is on. `queued`: accepted, but the server has not read from it nor
+/// written to it yet (an eager-accept server's queue): no timer runs until a worker waits on it.
 pub fn turn(r: &Record) -> &'static str {
     if r.flags & TURN_WRITING != 0 {
         "writing"
     } else if r.flags & TURN_CLIENT != 0 {
         "client"
+    } else if r.bytes_in == 0
+        && r.bytes_out == 0
+        && r.flags & (FLAG_KERNEL_VIEW | FLAG_REAPED | FLAG_WOULD_REAP | FLAG_OUTBOUND) == 0
+    {
+        "queued"
     } else {
         "server"
     }
@@ -126,6 +137,9 @@ fn flags_text(r: &Record) -> String {
     if r.flags & FLAG_REAPED != 0 {
         f.push("reaped");
     }
+    if r.flags & FLAG_WOULD_REAP != 0 {
+        f.push("would_reap");
+    }
     if r.flags & FLAG_KERNEL_VIEW != 0 {
         f.push("kernel");
     }
@@ -138,19 +152,229 @@ fn flags_text(r: &Record) -> String {
     f.join(",")
 }
 
-/// All connections of all views, longest wait first (ties: pid, fd).
+/// What `top` sorts its rows by (`--sort`; `s` cycles through them in the live view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortKey {
+    /// How long the current turn has lasted, longest first (the default)
+    Wait,
+    /// Time left before the earliest running deadline, soonest first
+    Left,
+    /// Connection age, oldest first
+    Age,
+    /// Bytes received, most first
+    In,
+    /// Bytes sent, most first
+    Out,
+    /// Process id, then fd
+    Pid,
+    /// Local port, then peer
+    Port,
+    /// Peer address
+    Peer,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 8] = [
+        SortKey::Wait,
+        SortKey::Left,
+        SortKey::Age,
+        SortKey::In,
+        SortKey::Out,
+        SortKey::Pid,
+        SortKey::Port,
+        SortKey::Peer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Wait => "wait",
+            SortKey::Left => "left",
+            SortKey::Age => "age",
+            SortKey::In => "in",
+            SortKey::Out => "out",
+            SortKey::Pid => "pid",
+            SortKey::Port => "port",
+            SortKey::Peer => "peer",
+        }
+    }
+
+    /// The next key (the live view's `s`).
+    pub fn next(self) -> SortKey {
+        let i = SortKey::ALL.iter().position(|k| *k == self).unwrap_or(0);
+        SortKey::ALL[(i + 1) % SortKey::ALL.len()]
+    }
+}
+
+/// One `--filter KEY=VALUE`: every filter must match for a row to be shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// `turn=client|writing|server|queued`
+    Turn(String),
+    /// `port=8080` (local port)
+    Port(u16),
+    /// `peer=10.0.0.` (prefix of ip:port)
+    Peer(String),
+    /// `pid=1234`
+    Pid(u32),
+    /// `flag=would_reap` (reaped, would_reap, kernel, outbound, exempt)
+    Flag(String),
+}
+
+pub const FILTER_HELP: &str =
+    "turn=client|writing|server|queued, port=N, peer=PREFIX, pid=N, flag=reaped|would_reap|kernel|outbound|exempt";
+
+impl std::str::FromStr for Filter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Filter, String> {
+        let bad = || format!("{s:?}: expected KEY=VALUE, one of {FILTER_HELP}");
+        let (k, v) = s.split_once('=').ok_or_else(bad)?;
+        let v = v.trim();
+        match k.trim() {
+            "turn" if ["client", "writing", "server", "queued"].contains(&v) => {
+                Ok(Filter::Turn(v.into()))
+            }
+            "port" => v.parse().map(Filter::Port).map_err(|_| bad()),
+            "peer" if !v.is_empty() => Ok(Filter::Peer(v.into())),
+            "pid" => v.parse().map(Filter::Pid).map_err(|_| bad()),
+            "flag" if ["reaped", "would_reap", "kernel", "outbound", "exempt"].contains(&v) => {
+                Ok(Filter::Flag(v.into()))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Filter {
+    pub fn matches(&self, pid: u32, r: &Record) -> bool {
+        match self {
+            Filter::Turn(t) => turn(r) == t,
+            Filter::Port(p) => r.local_port == *p,
+            Filter::Peer(p) => peer(r).starts_with(p.as_str()),
+            Filter::Pid(p) => pid == *p,
+            Filter::Flag(f) => flags_text(r).split(',').any(|x| x == f),
+        }
+    }
+}
+
+/// All connections of all views, sorted by `key` (ties: pid, fd); aliases of a connection
+/// listed under another fd are kept (they are real fds of the process).
 pub fn sorted_connections(views: &[ProcessView]) -> Vec<(u32, Record)> {
+    sorted_by(views, SortKey::Wait, &[])
+}
+
+pub fn sorted_by(views: &[ProcessView], key: SortKey, filters: &[Filter]) -> Vec<(u32, Record)> {
     let mut all: Vec<(u32, Record)> = views
         .iter()
         .flat_map(|v| v.records.iter().map(move |r| (v.pid, *r)))
+        .filter(|(pid, r)| filters.iter().all(|f| f.matches(*pid, r)))
         .collect();
     all.sort_by(|a, b| {
-        b.1.waiting_ms
-            .cmp(&a.1.waiting_ms)
-            .then(a.0.cmp(&b.0))
-            .then(a.1.fd.cmp(&b.1.fd))
+        let (ra, rb) = (&a.1, &b.1);
+        let primary = match key {
+            SortKey::Wait => rb.waiting_ms.cmp(&ra.waiting_ms),
+            SortKey::Left => ra.time_left_ms.cmp(&rb.time_left_ms),
+            SortKey::Age => rb.age_ms.cmp(&ra.age_ms),
+            SortKey::In => rb.bytes_in.cmp(&ra.bytes_in),
+            SortKey::Out => rb.bytes_out.cmp(&ra.bytes_out),
+            SortKey::Pid => std::cmp::Ordering::Equal,
+            SortKey::Port => ra
+                .local_port
+                .cmp(&rb.local_port)
+                .then_with(|| peer(ra).cmp(&peer(rb))),
+            SortKey::Peer => peer(ra).cmp(&peer(rb)),
+        };
+        primary.then(a.0.cmp(&b.0)).then(ra.fd.cmp(&rb.fd))
     });
     all
+}
+
+/// A connection seen reaped (or, in monitor mode, that would have been), kept on screen after
+/// it is gone from the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentReap {
+    pub seen_unix_ms: u64,
+    pub pid: u32,
+    pub fd: i32,
+    pub peer: String,
+    pub port: u16,
+    pub waited_ms: u64,
+    pub would: bool,
+}
+
+impl RecentReap {
+    pub fn from_record(pid: u32, r: &Record, now: u64) -> Option<RecentReap> {
+        let would = r.flags & FLAG_WOULD_REAP != 0;
+        (would || r.flags & FLAG_REAPED != 0).then(|| RecentReap {
+            seen_unix_ms: now,
+            pid,
+            fd: r.fd,
+            peer: peer(r),
+            port: r.local_port,
+            waited_ms: r.waiting_ms,
+            would,
+        })
+    }
+
+    /// Same connection (the table is re-read every second: a reaped row stays a while).
+    pub fn same(&self, o: &RecentReap) -> bool {
+        self.pid == o.pid && self.fd == o.fd && self.peer == o.peer && self.port == o.port
+    }
+}
+
+/// How `render_text` lays the screen out.
+#[derive(Clone, Debug)]
+pub struct TextOptions {
+    /// Columns: no line is longer.
+    pub width: usize,
+    /// Bounds the connection table (a terminal's height); None prints all.
+    pub max_rows: Option<usize>,
+    pub sort: SortKey,
+    pub filters: Vec<Filter>,
+    /// The most recent first.
+    pub recent: Vec<RecentReap>,
+}
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        TextOptions {
+            width: 80,
+            max_rows: None,
+            sort: SortKey::Wait,
+            filters: Vec::new(),
+            recent: Vec::new(),
+        }
+    }
+}
+
+/// Cuts a line to `width` characters (an ellipsis marks the cut).
+pub fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut out: String = line.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Word-wraps `text` to `width`, continuation lines indented by `indent` spaces.
+pub fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let lead = text.len() - text.trim_start().len();
+    let mut cur = text[..lead].to_string();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let cur_len = cur.chars().count();
+        if cur_len > 0 && cur_len + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+            cur = " ".repeat(indent);
+        } else if cur_len > 0 && !cur.trim().is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.trim().is_empty() {
+        lines.push(cur);
+    }
+    lines.into_iter().map(|l| fit(&l, width)).collect()
 }
 
 fn reasons_text(counts: &[u64; REASONS]) -> String {
@@ -167,50 +391,17 @@ fn reasons_text(counts: &[u64; REASONS]) -> String {
     }
 }
 
-/// The connection table's columns.
-macro_rules! table_row {
-    ($($cell:expr),* $(,)?) => {
-        format!(
-            "{:>7} {:>5} {:<24} {:>5} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:<8} {}\n",
-            $($cell),*
-        )
-    };
-}
-
-/// The text screen: a summary line per process, then the connections.
-/// `max_rows` bounds the table (a terminal's height); None prints all.
-pub fn render_text(target: u32, views: &[ProcessView], max_rows: Option<usize>) -> String {
+/// The text screen: a summary, each process with its own policy, the recent reaps, then the
+/// connections. Every line fits in `opts.width` columns.
+pub fn render_text(target: u32, views: &[ProcessView], opts: &TextOptions) -> String {
     let now = now_unix_ms();
-    let mut out = summary_line(target, views);
-    if let Some(first) = views.first() {
-        out += &format!("policy: {}\n", first.policy);
-    }
-    for v in views {
-        out += &process_line(v, now);
-    }
-    out += "\n";
-    out += &table_row!(
-        "PID", "FD", "PEER", "LPORT", "TURN", "WAITING", "IN", "OUT", "LEFT", "AGE", "FLAGS",
-        "HTTP"
-    );
-    let conns = sorted_connections(views);
-    let shown = max_rows.unwrap_or(usize::MAX).min(conns.len());
-    for (pid, r) in &conns[..shown] {
-        out += &connection_row(*pid, r);
-    }
-    if shown < conns.len() {
-        out += &format!("… {} more\n", conns.len() - shown);
-    }
-    out
-}
-
-/// The first line: the processes' counters summed.
-fn summary_line(target: u32, views: &[ProcessView]) -> String {
+    let width = opts.width.max(40);
+    let mut lines: Vec<String> = Vec::new();
     let mut total = Counters::default();
     for v in views {
         total.add(&v.counters);
     }
-    let mut out = format!(
+    let mut summary = format!(
         "stallguard top {target}: {} guarded process{}, tracked {}, waiting on client {}, reaped: {}",
         views.len(),
         if views.len() == 1 { "" } else { "es" },
@@ -219,55 +410,141 @@ fn summary_line(target: u32, views: &[ProcessView]) -> String {
         reasons_text(&total.reaped),
     );
     if total.would_reap.iter().any(|n| *n > 0) {
-        out += &format!(", would reap: {}", reasons_text(&total.would_reap));
+        summary += &format!(", would reap: {}", reasons_text(&total.would_reap));
     }
     if total.rejected_over_cap > 0 {
-        out += &format!(", rejected over cap: {}", total.rejected_over_cap);
+        summary += &format!(", rejected over cap: {}", total.rejected_over_cap);
     }
-    out + "\n"
-}
-
-/// One process: its counters and how fresh its segment is.
-fn process_line(v: &ProcessView, now: u64) -> String {
-    let age = match v.updated_ago_ms(now) {
-        None => "never published".to_string(),
-        Some(ms) => format!("updated {} ago", human_ms(ms)),
+    lines.extend(wrap(&summary, width, 2));
+    let same_policy = views.len() > 1 && views.iter().all(|v| v.policy == views[0].policy);
+    if same_policy {
+        lines.extend(wrap(
+            &format!(
+                "policy (all {} processes): {}",
+                views.len(),
+                views[0].policy
+            ),
+            width,
+            4,
+        ));
+    }
+    for v in views {
+        let age = match v.updated_ago_ms(now) {
+            None => "never published".to_string(),
+            Some(ms) => format!("updated {} ago", human_ms(ms)),
+        };
+        let stalled = matches!(v.updated_ago_ms(now), Some(ms) if ms > 3 * v.tick_ms as u64 + 2000);
+        let line = format!(
+            "pid {} {}: tracked {} waiting {} reaped {} {age}{}{}",
+            v.pid,
+            if v.comm.is_empty() { "?" } else { &v.comm },
+            v.counters.tracked,
+            v.counters.waiting,
+            reasons_text(&v.counters.reaped),
+            if stalled {
+                " (watcher not publishing: process stopped?)"
+            } else {
+                ""
+            },
+            if v.torn { " (no consistent copy)" } else { "" },
+        );
+        lines.extend(wrap(&line, width, 4));
+        if !same_policy {
+            lines.extend(wrap(&format!("  policy: {}", v.policy), width, 4));
+        }
+    }
+    if !opts.recent.is_empty() {
+        lines.push(String::new());
+        lines.push(format!(
+            "recent reaps (newest first, {} shown):",
+            opts.recent.len().min(5)
+        ));
+        for r in opts.recent.iter().take(5) {
+            let ago = human_ms(now.saturating_sub(r.seen_unix_ms));
+            lines.push(fit(
+                &format!(
+                    "  {} pid {} fd {} {} port {} after {} (seen {ago} ago)",
+                    if r.would { "would_reap" } else { "reaped" },
+                    r.pid,
+                    r.fd,
+                    r.peer,
+                    r.port,
+                    human_ms(r.waited_ms),
+                ),
+                width,
+            ));
+        }
+    }
+    lines.push(String::new());
+    let conns = sorted_by(views, opts.sort, &opts.filters);
+    let with_pid = views.len() > 1;
+    let with_age = width >= 100;
+    let row = |cells: [&str; 11]| {
+        let mut l = String::new();
+        if with_pid {
+            l += &format!("{:>7} ", cells[0]);
+        }
+        l += &format!(
+            "{:>4} {:<21} {:>5} {:<7} {:>5} {:>5} {:>5} {:>5} ",
+            cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7], cells[8]
+        );
+        if with_age {
+            l += &format!("{:>5} ", cells[9]);
+        }
+        l += cells[10];
+        fit(l.trim_end(), width)
     };
-    let stalled = matches!(v.updated_ago_ms(now), Some(ms) if ms > 3 * v.tick_ms as u64 + 2000);
-    format!(
-        "  pid {:<7} tracked {:<5} waiting {:<5} reaped {:<24} {age}{}{}\n",
-        v.pid,
-        v.counters.tracked,
-        v.counters.waiting,
-        reasons_text(&v.counters.reaped),
-        if stalled {
-            " (watcher not publishing: process stopped?)"
-        } else {
-            ""
-        },
-        if v.torn { " (no consistent copy)" } else { "" },
-    )
-}
-
-fn connection_row(pid: u32, r: &Record) -> String {
-    table_row!(
-        pid,
-        r.fd,
-        peer(r),
-        r.local_port,
-        turn(r),
-        human_ms(r.waiting_ms),
-        human_bytes(r.bytes_in),
-        human_bytes(r.bytes_out),
-        if r.time_left_ms == u64::MAX {
+    let mut heading = format!("sort: {}", opts.sort.name());
+    if !opts.filters.is_empty() {
+        heading += &format!(
+            ", {} filter{}",
+            opts.filters.len(),
+            if opts.filters.len() == 1 { "" } else { "s" }
+        );
+    }
+    lines.push(fit(&heading, width));
+    lines.push(row([
+        "PID", "FD", "PEER", "LPORT", "TURN", "WAIT", "IN", "OUT", "LEFT", "AGE", "FLAGS",
+    ]));
+    let shown = opts.max_rows.unwrap_or(usize::MAX).min(conns.len());
+    for (pid, r) in &conns[..shown] {
+        let left = if r.time_left_ms == u64::MAX {
             "-".to_string()
         } else {
             human_ms(r.time_left_ms)
-        },
-        human_ms(r.age_ms),
-        flags_text(r),
-        http_text(r),
-    )
+        };
+        lines.push(row([
+            &pid.to_string(),
+            &r.fd.to_string(),
+            &peer(r),
+            &r.local_port.to_string(),
+            turn(r),
+            &human_ms(r.waiting_ms),
+            &human_bytes(r.bytes_in),
+            &human_bytes(r.bytes_out),
+            &left,
+            &human_ms(r.age_ms),
+            &flags_text(r),
+        ]));
+        // An HTTP connection the lens follows: its stage and request on a line of its own.
+        let http = http_text(r);
+        if !http.is_empty() {
+            lines.push(fit(&format!("        {http}"), width));
+        }
+    }
+    if shown < conns.len() {
+        lines.push(format!("… {} more", conns.len() - shown));
+    }
+    if conns.iter().any(|(_, r)| turn(r) == "queued") {
+        lines.extend(wrap(
+            "queued: accepted, not yet read by a worker (no timer runs until the server waits on it)",
+            width,
+            2,
+        ));
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
 }
 
 fn reasons_json(counts: &[u64; REASONS]) -> String {
@@ -319,6 +596,7 @@ pub fn record_json(pid: u32, r: &Record) -> String {
         ),
         ("outbound", (r.flags & FLAG_OUTBOUND != 0).to_string()),
         ("reaped", (r.flags & FLAG_REAPED != 0).to_string()),
+        ("would_reap", (r.flags & FLAG_WOULD_REAP != 0).to_string()),
         ("exempt", (r.flags & FLAG_EXEMPT != 0).to_string()),
         ("http", json::string(&http_text(r))),
     ])
@@ -336,6 +614,7 @@ pub fn render_json(target: u32, views: &[ProcessView]) -> String {
         .map(|v| {
             json::object(&[
                 ("pid", v.pid.to_string()),
+                ("comm", json::string(&v.comm)),
                 ("policy", json::string(&v.policy)),
                 ("tick_ms", v.tick_ms.to_string()),
                 ("started_unix_ms", v.started_unix_ms.to_string()),
@@ -358,10 +637,10 @@ pub fn render_json(target: u32, views: &[ProcessView]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
+    pub(crate) fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
         Record {
             fd,
             flags,
@@ -376,30 +655,17 @@ mod tests {
     }
 
     #[test]
-    fn turns_peers_and_units() {
-        assert_eq!(turn(&rec(4, TURN_CLIENT, 0)), "client");
-        assert_eq!(turn(&rec(4, TURN_WRITING | TURN_CLIENT, 0)), "writing");
-        assert_eq!(turn(&rec(4, 0, 0)), "server");
-        assert_eq!(peer(&rec(4, 0, 0)), "127.0.0.1:5555");
-        let mut v6 = rec(4, 0, 0);
-        v6.family = libc::AF_INET6 as u16;
-        v6.peer_ip = std::net::Ipv6Addr::LOCALHOST.octets();
-        assert_eq!(peer(&v6), "[::1]:5555");
-        assert_eq!(peer(&rec(4, FLAG_UNIX, 0)), "unix");
-        assert_eq!(human_ms(850), "850ms");
-        assert_eq!(human_ms(12_340), "12.3s");
-        assert_eq!(human_ms(245_000), "4m05s");
-        assert_eq!(human_ms(7_380_000), "2h03m");
-        assert_eq!(human_bytes(9999), "9999");
-        assert_eq!(human_bytes(16 << 20), "16M");
-        assert_eq!(human_bytes(123_456), "121K");
-        assert_eq!(human_bytes(1 << 30), "1024M");
+    fn wrapped_and_fitted_lines() {
+        assert_eq!(wrap("  policy: a b", 80, 4), ["  policy: a b"]);
+        assert_eq!(wrap("aaaa bbbb cccc", 9, 2), ["aaaa bbbb", "  cccc"]);
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abc", 4), "abc");
     }
 
     #[test]
     fn http_connections_show_stage_request_line_and_count_escaped() {
-        assert_eq!(http_text(&rec(4, 0, 0)), "", "not HTTP: nothing");
-        let mut r = rec(4, 0, 0);
+        let mut r = Record::default();
+        assert_eq!(http_text(&r), "", "not HTTP: nothing");
         r.stage = 3;
         r.requests = 2;
         let mut raw = [0u8; 64];
@@ -417,10 +683,37 @@ mod tests {
     }
 
     #[test]
+    fn turns_peers_and_units() {
+        assert_eq!(turn(&rec(4, TURN_CLIENT, 0)), "client");
+        assert_eq!(turn(&rec(4, TURN_WRITING | TURN_CLIENT, 0)), "writing");
+        // Never read nor written: queued in the server (no timer runs).
+        assert_eq!(turn(&rec(4, 0, 0)), "queued");
+        let mut answered = rec(4, 0, 0);
+        answered.bytes_in = 80;
+        assert_eq!(turn(&answered), "server");
+        assert_eq!(turn(&rec(4, FLAG_WOULD_REAP, 0)), "server");
+        assert_eq!(peer(&rec(4, 0, 0)), "127.0.0.1:5555");
+        let mut v6 = rec(4, 0, 0);
+        v6.family = libc::AF_INET6 as u16;
+        v6.peer_ip = std::net::Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(peer(&v6), "[::1]:5555");
+        assert_eq!(peer(&rec(4, FLAG_UNIX, 0)), "unix");
+        assert_eq!(human_ms(850), "850ms");
+        assert_eq!(human_ms(12_340), "12.3s");
+        assert_eq!(human_ms(245_000), "4m05s");
+        assert_eq!(human_ms(7_380_000), "2h03m");
+        assert_eq!(human_bytes(9999), "9999");
+        assert_eq!(human_bytes(16 << 20), "16M");
+        assert_eq!(human_bytes(123_456), "121K");
+        assert_eq!(human_bytes(1 << 30), "1024M");
+    }
+
+    #[test]
     fn sorted_by_waiting_then_pid_and_fd() {
         let views = vec![
             ProcessView {
                 pid: 2,
+                comm: "srv".into(),
                 policy: String::new(),
                 tick_ms: 100,
                 updated_unix_ms: 0,
@@ -431,6 +724,7 @@ mod tests {
             },
             ProcessView {
                 pid: 1,
+                comm: "srv".into(),
                 policy: String::new(),
                 tick_ms: 100,
                 updated_unix_ms: 0,
@@ -445,7 +739,11 @@ mod tests {
             .map(|(p, r)| (*p, r.fd))
             .collect();
         assert_eq!(order, vec![(1, 7), (2, 6), (2, 5)]);
-        let text = render_text(1, &views, Some(2));
+        let opts = TextOptions {
+            max_rows: Some(2),
+            ..TextOptions::default()
+        };
+        let text = render_text(1, &views, &opts);
         assert!(text.contains("… 1 more"), "{text}");
         let j = render_json(1, &views);
         assert!(j.contains("\"time_left_ms\":null"), "{j}");

@@ -1,9 +1,8 @@
 //! `stallguard check BINARY` on the C examples, system binaries, a static binary and
 //! binaries carrying each Go marker.
 
-mod common;
-
-use common::*;
+use stallguard_testkit::cli::*;
+use stallguard_testkit::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,161 +1,29 @@
 //! The reader against segments this test writes itself (no shim involved): the mailbox
 //! protocol, a watcher that never answers, stale and foreign segments, record decoding.
 
-mod common;
+mod fake;
 
-use common::*;
+use fake::{now_ms, rec, sleeper, Fake};
 use stallguard_shm::{
-    Header, Record, CAPACITY, FLAG_KERNEL_VIEW, FLAG_UNIX, MAGIC, REQUEST_FD, REQUEST_STUCK,
-    SEGMENT_BYTES, TURN_CLIENT, TURN_WRITING, VERSION,
+    FLAG_KERNEL_VIEW, FLAG_UNIX, MAGIC, REQUEST_FD, TURN_CLIENT, TURN_WRITING, VERSION,
 };
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use stallguard_testkit::cli::*;
+use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// A fake segment for `pid`, removed when dropped.
-struct Fake {
-    path: PathBuf,
-    h: *mut Header,
-}
-
-unsafe impl Send for Fake {}
-unsafe impl Sync for Fake {}
-
-impl Fake {
-    fn create(pid: u32) -> Fake {
-        let path = PathBuf::from(stallguard_shm::path_for(pid));
-        let _ = std::fs::remove_file(&path);
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap();
-        f.set_len(SEGMENT_BYTES as u64).unwrap();
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                SEGMENT_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        let h = p as *mut Header;
-        unsafe {
-            (*h).magic = MAGIC;
-            (*h).version = VERSION;
-            (*h).record_size = std::mem::size_of::<Record>() as u32;
-            (*h).pid = pid;
-            (*h).capacity = CAPACITY as u32;
-            (*h).tick_ms.store(100, Ordering::Relaxed);
-            (*h).started_unix_ms.store(now_ms(), Ordering::Relaxed);
-            (*h).updated_unix_ms.store(now_ms(), Ordering::Relaxed);
-            let policy = b"first_byte=20s fake=yes";
-            (&mut (*h).policy)[..policy.len()].copy_from_slice(policy);
-        }
-        Fake { path, h }
-    }
-
-    fn header(&self) -> &Header {
-        unsafe { &*self.h }
-    }
-
-    fn set_records(&self, recs: &[Record]) {
-        let h = self.header();
-        let seq = h.seq.load(Ordering::Relaxed);
-        h.seq.store(seq | 1, Ordering::Release);
-        let base = unsafe { stallguard_shm::records(self.h) as *mut Record };
-        for (i, r) in recs.iter().enumerate() {
-            unsafe { base.add(i).write(*r) };
-        }
-        h.count.store(recs.len() as u32, Ordering::Release);
-        h.seq.store((seq | 1) + 1, Ordering::Release);
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        unsafe { libc::munmap(self.h.cast(), SEGMENT_BYTES) };
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// A live, unguarded process to hang a fake segment on.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn start() -> Sleeper {
-        Sleeper(Command::new("sleep").arg("60").spawn().unwrap())
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
-    Record {
-        fd,
-        flags,
-        family: libc::AF_INET as u16,
-        local_port: 8080,
-        peer_port: 40000 + fd as u16,
-        peer_ip: [10, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        waiting_ms,
-        bytes_in: 17,
-        bytes_out: 3,
-        time_left_ms: u64::MAX,
-        age_ms: 5000,
-        ..Record::default()
-    }
-}
+use std::time::{Duration, Instant};
 
 #[test]
 fn the_mailbox_protocol() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = std::sync::Arc::new(Fake::create(owner.pid()));
-    // A fake watcher: answers each request with fd + 1 "reaped" (2 for stuck).
+    // Two stuck connections (client's turn ≥ 10 s), one fresh.
+    fake.set_records(&[
+        rec(11, TURN_CLIENT, 12_000),
+        rec(12, TURN_WRITING, 30_000),
+        rec(13, TURN_CLIENT, 500),
+    ]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (fake, stop) = (fake.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let h = fake.header();
-                let seq = h.request_seq.load(Ordering::Acquire);
-                if seq != h.answer_seq.load(Ordering::Acquire) {
-                    let kind = h.request_kind.load(Ordering::Acquire);
-                    let fd = h.request_fd.load(Ordering::Acquire);
-                    seen.push((seq, kind, fd));
-                    let n = if kind == REQUEST_FD { 1 } else { 2 };
-                    h.answer_reaped.store(n, Ordering::Relaxed);
-                    h.answer_seq.store(seq, Ordering::Release);
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            seen
-        })
-    };
+    let watcher = fake::watcher(fake.clone(), stop.clone());
     let pid = owner.pid().to_string();
     let out = stallguard(&["reap", &pid, "--fd", "7"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -168,15 +36,19 @@ fn the_mailbox_protocol() {
     );
     stop.store(true, Ordering::Relaxed);
     let seen = watcher.join().unwrap();
-    assert_eq!(seen, vec![(1, REQUEST_FD, 7), (2, REQUEST_STUCK, -1)]);
+    // --stuck asks for each stuck connection by fd, longest wait first in table order.
+    assert_eq!(
+        seen,
+        vec![(1, REQUEST_FD, 7), (2, REQUEST_FD, 11), (3, REQUEST_FD, 12)]
+    );
 }
 
 #[test]
 fn no_answer_within_3s_is_exit_1() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let _fake = Fake::create(owner.pid());
     let t = Instant::now();
-    let out = stallguard(&["reap", &owner.pid().to_string(), "--stuck"]);
+    let out = stallguard(&["reap", &owner.pid().to_string(), "--fd", "4"]);
     let took = t.elapsed();
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -192,7 +64,7 @@ fn no_answer_within_3s_is_exit_1() {
 
 #[test]
 fn records_decode_and_sort() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     let mut v6 = rec(9, TURN_WRITING, 300);
     v6.family = libc::AF_INET6 as u16;
@@ -223,6 +95,8 @@ fn records_decode_and_sort() {
     assert_eq!(conns[2]["view"], "kernel");
     assert_eq!(conns[3]["peer"], "unix");
     assert_eq!(conns[4]["turn"], "server");
+    assert_eq!(conns[0]["reaped"], false);
+    assert_eq!(conns[0]["would_reap"], false);
     assert_eq!(doc["counters"]["tracked"], 5);
     assert_eq!(doc["counters"]["reaped"]["manual"], 3);
     assert_eq!(doc["processes"][0]["policy"], "first_byte=20s fake=yes");
@@ -231,7 +105,7 @@ fn records_decode_and_sort() {
     let m = text(&out.stdout);
     assert!(
         m.contains(&format!(
-            "stallguard_reaped_total{{pid=\"{}\",reason=\"manual\"}} 3\n",
+            "stallguard_reaped_total{{pid=\"{}\",comm=\"sleep\",reason=\"manual\"}} 3\n",
             owner.pid()
         )),
         "{m}"
@@ -257,7 +131,7 @@ fn stale_segments_are_ignored_and_removed_when_ours() {
     assert!(!fake.path.exists());
 
     // A live process that started after the segment's last publish: a reused pid.
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     fake.header()
         .updated_unix_ms
@@ -274,7 +148,7 @@ fn stale_segments_are_ignored_and_removed_when_ours() {
 
 #[test]
 fn foreign_or_broken_segments_are_ignored() {
-    let owner = Sleeper::start();
+    let owner = sleeper();
     let fake = Fake::create(owner.pid());
     unsafe { (*fake.h).magic = *b"NOTMAGIC" };
     let out = stallguard(&["top", "--once", &owner.pid().to_string()]);

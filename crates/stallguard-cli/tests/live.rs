@@ -1,17 +1,16 @@
 //! `top`, `reap` and `metrics` against real guarded processes (started with `stallguard run`,
 //! so they publish /dev/shm/stallguard-<pid>).
 
-mod common;
-
-use common::*;
+use stallguard_testkit::cli::*;
+use stallguard_testkit::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn local_port(s: &std::net::TcpStream) -> u16 {
+fn local_port(s: &TcpStream) -> u16 {
     s.local_addr().unwrap().port()
 }
 
@@ -19,12 +18,24 @@ fn is_client_turn(c: &serde_json::Value) -> bool {
     c["turn"] == "client"
 }
 
+/// `stallguard run NAME ARGS` with patient timers, one silent client, and that client's
+/// connection as `top` shows it once the server waits on it.
+fn with_silent_client(name: &str, args: &[&str]) -> (Proc, TcpStream, serde_json::Value) {
+    let server = stallguard_run(name, args, PATIENT);
+    let client = silent_client(server.addr());
+    let conn = wait_connection(
+        server.pid(),
+        local_port(&client),
+        Duration::from_secs(20),
+        is_client_turn,
+    );
+    (server, client, conn)
+}
+
 #[test]
 fn top_shows_a_stalled_client_with_a_growing_wait() {
-    let server = Guarded::start("pool_server", &[], PATIENT);
-    let client = silent_client(server.addr());
+    let (server, client, first) = with_silent_client("pool_server", &[]);
     let port = local_port(&client);
-    let first = wait_connection(server.pid(), port, Duration::from_secs(20), is_client_turn);
     let w0 = first["waiting_ms"].as_u64().unwrap();
     assert_eq!(first["local_port"].as_u64(), Some(u64::from(server.port)));
     assert_eq!(first["pid"].as_u64(), Some(u64::from(server.pid())));
@@ -67,10 +78,8 @@ fn top_shows_a_stalled_client_with_a_growing_wait() {
 
 #[test]
 fn reap_fd_releases_the_connection() {
-    let server = Guarded::start("pool_server", &[], PATIENT);
-    let mut client = silent_client(server.addr());
+    let (server, mut client, conn) = with_silent_client("pool_server", &[]);
     let port = local_port(&client);
-    let conn = wait_connection(server.pid(), port, Duration::from_secs(20), is_client_turn);
     let fd = conn["fd"].as_i64().unwrap().to_string();
 
     let out = stallguard(&["reap", &server.pid().to_string(), "--fd", &fd]);
@@ -81,7 +90,7 @@ fn reap_fd_releases_the_connection() {
         text(&out.stdout)
     );
     assert!(
-        sees_eof(&mut client, Duration::from_secs(5)),
+        wait_cut(&mut client, Duration::from_secs(5)),
         "client not cut"
     );
     let reaps = server.wait_events("reap", 1, Duration::from_secs(5));
@@ -109,7 +118,7 @@ fn reap_fd_releases_the_connection() {
 
 #[test]
 fn reap_stuck_cuts_long_waits_only() {
-    let server = Guarded::start("pool_server", &["--threads", "4"], PATIENT);
+    let server = stallguard_run("pool_server", &["--threads", "4"], PATIENT);
     let mut a = silent_client(server.addr());
     let mut b = silent_client(server.addr());
     // "Stuck": on the client's turn for 10 s or more.
@@ -133,10 +142,10 @@ fn reap_stuck_cuts_long_waits_only() {
         "{}",
         text(&out.stdout)
     );
-    assert!(sees_eof(&mut a, Duration::from_secs(5)));
-    assert!(sees_eof(&mut b, Duration::from_secs(5)));
+    assert!(wait_cut(&mut a, Duration::from_secs(5)));
+    assert!(wait_cut(&mut b, Duration::from_secs(5)));
     assert!(
-        !sees_eof(&mut fresh, Duration::from_millis(500)),
+        !wait_cut(&mut fresh, Duration::from_millis(500)),
         "a fresh wait was cut"
     );
     let manual: Vec<_> = server
@@ -184,23 +193,19 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
 
 #[test]
 fn metrics_over_http_count_a_manual_reap() {
-    let server = Guarded::start("pool_server", &[], PATIENT);
+    let (server, _client, conn) = with_silent_client("pool_server", &[]);
     let pid = server.pid().to_string();
-    let client = silent_client(server.addr());
-    let conn = wait_connection(
-        server.pid(),
-        local_port(&client),
-        Duration::from_secs(20),
-        is_client_turn,
-    );
 
     // Once, on stdout.
     let out = stallguard(&["metrics", &pid]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let once = parse_prometheus(&text(&out.stdout));
-    assert!(once[&format!("stallguard_connections_tracked{{pid=\"{pid}\"}}")] >= 1.0);
+    assert!(
+        once[&format!("stallguard_connections_tracked{{pid=\"{pid}\",comm=\"pool_server\"}}")]
+            >= 1.0
+    );
 
-    let mut exporter = Command::new(bin())
+    let mut exporter = Command::new(cli_bin())
         .args(["metrics", &pid, "--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -220,7 +225,8 @@ fn metrics_over_http_count_a_manual_reap() {
         .unwrap();
     assert!(addr.ip().is_loopback());
 
-    let manual = format!("stallguard_reaped_total{{pid=\"{pid}\",reason=\"manual\"}}");
+    let manual =
+        format!("stallguard_reaped_total{{pid=\"{pid}\",comm=\"pool_server\",reason=\"manual\"}}");
     let scrape = || {
         let (status, body) = http_get(addr, "/metrics", "GET").unwrap();
         assert!(status.contains("200"), "{status}");
@@ -263,19 +269,12 @@ fn only_the_servers_user_may_reap() {
         eprintln!("skipped: needs root to run the command as nobody");
         return;
     }
-    let server = Guarded::start("pool_server", &[], PATIENT);
-    let client = silent_client(server.addr());
-    wait_connection(
-        server.pid(),
-        local_port(&client),
-        Duration::from_secs(20),
-        is_client_turn,
-    );
+    let (server, _client, _) = with_silent_client("pool_server", &[]);
     // A copy of the command that nobody can execute wherever the build tree is.
     let dir = std::env::temp_dir().join(format!("stallguard-cli-perm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("stallguard");
-    std::fs::copy(bin(), &copy).unwrap();
+    std::fs::copy(cli_bin(), &copy).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -318,29 +317,19 @@ fn only_the_servers_user_may_reap() {
 
 #[test]
 fn top_on_a_prefork_parent_shows_its_childrens_connections() {
-    let server = Guarded::start("prefork_server", &["--procs", "2"], PATIENT);
-    let client = silent_client(server.addr());
-    let conn = wait_connection(
-        server.pid(),
-        local_port(&client),
-        Duration::from_secs(20),
-        is_client_turn,
-    );
+    let (server, _client, conn) = with_silent_client("prefork_server", &["--procs", "2"]);
     let child = conn["pid"].as_u64().unwrap() as u32;
     assert_ne!(child, server.pid(), "{conn}");
-    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
-    let ppid: u32 = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(ppid, server.pid());
-    // And metrics for the parent cover the child.
-    let out = stallguard(&["metrics", &server.pid().to_string()]);
+    assert_eq!(parent_of(child), Some(server.pid()));
+    // Without --tree the parent alone is not guarded: the error names the children.
+    let out = stallguard(&["top", "--once", &server.pid().to_string()]);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("--tree"),
+        "{err}"
+    );
+    // And metrics for the parent cover the child with --tree.
+    let out = stallguard(&["metrics", "--tree", &server.pid().to_string()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("pid=\"{child}\"")));
 }

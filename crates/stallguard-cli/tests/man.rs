@@ -1,10 +1,9 @@
 //! The man pages document every policy variable (library page) and every flag (command page),
 //! and render without groff warnings.
 
-mod common;
-
-use common::*;
 use stallguard_policy::policy::VARIABLES;
+use stallguard_testkit::cli::*;
+use stallguard_testkit::*;
 use std::process::Command;
 
 fn page(name: &str) -> String {
@@ -39,7 +38,7 @@ fn the_command_page_documents_every_flag() {
             "{var} not named in man/stallguard.1"
         );
     }
-    for sub in ["run", "check", "top", "reap", "metrics"] {
+    for sub in ["run", "check", "top", "reap", "metrics", "status"] {
         assert!(
             cmd.contains(&format!(".SS \"{sub}")),
             "no section for {sub}"

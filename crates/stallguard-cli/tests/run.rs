@@ -1,9 +1,8 @@
 //! `stallguard run`: flags reach the shim (its start line), bad input starts nothing,
 //! `--check`, the environment merge, LD_PRELOAD handling, exit statuses.
 
-mod common;
-
-use common::*;
+use stallguard_testkit::cli::*;
+use stallguard_testkit::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -23,49 +22,35 @@ fn environ(pid: u32) -> Vec<(String, String)> {
 #[test]
 fn flags_reach_the_shim_and_merge_over_the_environment() {
     let log = scratch("run-flags.log");
-    let mut child = Command::new(bin())
-        .args([
-            "run",
-            "--first-byte",
-            "30s",
-            "--request",
-            "5-9,minrate=100",
-            "--idle",
-            "45s",
-            "--write-stall",
-            "50s",
-            "--tick",
-            "50ms",
-            "--per-source",
-            "7",
-            "--action",
-            "log",
-            "--log-file",
-            log.to_str().unwrap(),
-            "--",
-        ])
-        .arg(example("pool_server"))
-        .arg("0")
-        .env("STALLGUARD_LIB", shim())
-        .env("STALLGUARD_LIFETIME", "1h") // from the environment
-        .env("STALLGUARD_IDLE", "5s") // overridden by --idle
-        .env("LD_PRELOAD", "libm.so.6") // kept, after the library
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let server = Guarded {
-        port: {
-            use std::io::BufRead;
-            let mut line = String::new();
-            std::io::BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            line.trim().trim_start_matches("port=").parse().unwrap()
-        },
-        child,
-        log,
-    };
+    let mut cmd = Command::new(cli_bin());
+    cmd.args([
+        "run",
+        "--first-byte",
+        "30s",
+        "--request",
+        "5-9,minrate=100",
+        "--idle",
+        "45s",
+        "--write-stall",
+        "50s",
+        "--tick",
+        "50ms",
+        "--per-source",
+        "7",
+        "--action",
+        "log",
+        "--log-file",
+        log.to_str().unwrap(),
+        "--",
+    ])
+    .arg(example("pool_server"))
+    .arg("0")
+    .env("STALLGUARD_LIB", shim())
+    .env("STALLGUARD_LIFETIME", "1h") // from the environment
+    .env("STALLGUARD_IDLE", "5s") // overridden by --idle
+    .env("LD_PRELOAD", "libm.so.6") // kept, after the library
+    .stdin(Stdio::null());
+    let server = Proc::launch("pool_server", cmd, log, true);
     // exec: the server runs under the command's own pid.
     let env = environ(server.pid());
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -103,7 +88,7 @@ fn flags_reach_the_shim_and_merge_over_the_environment() {
 #[test]
 fn a_bad_flag_exits_2_and_starts_nothing() {
     let marker = scratch("must-not-exist");
-    let out = Command::new(bin())
+    let out = Command::new(cli_bin())
         .args([
             "run", "--idle", "5x", "--tick", "1ms", "--", "/bin/sh", "-c",
         ])
@@ -132,7 +117,7 @@ fn a_bad_flag_exits_2_and_starts_nothing() {
     assert!(!marker.exists(), "the command ran");
 
     // An unknown variable in the environment is refused as the shim would.
-    let out = Command::new(bin())
+    let out = Command::new(cli_bin())
         .args(["run", "--", "/bin/true"])
         .env("STALLGUARD_LIB", shim())
         .env("STALLGUARD_IDEL", "5s")
@@ -149,14 +134,14 @@ fn a_bad_flag_exits_2_and_starts_nothing() {
         &["run"][..],
         &["run", "--nope", "x", "--", "/bin/true"][..],
     ] {
-        let out = Command::new(bin()).args(args).output().unwrap();
+        let out = Command::new(cli_bin()).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
 
 #[test]
 fn check_prints_the_effective_policy() {
-    let out = Command::new(bin())
+    let out = Command::new(cli_bin())
         .args([
             "run",
             "--check",
@@ -179,22 +164,21 @@ fn check_prints_the_effective_policy() {
         ("STALLGUARD_PORTS", "8080:idle=5s"),
     ]);
     assert!(errors.is_empty());
-    assert_eq!(text(&out.stdout).trim(), expected.describe());
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().next(), Some(expected.describe().as_str()));
+    assert!(
+        stdout.lines().last().unwrap_or("").starts_with("ok: "),
+        "{stdout}"
+    );
 
-    let out = Command::new(bin())
-        .args(["run", "--check", "--action", "kill"])
-        .output()
-        .unwrap();
+    let out = stallguard(&["run", "--check", "--action", "kill"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("shutdown, rst or log"));
 }
 
 #[test]
 fn every_policy_variable_has_a_documented_flag() {
-    let out = Command::new(bin())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
+    let out = stallguard(&["run", "--help"]);
     let help = text(&out.stdout);
     for var in stallguard_policy::policy::VARIABLES.iter().map(|v| v.name) {
         let flag = format!(
@@ -211,7 +195,7 @@ fn every_policy_variable_has_a_documented_flag() {
 
 #[test]
 fn missing_library_and_missing_command() {
-    let out = Command::new(bin())
+    let out = Command::new(cli_bin())
         .args(["run", "--", "/bin/true"])
         .env("STALLGUARD_LIB", "/nonexistent/libstallguard.so")
         .output()
@@ -219,7 +203,7 @@ fn missing_library_and_missing_command() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("STALLGUARD_LIB=/nonexistent/libstallguard.so"));
 
-    let out = Command::new(bin())
+    let out = Command::new(cli_bin())
         .args(["run", "--", "/nonexistent/server"])
         .env("STALLGUARD_LIB", shim())
         .output()
@@ -230,14 +214,14 @@ fn missing_library_and_missing_command() {
 
 #[test]
 fn version_and_help_everywhere() {
-    let out = Command::new(bin()).arg("--version").output().unwrap();
+    let out = Command::new(cli_bin()).arg("--version").output().unwrap();
     assert!(
         text(&out.stdout).starts_with("stallguard "),
         "{}",
         text(&out.stdout)
     );
-    for sub in ["run", "check", "top", "reap", "metrics"] {
-        let out = Command::new(bin()).args([sub, "--help"]).output().unwrap();
+    for sub in ["run", "check", "top", "reap", "metrics", "status"] {
+        let out = stallguard(&[sub, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{sub}");
         assert!(
             text(&out.stdout).contains("Examples:"),

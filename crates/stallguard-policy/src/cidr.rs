@@ -11,6 +11,17 @@ pub struct Cidr {
     prefix: u8,
 }
 
+/// `10.0.0.0/24`, `192.168.1.5/32`, `2001:db8::/32` (IPv4 ranges in their IPv4 form).
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.prefix >= 96 => write!(f, "{v4}/{}", self.prefix - 96),
+            _ => write!(f, "{v6}/{}", self.prefix),
+        }
+    }
+}
+
 pub const CIDR_ACCEPTS: &str =
     "a comma-separated list of addresses or CIDR ranges, e.g. 10.0.0.0/8,192.168.1.5,::1,2001:db8::/32";
 
@@ -81,6 +92,19 @@ mod tests {
         let mut x = [0u8; 16];
         x[..4].copy_from_slice(&[a, b, c, d]);
         x
+    }
+
+    #[test]
+    fn displayed_as_written() {
+        let shown: Vec<String> = Cidr::parse_list("10.0.0.0/24,192.168.1.5,::1,2001:db8::/32")
+            .unwrap()
+            .iter()
+            .map(Cidr::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.0/24", "192.168.1.5/32", "::1/128", "2001:db8::/32"]
+        );
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub const FLAG_UNIX: u32 = 32;
 pub const FLAG_EXEMPT: u32 = 64;
 /// A duplicate fd of a connection listed under another fd too (dup2 onto 0/1, inetd 0-2).
 pub const FLAG_ALIAS: u32 = 128;
+/// Monitor mode (`STALLGUARD_ACTION=log`): the connection would have been reaped; it was only
+/// logged (`FLAG_REAPED` means it really was shut down).
+pub const FLAG_WOULD_REAP: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

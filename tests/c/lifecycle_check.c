@@ -50,6 +50,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 static int out_fd = 1;  /* where report lines go (a private dup of stdout) */
 static int guarded;     /* the shim is mapped into this process */
 static int failures;
@@ -83,32 +85,6 @@ static void result(const char *name, int ok, const char *fmt, ...)
     say("lifecycle: %s %s %s", name, ok ? "ok" : "FAIL", detail);
     if (!ok)
         failures++;
-}
-
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-/* The library named by LD_PRELOAD (basename) is mapped into this process. */
-static int shim_loaded(void)
-{
-    const char *pre = getenv("LD_PRELOAD");
-    if (!pre || !*pre)
-        return 0;
-    const char *base = strrchr(pre, '/');
-    base = base ? base + 1 : pre;
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    int found = 0;
-    if (!f)
-        return 0;
-    while (!found && fgets(line, sizeof(line), f))
-        found = strstr(line, base) != NULL;
-    fclose(f);
-    return found;
 }
 
 /* Threads named "stallguard" in process pid (0: this one). */

@@ -40,6 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 #ifndef CLOSE_RANGE_UNSHARE
 #define CLOSE_RANGE_UNSHARE (1U << 1)
 #endif
@@ -54,31 +56,6 @@ static int guarded;
 static int lst;
 static unsigned short lport;
 static int failures;
-
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-static int shim_loaded(void)
-{
-    const char *pre = getenv("LD_PRELOAD");
-    if (!pre || !*pre)
-        return 0;
-    const char *base = strrchr(pre, '/');
-    base = base ? base + 1 : pre;
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    int found = 0;
-    if (!f)
-        return 0;
-    while (!found && fgets(line, sizeof(line), f))
-        found = strstr(line, base) != NULL;
-    fclose(f);
-    return found;
-}
 
 static void die(const char *what)
 {

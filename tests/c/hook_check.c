@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 #define DATA_SIZE  1048583u /* > socket buffers (writers must block); odd on purpose */
 #define FILE_SIZE  200003u
 #define WAIT_MS    5000     /* upper bound for anything that "happens at once" on loopback */
@@ -73,6 +75,14 @@ static void report(const char *name)
         printf("%s: ok\n", name);
     }
     why[0] = 0;
+}
+
+/* report() for one variant of a check: `fmt` holds one %s, which `variant` fills. */
+static void report_variant(const char *fmt, const char *variant)
+{
+    char name[64];
+    snprintf(name, sizeof(name), fmt, variant);
+    report(name);
 }
 
 static const char *ename(int e)
@@ -138,29 +148,50 @@ static int make_tmpfile(void)
  * accept4() with those flags. */
 static void tcp_pair4(int *srv, int *cli, int a4flags)
 {
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(l, 4) != 0 ||
-        getsockname(l, (struct sockaddr *)&a, &len) != 0)
-        die("listener");
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) != 0)
-        die("connect");
-    int s = a4flags < 0 ? accept(l, NULL, NULL) : accept4(l, NULL, NULL, a4flags);
-    if (s < 0)
-        die("accept");
-    close(l);
-    *srv = s;
-    *cli = c;
+    const char *failed = loopback_pair(srv, cli, a4flags);
+    if (failed)
+        die(failed);
 }
 
 static void tcp_pair(int *srv, int *cli)
 {
     tcp_pair4(srv, cli, -1);
+}
+
+/* Starts a check on a fresh tracked connection. */
+static void begin_pair(int *srv, int *cli)
+{
+    begin();
+    tcp_pair(srv, cli);
+}
+
+/* A fresh tracked connection and a pipe. */
+static void tcp_pair_pipe(int *srv, int *cli, int p[2])
+{
+    tcp_pair(srv, cli);
+    if (pipe(p) != 0)
+        die("pipe");
+}
+
+/* Starts a check on a fresh tracked connection and a pipe. */
+static void begin_pair_pipe(int *srv, int *cli, int p[2])
+{
+    begin();
+    tcp_pair_pipe(srv, cli, p);
+}
+
+static void close_pipe(const int p[2])
+{
+    close(p[0]);
+    close(p[1]);
+}
+
+/* Ends a check: closes its connection and reports it. */
+static void end_pair(int srv, int cli, const char *name)
+{
+    close(srv);
+    close(cli);
+    report(name);
 }
 
 /* Close with SO_LINGER {1, 0}: the kernel sends RST instead of FIN. */
@@ -194,29 +225,12 @@ static size_t recv_exact(int fd, void *buf, size_t n)
             continue;
         if (pr <= 0)
             break;
-        ssize_t r = read(fd, (char *)buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = read_retry(fd, (char *)buf + got, n - got);
         if (r <= 0)
             break;
         got += (size_t)r;
     }
     return got;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* Nothing (more) is waiting to be read on fd. */
@@ -326,13 +340,6 @@ static void feed_start(struct feed *f, int fd, const unsigned char *p, size_t n,
         die("pthread_create");
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------------------ */
 /* the hooked write and read families, by index                              */
 
@@ -434,14 +441,12 @@ static void check_errno_eagain(void)
     if (fl < 0 || fcntl(srv, F_SETFL, fl | O_NONBLOCK) != 0)
         die("O_NONBLOCK");
     for (int k = 0; k < R_COUNT; k++) {
-        char name[64];
         begin();
         errno = 0;
         ssize_t r = do_read(k, srv, 100, 0);
         EXPECT(r == -1 && errno == EAGAIN, "%s on an empty non-blocking socket: %zd/%s",
                rname[k], r, ename(errno));
-        snprintf(name, sizeof(name), "errno_%s_eagain", rname[k]);
-        report(name);
+        report_variant("errno_%s_eagain", rname[k]);
     }
 
     /* MSG_DONTWAIT on a blocking socket: same EAGAIN, and the socket stays
@@ -476,9 +481,8 @@ static void check_errno_eagain(void)
  * still believed the number named a connection would answer differently. */
 static void check_errno_ebadf(void)
 {
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     EXPECT(close(srv) == 0, "close of the accepted socket: %s", ename(errno));
     char b[16];
     struct iovec iov = {b, sizeof(b)};
@@ -512,8 +516,7 @@ static void check_errno_ebadf(void)
     int p[2];
     if (pipe(p) != 0)
         die("pipe");
-    close(p[0]);
-    close(p[1]);
+    close_pipe(p);
     EBADF_CALL(read(p[0], b, sizeof(b)));
     EBADF_CALL(write(p[1], b, sizeof(b)));
     EBADF_CALL(read(-1, b, sizeof(b)));
@@ -545,8 +548,7 @@ static void check_errno_notsock(void)
     errno = 0;
     r = accept(p[0], NULL, NULL);
     EXPECT(r == -1 && errno == ENOTSOCK, "accept on a pipe: %zd/%s", r, ename(errno));
-    close(p[0]);
-    close(p[1]);
+    close_pipe(p);
     report("errno_notsock");
 }
 
@@ -556,10 +558,8 @@ static void check_errno_notsock(void)
 static void check_errno_rst(void)
 {
     for (int k = 0; k < W_COUNT; k++) {
-        char name[64];
-        begin();
         int srv, cli;
-        tcp_pair(&srv, &cli);
+        begin_pair(&srv, &cli);
         rst_close(cli);
         EXPECT(wait_hup(srv), "RST never arrived");
         for (int i = 0; i < 2; i++) {
@@ -569,14 +569,12 @@ static void check_errno_rst(void)
                    "%s #%d after RST: %zd/%s", wname[k], i + 1, r, ename(errno));
         }
         close(srv);
-        snprintf(name, sizeof(name), "errno_rst_%s", wname[k]);
-        report(name);
+        report_variant("errno_rst_%s", wname[k]);
     }
 
     /* read after RST: the error first, then EOF. */
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     rst_close(cli);
     EXPECT(wait_hup(srv), "RST never arrived");
     char b[8];
@@ -647,9 +645,8 @@ static void check_errno_accept(void)
 /* close/dup2/dup3/dup/fcntl(F_DUPFD*) with invalid arguments. */
 static void check_errno_dup(void)
 {
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         die("getrlimit");
@@ -681,9 +678,7 @@ static void check_errno_dup(void)
     EXPECT(write(srv, "ok", 2) == 2, "write after failed dups: %s", ename(errno));
     char b[4];
     EXPECT(recv_exact(cli, b, 2) == 2 && !memcmp(b, "ok", 2), "peer did not get the bytes");
-    close(srv);
-    close(cli);
-    report("errno_dup_invalid");
+    end_pair(srv, cli, "errno_dup_invalid");
 }
 
 /* fcntl is variadic and hooked: F_GETFL/F_SETFL/F_GETFD/F_SETFD must behave. */
@@ -709,8 +704,7 @@ static void check_fcntl_flags(void)
         die("pipe");
     EXPECT((fcntl(p[0], F_GETFL) & O_ACCMODE) == O_RDONLY &&
                (fcntl(p[1], F_GETFL) & O_ACCMODE) == O_WRONLY, "pipe F_GETFL");
-    close(p[0]);
-    close(p[1]);
+    close_pipe(p);
     errno = 0;
     int r = fcntl(p[0], F_GETFL);
     EXPECT(r == -1 && errno == EBADF, "F_GETFL on a closed fd: %d/%s", r, ename(errno));
@@ -841,14 +835,13 @@ static void close_inherited(void)
 static void check_sigpipe_default(void)
 {
     for (int k = 0; k < W_COUNT; k++) {
-        char name[64], st_why[64];
+        char st_why[64];
         begin();
         int st = run_child(child_write_until_killed, k, NULL);
         describe_status(st, st_why, sizeof(st_why));
         EXPECT(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGPIPE,
                "%s: %s, expected killed by PIPE", wname[k], st_why);
-        snprintf(name, sizeof(name), "sigpipe_default_kills_%s", wname[k]);
-        report(name);
+        report_variant("sigpipe_default_kills_%s", wname[k]);
     }
 
     /* prefork style: the parent accepted, the child writes. */
@@ -891,10 +884,8 @@ static void check_sigpipe_handler(void)
 {
     sigpipe_handler();
     for (int k = 0; k < W_COUNT; k++) {
-        char name[64];
-        begin();
         int srv, cli;
-        tcp_pair(&srv, &cli);
+        begin_pair(&srv, &cli);
         rst_close(cli);
         EXPECT(wait_hup(srv), "RST never arrived");
         int epipes = 0;
@@ -911,8 +902,7 @@ static void check_sigpipe_handler(void)
         }
         EXPECT(epipes >= 2, "%s: only %d EPIPE", wname[k], epipes);
         close(srv);
-        snprintf(name, sizeof(name), "sigpipe_handler_%s", wname[k]);
-        report(name);
+        report_variant("sigpipe_handler_%s", wname[k]);
     }
 
     /* plain fd: a pipe without reader still raises SIGPIPE once */
@@ -931,9 +921,8 @@ static void check_sigpipe_handler(void)
 
     /* Our own shutdown(SHUT_WR) then write: the kernel raises SIGPIPE (it is
      * not the shim's shutdown, so the shim must not swallow it). */
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     EXPECT(shutdown(srv, SHUT_WR) == 0, "shutdown: %s", ename(errno));
     for (int k = 0; k < W_COUNT; k++) {
         before = npipe;
@@ -948,9 +937,7 @@ static void check_sigpipe_handler(void)
     /* reading is still allowed after SHUT_WR */
     EXPECT(write(cli, "r", 1) == 1 && recv_exact(srv, rbuf, 1) == 1 && rbuf[0] == 'r',
            "read after own SHUT_WR");
-    close(srv);
-    close(cli);
-    report("sigpipe_own_shutdown");
+    end_pair(srv, cli, "sigpipe_own_shutdown");
 
     /* MSG_NOSIGNAL: never a signal. */
     begin();
@@ -1018,10 +1005,8 @@ static void check_sigpipe_handler(void)
 static void check_io_write(void)
 {
     for (int k = 0; k < W_COUNT; k++) {
-        char name[64];
-        begin();
         int srv, cli;
-        tcp_pair(&srv, &cli);
+        begin_pair(&srv, &cli);
         unsigned char got[4096];
         for (int i = 0; i < 20; i++) {
             size_t n = 1 + (size_t)(i * 997) % sizeof(got);
@@ -1060,8 +1045,7 @@ static void check_io_write(void)
                d.total == total ? " (different)" : "");
         close(srv);
         close(cli);
-        snprintf(name, sizeof(name), "io_%s", wname[k]);
-        report(name);
+        report_variant("io_%s", wname[k]);
     }
 }
 
@@ -1070,10 +1054,8 @@ static void check_io_write(void)
 static void check_io_read(void)
 {
     for (int k = 0; k < R_COUNT; k++) {
-        char name[64];
-        begin();
         int srv, cli;
-        tcp_pair(&srv, &cli);
+        begin_pair(&srv, &cli);
         for (int i = 0; i < 20; i++) {
             size_t n = 1 + (size_t)(i * 1009) % sizeof(rbuf);
             const unsigned char *src = data + i * 37;
@@ -1117,8 +1099,7 @@ static void check_io_read(void)
                total == DATA_SIZE ? " (different)" : "");
         close(srv);
         close(cli);
-        snprintf(name, sizeof(name), "io_%s", rname[k]);
-        report(name);
+        report_variant("io_%s", rname[k]);
     }
 }
 
@@ -1126,9 +1107,8 @@ static void check_io_read(void)
  * then reading must return the same bytes, once. */
 static void check_io_peek(void)
 {
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     EXPECT(write_all(cli, data, 100) == 0, "peer write");
     ssize_t r = 0;
     for (int i = 0; i < WAIT_MS && r != 100; i++) {
@@ -1148,17 +1128,14 @@ static void check_io_peek(void)
     r = read(srv, rbuf, 200);
     EXPECT(r == 100 && !memcmp(rbuf, data, 100), "read after peek: %zd", r);
     EXPECT(drained(srv), "bytes left after reading the peeked data");
-    close(srv);
-    close(cli);
-    report("io_peek");
+    end_pair(srv, cli, "io_peek");
 }
 
 /* MSG_WAITALL: one recv collects data arriving in several pieces. */
 static void check_io_waitall(void)
 {
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     struct feed f;
     feed_start(&f, cli, data, 3000, 1000, 20);
     ssize_t r = recv(srv, rbuf, 3000, MSG_WAITALL);
@@ -1166,17 +1143,14 @@ static void check_io_waitall(void)
            ename(errno));
     pthread_join(f.t, NULL);
     EXPECT(sees_eof(srv), "no EOF after the data");
-    close(srv);
-    close(cli);
-    report("io_waitall");
+    end_pair(srv, cli, "io_waitall");
 }
 
 /* 0-byte writes and reads return 0 and move nothing. */
 static void check_io_zero(void)
 {
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     for (int k = 0; k < W_COUNT; k++) {
         errno = 0;
         ssize_t r = do_write(k, srv, data, 0, 0);
@@ -1193,9 +1167,7 @@ static void check_io_zero(void)
     EXPECT(r == -1 && errno == EAGAIN, "0-byte recv(MSG_DONTWAIT): %zd/%s", r, ename(errno));
     EXPECT(write(cli, "z", 1) == 1 && recv_exact(srv, rbuf, 1) == 1 && rbuf[0] == 'z',
            "connection broken after 0-byte calls");
-    close(srv);
-    close(cli);
-    report("io_zero_length");
+    end_pair(srv, cli, "io_zero_length");
 }
 
 /* sendfile (no flags argument: the shim blocks SIGPIPE around it) sends
@@ -1203,9 +1175,8 @@ static void check_io_zero(void)
  * file position. */
 static void check_sendfile(void)
 {
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     struct drain d;
     drain_start(&d, cli);
     if (lseek(tmpfd, 0, SEEK_SET) != 0)
@@ -1240,9 +1211,7 @@ static void check_sendfile(void)
     EXPECT(d.err == 0 && d.total == FILE_SIZE + 5000 && d.hash == want,
            "peer read %zu of %u%s", d.total, FILE_SIZE + 5000,
            d.total == FILE_SIZE + 5000 ? " (different)" : "");
-    close(srv);
-    close(cli);
-    report("sendfile_bytes");
+    end_pair(srv, cli, "sendfile_bytes");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1275,7 +1244,6 @@ static void check_dups(void)
     fds[2] = dup3(srv, p[1], O_CLOEXEC);
     fds[3] = fcntl(srv, F_DUPFD_CLOEXEC, 50);
     for (int i = 0; i < 4; i++) {
-        char name[64];
         begin();
         EXPECT(fds[i] >= 0 && fds[i] != srv, "%s failed: %s", names[i], ename(errno));
         if (i == 1)
@@ -1287,8 +1255,7 @@ static void check_dups(void)
         if (i < 2)
             EXPECT(!cloexec(fds[i]), "%s copied FD_CLOEXEC", names[i]);
         EXPECT(io_through(fds[i], cli, (char)('a' + i)), "I/O through the %s copy", names[i]);
-        snprintf(name, sizeof(name), "%s_io", names[i]);
-        report(name);
+        report_variant("%s_io", names[i]);
     }
 
     begin();
@@ -1318,11 +1285,8 @@ static void check_dups(void)
  * names a pipe and must behave as one; the peer sees EOF. */
 static void check_dup2_over_tracked(void)
 {
-    begin();
     int srv, cli, p[2];
-    tcp_pair(&srv, &cli);
-    if (pipe(p) != 0)
-        die("pipe");
+    begin_pair_pipe(&srv, &cli, p);
     EXPECT(dup2(p[1], srv) == srv, "dup2 over the socket: %s", ename(errno));
     EXPECT(sees_eof(cli), "peer did not see EOF");
     EXPECT(write(srv, "pipe", 4) == 4, "write to the replaced fd: %s", ename(errno));
@@ -1333,8 +1297,7 @@ static void check_dup2_over_tracked(void)
     ssize_t r = send(srv, "x", 1, 0);
     EXPECT(r == -1 && errno == ENOTSOCK, "send to the replaced fd: %zd/%s", r, ename(errno));
     close(srv);
-    close(p[0]);
-    close(p[1]);
+    close_pipe(p);
     close(cli);
     report("dup2_over_tracked");
 }
@@ -1352,8 +1315,7 @@ static void check_fd_reuse(void)
     EXPECT(write(p[1], "reuse", 5) == 5, "write to the new pipe: %s", ename(errno));
     EXPECT(recv_exact(p[0], rbuf, 5) == 5 && !memcmp(rbuf, "reuse", 5), "pipe content");
     EXPECT(sees_eof(cli), "peer did not see EOF");
-    close(p[0]);
-    close(p[1]);
+    close_pipe(p);
     close(cli);
     report("fd_reuse_after_close");
 }
@@ -1365,9 +1327,7 @@ static void check_replaced_behind_back(void)
     begin();
     for (int k = 0; k < 2; k++) {
         int srv, cli, p[2];
-        tcp_pair(&srv, &cli);
-        if (pipe(p) != 0)
-            die("pipe");
+        tcp_pair_pipe(&srv, &cli, p);
         EXPECT(syscall(SYS_dup3, p[1], srv, 0) == srv, "raw dup3: %s", ename(errno));
         ssize_t r;
         if (k == 0) {
@@ -1381,8 +1341,7 @@ static void check_replaced_behind_back(void)
         EXPECT(recv_exact(p[0], rbuf, 4) == 4 && !memcmp(rbuf, "abcd", 4), "pipe content");
         EXPECT(sees_eof(cli), "peer did not see EOF");
         close(srv);
-        close(p[0]);
-        close(p[1]);
+        close_pipe(p);
         close(cli);
     }
     report("fd_replaced_behind_back");
@@ -1391,9 +1350,8 @@ static void check_replaced_behind_back(void)
 /* fdopen + stdio + fclose (hooked) on a copy of the connection. */
 static void check_fdopen_fclose(void)
 {
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     int d = dup(srv);
     FILE *f = d >= 0 ? fdopen(d, "w") : NULL;
     if (!f)
@@ -1415,9 +1373,8 @@ static void check_fdopen_fclose(void)
  * is touched. */
 static void check_close_range(void)
 {
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     int n = 200;
     while (is_open(n) || is_open(n + 1) || is_open(n + 2))
         n++;
@@ -1486,10 +1443,8 @@ static int readable(int api, int fd, int ms)
 static void check_readiness(void)
 {
     for (int a = 0; a < P_COUNT; a++) {
-        char name[64];
-        begin();
         int srv, cli;
-        tcp_pair(&srv, &cli);
+        begin_pair(&srv, &cli);
         if (a == P_EPOLL) {
             epfd = epoll_create1(EPOLL_CLOEXEC);
             struct epoll_event ev;
@@ -1538,14 +1493,12 @@ static void check_readiness(void)
         close(srv);
         if (a == P_EPOLL)
             close(epfd);
-        snprintf(name, sizeof(name), "readiness_%s", pname[a]);
-        report(name);
+        report_variant("readiness_%s", pname[a]);
     }
 
     /* a timeout on an idle socket is a timeout: 0, after (about) the time */
-    begin();
     int srv, cli;
-    tcp_pair(&srv, &cli);
+    begin_pair(&srv, &cli);
     for (int a = P_POLL; a <= P_PSELECT; a++) {
         long long t0 = now_ms();
         int r = readable(a, srv, 50);
@@ -1553,9 +1506,7 @@ static void check_readiness(void)
         EXPECT(r == 0, "%s timeout: %d (%s)", pname[a], r, ename(errno));
         EXPECT(dt >= 40, "%s returned early", pname[a]);
     }
-    close(srv);
-    close(cli);
-    report("readiness_timeout");
+    end_pair(srv, cli, "readiness_timeout");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1563,11 +1514,8 @@ static void check_readiness(void)
 
 static void check_interleave(void)
 {
-    begin();
     int srv, cli, p[2];
-    tcp_pair(&srv, &cli);
-    if (pipe(p) != 0)
-        die("pipe");
+    begin_pair_pipe(&srv, &cli, p);
     int f = make_tmpfile();
     unsigned char got[1024];
     size_t off = 0;
@@ -1598,11 +1546,8 @@ static void check_interleave(void)
     free(back);
     EXPECT(drained(srv) && drained(cli), "extra socket bytes");
     close(f);
-    close(p[0]);
-    close(p[1]);
-    close(srv);
-    close(cli);
-    report("interleave_file_pipe_socket");
+    close_pipe(p);
+    end_pair(srv, cli, "interleave_file_pipe_socket");
 }
 
 /* ------------------------------------------------------------------------ */

@@ -52,6 +52,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 #define NIO         4
 #define TIMER_US    200
 #define REC_MAGIC   0x51a7e5c0u
@@ -170,22 +172,9 @@ static void on_usr1(int sig)
 
 static void tcp_pair(struct conn *c)
 {
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(l, 4) != 0 ||
-        getsockname(l, (struct sockaddr *)&a, &len) != 0)
-        fail("setup: listener: %s", strerror(errno));
-    c->cli = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->cli < 0 || connect(c->cli, (struct sockaddr *)&a, sizeof(a)) != 0)
-        fail("setup: connect: %s", strerror(errno));
-    c->srv = accept(l, NULL, NULL);
-    if (c->srv < 0)
-        fail("setup: accept: %s", strerror(errno));
-    close(l);
+    const char *failed = loopback_pair(&c->srv, &c->cli, -1);
+    if (failed)
+        fail("setup: %s: %s", failed, strerror(errno));
 }
 
 static void spawn(pthread_t *t, void *(*fn)(void *), void *arg)
@@ -369,9 +358,7 @@ static void *pipe_reader(void *arg)
     (void)arg;
     char buf[4096];
     for (;;) {
-        ssize_t r = read(pipefd[0], buf, sizeof(buf));
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = read_retry(pipefd[0], buf, sizeof(buf));
         if (r <= 0)
             break;
         pipe_bytes += (uint64_t)r;

@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 #define FILE_SIZE 300007u   /* odd sizes catch off-by-one chunking bugs */
 #define PIPE_SIZE 1048579u  /* > pipe capacity: the writer must block */
 #define FORK_SIZE 200003u
@@ -60,17 +62,9 @@ static unsigned char *make_data(size_t n, uint64_t seed)
     return d;
 }
 
-static void write_all(int fd, const void *p, size_t n)
+static void write_fully(int fd, const void *p, size_t n)
 {
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        CHECK(w > 0, "write");
-        c += w;
-        n -= (size_t)w;
-    }
+    CHECK(write_all(fd, p, n) == 0, "write");
 }
 
 /* read() until n bytes or EOF; returns the byte count. */
@@ -78,9 +72,7 @@ static size_t read_full(int fd, void *p, size_t n)
 {
     size_t got = 0;
     while (got < n) {
-        ssize_t r = read(fd, (char *)p + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = read_retry(fd, (char *)p + got, n - got);
         CHECK(r >= 0, "read");
         if (r == 0)
             break;
@@ -114,7 +106,7 @@ static int step_file_write(void)
     unlink(path);
 
     file_data = make_data(FILE_SIZE, 0x5eed0001);
-    write_all(fd, file_data, 100000);
+    write_fully(fd, file_data, 100000);
     struct iovec iov[3] = {
         {file_data + 100000, 1},
         {file_data + 100001, 49999},
@@ -213,7 +205,7 @@ static void *pipe_writer(void *arg)
         size_t n = 1 + (size_t)(s >> 33) % 65537; /* varied chunk sizes */
         if (n > PIPE_SIZE - off)
             n = PIPE_SIZE - off;
-        write_all(wfd, pipe_data + off, n);
+        write_fully(wfd, pipe_data + off, n);
         off += n;
     }
     close(wfd);
@@ -235,14 +227,11 @@ static void step_pipe_thread(void)
         size_t want = PIPE_SIZE + 1 - got; /* ask for one more: must see EOF */
         if (want > 3001)
             want = 3001;
-        ssize_t r = read(p[0], back + got, want);
-        if (r < 0 && errno == EINTR)
-            continue;
-        CHECK(r >= 0, "read pipe");
-        if (r == 0)
-            break;
-        got += (size_t)r;
+        size_t r = read_full(p[0], back + got, want);
+        got += r;
         CHECK(got <= PIPE_SIZE, "too much data from pipe");
+        if (r < want) /* EOF */
+            break;
     }
     pthread_join(t, NULL);
     close(p[0]);
@@ -266,7 +255,7 @@ static void step_poll_select(void)
     int sel_before = select(p[0] + 1, &rs, NULL, NULL, &tv);
     CHECK(before == 0 && sel_before == 0, "empty pipe reported readable");
 
-    write_all(p[1], "hello", 5);
+    write_fully(p[1], "hello", 5);
     int after = poll(&pfd, 1, -1); /* data is there: returns at once */
     CHECK(after == 1 && (pfd.revents & POLLIN), "poll after write");
     fd_set ws;
