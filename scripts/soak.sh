@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The reliability suite (issue #7); see tests/reliability.mk.
-#   scripts/soak.sh deps    install valgrind and CPython's test suite when missing (Debian)
+#   scripts/soak.sh deps    install valgrind, CPython's and Tornado's test suites when missing (Debian)
 #   scripts/soak.sh quick   CI-sized forms, bounded at 10 minutes
 #   scripts/soak.sh long    long forms, bounded at 75 minutes
 # Every test stops the processes it starts by pid and talks to loopback only.
@@ -12,6 +12,7 @@ deps() {
   [ -x /usr/bin/valgrind ] || missing+=(valgrind)
   [ -e /usr/lib/python3.11/test/test_socketserver.py ] || missing+=(libpython3.11-testsuite)
   [ -x /usr/bin/python3 ] || missing+=(python3)
+  [ -e /usr/lib/python3/dist-packages/tornado/test/runtests.py ] || missing+=(python3-tornado)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     echo "soak.sh: missing ${missing[*]}; run as root: apt-get install -y ${missing[*]}" >&2

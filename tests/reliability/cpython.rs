@@ -149,6 +149,25 @@ pub fn testsuite_present() -> Result<PathBuf, String> {
     Ok(probe)
 }
 
+/// Runs a suite plain and guarded (`run(guarded)`) and returns both runs and the tests whose
+/// outcome differs. One retry of the whole comparison weeds out a test that is merely flaky on
+/// a loaded machine: a real difference shows up again.
+pub fn compare(run: impl Fn(bool) -> Run) -> (Run, Run, Vec<String>) {
+    let plain = run(false);
+    let guarded = run(true);
+    let mut diff = differences(&plain, &guarded);
+    if !diff.is_empty() {
+        eprintln!("first comparison differs, retrying: {diff:#?}");
+        let again = differences(&run(false), &run(true));
+        diff.retain(|d| {
+            again
+                .iter()
+                .any(|a| a.split(':').next() == d.split(':').next())
+        });
+    }
+    (plain, guarded, diff)
+}
+
 /// Tests whose outcome differs between the two runs.
 pub fn differences(a: &Run, b: &Run) -> Vec<String> {
     let mut d = Vec::new();
