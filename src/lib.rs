@@ -2,40 +2,45 @@
 //! connection and shuts down the ones that stall, so a fixed pool of workers cannot be parked
 //! forever by slow or silent clients.
 //!
-//! Flow of data, one way: libc call → `hooks` (record facts) → `table` (atomics, one slot per
-//! fd) → `watcher` (judges with `stallguard_policy::judge`) → `action` (shutdown, log, stats).
+//! Flow of data, one way, one folder per stage:
+//!
+//! ```text
+//! libc call → hooks/ ──> track/ ──> table/ <── watcher/ ──> action (shutdown, log, stats)
+//!   exports    record     atomics,   one slot    observe, judge (stallguard_policy), act,
+//!   (interpose.rs rows)   facts      per fd      publish, report
+//!                 └──────────┴──────────┴───────────┴──> runtime/ (clock, config, pid, log)
+//!                                                        abi/ (real functions, errno, sockets)
+//! ```
+//!
+//! This file is the only one that names every stage: it starts the guard when the library
+//! is loaded and fixes it up in a forked child.
 
+// Every unsafe operation is in an `unsafe {}` block with a `// SAFETY:` reason, even inside
+// an `unsafe fn`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 // The hooks are compiled out of unit tests (the test binary must not interpose its own libc
 // calls), which leaves some of their helpers unused there.
 #![cfg_attr(test, allow(dead_code))]
 
-mod action;
-mod admission;
-mod adopt;
-#[cfg(not(test))]
-mod api;
-mod clock;
-mod config;
+#[macro_use]
+mod interpose;
+
+mod abi;
 #[cfg(not(test))]
 mod hooks;
-mod lens;
-mod log;
-mod observe;
-mod process;
-mod publish;
-mod real;
-mod report;
-mod socket;
-mod sources;
-mod stats;
+mod runtime;
 mod table;
+mod track;
 mod watcher;
+
+use runtime::{clock, config, log, pid};
 
 /// Runs when the library is loaded, before the host's main.
 extern "C" fn init() {
     let ok = std::panic::catch_unwind(|| {
-        real::resolve_all();
-        process::refresh_pid();
+        abi::real::resolve_all();
+        pid::refresh_pid();
         clock::refresh();
         if !config::load() {
             return;
@@ -44,13 +49,14 @@ extern "C" fn init() {
             log::to_stderr("stallguard: cannot reserve the connection table: running UNGUARDED");
             return;
         }
-        if config::policy().per_source > 0 && !sources::init() {
+        if config::policy().per_source > 0 && !table::sources::init() {
             log::to_stderr("stallguard: cannot map the per-source table: STALLGUARD_PER_SOURCE is not enforced");
         }
-        process::install_fork_handler();
-        process::refresh_sigpipe_disposition();
-        process::enable();
-        adopt::adopt_stdio();
+        runtime::set_watcher_starter(watcher::ensure_running);
+        abi::sys::at_fork_child(after_fork_in_child);
+        pid::refresh_sigpipe_disposition();
+        config::enable();
+        track::adopt::adopt_stdio();
     });
     if ok.is_err() {
         log::to_stderr("stallguard: internal error during start: running UNGUARDED");
@@ -60,3 +66,26 @@ extern "C" fn init() {
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = init;
+
+/// Runs in the child right after fork(). The parent's watcher thread and every call that was
+/// in flight in another thread do not exist here: release slots the watcher held, forget the
+/// parent's in-flight waits (this process judges only what its own hooks see), and start a
+/// watcher of our own if we inherited connections (fork-per-connection servers: the parent
+/// accepts, the child serves).
+extern "C" fn after_fork_in_child() {
+    pid::refresh_pid();
+    clock::refresh();
+    log::reset_after_fork();
+    watcher::forget_parent_watcher();
+    let mut inherited = 0;
+    for fd in 0..table::high_water() {
+        if let Some(s) = table::tracked(fd as i32) {
+            s.release_orphaned_act();
+            s.forget_inflight();
+            inherited += 1;
+        }
+    }
+    if inherited > 0 && config::enabled() {
+        watcher::ensure_running();
+    }
+}

@@ -609,7 +609,7 @@ macro_rules! cells {
 
 /// Cells whose guarded run is queued last and runs with nothing beside it. micro-httpd slow
 /// read: after a write-stall reap the shim sets SIGPIPE to SIG_IGN in the adopted process
-/// (src/action.rs, kernel view), and micro-httpd, whose copy loop ignores write errors, then
+/// (src/watcher/act.rs, kernel view), and micro-httpd, whose copy loop ignores write errors, then
 /// reads the rest of its 64 MiB file and writes it into the dead socket 4 KiB at a time instead
 /// of dying of SIGPIPE: 40 such processes keep both cores busy for minutes, which would skew
 /// every cell running beside them. (The cell fails on it: the processes do not go away.)

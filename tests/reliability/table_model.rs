@@ -1,8 +1,8 @@
 //! Item 5 (model part): the table's ownership protocol (TRACKED / ACTING / FREE with
-//! generations, src/table.rs), three ways.
+//! generations, src/table/slot.rs), three ways.
 //!
-//! A. Conformance: the *real* `src/table.rs` is compiled into this test (`#[path]`, with
-//!    stubs for the clock and the per-source table) and every transition of the real code is
+//! A. Conformance: the *real* `src/table/` is compiled into this test (`#[path]`, with the
+//!    shim's real lower layers, runtime/ and abi/) and every transition of the real code is
 //!    compared with a small pure model `step(state, op)`: track, untrack, begin_act (current
 //!    and stale judgements), end_act, release_orphaned_act, same_generation; that untrack and
 //!    track wait while ACTING is checked with a second thread.
@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
-#[path = "../../src/table.rs"]
+#[path = "../../src/table/mod.rs"]
 #[allow(dead_code, clippy::all)]
 pub mod table;
 

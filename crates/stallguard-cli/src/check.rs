@@ -13,44 +13,8 @@ use object::elf;
 use object::read::elf::{ElfFile, FileHeader, NoteIterator, ProgramHeader, SectionHeader};
 use object::{Endianness, FileKind, Object, ObjectSection, ObjectSymbol};
 
-/// Every function the shim interposes (README "Interposed functions").
-pub const HOOKED: &[&str] = &[
-    "accept",
-    "accept4",
-    "listen",
-    "connect",
-    "read",
-    "readv",
-    "recv",
-    "recvfrom",
-    "recvmsg",
-    "__read_chk",
-    "__recv_chk",
-    "__recvfrom_chk",
-    "write",
-    "writev",
-    "send",
-    "sendto",
-    "sendmsg",
-    "sendfile",
-    "sendfile64",
-    "close",
-    "close_range",
-    "closefrom",
-    "fclose",
-    "dup",
-    "dup2",
-    "dup3",
-    "fcntl",
-    "fcntl64",
-    "shutdown",
-    "poll",
-    "__poll_chk",
-    "ppoll",
-    "select",
-    "pselect",
-    "epoll_ctl",
-];
+/// Every function the shim interposes (its own table, src/interpose.rs).
+pub const HOOKED: &[&str] = stallguard_inventory::NAMES;
 
 /// Where a program gets its connections from (one is needed for there to be anything to guard).
 const ACCEPT: &[&str] = &["accept", "accept4"];

@@ -64,49 +64,56 @@ impl Framing {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Reason {
-    FirstByte,
-    Request,
-    Idle,
-    WriteStall,
-    Lifetime,
-    Connect,
+/// The reasons, written once: the enum, `Reason::ALL`, the names and the indexes all come
+/// from this list (`stallguard_shm` sizes its counters by `ALL.len()`), so a new reason gets
+/// its counter slot and its name by being added here, or does not compile.
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, )*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Reason {
+            pub const ALL: [Reason; [$($name),*].len()] = [$(Reason::$variant),*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Reason::$variant => $name, )*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    FirstByte = "first_byte",
+    Request = "request",
+    Idle = "idle",
+    WriteStall = "write_stall",
+    Lifetime = "lifetime",
+    Connect = "connect",
     /// An operator asked for it (`stallguard reap`); never a verdict of `judge`.
-    Manual,
+    Manual = "manual",
     /// The program's own deadline (stallguard_set_deadline) passed.
-    Deadline,
+    Deadline = "deadline",
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
-        Reason::FirstByte,
-        Reason::Request,
-        Reason::Idle,
-        Reason::WriteStall,
-        Reason::Lifetime,
-        Reason::Connect,
-        Reason::Manual,
-        Reason::Deadline,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::FirstByte => "first_byte",
-            Reason::Request => "request",
-            Reason::Idle => "idle",
-            Reason::WriteStall => "write_stall",
-            Reason::Lifetime => "lifetime",
-            Reason::Connect => "connect",
-            Reason::Manual => "manual",
-            Reason::Deadline => "deadline",
-        }
-    }
-
-    pub fn index(self) -> usize {
+    /// Its place in `ALL` (and in every per-reason counter array).
+    pub const fn index(self) -> usize {
         self as usize
     }
 }
+
+// Every reason sits at its own index in ALL.
+const _: () = {
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        assert!(Reason::ALL[i].index() == i);
+        i += 1;
+    }
+};
 
 #[cfg(test)]
 mod reason_tests {

@@ -8,16 +8,16 @@
 //! and changes with every tick (a seqlock), so a torn read is detected and retried.
 //! All fields are plain integers in native byte order: reader and writer run on one machine.
 
+use stallguard_policy::Reason;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: [u8; 8] = *b"STALLGD1";
 pub const VERSION: u32 = 2;
 /// Records in a segment; the file is sparse, so unused records cost no memory.
 pub const CAPACITY: usize = 65_536;
-/// Counter slots per reason (index = `stallguard_policy::Reason::index()`; 6 = manual,
-/// 7 = the program's own deadline).
-pub const REASONS: usize = 8;
-pub const REASON_MANUAL: usize = 6;
+/// Counter slots per reason: one per `stallguard_policy::Reason`, at `Reason::index()`.
+pub const REASONS: usize = Reason::ALL.len();
+pub const REASON_MANUAL: usize = Reason::Manual.index();
 pub const POLICY_BYTES: usize = 1024;
 
 /// Where a process's segment lives.
@@ -67,19 +67,39 @@ pub struct Header {
     pub _reserved: [u32; 15],
 }
 
-/// Turn bits of a record.
-pub const TURN_CLIENT: u32 = 1; // the server waits on the client
-pub const TURN_WRITING: u32 = 2; // a write is pending
+/// Bits of `Record::flags` (the published form; the shim's slot flags have their own
+/// numbering and are mapped onto these by its publisher).
+/// The server waits on the client.
+pub const TURN_CLIENT: u32 = 1;
+/// A write is pending.
+pub const TURN_WRITING: u32 = 2;
+/// The guard shut the connection down.
 pub const FLAG_REAPED: u32 = 4;
+/// Judged by the kernel's counters (an adopted inetd connection).
 pub const FLAG_KERNEL_VIEW: u32 = 8;
+/// Opened by the program itself (STALLGUARD_OUTBOUND).
 pub const FLAG_OUTBOUND: u32 = 16;
+/// A Unix-domain connection.
 pub const FLAG_UNIX: u32 = 32;
+/// Exempted by the program (stallguard_exempt).
 pub const FLAG_EXEMPT: u32 = 64;
 /// A duplicate fd of a connection listed under another fd too (dup2 onto 0/1, inetd 0-2).
 pub const FLAG_ALIAS: u32 = 128;
 /// Monitor mode (`STALLGUARD_ACTION=log`): the connection would have been reaped; it was only
 /// logged (`FLAG_REAPED` means it really was shut down).
 pub const FLAG_WOULD_REAP: u32 = 256;
+/// Every record bit, each once.
+pub const RECORD_BITS: [u32; 9] = [
+    TURN_CLIENT,
+    TURN_WRITING,
+    FLAG_REAPED,
+    FLAG_KERNEL_VIEW,
+    FLAG_OUTBOUND,
+    FLAG_UNIX,
+    FLAG_EXEMPT,
+    FLAG_ALIAS,
+    FLAG_WOULD_REAP,
+];
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -113,6 +133,23 @@ pub const STAGE_NAMES: [&str; 8] = [
 
 pub const SEGMENT_BYTES: usize =
     std::mem::size_of::<Header>() + CAPACITY * std::mem::size_of::<Record>();
+
+// The layout both sides rely on, checked when either is compiled: a change here must come
+// with a new VERSION (readers refuse other versions).
+const _: () = {
+    assert!(std::mem::size_of::<Record>() == 144);
+    assert!(std::mem::size_of::<Header>().is_multiple_of(8));
+    assert!(std::mem::align_of::<Header>() == 8);
+    // Each record bit is a bit of its own.
+    let mut seen = 0u32;
+    let mut i = 0;
+    while i < RECORD_BITS.len() {
+        assert!(RECORD_BITS[i].count_ones() == 1);
+        assert!(seen & RECORD_BITS[i] == 0);
+        seen |= RECORD_BITS[i];
+        i += 1;
+    }
+};
 
 impl Header {
     /// Whether a mapped header is a segment this code understands.
@@ -188,17 +225,16 @@ pub struct Counters {
     pub rejected_over_cap: u64,
 }
 
-/// Reason labels, by counter index.
-pub const REASON_NAMES: [&str; REASONS] = [
-    "first_byte",
-    "request",
-    "idle",
-    "write_stall",
-    "lifetime",
-    "connect",
-    "manual",
-    "deadline",
-];
+/// Reason labels, by counter index (`stallguard_policy::Reason::as_str`).
+pub const REASON_NAMES: [&str; REASONS] = {
+    let mut names = [""; REASONS];
+    let mut i = 0;
+    while i < REASONS {
+        names[i] = Reason::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 impl Counters {
     pub fn from_header(h: &Header) -> Counters {

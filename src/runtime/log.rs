@@ -1,0 +1,215 @@
+//! Log lines in logfmt, written with one raw write(2) to a descriptor the shim owns.
+//!
+//! No `log`/`env_logger`, no std::io: those lock and allocate, and would come back through our
+//! own `write` hook. Lines are formatted into a stack buffer and written whole (O_APPEND keeps
+//! concurrent writers of a shared log file from interleaving inside a line).
+//!
+//! The descriptor is a private, close-on-exec duplicate placed high in the fd space so the host's
+//! "lowest free fd" arithmetic is unchanged. If the host closes it (closefrom, a daemon closing
+//! every fd), the close hooks call [`forget_fd`] and logging to that descriptor stops (a log file
+//! is reopened by the watcher) — we never write into a number the host reused.
+
+use super::clock::{civil_from_days, wall_clock};
+use crate::abi::{real, sys};
+use stallguard_policy::LogLevel;
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering::SeqCst};
+use std::sync::OnceLock;
+
+static LOG_FD: AtomicI32 = AtomicI32::new(-1);
+/// Set while the watcher writes, so a concurrent close of LOG_FD waits for the write to end.
+static WRITING: AtomicBool = AtomicBool::new(false);
+static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+static LOG_PATH: OnceLock<std::ffi::CString> = OnceLock::new();
+
+/// The lowest fd number our private log descriptor may take.
+const HIGH_FD_FLOOR: libc::c_int = 200;
+
+pub fn set_level(level: LogLevel) {
+    LEVEL.store(level as u8, SeqCst);
+}
+
+pub fn enabled(level: LogLevel) -> bool {
+    level != LogLevel::Off && (level as u8) <= LEVEL.load(SeqCst)
+}
+
+/// Opens the destination: the file at `path`, or a duplicate of stderr. Stderr is refused when
+/// it is a socket (inetd hands the client connection over as fds 0-2: logging there would
+/// write into the client's response).
+pub fn open(path: Option<&str>) -> Result<(), String> {
+    let fd = match path {
+        Some(p) => {
+            let c = std::ffi::CString::new(p).map_err(|_| "path contains NUL".to_string())?;
+            let fd = open_file(&c);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error().to_string());
+            }
+            let _ = LOG_PATH.set(c);
+            fd
+        }
+        None => {
+            if sys::is_open_non_socket(2) {
+                dup_high(2)
+            } else {
+                -1
+            }
+        }
+    };
+    LOG_FD.store(fd, SeqCst);
+    Ok(())
+}
+
+fn open_file(path: &std::ffi::CStr) -> libc::c_int {
+    let fd = sys::open_append(path);
+    if fd < 0 {
+        return fd;
+    }
+    let high = dup_high(fd);
+    if high >= 0 {
+        sys::close_own(fd);
+        high
+    } else {
+        fd
+    }
+}
+
+/// A close-on-exec duplicate of `fd` at or above the high floor (-1 on failure).
+fn dup_high(fd: libc::c_int) -> libc::c_int {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and touches no memory.
+    unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_fd_floor() as libc::c_ulong) }
+}
+
+/// Writes `bytes` to `fd` with one raw write.
+fn write_all_once(fd: libc::c_int, bytes: &[u8]) {
+    // SAFETY: `bytes` is valid for reads of its length.
+    unsafe { real::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+fn high_fd_floor() -> libc::c_int {
+    let cur = sys::nofile_limit().min(1 << 20) as libc::c_int;
+    HIGH_FD_FLOOR.min((cur - 8).max(3))
+}
+
+pub fn is_log_fd(fd: libc::c_int) -> bool {
+    fd >= 0 && LOG_FD.load(SeqCst) == fd
+}
+
+/// The host is closing or replacing our descriptor: stop using it, after any write in flight.
+pub fn forget_fd(fd: libc::c_int) {
+    if LOG_FD.compare_exchange(fd, -1, SeqCst, SeqCst).is_ok() {
+        while WRITING.load(SeqCst) {
+            sys::yield_now();
+        }
+    }
+}
+
+/// Like [`forget_fd`] when our descriptor matches `closes` (close_range, closefrom).
+pub fn forget_fd_if(closes: impl Fn(libc::c_int) -> bool) {
+    let fd = LOG_FD.load(SeqCst);
+    if closes(fd) {
+        forget_fd(fd);
+    }
+}
+
+/// In a forked child no write is in flight, whatever the parent's watcher was doing.
+pub fn reset_after_fork() {
+    WRITING.store(false, SeqCst);
+}
+
+/// Reopens the log file if the host closed our descriptor (watcher only).
+pub fn reopen_if_closed() {
+    if LOG_FD.load(SeqCst) < 0 {
+        if let Some(path) = LOG_PATH.get() {
+            let fd = open_file(path);
+            if fd >= 0 && LOG_FD.compare_exchange(-1, fd, SeqCst, SeqCst).is_err() {
+                sys::close_own(fd);
+            }
+        }
+    }
+}
+
+/// A fixed-size line buffer; text past its end is cut (a log line never allocates).
+pub struct Line {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.len() - 1 - self.len; // keep one byte for '\n'
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+impl Line {
+    /// Starts a line with the common fields: `ts=… prog=stallguard level=… pid=…`.
+    pub fn new(level: LogLevel) -> Line {
+        let mut l = Line {
+            buf: [0; 1024],
+            len: 0,
+        };
+        let (secs, ms) = wall_clock();
+        let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+        let sod = secs.rem_euclid(86_400);
+        let _ = write!(
+            l,
+            "ts={y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z prog=stallguard level={} pid={}",
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60,
+            level_name(level),
+            super::pid::pid(),
+        );
+        l
+    }
+
+    /// Writes the line to the log descriptor.
+    pub fn emit(mut self) {
+        self.buf[self.len] = b'\n';
+        self.len += 1;
+        WRITING.store(true, SeqCst);
+        let fd = LOG_FD.load(SeqCst);
+        if fd >= 0 {
+            write_all_once(fd, &self.buf[..self.len]);
+        }
+        WRITING.store(false, SeqCst);
+    }
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Off => "off",
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    }
+}
+
+/// Logs one line if `level` is enabled: `log!(Info, "event=reap fd={}", fd)`.
+macro_rules! log_line {
+    ($level:ident, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        if $crate::runtime::log::enabled(stallguard_policy::LogLevel::$level) {
+            let mut line = $crate::runtime::log::Line::new(stallguard_policy::LogLevel::$level);
+            let _ = write!(line, " ");
+            let _ = write!(line, $($arg)*);
+            line.emit();
+        }
+    }};
+}
+pub(crate) use log_line;
+
+/// Writes one line straight to stderr (configuration errors, before any log is set up).
+pub fn to_stderr(text: &str) {
+    let mut line = Line {
+        buf: [0; 1024],
+        len: 0,
+    };
+    let _ = line.write_str(text);
+    line.buf[line.len] = b'\n';
+    write_all_once(2, &line.buf[..line.len + 1]);
+}

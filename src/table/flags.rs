@@ -1,0 +1,85 @@
+//! The flags of a slot, typed: what is known about a tracked connection beyond its facts.
+//! (The live view publishes some of them under its own bit numbers: `watcher::publish` maps
+//! them explicitly onto `stallguard_shm`'s record flags.)
+
+use std::ops::BitOr;
+
+/// A set of slot flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flags(u32);
+
+impl Flags {
+    /// The shim itself shut this connection down (so EPIPE on it is ours, not the peer's).
+    pub const REAPED: Flags = Flags(1);
+    /// The fd is in an epoll interest set for input (the event loop waits on the client).
+    pub const EPOLL_IN: Flags = Flags(2);
+    /// Inherited over fork; judged only on facts this process's own hooks record.
+    pub const INHERITED: Flags = Flags(4);
+    /// Adopted at start (inetd); judged by the kernel's counters while no hook sees reads.
+    pub const KERNEL_VIEW: Flags = Flags(8);
+    /// Holds one of its source's STALLGUARD_PER_SOURCE places, given back when it ends.
+    pub const COUNTED: Flags = Flags(16);
+    /// A connection the program opened itself (STALLGUARD_OUTBOUND).
+    pub const OUTBOUND: Flags = Flags(32);
+    /// The program exempted it (stallguard_exempt): tracked, never judged.
+    pub const EXEMPT: Flags = Flags(64);
+    /// A duplicate (dup, dup2, F_DUPFD, inherited 0-2) of a connection tracked elsewhere.
+    pub const ALIAS: Flags = Flags(128);
+    /// The HTTP/1 lens follows this connection (its reads are fed to it); cleared for good
+    /// when the lens turns off or the connection becomes a tunnel.
+    pub const LENS: Flags = Flags(256);
+
+    /// The bits, as stored in the slot.
+    #[inline(always)]
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// The flags stored in a slot.
+    #[inline(always)]
+    pub(super) const fn from_bits(bits: u32) -> Flags {
+        Flags(bits)
+    }
+
+    /// Whether `self` and `other` share a flag.
+    #[inline(always)]
+    pub const fn intersects(self, other: Flags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub const fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+}
+
+impl BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, other: Flags) -> Flags {
+        self.union(other)
+    }
+}
+
+/// Every flag, for the check below.
+const ALL: [Flags; 9] = [
+    Flags::REAPED,
+    Flags::EPOLL_IN,
+    Flags::INHERITED,
+    Flags::KERNEL_VIEW,
+    Flags::COUNTED,
+    Flags::OUTBOUND,
+    Flags::EXEMPT,
+    Flags::ALIAS,
+    Flags::LENS,
+];
+
+// Each flag is one bit of its own.
+const _: () = {
+    let mut seen = 0u32;
+    let mut i = 0;
+    while i < ALL.len() {
+        assert!(ALL[i].0.count_ones() == 1);
+        assert!(seen & ALL[i].0 == 0);
+        seen |= ALL[i].0;
+        i += 1;
+    }
+};

@@ -1,0 +1,75 @@
+//! The shared tables, written by the hooks and read by the watcher, atomics only:
+//! * `slot`: one slot per fd (the connection's facts and its ownership protocol), `flags`;
+//! * `sources`: connections per client address (STALLGUARD_PER_SOURCE), shared across fork;
+//! * `stats`: this process's counters;
+//! * `lines`: the latest request line of each HTTP connection (a side table, for display).
+//!
+//! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
+//! kernel backs a page only when a slot on it is written (accept), so resident memory follows
+//! the fds in use, not `RLIMIT_NOFILE`; reading a never-written slot maps the shared zero page.
+//! A hook on an untracked fd costs a bounds check, one load of the slot state and a branch.
+
+mod flags;
+pub mod lines;
+mod slot;
+pub mod sources;
+pub mod stats;
+
+pub use crate::abi::socket::Identity;
+pub use flags::Flags;
+pub use slot::{phase, Slot, TRACKED};
+#[allow(unused_imports)] // the table's model test (tests/reliability) names every phase
+pub use slot::{ACTING, FREE};
+
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
+
+/// Descriptors at or above this are never tracked (fs.nr_open defaults to 2^20).
+pub const MAX_FDS: usize = 1 << 20;
+
+static BASE: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+/// One past the highest fd ever tracked in this process: the watcher scans `0..HIGH_WATER`.
+static HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
+
+/// Reserves the table. Called once by the constructor; without it nothing is ever tracked.
+pub fn init() -> bool {
+    if !BASE.load(Acquire).is_null() {
+        return true;
+    }
+    match crate::abi::sys::map_anonymous(MAX_FDS * std::mem::size_of::<Slot>(), false) {
+        Some(p) => {
+            BASE.store(p.cast(), Release);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The slot of `fd` whatever its state, if the table exists and fd is in range.
+#[inline(always)]
+pub fn slot(fd: libc::c_int) -> Option<&'static Slot> {
+    let base = BASE.load(Acquire);
+    if (fd as u32 as usize) >= MAX_FDS || base.is_null() {
+        return None;
+    }
+    // SAFETY: `base` is a live mapping of MAX_FDS slots (never unmapped), fd < MAX_FDS, and a
+    // zeroed slot is a valid Slot (all atomics).
+    Some(unsafe { &*base.add(fd as usize) })
+}
+
+/// The slot of `fd` if it is a tracked connection: the hooks' fast path.
+#[inline(always)]
+pub fn tracked(fd: libc::c_int) -> Option<&'static Slot> {
+    match slot(fd) {
+        Some(s) if s.is_tracked() => Some(s),
+        _ => None,
+    }
+}
+
+pub fn high_water() -> usize {
+    HIGH_WATER.load(Acquire)
+}
+
+/// `fd` is now tracked: the watcher must scan up to it.
+fn raise_high_water(fd: libc::c_int) {
+    HIGH_WATER.fetch_max(fd as usize + 1, AcqRel);
+}

@@ -1,0 +1,115 @@
+//! What the watcher does to a stalled connection: shut it down (or, in monitor mode, only say
+//! so), log one line, count it. Also the kernel queries the watcher makes on a connection.
+
+use crate::abi::socket;
+use crate::runtime::config;
+use crate::runtime::log::log_line;
+use crate::table::{stats, Flags, Identity, Slot};
+use stallguard_policy::{Action, Facts, Reason};
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Acts on the connection judged stalled in state `judged`.
+/// `kernel_view`: judged by the kernel's counters (an adopted stdio connection).
+pub fn reap(
+    fd: i32,
+    slot: &Slot,
+    judged: u32,
+    reason: Reason,
+    waited_ms: u64,
+    facts: &Facts,
+    kernel_view: bool,
+) {
+    let id = slot.identity();
+    let bytes_out = slot.bytes_out.load(std::sync::atomic::Ordering::Relaxed);
+    let line = |event: &str, action: &str| {
+        log_line!(
+            Info,
+            "event={event} fd={fd} peer={} port={} reason={} waited={} bytes_in={} bytes_out={} view={} action={action}{}",
+            Peer(&id),
+            id.local_port,
+            reason.as_str(),
+            Seconds(waited_ms),
+            facts.bytes_in,
+            bytes_out,
+            if kernel_view { "kernel" } else { "hooks" },
+            super::http::HttpFields::of(fd, facts),
+        )
+    };
+    // An operator's request is carried out even in monitor mode.
+    if config::policy().action == Action::Log && reason != Reason::Manual {
+        stats::count_reap(reason, false);
+        line("would_reap", "log");
+        return;
+    }
+    if !hold(fd, slot, judged, &id) {
+        return;
+    }
+    slot.set_flag(Flags::REAPED);
+    // Log before acting: the shutdown wakes the worker, and a process that exits right away
+    // (fork-per-connection, inetd) would otherwise take the unwritten line with it.
+    stats::count_reap(reason, true);
+    // A write-stall reap always resets: the FIN would queue behind data the client never
+    // reads, and the orphan would pin the send buffer in FIN-WAIT-1.
+    let reset = config::policy().action == Action::Rst || reason == Reason::WriteStall;
+    line("reap", if reset { "rst" } else { "shutdown" });
+    if reset {
+        socket::reset_on_close(fd); // the server's coming close() sends an RST
+    }
+    let done = socket::shutdown_both(fd);
+    slot.end_act(judged);
+    if let Err(err) = done {
+        log_line!(
+            Warn,
+            "event=reap_failed fd={fd} peer={} reason={} error=\"{err}\"",
+            Peer(&id),
+            reason.as_str()
+        );
+    }
+}
+
+/// Takes the slot (ACTING) so the fd cannot be closed and reused while we act on it, if it is
+/// still exactly the connection judged: same generation, same socket cookie. False (and the
+/// slot released) otherwise.
+fn hold(fd: i32, slot: &Slot, judged: u32, id: &Identity) -> bool {
+    if !slot.begin_act(judged) {
+        return false; // closed or re-tracked since we judged it: nothing to do
+    }
+    if id.cookie != 0 && socket::socket_cookie(fd) != Some(id.cookie) {
+        // The number now names another socket (closed through a path no hook sees).
+        slot.end_act(judged);
+        slot.untrack();
+        log_line!(
+            Debug,
+            "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
+        );
+        return false;
+    }
+    true
+}
+
+/// `127.0.0.1:5555` or `[::1]:5555`.
+pub struct Peer<'a>(pub &'a Identity);
+
+impl fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = self.0;
+        if id.family == libc::AF_UNIX as u16 {
+            write!(f, "unix")
+        } else if id.family == libc::AF_INET as u16 {
+            let ip = Ipv4Addr::new(id.peer_ip[0], id.peer_ip[1], id.peer_ip[2], id.peer_ip[3]);
+            write!(f, "{ip}:{}", id.peer_port)
+        } else {
+            write!(f, "[{}]:{}", Ipv6Addr::from(id.peer_ip), id.peer_port)
+        }
+    }
+}
+
+/// Milliseconds as seconds with millisecond precision: `1.103s`.
+pub struct Seconds(pub u64);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:03}s", self.0 / 1000, self.0 % 1000)
+    }
+}

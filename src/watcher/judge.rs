@@ -1,0 +1,65 @@
+//! Asks the verdict about every observed connection and hands the stalled ones to `act`;
+//! carries out the operator's requests (`stallguard reap`).
+
+use super::act;
+use super::observe::{Memory, Observation};
+use super::publish;
+use crate::abi::socket;
+use stallguard_policy::{is_stuck, judge, spared_by_unread, turn_ms, Reason, Verdict};
+
+pub fn judge_and_act(now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
+    for o in seen.iter_mut().filter(|o| !o.done && !o.exempt) {
+        let Some(timers) = o.timers else { continue };
+        if let Verdict::Stalled { reason, waited_ms } = judge(&o.facts, &timers, now) {
+            // Unread bytes in the kernel: the server has the turn, whatever its calls say.
+            if reason.is_client_turn()
+                && spared_by_unread(reason, socket::unread_bytes(o.fd).unwrap_or(0))
+            {
+                continue;
+            }
+            reap(o, reason, waited_ms, memory);
+        }
+    }
+}
+
+fn reap(o: &mut Observation, reason: Reason, waited_ms: u64, memory: &mut [Memory]) {
+    if let Some(slot) = crate::table::slot(o.fd) {
+        act::reap(
+            o.fd,
+            slot,
+            o.state,
+            reason,
+            waited_ms,
+            &o.facts,
+            o.kernel_view,
+        );
+        o.done = true;
+        if let Some(m) = memory.get_mut(o.fd as usize) {
+            m.done = true;
+        }
+    }
+}
+
+/// `stallguard reap PID --fd N | --stuck`: carried out here, by the process's own watcher.
+pub fn answer_operator(now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
+    let Some(request) = publish::take_request() else {
+        return;
+    };
+    let mut reaped = 0;
+    for o in seen.iter_mut().filter(|o| !o.done) {
+        let wanted = match request.fd {
+            Some(fd) => o.fd == fd,
+            None => is_stuck(&o.facts, now),
+        };
+        if wanted {
+            reap(
+                o,
+                Reason::Manual,
+                turn_ms(&o.facts, now).unwrap_or(0),
+                memory,
+            );
+            reaped += 1;
+        }
+    }
+    publish::answer(request.seq, reaped);
+}

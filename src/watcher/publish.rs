@@ -1,0 +1,317 @@
+//! The live view: this process's segment `/dev/shm/stallguard-<pid>` (layout in the
+//! `stallguard-shm` crate), which the `stallguard` command reads (`top`, `metrics`) and posts
+//! reap requests into. Created by the watcher with mode 0600, so only the process's user (or
+//! root) can read it or ask for a reap; removed at exit. Only the watcher writes it: the hooks
+//! never touch it, so it costs the hot path nothing.
+
+use super::observe::Observation;
+use crate::abi::sys;
+use crate::runtime::log::log_line;
+use crate::runtime::{clock, config, pid};
+use crate::table::stats;
+use stallguard_shm::{Header, Record, CAPACITY, MAGIC, SEGMENT_BYTES, VERSION};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering::*};
+
+static SEGMENT: AtomicPtr<Header> = AtomicPtr::new(std::ptr::null_mut());
+/// The pid the mapped segment belongs to (a forked child must not write its parent's).
+static OWNER: AtomicI32 = AtomicI32::new(0);
+static REMOVE_AT_EXIT: AtomicBool = AtomicBool::new(false);
+/// When the records were last rewritten (they are refreshed at most once a second; the
+/// counters every tick).
+static RECORDS_AT: AtomicU64 = AtomicU64::new(0);
+const RECORDS_EVERY_MS: u64 = 1000;
+
+/// Creates this process's segment (watcher start). Without /dev/shm the guard runs without
+/// a live view.
+pub fn open() {
+    let pid = pid::pid();
+    if OWNER.load(Acquire) == pid && !SEGMENT.load(Acquire).is_null() {
+        return;
+    }
+    remove_stale_segments();
+    let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid as u32)) else {
+        return;
+    };
+    let Some(p) = create(&path) else { return };
+    // SAFETY: a fresh shared mapping of SEGMENT_BYTES (zeroed by ftruncate), page-aligned,
+    // not yet published: no other reference to it exists in this process.
+    fill(unsafe { &mut *p }, pid);
+    OWNER.store(pid, Release);
+    SEGMENT.store(p, Release);
+    if !REMOVE_AT_EXIT.swap(true, AcqRel) {
+        sys::at_exit(remove_at_exit);
+    }
+}
+
+/// Creates the segment file at `path` (replacing a stale one of a dead process with our pid)
+/// and maps it.
+fn create(path: &std::ffi::CStr) -> Option<*mut Header> {
+    sys::unlink(path);
+    let fd = sys::create_exclusive(path);
+    if fd < 0 {
+        log_line!(
+            Debug,
+            "event=no_live_view error=\"{}\"",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    let mapped = if sys::truncate(fd, SEGMENT_BYTES) {
+        sys::map_file_shared(fd, SEGMENT_BYTES)
+    } else {
+        None
+    };
+    sys::close_own(fd); // the mapping stays
+    if mapped.is_none() {
+        sys::unlink(path);
+    }
+    mapped.map(|p| p.cast::<Header>())
+}
+
+/// The header of a new segment: layout, owner, policy.
+fn fill(h: &mut Header, pid: i32) {
+    h.magic = MAGIC;
+    h.version = VERSION;
+    h.record_size = std::mem::size_of::<Record>() as u32;
+    h.pid = pid as u32;
+    h.capacity = CAPACITY as u32;
+    h.tick_ms.store(config::policy().tick_ms as u32, Relaxed);
+    h.started_unix_ms.store(unix_ms(), Relaxed);
+    let text = config::policy().describe();
+    let n = text.len().min(stallguard_shm::POLICY_BYTES - 1);
+    h.policy[..n].copy_from_slice(&text.as_bytes()[..n]);
+}
+
+/// Segments of processes that died without running atexit (killed by a signal) are removed
+/// by the next watcher that starts (only ours: other users' files are not ours to delete).
+fn remove_stale_segments() {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = stallguard_shm::pid_of(&name.to_string_lossy()) else {
+            continue;
+        };
+        if sys::process_gone(pid as i32) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// atexit: remove the segment of the exiting process (atexit handlers are inherited over
+/// fork, hence the owner check: a child never removes its parent's segment).
+extern "C" fn remove_at_exit() {
+    let pid = sys::getpid();
+    if OWNER.load(Acquire) == pid {
+        if let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid as u32)) {
+            sys::unlink(&path);
+        }
+    }
+}
+
+/// In a forked child: the inherited mapping is the parent's segment; drop it (the child's
+/// watcher creates its own).
+pub fn forget_after_fork() {
+    let p = SEGMENT.swap(std::ptr::null_mut(), AcqRel);
+    OWNER.store(0, Release);
+    if !p.is_null() {
+        // SAFETY: the parent's mapping, made by `open`; only the watcher used it, and no
+        // watcher runs in this child yet.
+        unsafe { sys::unmap(p.cast(), SEGMENT_BYTES) };
+    }
+}
+
+fn segment() -> Option<&'static Header> {
+    let p = SEGMENT.load(Acquire);
+    // SAFETY: a non-null SEGMENT is a live mapping made by `open` for this pid; it is unmapped
+    // only in a forked child before its watcher starts.
+    (!p.is_null() && OWNER.load(Acquire) == pid::pid()).then(|| unsafe { &*p })
+}
+
+/// Publishes this tick: counters always, the connection records at most once a second.
+pub fn tick(now: u64, seen: &[Observation]) {
+    let Some(h) = segment() else { return };
+    let c = stats::counters();
+    h.tracked.store(c.tracked, Relaxed);
+    h.waiting.store(c.waiting, Relaxed);
+    h.rejected_over_cap.store(c.rejected_over_cap, Relaxed);
+    for i in 0..stallguard_shm::REASONS {
+        h.reaped[i].store(c.reaped[i], Relaxed);
+        h.would_reap[i].store(c.would_reap[i], Relaxed);
+    }
+    h.updated_unix_ms.store(unix_ms(), Relaxed);
+    if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
+    {
+        return;
+    }
+    RECORDS_AT.store(now, Relaxed);
+    let seq = h.seq.load(Relaxed);
+    h.seq.store(seq | 1, Release); // odd: writing
+    std::sync::atomic::fence(Release);
+    // SAFETY: the mapping is SEGMENT_BYTES long (made by `open`).
+    let records = unsafe { stallguard_shm::records(h) as *mut Record };
+    let n = seen.len().min(CAPACITY);
+    for (i, o) in seen.iter().take(n).enumerate() {
+        // SAFETY: i < CAPACITY records fit after the header; only the watcher writes them,
+        // readers detect a torn copy with the seqlock.
+        unsafe { records.add(i).write(record(o, now)) };
+    }
+    h.count.store(n as u32, Release);
+    h.seq.store((seq | 1) + 1, Release); // even again, and changed
+}
+
+/// What a record's flag bits say, from the observation: the explicit mapping of the
+/// watcher's view onto `stallguard_shm`'s published bits (the slot's own `table::Flags` have
+/// another numbering; no bit is copied across).
+/// The published bits of `o` (the client's turn as the verdict sees it: an HTTP request that
+/// is complete is the server's turn even with the fd in an epoll read set).
+fn record_flags(o: &Observation) -> u32 {
+    use stallguard_policy::client_turn_since;
+    use stallguard_shm::{
+        FLAG_ALIAS, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX,
+        FLAG_WOULD_REAP, TURN_CLIENT, TURN_WRITING,
+    };
+    [
+        (client_turn_since(&o.facts).is_some(), TURN_CLIENT),
+        (o.facts.write_pending_since != 0, TURN_WRITING),
+        // Only a real reap marks the slot; monitor mode merely logged it.
+        (o.done && o.reaped, FLAG_REAPED),
+        (o.done && !o.reaped, FLAG_WOULD_REAP),
+        (o.kernel_view, FLAG_KERNEL_VIEW),
+        (o.outbound, FLAG_OUTBOUND),
+        (o.exempt, FLAG_EXEMPT),
+        (o.alias, FLAG_ALIAS),
+        (o.identity.family == libc::AF_UNIX as u16, FLAG_UNIX),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |bits, (_, bit)| bits | bit)
+}
+
+fn record(o: &Observation, now: u64) -> Record {
+    let f = &o.facts;
+    let flags = record_flags(o);
+    let slot = crate::table::slot(o.fd);
+    Record {
+        fd: o.fd,
+        flags,
+        family: o.identity.family,
+        local_port: o.identity.local_port,
+        peer_port: o.identity.peer_port,
+        _pad: 0,
+        peer_ip: o.identity.peer_ip,
+        waiting_ms: stallguard_policy::turn_ms(f, now).unwrap_or(0),
+        bytes_in: f.bytes_in,
+        bytes_out: slot.map_or(0, |s| s.bytes_out.load(Relaxed)),
+        time_left_ms: o
+            .timers
+            .and_then(|t| stallguard_policy::time_left_ms(f, &t, now))
+            .unwrap_or(u64::MAX),
+        age_ms: now.saturating_sub(f.accepted_at),
+        stage: f
+            .framing
+            .map_or(0, |fr| fr.shown_stage(f.waiting_since != 0) as u32),
+        requests: f.framing.map_or(0, |fr| fr.requests),
+        line: f
+            .framing
+            .and_then(|_| crate::table::lines::request_line(o.fd))
+            .map_or([0; 8], |l| l.to_words()),
+    }
+}
+
+/// A reap request posted by `stallguard reap`.
+pub struct Request {
+    pub seq: u64,
+    /// `None`: every stuck connection.
+    pub fd: Option<i32>,
+}
+
+pub fn take_request() -> Option<Request> {
+    let h = segment()?;
+    let seq = h.request_seq.load(Acquire);
+    if seq == h.answer_seq.load(Acquire) {
+        return None;
+    }
+    let fd = match h.request_kind.load(Acquire) {
+        stallguard_shm::REQUEST_FD => Some(h.request_fd.load(Acquire)),
+        stallguard_shm::REQUEST_STUCK => None,
+        other => {
+            log_line!(Warn, "event=bad_request kind={other}");
+            answer(seq, 0);
+            return None;
+        }
+    };
+    log_line!(
+        Info,
+        "event=operator_request what={}",
+        fd.map_or("stuck".to_string(), |fd| format!("fd={fd}"))
+    );
+    Some(Request { seq, fd })
+}
+
+pub fn answer(seq: u64, reaped: u32) {
+    if let Some(h) = segment() {
+        h.answer_reaped.store(reaped, Relaxed);
+        h.answer_seq.store(seq, Release);
+    }
+}
+
+fn unix_ms() -> u64 {
+    let (s, ms) = clock::wall_clock();
+    (s as u64) * 1000 + u64::from(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Identity;
+
+    fn observation() -> Observation {
+        Observation {
+            fd: 5,
+            state: 1,
+            identity: Identity::default(),
+            facts: stallguard_policy::Facts::default(),
+            timers: None,
+            kernel_view: false,
+            outbound: false,
+            done: false,
+            reaped: false,
+            exempt: false,
+            alias: false,
+        }
+    }
+
+    #[test]
+    fn record_flags_map_each_fact_onto_its_published_bit() {
+        assert_eq!(record_flags(&observation()), 0);
+        let logged = Observation {
+            done: true,
+            ..observation()
+        };
+        assert_eq!(record_flags(&logged), stallguard_shm::FLAG_WOULD_REAP);
+        let reaped = Observation {
+            done: true,
+            reaped: true,
+            ..observation()
+        };
+        // The slot's REAPED is bit 1, the record's is bit 4: mapped, never copied.
+        assert_eq!(record_flags(&reaped), stallguard_shm::FLAG_REAPED);
+        let mut all = Observation {
+            done: true,
+            reaped: true,
+            kernel_view: true,
+            outbound: true,
+            exempt: true,
+            alias: true,
+            ..observation()
+        };
+        all.identity.family = libc::AF_UNIX as u16;
+        all.facts.waiting_since = 1;
+        all.facts.write_pending_since = 1;
+        let every = stallguard_shm::RECORD_BITS.iter().fold(0, |a, b| a | b);
+        let every = every & !stallguard_shm::FLAG_WOULD_REAP;
+        assert_eq!(record_flags(&all), every);
+    }
+}
