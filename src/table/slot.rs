@@ -385,8 +385,13 @@ impl Slot {
         self.waiting_since.store(0, Relaxed);
         self.write_pending_since.store(0, Relaxed);
         // The parent gives the source's place back when it closes its copy, not us.
-        self.clear_flag(Flags::EPOLL_IN | Flags::COUNTED);
+        self.clear_flag(Flags::EPOLL_IN | Flags::COUNTED | Flags::LENS);
         self.set_flag(Flags::INHERITED);
+        // No lens in the child: a CGI child holding the parent's connection must not run the
+        // parent's header/body timers; it is judged by what its own hooks see, as before.
+        for w in &self.lens {
+            w.store(0, Relaxed);
+        }
     }
 }
 
