@@ -180,7 +180,7 @@ pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
     // The first expired timer in priority order wins.
     running(f, policy)
         .into_iter()
-        .flatten()
+        .filter(Running::runs)
         .find(|t| now >= t.at)
         .map_or(Verdict::Healthy, |t| Verdict::Stalled {
             reason: t.reason,
@@ -196,11 +196,16 @@ pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
 /// server has the turn, or the relevant timers are off). The same rules as [`judge`], solved
 /// for time: `judge` reports a stall exactly from this instant on (a unit test checks it).
 pub fn deadline(f: &Facts, policy: &Timers) -> Option<u64> {
-    running(f, policy).into_iter().flatten().map(|t| t.at).min()
+    running(f, policy)
+        .into_iter()
+        .filter(Running::runs)
+        .map(|t| t.at)
+        .min()
 }
 
 /// One timer that runs on a connection: it expires at `at`; the wait it reports started at
-/// `from` (0: not known, reported as 0).
+/// `from` (0: not known, reported as 0). Plain integers, every field always set (no `Option`
+/// with uninitialised payload bytes for valgrind to see compared).
 #[derive(Clone, Copy)]
 struct Running {
     reason: Reason,
@@ -208,19 +213,34 @@ struct Running {
     at: u64,
 }
 
-/// Every timer that runs on this connection now, in the order `judge` checks them.
-fn running(f: &Facts, policy: &Timers) -> [Option<Running>; 7] {
-    let timer = |reason, from: u64, at: u64| Some(Running { reason, from, at });
-    let rate_timer = |reason, r: Option<RequestPolicy>, start: u64, bytes: u64| {
-        let r = r.filter(|_| start != 0)?;
-        let stage = StageTimer {
-            timeout_ms: r.timeout_ms,
-            max_ms: r.max_ms,
-            min_rate: r.min_rate,
-        };
-        timer(reason, start, stage.deadline(start, bytes))
+impl Running {
+    /// A timer that does not run.
+    const NONE: Running = Running {
+        reason: Reason::Manual,
+        from: 0,
+        at: u64::MAX,
     };
-    let mut t: [Option<Running>; 7] = [None; 7];
+
+    fn runs(&self) -> bool {
+        self.at != u64::MAX
+    }
+}
+
+/// Every timer that runs on this connection now, in the order `judge` checks them.
+fn running(f: &Facts, policy: &Timers) -> [Running; 7] {
+    let timer = |reason, from: u64, at: u64| Running { reason, from, at };
+    let rate_timer = |reason, r: Option<RequestPolicy>, start: u64, bytes: u64| match r {
+        Some(r) if start != 0 => {
+            let stage = StageTimer {
+                timeout_ms: r.timeout_ms,
+                max_ms: r.max_ms,
+                min_rate: r.min_rate,
+            };
+            timer(reason, start, stage.deadline(start, bytes))
+        }
+        _ => Running::NONE,
+    };
+    let mut t = [Running::NONE; 7];
     // The program's own deadline binds whoever has the turn: it asked for it.
     if f.own_deadline != 0 {
         t[0] = timer(Reason::Deadline, f.accepted_at, f.own_deadline);
