@@ -8,6 +8,7 @@
 //! so no host signal handler ever runs on it.
 
 mod act;
+mod http;
 mod judge;
 mod observe;
 pub mod publish;
