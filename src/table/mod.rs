@@ -1,7 +1,10 @@
 //! The shared tables, written by the hooks and read by the watcher, atomics only:
 //! * `slot`: one slot per fd (the connection's facts and its ownership protocol), `flags`;
 //! * `sources`: connections per client address (STALLGUARD_PER_SOURCE), shared across fork;
+//! * `holders`: which processes still hold a counted connection (its place is given back by
+//!   the last one);
 //! * `stats`: this process's counters;
+//! * `lines`: the latest request line of each HTTP connection (a side table, for display);
 //! * `owners`: after the program split its fd table, which thread tracked each connection.
 //!
 //! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
@@ -10,6 +13,8 @@
 //! A hook on an untracked fd costs a bounds check, one load of the slot state and a branch.
 
 mod flags;
+pub mod holders;
+pub mod lines;
 pub mod owners;
 mod slot;
 pub mod sources;

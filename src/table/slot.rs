@@ -12,7 +12,7 @@
 //! thread at a time does I/O on a connection in practice, and a lost update only blurs a byte
 //! count or a timestamp, never the ownership protocol above.
 
-use super::{raise_high_water, sources, Flags, Identity};
+use super::{holders, raise_high_water, sources, Flags, Identity};
 use crate::abi::errno::errno_is_retry;
 use crate::abi::sys::yield_now;
 use crate::runtime::clock::now_ms;
@@ -47,9 +47,17 @@ pub struct Slot {
     pub accepted_at: AtomicU64,
     /// An outbound connect() in progress since (0: not connecting).
     pub connecting_since: AtomicU64,
-    // Third cache line: set only through the cooperation API (include/stallguard.h).
+    // Third cache line: the cooperation API and the HTTP/1 lens (only HTTP connections).
     /// The program's own deadline for this connection (0: none).
     pub own_deadline: AtomicU64,
+    /// With `Flags::COUNTED`: the connection's hold in `holders` (0: counted the old way,
+    /// its place given back when this fd closes).
+    pub hold: AtomicU32,
+    /// The lens's state (`stallguard_lens::Lens::to_words`).
+    pub lens: [AtomicU64; 4],
+    /// When the lens's current stage started, and the bytes read in it (MinRate).
+    pub stage_since: AtomicU64,
+    pub stage_bytes: AtomicU64,
 }
 
 pub fn phase(state: u32) -> u32 {
@@ -68,6 +76,7 @@ impl Slot {
             self.give_back_source(); // the old one was closed where no hook saw it
         }
         self.flags.store(0, Relaxed); // a new connection: no flag of the old one applies
+        self.hold.store(0, Relaxed);
         for f in [
             &self.waiting_since,
             &self.first_wait_at,
@@ -80,8 +89,15 @@ impl Slot {
             &self.bytes_out,
             &self.connecting_since,
             &self.own_deadline,
+            &self.stage_since,
+            &self.stage_bytes,
         ] {
             f.store(0, Relaxed);
+        }
+        // A zero lens is a fresh one, fed only once the accept path sets Flags::LENS (outbound,
+        // adopted and alias connections never are: today's rules).
+        for w in &self.lens {
+            w.store(0, Relaxed);
         }
         self.set_identity(id);
         self.accepted_at.store(now, Relaxed);
@@ -108,6 +124,12 @@ impl Slot {
             to.store(from.load(Relaxed), Relaxed);
         }
         self.set_flag(Flags::ALIAS);
+        // A copy keeps the connection's place held in this process until the last fd closes.
+        let hold = src.hold.load(Acquire);
+        if hold != 0 && src.has_flag(Flags::COUNTED) {
+            holders::share(hold);
+            self.hold_place(hold);
+        }
     }
 
     /// Stops tracking (the fd is being closed). Waits while the watcher acts on it, so the
@@ -132,11 +154,22 @@ impl Slot {
         }
     }
 
-    /// Returns the per-source place this connection held, if any (exactly once).
+    /// This fd holds its connection's per-source place through the hold `hold` (0: counted
+    /// the old way, directly).
+    pub fn hold_place(&self, hold: u32) {
+        self.hold.store(hold, Release);
+        self.set_flag(Flags::COUNTED);
+    }
+
+    /// Lets go of the per-source place this fd held, if any (exactly once): through its hold
+    /// (given back when the last fd of the last process closes), or directly.
     fn give_back_source(&self) {
         let counted = Flags::COUNTED.bits();
         if self.flags.fetch_and(!counted, AcqRel) & counted != 0 {
-            sources::release(sources::source_key(&self.identity()));
+            match self.hold.swap(0, AcqRel) {
+                0 => sources::release(sources::source_key(&self.identity())),
+                hold => holders::let_go(hold),
+            }
         }
     }
 
@@ -246,6 +279,12 @@ impl Slot {
         }
     }
 
+    /// The server stopped waiting on the client (it removed its read interest).
+    #[inline(always)]
+    pub fn end_wait(&self) {
+        self.waiting_since.store(0, Relaxed);
+    }
+
     /// Records the result of a read-family call; `errno_now` is read only when `r < 0`.
     #[inline(always)]
     pub fn record_read(&self, r: isize, peek: bool) {
@@ -319,7 +358,46 @@ impl Slot {
             request_start: self.request_start.load(Relaxed),
             request_bytes: self.request_bytes.load(Relaxed),
             write_pending_since: self.write_pending_since.load(Relaxed),
+            framing: self.framing(),
         }
+    }
+
+    // ---- the HTTP/1 lens (track::lens feeds it; the verdict reads its stage) ----
+
+    /// The lens's state. The words may mix two updates when read by the watcher;
+    /// `Lens::from_words` accepts any words, and the stage comes from one of them.
+    pub fn lens_state(&self) -> stallguard_lens::Lens {
+        stallguard_lens::Lens::from_words(std::array::from_fn(|i| self.lens[i].load(Relaxed)))
+    }
+
+    pub fn set_lens_state(&self, lens: &stallguard_lens::Lens) {
+        for (cell, w) in self.lens.iter().zip(lens.to_words()) {
+            cell.store(w, Relaxed);
+        }
+    }
+
+    /// The lens's stage entered now (or, for a request's header stage, at `since`), with
+    /// `bytes` already read in it.
+    pub fn stage_started(&self, since: u64, bytes: u64) {
+        self.stage_since.store(since, Relaxed);
+        self.stage_bytes.store(bytes, Relaxed);
+    }
+
+    /// `n` more bytes read in the current stage.
+    pub fn stage_read(&self, n: u64) {
+        add(&self.stage_bytes, n);
+    }
+
+    /// What the verdict needs, when the lens knows the framing.
+    pub fn framing(&self) -> Option<stallguard_policy::Framing> {
+        let lens = self.lens_state();
+        let stage = lens.stage();
+        stage.is_framed().then(|| stallguard_policy::Framing {
+            stage,
+            since: self.stage_since.load(Relaxed),
+            bytes: self.stage_bytes.load(Relaxed),
+            requests: lens.requests(),
+        })
     }
 
     /// In a forked child: the parent's in-flight calls do not exist here.
@@ -328,9 +406,19 @@ impl Slot {
         // connection (mini_httpd reads the headers, then a forked child reads the body).
         self.waiting_since.store(0, Relaxed);
         self.write_pending_since.store(0, Relaxed);
-        // The parent gives the source's place back when it closes its copy, not us.
-        self.clear_flag(Flags::EPOLL_IN | Flags::COUNTED);
+        // A connection with a hold is held by this child too (counted before the fork); one
+        // counted the old way is given back by the parent when it closes its copy, not us.
+        // The lens stays with the parent (a CGI child is judged by its own calls).
+        self.clear_flag(Flags::EPOLL_IN | Flags::LENS);
+        if self.hold.load(Acquire) == 0 {
+            self.clear_flag(Flags::COUNTED);
+        }
         self.set_flag(Flags::INHERITED);
+        // No lens in the child: a CGI child holding the parent's connection must not run the
+        // parent's header/body timers; it is judged by what its own hooks see, as before.
+        for w in &self.lens {
+            w.store(0, Relaxed);
+        }
     }
 }
 

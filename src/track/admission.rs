@@ -8,8 +8,9 @@
 use crate::abi::errno::ErrnoGuard;
 use crate::abi::{real, socket};
 use crate::runtime::{clock, config, start_watcher};
+use crate::table::holders;
 use crate::table::sources::{self, source_key};
-use crate::table::{self, stats, Flags, Identity};
+use crate::table::{self, stats, Identity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -61,8 +62,10 @@ pub fn admitted(fd: libc::c_int) -> bool {
         Admission::Ignore => true,
         Admission::Track { counted } => {
             slot.track(fd, &id, clock::refresh());
+            super::lens::arm(slot, id.local_port);
             if counted {
-                slot.set_flag(Flags::COUNTED);
+                // Held until the last process holding it lets go (fork-per-connection).
+                slot.hold_place(holders::adopt(source_key(&id)));
             }
             arm_backstops(fd, &id);
             start_watcher();

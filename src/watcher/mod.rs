@@ -9,6 +9,7 @@
 //! so no host signal handler ever runs on it.
 
 mod act;
+mod http;
 mod judge;
 mod observe;
 pub mod publish;
@@ -96,6 +97,7 @@ fn run() {
         judge::answer_operator(now, &mut seen, &mut memory);
         let (tracked, waiting) = distinct_connections(&seen, &mut scratch);
         stats::publish_tick(tracked, waiting);
+        crate::table::holders::sweep(now);
         publish::tick(now, &seen);
         reports.tick(now, &seen);
         sys::sleep_ms(policy.tick_ms);

@@ -164,13 +164,16 @@ pub fn tick(now: u64, seen: &[Observation]) {
 /// What a record's flag bits say, from the observation: the explicit mapping of the
 /// watcher's view onto `stallguard_shm`'s published bits (the slot's own `table::Flags` have
 /// another numbering; no bit is copied across).
+/// The published bits of `o` (the client's turn as the verdict sees it: an HTTP request that
+/// is complete is the server's turn even with the fd in an epoll read set).
 fn record_flags(o: &Observation) -> u32 {
+    use stallguard_policy::client_turn_since;
     use stallguard_shm::{
         FLAG_ALIAS, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX,
         FLAG_WOULD_REAP, TURN_CLIENT, TURN_WRITING,
     };
     [
-        (o.facts.waiting_since != 0, TURN_CLIENT),
+        (client_turn_since(&o.facts).is_some(), TURN_CLIENT),
         (o.facts.write_pending_since != 0, TURN_WRITING),
         // Only a real reap marks the slot; monitor mode merely logged it.
         (o.done && o.reaped, FLAG_REAPED),
@@ -206,43 +209,80 @@ fn record(o: &Observation, now: u64) -> Record {
             .and_then(|t| stallguard_policy::time_left_ms(f, &t, now))
             .unwrap_or(u64::MAX),
         age_ms: now.saturating_sub(f.accepted_at),
+        stage: f
+            .framing
+            .map_or(0, |fr| fr.shown_stage(f.waiting_since != 0) as u32),
+        requests: f.framing.map_or(0, |fr| fr.requests),
+        line: f
+            .framing
+            .and_then(|_| crate::table::lines::request_line(o.fd))
+            .map_or([0; 8], |l| l.to_words()),
     }
 }
 
 /// A reap request posted by `stallguard reap`.
 pub struct Request {
-    pub seq: u64,
+    pub ticket: u64,
     /// `None`: every stuck connection.
     pub fd: Option<i32>,
 }
 
-pub fn take_request() -> Option<Request> {
-    let h = segment()?;
-    let seq = h.request_seq.load(Acquire);
-    if seq == h.answer_seq.load(Acquire) {
-        return None;
+/// A ticket claimed by a command but not posted, and since when (ms): a command killed
+/// between claim and post would otherwise block the mailbox for good.
+static CLAIMED: AtomicU64 = AtomicU64::new(u64::MAX);
+static CLAIMED_SINCE: AtomicU64 = AtomicU64::new(0);
+const ABANDON_CLAIM_AFTER_MS: u64 = 2000;
+
+/// The next request in the mailbox (in the order they were posted), if any.
+pub fn take_request(now: u64) -> Option<Request> {
+    use stallguard_shm::Take;
+    let mailbox = &segment()?.mailbox;
+    loop {
+        let r = match mailbox.peek() {
+            Take::Empty => return None,
+            Take::Claimed(t) => {
+                if CLAIMED.swap(t, Relaxed) != t {
+                    CLAIMED_SINCE.store(now, Relaxed);
+                } else if now.saturating_sub(CLAIMED_SINCE.load(Relaxed)) >= ABANDON_CLAIM_AFTER_MS
+                    && mailbox.abandon(t)
+                {
+                    log_line!(Warn, "event=bad_request msg=\"claimed, never posted\"");
+                    continue;
+                }
+                return None;
+            }
+            Take::Request(r) if r.expired(now) => {
+                // Its command gave up; the fd may name another connection by now.
+                log_line!(Warn, "event=operator_request_expired fd={}", r.fd);
+                mailbox.answer(r.ticket, 0);
+                continue;
+            }
+            Take::Request(r) => r,
+        };
+        let fd = match r.kind {
+            stallguard_shm::REQUEST_FD => Some(r.fd),
+            stallguard_shm::REQUEST_STUCK => None,
+            other => {
+                log_line!(Warn, "event=bad_request kind={other}");
+                mailbox.answer(r.ticket, 0);
+                continue;
+            }
+        };
+        log_line!(
+            Info,
+            "event=operator_request what={}",
+            fd.map_or("stuck".to_string(), |fd| format!("fd={fd}"))
+        );
+        return Some(Request {
+            ticket: r.ticket,
+            fd,
+        });
     }
-    let fd = match h.request_kind.load(Acquire) {
-        stallguard_shm::REQUEST_FD => Some(h.request_fd.load(Acquire)),
-        stallguard_shm::REQUEST_STUCK => None,
-        other => {
-            log_line!(Warn, "event=bad_request kind={other}");
-            answer(seq, 0);
-            return None;
-        }
-    };
-    log_line!(
-        Info,
-        "event=operator_request what={}",
-        fd.map_or("stuck".to_string(), |fd| format!("fd={fd}"))
-    );
-    Some(Request { seq, fd })
 }
 
-pub fn answer(seq: u64, reaped: u32) {
+pub fn answer(ticket: u64, reaped: u32) {
     if let Some(h) = segment() {
-        h.answer_reaped.store(reaped, Relaxed);
-        h.answer_seq.store(seq, Release);
+        h.mailbox.answer(ticket, reaped);
     }
 }
 

@@ -288,6 +288,11 @@ pub fn tcp_bytes_acked(fd: i32, cookie: u64) -> Option<u64> {
     query(fd, cookie, socket::tcp_bytes_acked)
 }
 
+/// [`socket::unread_bytes`] of the connection on `fd`.
+pub fn unread_bytes(fd: i32, cookie: u64) -> Option<u64> {
+    query(fd, cookie, socket::unread_bytes)
+}
+
 /// [`socket::is_established`] of the connection on `fd`.
 pub fn is_established(fd: i32, cookie: u64) -> bool {
     query(fd, cookie, |s| Some(socket::is_established(s))).unwrap_or(false)
