@@ -25,6 +25,9 @@ impl Flags {
     pub const EXEMPT: Flags = Flags(64);
     /// A duplicate (dup, dup2, F_DUPFD, inherited 0-2) of a connection tracked elsewhere.
     pub const ALIAS: Flags = Flags(128);
+    /// The HTTP/1 lens follows this connection (its reads are fed to it); cleared for good
+    /// when the lens turns off or the connection becomes a tunnel.
+    pub const LENS: Flags = Flags(256);
 
     /// The bits, as stored in the slot.
     #[inline(always)]
@@ -57,7 +60,7 @@ impl BitOr for Flags {
 }
 
 /// Every flag, for the check below.
-const ALL: [Flags; 8] = [
+const ALL: [Flags; 9] = [
     Flags::REAPED,
     Flags::EPOLL_IN,
     Flags::INHERITED,
@@ -66,6 +69,7 @@ const ALL: [Flags; 8] = [
     Flags::OUTBOUND,
     Flags::EXEMPT,
     Flags::ALIAS,
+    Flags::LENS,
 ];
 
 // Each flag is one bit of its own.

@@ -4,6 +4,8 @@
 //! * `holders`: which processes still hold a counted connection (its place is given back by
 //!   the last one);
 //! * `stats`: this process's counters;
+//! * `lines`: the latest request line of each HTTP connection (a side table, for display);
+//! * `owners`: after the program split its fd table, which thread tracked each connection.
 //! * `listeners`: the listening sockets, whose accept queues the watcher reads (pressure).
 //!
 //! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
@@ -13,7 +15,9 @@
 
 mod flags;
 pub mod holders;
+pub mod lines;
 pub mod listeners;
+pub mod owners;
 mod slot;
 pub mod sources;
 pub mod stats;

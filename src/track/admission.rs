@@ -62,6 +62,7 @@ pub fn admitted(fd: libc::c_int) -> bool {
         Admission::Ignore => true,
         Admission::Track { counted } => {
             slot.track(fd, &id, clock::refresh());
+            super::lens::arm(slot, id.local_port);
             if counted {
                 // Held until the last process holding it lets go (fork-per-connection).
                 slot.hold_place(holders::adopt(source_key(&id)));

@@ -2,7 +2,7 @@
 //! from the kernel's counters for adopted stdio connections), completed with the watcher's
 //! own memory of kernel progress, and the timers that apply to it.
 
-use crate::abi::socket;
+use super::reach;
 use crate::runtime::config;
 use crate::table::{self, phase, Flags, Identity, TRACKED};
 use stallguard_policy::pressure::Window;
@@ -84,11 +84,13 @@ fn observe(
     now: u64,
 ) -> Option<Observation> {
     let policy = config::policy();
+    // Only for the kernel queries (rare: they take a copy of the socket, see `reach`).
+    let cookie = || slot.identity().cookie;
     let mut facts = slot.facts();
     let kernel_view = slot.has_flag(Flags::KERNEL_VIEW) && facts.first_wait_at == 0;
     if kernel_view {
         // No hook has seen this program read: judge by the kernel's counters.
-        let sample = socket::kernel_sample(fd)?;
+        let sample = reach::kernel_sample(fd, cookie())?;
         let accepted_at = facts.accepted_at;
         facts = mem
             .kernel
@@ -96,7 +98,7 @@ fn observe(
             .observe(sample, now);
         facts.accepted_at = accepted_at;
     } else if facts.write_pending_since != 0 {
-        if let Some(acked) = socket::tcp_bytes_acked(fd) {
+        if let Some(acked) = reach::tcp_bytes_acked(fd, cookie()) {
             if mem.acked.is_some_and(|seen| seen != acked) {
                 mem.acked_moved_at = now;
             }
@@ -108,7 +110,7 @@ fn observe(
         mem.out = Window::default(); // no response in progress
     }
     let outbound = slot.has_flag(Flags::OUTBOUND);
-    if outbound && facts.connecting_since != 0 && socket::is_established(fd) {
+    if outbound && facts.connecting_since != 0 && reach::is_established(fd, cookie()) {
         // A non-blocking connect completed (the program learns it from poll + SO_ERROR,
         // which no hook records).
         slot.connecting_since.store(0, Relaxed);
@@ -154,7 +156,8 @@ fn response_window(facts: &mut Facts, mem: &mut Memory, acked: u64, slot: &table
 /// How many distinct connections `seen` holds (dup'ed fds of one connection count once).
 /// Sorting happens only when there are aliases, which most servers never have.
 pub fn distinct_connections(seen: &[Observation], scratch: &mut Vec<u64>) -> (u64, u64) {
-    let waiting = |o: &Observation| o.facts.waiting_since != 0;
+    // The client's turn as the verdict sees it (a complete HTTP request is the server's turn).
+    let waiting = |o: &Observation| stallguard_policy::client_turn_since(&o.facts).is_some();
     if !seen.iter().any(|o| o.alias) {
         return (
             seen.len() as u64,

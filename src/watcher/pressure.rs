@@ -4,7 +4,8 @@
 //! hold workers, is *under pressure*; there the connections on the client's turn proven slow
 //! over the grace (`stallguard_policy::pressure`) are reaped, longest-stalled first, at most as
 //! many as clients wait (plus a margin). The decisions are the policy crate's; this module
-//! only gathers the facts (listener queues, TCP_INFO of the candidates) and acts.
+//! only gathers the facts (listener queues, TCP_INFO of the candidates, both through
+//! `reach`: the watcher may have left the program's fd table) and acts.
 //!
 //! Its state is its own: the per-fd progress windows (only for candidates on ports under
 //! pressure: a quiet server costs one TCP_INFO per listener per tick) and the per-port
@@ -12,7 +13,7 @@
 
 use super::act::{self, Why};
 use super::observe::{Memory, Observation};
-use crate::abi::socket;
+use super::reach;
 use crate::runtime::config;
 use crate::runtime::log::log_line;
 use crate::table::{self, listeners, stats};
@@ -93,7 +94,7 @@ impl Pressure {
     /// are listeners.
     fn read_listeners(&mut self) {
         let loads = &mut self.loads;
-        listeners::each(|fd| match socket::listener_queue(fd) {
+        listeners::each(|fd| match reach::listener_queue(fd) {
             Some((queue, port)) => load_of(loads, port).accept_queue += queue,
             None => listeners::forget(fd),
         });
@@ -113,7 +114,7 @@ impl Pressure {
             if !applies(o) || o.identity.local_port != load.port || !on_clients_turn(o) {
                 continue;
             }
-            let Some(mut k) = socket::tcp_progress(o.fd) else {
+            let Some(mut k) = reach::tcp_progress(o.fd, o.identity.cookie) else {
                 continue;
             };
             if o.facts.accepted_at != 0 {

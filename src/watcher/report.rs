@@ -99,13 +99,14 @@ fn report(now: u64, seen: &[Observation]) {
         let left = o.timers.and_then(|t| time_left_ms(&o.facts, &t, now));
         log_line!(
             Info,
-            "event=stuck fd={} peer={} port={} turn={turn} waited={} bytes_in={} time_left={}",
+            "event=stuck fd={} peer={} port={} turn={turn} waited={} bytes_in={} time_left={}{}",
             o.fd,
             Peer(&o.identity),
             o.identity.local_port,
             Seconds(turn_ms(&o.facts, now).unwrap_or(0)),
             o.facts.bytes_in,
             left.map_or("none".to_string(), |ms| Seconds(ms).to_string()),
+            super::http::HttpFields::of(o.fd, &o.facts),
         );
     }
     if stuck.len() > REPORT_LINES_MAX {
@@ -127,7 +128,8 @@ fn write_metrics_file() {
     let path = template.replace("{pid}", &pid.to_string());
     let tmp = format!("{path}.tmp.{pid}");
     let text = stats::counters().prometheus(&format!("pid=\"{pid}\""));
-    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+    // Not std::fs::write: its write and close would go through the hooks (see sys::write_file).
+    if sys::write_file(tmp.as_ref(), text.as_bytes()) && std::fs::rename(&tmp, &path).is_ok() {
         static REMOVE_REGISTERED: std::sync::atomic::AtomicI32 =
             std::sync::atomic::AtomicI32::new(0);
         if REMOVE_REGISTERED.swap(pid, std::sync::atomic::Ordering::AcqRel) != pid {
