@@ -25,6 +25,11 @@ impl Flags {
     pub const EXEMPT: Flags = Flags(64);
     /// A duplicate (dup, dup2, F_DUPFD, inherited 0-2) of a connection tracked elsewhere.
     pub const ALIAS: Flags = Flags(128);
+    /// The keepalive backstop is still to be set (by the watcher, at its first look).
+    pub const KEEPALIVE_DUE: Flags = Flags(256);
+    /// Not a connection: the slot of a listening socket, caching what the connections it
+    /// accepts inherit (`Slot::cached_listener`). Cleared when the fd is tracked or reused.
+    pub const LISTENER: Flags = Flags(512);
 
     /// The bits, as stored in the slot.
     #[inline(always)]
@@ -57,7 +62,7 @@ impl BitOr for Flags {
 }
 
 /// Every flag, for the check below.
-const ALL: [Flags; 8] = [
+const ALL: [Flags; 10] = [
     Flags::REAPED,
     Flags::EPOLL_IN,
     Flags::INHERITED,
@@ -66,6 +71,8 @@ const ALL: [Flags; 8] = [
     Flags::OUTBOUND,
     Flags::EXEMPT,
     Flags::ALIAS,
+    Flags::KEEPALIVE_DUE,
+    Flags::LISTENER,
 ];
 
 // Each flag is one bit of its own.

@@ -6,10 +6,11 @@
 //! program never sees it.
 
 use crate::abi::errno::ErrnoGuard;
+use crate::abi::socket::Listener;
 use crate::abi::{real, socket};
 use crate::runtime::{clock, config, start_watcher};
 use crate::table::sources::{self, source_key};
-use crate::table::{self, stats, Flags, Identity};
+use crate::table::{self, stats, Flags, Identity, Slot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -41,19 +42,36 @@ pub fn decide(id: &Identity) -> Admission {
     }
 }
 
-/// After accept returned `fd`: tracks it if it is a connection we guard. False if it was
-/// refused (and closed): the hook then waits for the next one.
-pub fn admitted(fd: libc::c_int) -> bool {
+/// After accept on `listener` returned `fd` (`peer`: the address accept returned, when
+/// complete): tracks it if it is a connection we guard. False if it was refused (and
+/// closed): the hook then waits for the next one.
+///
+/// Syscalls per tracked connection: SO_COOKIE, and TCP_USER_TIMEOUT when its listener has
+/// none. The peer address comes from accept itself, the port, family and inherited options
+/// from the listener (read once per listener); keepalive is set later by the watcher.
+pub fn admitted(
+    listener: libc::c_int,
+    fd: libc::c_int,
+    peer: Option<&libc::sockaddr_storage>,
+) -> bool {
     if !config::enabled() {
         return true;
     }
     let _errno = ErrnoGuard::new();
-    let id = socket::identify_tcp(fd).or_else(|| {
-        config::policy()
-            .unix
-            .then(|| socket::identify_unix(fd))
-            .flatten()
-    });
+    let from = listener_facts(listener);
+    let id = match from {
+        Some(l) if l.tcp => peer
+            .and_then(|p| l.identify(fd, p))
+            .or_else(|| socket::identify_tcp(fd)),
+        Some(l) if l.unix_stream => config::policy().unix.then(|| socket::unix_identity(fd)),
+        Some(_) => None,
+        None => socket::identify_tcp(fd).or_else(|| {
+            config::policy()
+                .unix
+                .then(|| socket::identify_unix(fd))
+                .flatten()
+        }),
+    };
     let (Some(id), Some(slot)) = (id, table::slot(fd)) else {
         return true;
     };
@@ -64,7 +82,7 @@ pub fn admitted(fd: libc::c_int) -> bool {
             if counted {
                 slot.set_flag(Flags::COUNTED);
             }
-            arm_backstops(fd, &id);
+            arm_backstops(fd, slot, &id, from.as_ref());
             start_watcher();
             true
         }
@@ -78,20 +96,44 @@ pub fn admitted(fd: libc::c_int) -> bool {
     }
 }
 
-/// Sets the kernel backstops the policy asks for on a newly tracked connection.
-pub fn arm_backstops(fd: i32, id: &Identity) {
+/// What the connections of `listener` inherit, from the cache in its slot (asked of the
+/// kernel on its first accept). None if it cannot be known (then each connection is asked).
+fn listener_facts(listener: libc::c_int) -> Option<Listener> {
+    let slot = table::slot(listener)?;
+    if let Some(word) = slot.cached_listener() {
+        return Some(Listener::from_word(word));
+    }
+    let l = Listener::read(listener)?;
+    slot.cache_listener(l.to_word());
+    Some(l)
+}
+
+/// Sets the kernel backstops the policy asks for on a newly tracked connection: those it
+/// does not inherit from its listener (`from`, when known). Keepalive is left to the
+/// watcher's first look (`Flags::KEEPALIVE_DUE`).
+pub fn arm_backstops(fd: i32, slot: &Slot, id: &Identity, from: Option<&Listener>) {
     let policy = config::policy();
     let Some(timers) = policy.timers_for_port(id.local_port) else {
         return;
     };
     if policy.backstops && id.family != libc::AF_UNIX as u16 {
-        socket::apply_backstops(fd, timers.write_stall_ms);
+        let inherited = match from {
+            Some(l) => l.user_timeout,
+            None => socket::sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) != Some(0),
+        };
+        if !inherited {
+            socket::apply_user_timeout(fd, timers.write_stall_ms);
+        }
+        if !from.is_some_and(|l| l.keepalive) {
+            slot.set_flag(Flags::KEEPALIVE_DUE);
+        }
     }
     if policy.socket_timeouts {
         socket::apply_socket_timeouts(
             fd,
             timers.idle_ms.max(timers.first_byte_ms),
             timers.write_stall_ms,
+            from.map(|l| [l.rcvtimeo, l.sndtimeo]),
         );
     }
 }
@@ -101,6 +143,9 @@ pub fn arm_backstops(fd: i32, id: &Identity) {
 pub fn listened(r: libc::c_int, fd: libc::c_int) -> libc::c_int {
     if r == 0 && config::enabled() {
         let _errno = ErrnoGuard::new();
+        if let Some(slot) = table::slot(fd) {
+            slot.forget_listener(); // a new listener on this number: read it again
+        }
         arm_listener(fd);
     }
     r

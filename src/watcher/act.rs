@@ -67,6 +67,19 @@ pub fn reap(
     }
 }
 
+/// Sets the keepalive backstop on a connection seen for the first time (`Flags::
+/// KEEPALIVE_DUE`), holding it like a reap so the number cannot name another socket
+/// meanwhile. Connections that end within a tick never pay for it.
+pub fn arm_keepalive(fd: i32, slot: &Slot, judged: u32) {
+    let id = slot.identity();
+    if !hold(fd, slot, judged, &id) {
+        return;
+    }
+    slot.clear_flag(Flags::KEEPALIVE_DUE);
+    socket::apply_keepalive(fd);
+    slot.end_act(judged);
+}
+
 /// Takes the slot (ACTING) so the fd cannot be closed and reused while we act on it, if it is
 /// still exactly the connection judged: same generation, same socket cookie. False (and the
 /// slot released) otherwise.

@@ -81,6 +81,9 @@ fn observe(
     now: u64,
 ) -> Option<Observation> {
     let policy = config::policy();
+    if slot.has_flag(Flags::KEEPALIVE_DUE) {
+        super::act::arm_keepalive(fd, slot, state);
+    }
     let mut facts = slot.facts();
     let kernel_view = slot.has_flag(Flags::KERNEL_VIEW) && facts.first_wait_at == 0;
     if kernel_view {
