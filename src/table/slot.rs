@@ -87,6 +87,7 @@ impl Slot {
         self.accepted_at.store(now, Relaxed);
         self.state.store(next_generation(old, TRACKED), Release);
         raise_high_water(fd);
+        super::call_attention(fd);
     }
 
     /// Makes this fd an alias (dup) of the connection tracked in `src`.

@@ -17,7 +17,7 @@ use crate::abi::sys;
 use crate::runtime::log::log_line;
 use crate::runtime::{clock, config, log, pid};
 use crate::table::stats;
-use observe::{distinct_connections, observe_all, Memory, Observation};
+use observe::{distinct_connections, Observation, Watch};
 use std::sync::atomic::{AtomicI32, Ordering::*};
 
 /// The pid whose watcher is running (0: none). A forked child sees its parent's pid here
@@ -74,10 +74,14 @@ fn run() {
         );
     }
     publish::open();
-    let mut memory: Vec<Memory> = Vec::new();
+    let tick_ms = policy.tick_ms.max(1);
+    let sweep_ms = sweep_period_ms(policy, tick_ms);
+    let mut watch = Watch::default();
     let mut seen: Vec<Observation> = Vec::new();
+    let mut all: Vec<Observation> = Vec::new();
     let mut scratch: Vec<u64> = Vec::new();
     let mut reports = report::Reports::default();
+    let mut full_at = 0;
     loop {
         if WATCHER_PID.load(Acquire) != pid::pid() {
             return;
@@ -85,13 +89,66 @@ fn run() {
         let now = clock::refresh();
         pid::refresh_sigpipe_disposition();
         log::reopen_if_closed();
-        observe_all(now, &mut memory, &mut seen);
-        judge::judge_and_act(now, &mut seen, &mut memory);
-        judge::answer_operator(now, &mut seen, &mut memory);
-        let (tracked, waiting) = distinct_connections(&seen, &mut scratch);
-        stats::publish_tick(tracked, waiting);
-        publish::tick(now, &seen);
-        reports.tick(now, &seen);
-        sys::sleep_ms(policy.tick_ms);
+        // What is due: deadlines that came, new connections, the sweep's share.
+        watch.observe_due(now, sweep_ms, tick_ms, &mut seen);
+        judge::judge_and_act(now, &mut seen, &mut watch.memory);
+        watch.schedule(&seen, now, tick_ms);
+        // Everything, at most once a second (and when the operator asks): the live view's
+        // records, the tracked/waiting counters, the periodic report.
+        if now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS || publish::request_pending() {
+            full_at = now;
+            watch.observe_all(now, &mut all);
+            judge::judge_and_act(now, &mut all, &mut watch.memory);
+            judge::answer_operator(now, &mut all, &mut watch.memory);
+            watch.schedule(&all, now, tick_ms);
+            let (tracked, waiting) = distinct_connections(&all, &mut scratch);
+            stats::publish_tick(tracked, waiting);
+            publish::tick(now, &all);
+            reports.tick(now, &all);
+            watch.compact();
+        } else {
+            publish::tick_counters();
+        }
+        // Sleep until the earliest deadline, at most one tick (reap requests, `top`, and
+        // the coarse clock the hooks read are refreshed at least once a tick).
+        let woke = clock::monotonic_ms();
+        let until = watch
+            .next_due()
+            .map_or(now + tick_ms, |due| due.min(now + tick_ms));
+        sys::sleep_ms(until.saturating_sub(woke).max(1));
     }
+}
+
+/// The full pass (every slot) runs at most this often.
+const FULL_PASS_EVERY_MS: u64 = 1000;
+
+/// How often the bounded sweep re-reads every slot: a tick less than the shortest timer of
+/// the policy, so a client's turn that began after the watcher last looked (the hooks only
+/// record it) is found before that timer can run out; never shorter than a tick.
+fn sweep_period_ms(policy: &stallguard_policy::Policy, tick_ms: u64) -> u64 {
+    let mut shortest = u64::MAX;
+    let mut consider = |t: &stallguard_policy::Timers| {
+        for ms in [
+            t.first_byte_ms,
+            t.request.map_or(0, |r| r.timeout_ms),
+            t.idle_ms,
+            t.write_stall_ms,
+            t.lifetime_ms,
+            t.connect_ms,
+        ] {
+            if ms > 0 {
+                shortest = shortest.min(ms);
+            }
+        }
+    };
+    consider(&policy.timers);
+    for (_, t) in policy.ports.iter() {
+        if let Some(t) = t {
+            consider(t);
+        }
+    }
+    if let Some(o) = policy.outbound {
+        consider(&o.timers());
+    }
+    shortest.saturating_sub(tick_ms).max(tick_ms)
 }

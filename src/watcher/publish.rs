@@ -132,6 +132,22 @@ fn segment() -> Option<&'static Header> {
 /// Publishes this tick: counters always, the connection records at most once a second.
 pub fn tick(now: u64, seen: &[Observation]) {
     let Some(h) = segment() else { return };
+    counters(h);
+    if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
+    {
+        return;
+    }
+    records(h, now, seen);
+}
+
+/// Publishes the counters only (a tick without a full pass).
+pub fn tick_counters() {
+    if let Some(h) = segment() {
+        counters(h);
+    }
+}
+
+fn counters(h: &Header) {
     let c = stats::counters();
     h.tracked.store(c.tracked, Relaxed);
     h.waiting.store(c.waiting, Relaxed);
@@ -141,10 +157,9 @@ pub fn tick(now: u64, seen: &[Observation]) {
         h.would_reap[i].store(c.would_reap[i], Relaxed);
     }
     h.updated_unix_ms.store(unix_ms(), Relaxed);
-    if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
-    {
-        return;
-    }
+}
+
+fn records(h: &Header, now: u64, seen: &[Observation]) {
     RECORDS_AT.store(now, Relaxed);
     let seq = h.seq.load(Relaxed);
     h.seq.store(seq | 1, Release); // odd: writing
@@ -214,6 +229,11 @@ pub struct Request {
     pub seq: u64,
     /// `None`: every stuck connection.
     pub fd: Option<i32>,
+}
+
+/// Whether `stallguard reap` posted a request not answered yet.
+pub fn request_pending() -> bool {
+    segment().is_some_and(|h| h.request_seq.load(Acquire) != h.answer_seq.load(Acquire))
 }
 
 pub fn take_request() -> Option<Request> {
