@@ -114,11 +114,13 @@ static int watchers_of(pid_t pid)
     return n;
 }
 
-/* The watcher starts asynchronously: wait up to 2 s for it to appear (or confirm absence). */
+/* The watcher starts asynchronously: wait up to 5 s for it to appear (or confirm absence). A
+   sanitizer build of a forked child on a loaded 2-core machine once took over 2 s; a watcher
+   that never starts still fails. */
 static int watchers_settled(int expect)
 {
     int n = watchers_of(0);
-    for (long end = now_ms() + 2000; n != expect && now_ms() < end; n = watchers_of(0))
+    for (long end = now_ms() + 5000; n != expect && now_ms() < end; n = watchers_of(0))
         usleep(10000);
     return n;
 }

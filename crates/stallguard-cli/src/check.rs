@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use object::elf;
+
+use crate::program::Shebang;
 use object::read::elf::{ElfFile, FileHeader, NoteIterator, ProgramHeader, SectionHeader};
 use object::{Endianness, FileKind, Object, ObjectSection, ObjectSymbol};
 
@@ -366,6 +368,48 @@ pub fn check(path: &Path) -> Result<Report, String> {
     let gathered = gather(path, info);
     let classified = classify(&gathered.objects);
     Ok(render(&shown, &gathered, &classified))
+}
+
+/// `stallguard check PROGRAM`: a bare name is looked up in `PATH` (as `run` does; else taken
+/// as a file here); a script is judged by its `#!` interpreter, and the report says so.
+pub fn check_program(arg: &Path) -> Result<Report, String> {
+    let path = crate::program::which(arg).unwrap_or_else(|| arg.to_path_buf());
+    let head = read_head(&path)?;
+    let Some(shebang) = Shebang::parse(&head) else {
+        return check(&path);
+    };
+    let interpreter = shebang
+        .program(std::env::var_os("PATH").as_deref())
+        .map_err(|e| format!("{}: a script, but {e}", path.display()))?;
+    let mut report = check(&interpreter).map_err(|e| {
+        format!(
+            "{}: a script ({}), and its interpreter: {e}",
+            path.display(),
+            shebang.line()
+        )
+    })?;
+    report.text = script_note(&path, &shebang, &interpreter) + &report.text;
+    Ok(report)
+}
+
+/// The first line of a script's report: what is checked instead of it, and why.
+fn script_note(script: &Path, shebang: &Shebang, interpreter: &Path) -> String {
+    format!(
+        "{}: a script ({}): the library is loaded into its interpreter, so this checks {}\n",
+        script.display(),
+        shebang.line(),
+        interpreter.display()
+    )
+}
+
+/// The first bytes of a file (enough for a `#!` line).
+fn read_head(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(head)
 }
 
 /// `ELF 64-bit x86-64`.

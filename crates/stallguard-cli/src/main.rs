@@ -8,6 +8,7 @@
 mod check;
 mod json;
 mod metrics;
+mod program;
 mod reap;
 mod run;
 mod segment;
@@ -60,15 +61,18 @@ enum Cmd {
 
     /// Tell whether a binary can be guarded: dynamic, not Go, imports the hooked functions
     #[command(
-        after_help = "Reads the ELF file and the libraries it loads. Exit status: 0 \
+        after_help = "Reads the ELF file and the libraries it loads. A name without a / is \
+        looked up in PATH, as run does. A script (#!) is judged by its interpreter, and the \
+        report says so (#!/usr/bin/env python3: the first python3 in PATH). Exit status: 0 \
         guardable, 1 not guardable (static, Go, another architecture or libc, no socket \
-        functions), 2 error (missing file, not ELF).\n\n\
+        functions), 2 error (missing file, not ELF nor a script, interpreter not found).\n\n\
         Examples:\n  \
         stallguard check /usr/sbin/legacy-server\n  \
-        stallguard check \"$(command -v python3)\""
+        stallguard check civetweb\n  \
+        stallguard check ./app.py"
     )]
     Check {
-        /// The program to inspect
+        /// The program to inspect: a path, a name in PATH, or a script
         binary: PathBuf,
     },
 
@@ -89,26 +93,7 @@ enum Cmd {
         stallguard top --tree --sort left --filter turn=client 1234\n  \
         stallguard top --once --json 1234 | jq '.connections[] | select(.turn == \"client\")'"
     )]
-    Top {
-        /// The server's pid
-        pid: u32,
-        /// Also its descendants (a prefork server's children)
-        #[arg(long)]
-        tree: bool,
-        /// Print once and exit
-        #[arg(long)]
-        once: bool,
-        /// JSON: one document (one line) per refresh
-        #[arg(long)]
-        json: bool,
-        /// Sort the connections by
-        #[arg(long, value_enum, default_value_t = view::SortKey::Wait)]
-        sort: view::SortKey,
-        /// Show only matching connections (repeatable; all must match): turn=client|writing|
-        /// server|queued, port=N, peer=PREFIX, pid=N, flag=reaped|would_reap|kernel|outbound|exempt
-        #[arg(long, value_name = "KEY=VALUE")]
-        filter: Vec<view::Filter>,
-    },
+    Top(top::TopArgs),
 
     /// Shut down a connection (--fd) or every stuck one (--stuck) now, with reason=manual
     #[command(
@@ -118,30 +103,14 @@ enum Cmd {
         command says why. The request goes through the mailbox in the process's segment; its \
         watcher answers within a tick. Only PID's own connections are considered: add --tree \
         for a prefork server's children. Only the server's user or root may reap. Exit status 1 \
-        if the process is not guarded, not yours, or did not answer within 3 s.\n\n\
+        if the fd is not a tracked connection, or the process is not guarded, not yours, or did \
+        not answer within 3 s.\n\n\
         Examples:\n  \
         stallguard reap 1234 --fd 17\n  \
         stallguard reap 1234 --stuck\n  \
         stallguard reap 1234 --stuck --min-wait 2m --tree"
     )]
-    Reap {
-        /// The server's pid
-        pid: u32,
-        /// The connection's fd in that process (see `stallguard top`)
-        #[arg(long, value_name = "N", conflicts_with_all = ["stuck", "tree"],
-              required_unless_present = "stuck", allow_hyphen_values = true,
-              value_parser = clap::value_parser!(i32).range(0..))]
-        fd: Option<i32>,
-        /// Every stuck connection: on the client's turn for at least --min-wait
-        #[arg(long)]
-        stuck: bool,
-        /// With --stuck: how long the client's turn must have lasted (default 10s)
-        #[arg(long, value_name = "DURATION", requires = "stuck", value_parser = parse_min_wait)]
-        min_wait: Option<u64>,
-        /// With --stuck: also the process's descendants (a prefork server's children)
-        #[arg(long)]
-        tree: bool,
-    },
+    Reap(reap::ReapArgs),
 
     /// Print the counters in the Prometheus text format, or serve them over HTTP
     #[command(
@@ -199,10 +168,6 @@ enum Cmd {
     },
 }
 
-fn parse_min_wait(s: &str) -> Result<u64, String> {
-    stallguard_policy::parse_duration_ms(s).map_err(|e| e.to_string())
-}
-
 /// The command's definition (for completions and the tests).
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
@@ -210,94 +175,91 @@ pub fn command() -> clap::Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let status = match cli.command {
-        Cmd::Run(args) => run::run(args),
-        Cmd::Check { binary } => match check::check(&binary) {
-            Ok(report) => {
-                print!("{}", report.text);
-                report.status
-            }
-            Err(e) => {
-                eprintln!("stallguard: {e}");
-                2
-            }
-        },
-        Cmd::Top {
-            pid,
-            tree,
-            once,
-            json,
-            sort,
-            filter,
-        } => top::top(top::TopArgs {
-            pid,
-            tree,
-            once,
-            json,
-            sort,
-            filters: filter,
-        }),
-        Cmd::Reap {
-            pid,
-            fd,
-            stuck: _,
-            min_wait,
-            tree,
-        } => {
-            let target = match fd {
-                Some(fd) => reap::Target::Fd(fd),
-                None => reap::Target::Stuck {
-                    min_wait_ms: min_wait.unwrap_or(reap::DEFAULT_MIN_WAIT_MS),
-                },
-            };
-            reap::reap(pid, target, tree)
-        }
-        Cmd::Metrics {
-            pids,
-            name,
-            pidfile,
-            tree,
-            listen,
-        } => metrics_cmd(
-            &metrics::Targets {
+    std::process::exit(Cli::parse().command.run());
+}
+
+impl Cmd {
+    /// Runs the subcommand; returns the exit status.
+    fn run(self) -> i32 {
+        match self {
+            Cmd::Run(args) => run::run(args),
+            Cmd::Check { binary } => check_cmd(&binary),
+            Cmd::Top(args) => top::top(args),
+            Cmd::Reap(args) => reap::reap(args.pid, args.target(), args.tree),
+            Cmd::Metrics {
                 pids,
-                names: name,
-                pidfiles: pidfile,
+                name,
+                pidfile,
                 tree,
-            },
-            listen,
-        ),
-        Cmd::Status { pid } => status::status(pid),
-        Cmd::Completions { shell } => {
-            clap_complete::generate(shell, &mut command(), "stallguard", &mut std::io::stdout());
-            0
+                listen,
+            } => {
+                let targets = metrics::Targets {
+                    pids,
+                    names: name,
+                    pidfiles: pidfile,
+                    tree,
+                };
+                metrics_cmd(&targets, listen)
+            }
+            Cmd::Status { pid } => status::status(pid),
+            Cmd::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut command(),
+                    "stallguard",
+                    &mut std::io::stdout(),
+                );
+                0
+            }
         }
-    };
-    std::process::exit(status);
+    }
+}
+
+/// `stallguard check`: the report on stdout, or the error (exit status 2).
+fn check_cmd(binary: &std::path::Path) -> i32 {
+    match check::check_program(binary) {
+        Ok(report) => {
+            print!("{}", report.text);
+            report.status
+        }
+        Err(e) => {
+            eprintln!("stallguard: {e}");
+            2
+        }
+    }
 }
 
 fn metrics_cmd(pids: &metrics::Targets, listen: Option<SocketAddr>) -> i32 {
+    match listen {
+        None => metrics_once(pids),
+        Some(addr) => metrics_serve(pids, addr),
+    }
+}
+
+/// Prints the exposition once; exit status 1 when nothing guarded is found.
+fn metrics_once(pids: &metrics::Targets) -> i32 {
     let mut notes = segment::Notes::new();
-    let Some(addr) = listen else {
-        let result = metrics::exposition(pids, true, &mut notes);
-        for n in &notes {
-            eprintln!("stallguard: {n}");
+    let result = metrics::exposition(pids, true, &mut notes);
+    for n in &notes {
+        eprintln!("stallguard: {n}");
+    }
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            0
         }
-        return match result {
-            Ok(text) => {
-                print!("{text}");
-                0
-            }
-            Err(e) => {
-                eprintln!("stallguard: {e}");
-                1
-            }
-        };
-    };
+        Err(e) => {
+            eprintln!("stallguard: {e}");
+            1
+        }
+    }
+}
+
+/// `--listen`: serves GET /metrics until killed.
+fn metrics_serve(pids: &metrics::Targets, addr: SocketAddr) -> i32 {
     // Fixed pids: fail early if nothing is guarded now; later scrapes tolerate exits. Names
     // and pidfiles are followed: the server may (re)start after the exporter.
-    if let Err(e) = metrics::exposition(pids, true, &mut notes) {
+    if let Err(e) = metrics::exposition(pids, true, &mut segment::Notes::new()) {
         if pids.names.is_empty() && pids.pidfiles.is_empty() {
             eprintln!("stallguard: {e}");
             return 1;
@@ -311,18 +273,70 @@ fn metrics_cmd(pids: &metrics::Targets, listen: Option<SocketAddr>) -> i32 {
             return 1;
         }
     };
-    let bound = listener.local_addr().unwrap_or(addr);
-    if !metrics::is_loopback(&bound) {
-        eprintln!(
-            "stallguard: warning: serving metrics on {bound}, which is not a loopback address"
-        );
-    }
-    eprintln!("stallguard: serving http://{bound}/metrics");
+    announce(listener.local_addr().unwrap_or(addr));
     match metrics::serve(listener, pids) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("stallguard: {e}");
             1
         }
+    }
+}
+
+/// Says where the metrics are served (and warns when that is not loopback).
+fn announce(bound: SocketAddr) {
+    if !metrics::is_loopback(&bound) {
+        eprintln!(
+            "stallguard: warning: serving metrics on {bound}, which is not a loopback address"
+        );
+    }
+    eprintln!("stallguard: serving http://{bound}/metrics");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cmd {
+        Cli::try_parse_from([&["stallguard"], args].concat())
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn subcommands_parse_into_their_arguments() {
+        let Cmd::Reap(reap) = parse(&["reap", "12", "--stuck", "--min-wait", "2m"]) else {
+            panic!("not reap");
+        };
+        assert!(matches!(
+            reap.target(),
+            reap::Target::Stuck {
+                min_wait_ms: 120_000
+            }
+        ));
+        let Cmd::Reap(reap) = parse(&["reap", "12", "--fd", "7"]) else {
+            panic!("not reap");
+        };
+        assert!(matches!(reap.target(), reap::Target::Fd(7)));
+        let Cmd::Reap(reap) = parse(&["reap", "12", "--stuck"]) else {
+            panic!("not reap");
+        };
+        assert!(matches!(
+            reap.target(),
+            reap::Target::Stuck {
+                min_wait_ms: reap::DEFAULT_MIN_WAIT_MS
+            }
+        ));
+        let Cmd::Top(top) = parse(&["top", "--filter", "port=80", "--sort", "left", "5"]) else {
+            panic!("not top");
+        };
+        assert_eq!(top.pid, 5);
+        assert_eq!(top.filters, vec![view::Filter::Port(80)]);
+        assert_eq!(top.sort, view::SortKey::Left);
     }
 }

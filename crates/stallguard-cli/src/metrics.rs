@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stallguard_shm::Counters;
 
-use crate::segment::{proc_info, process_table, segments_for, Notes, ProcInfo};
+use crate::segment::{proc_info, process_table, segments_for, Notes, ProcInfo, Segment};
 
 /// Merges several expositions of the same metric families into one valid exposition: each
 /// family's `# HELP`/`# TYPE` once, then all its samples (the text format requires a family's
@@ -147,7 +147,6 @@ pub fn exposition(targets: &Targets, strict: bool, notes: &mut Notes) -> Result<
             .pop()
             .unwrap_or_else(|| "no process to export".to_string()));
     }
-    let mut found = false;
     // Processes found by name without a segment (a prefork parent, a helper) are skipped
     // quietly.
     for &(pid, by_name) in &pids {
@@ -155,19 +154,11 @@ pub fn exposition(targets: &Targets, strict: bool, notes: &mut Notes) -> Result<
         match segments_for(pid, false, targets.tree, &mut quiet) {
             Ok(segs) => {
                 notes.extend(quiet);
-                for seg in segs {
-                    if seen.contains(&seg.pid) {
-                        continue;
+                for seg in &segs {
+                    if !seen.contains(&seg.pid) {
+                        seen.push(seg.pid);
+                        parts.push(samples(seg));
                     }
-                    seen.push(seg.pid);
-                    found = true;
-                    let comm = proc_info(seg.pid).map(|i| i.comm).unwrap_or_default();
-                    let c = Counters::from_header(seg.header());
-                    parts.push(c.prometheus(&format!(
-                        "pid=\"{}\",comm=\"{}\"",
-                        seg.pid,
-                        label_value(&comm)
-                    )));
                 }
             }
             Err(_) if by_name => {}
@@ -175,6 +166,7 @@ pub fn exposition(targets: &Targets, strict: bool, notes: &mut Notes) -> Result<
             Err(e) => notes.push(e),
         }
     }
+    let found = !seen.is_empty();
     if strict && !found {
         return Err(format!(
             "no guarded process among {} (a prefork parent's children need --tree)",
@@ -185,6 +177,16 @@ pub fn exposition(targets: &Targets, strict: bool, notes: &mut Notes) -> Result<
         ));
     }
     Ok(merge_expositions(&parts))
+}
+
+/// One process's counters, labelled with its pid and comm.
+fn samples(seg: &Segment) -> String {
+    let comm = proc_info(seg.pid).map(|i| i.comm).unwrap_or_default();
+    Counters::from_header(seg.header()).prometheus(&format!(
+        "pid=\"{}\",comm=\"{}\"",
+        seg.pid,
+        label_value(&comm)
+    ))
 }
 
 const MAX_REQUEST_HEAD: usize = 8192;
@@ -214,6 +216,20 @@ pub fn request_line(head: &str) -> Option<(&str, &str)> {
 fn handle(conn: &mut TcpStream, pids: &Targets) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let (status, ctype, body) = match read_head(conn)? {
+        Some(head) => answer(&String::from_utf8_lossy(&head), pids),
+        None => (
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            String::new(),
+        ),
+    };
+    respond(conn, status, ctype, &body)
+}
+
+/// The request head, up to its blank line or the end of input; None when longer than
+/// [`MAX_REQUEST_HEAD`].
+fn read_head(conn: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
@@ -223,48 +239,39 @@ fn handle(conn: &mut TcpStream, pids: &Targets) -> io::Result<()> {
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_REQUEST_HEAD {
-            return respond(
-                conn,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "",
-            );
+            return Ok(None);
         }
     }
-    let head = String::from_utf8_lossy(&head);
-    let Some((method, path)) = request_line(&head) else {
-        return respond(conn, "400 Bad Request", "text/plain", "bad request\n");
+    Ok(Some(head))
+}
+
+/// The response to a request head: (status, content type, body).
+fn answer(head: &str, pids: &Targets) -> (&'static str, &'static str, String) {
+    let Some((method, path)) = request_line(head) else {
+        return ("400 Bad Request", "text/plain", "bad request\n".into());
     };
     if method != "GET" {
-        return respond(
-            conn,
+        return (
             "405 Method Not Allowed",
             "text/plain",
-            "only GET is supported\n",
+            "only GET is supported\n".into(),
         );
     }
     match path {
-        "/metrics" => {
-            let mut notes = Notes::new();
-            let body = exposition(pids, false, &mut notes).unwrap_or_default();
-            respond(
-                conn,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-            )
-        }
-        "/" => respond(
-            conn,
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            exposition(pids, false, &mut Notes::new()).unwrap_or_default(),
+        ),
+        "/" => (
             "200 OK",
             "text/html; charset=utf-8",
-            "<html><body><a href=\"/metrics\">/metrics</a></body></html>\n",
+            "<html><body><a href=\"/metrics\">/metrics</a></body></html>\n".into(),
         ),
-        _ => respond(
-            conn,
+        _ => (
             "404 Not Found",
             "text/plain",
-            "not found: try /metrics\n",
+            "not found: try /metrics\n".into(),
         ),
     }
 }
@@ -292,6 +299,30 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_answered_by_method_and_path() {
+        let none = Targets::default();
+        let status = |head: &str| answer(head, &none).0;
+        assert_eq!(
+            status("POST /metrics HTTP/1.1\r\n\r\n"),
+            "405 Method Not Allowed"
+        );
+        assert_eq!(status("\r\n\r\n"), "400 Bad Request");
+        assert_eq!(status("GET /nope HTTP/1.1\r\n\r\n"), "404 Not Found");
+        assert_eq!(status("GET /?x=1 HTTP/1.0\n\n"), "200 OK");
+        let (_, ctype, body) = answer("GET /metrics HTTP/1.1\r\n\r\n", &none);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"));
+        assert!(body.contains("stallguard_build_info{"), "{body}");
+    }
+
+    #[test]
+    fn request_heads_are_bounded() {
+        let mut short: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody";
+        assert!(read_head(&mut short).unwrap().is_some());
+        let long = vec![b'a'; MAX_REQUEST_HEAD + 2048];
+        assert_eq!(read_head(&mut long.as_slice()).unwrap(), None);
+    }
 
     #[test]
     fn merged_families_are_contiguous_and_declared_once() {

@@ -24,6 +24,43 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// The default minimum wait of `--stuck`: the library's "stuck" threshold.
 pub const DEFAULT_MIN_WAIT_MS: u64 = stallguard_policy::STUCK_AFTER_MS;
 
+/// `stallguard reap` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReapArgs {
+    /// The server's pid
+    pub pid: u32,
+    /// The connection's fd in that process (see `stallguard top`)
+    #[arg(long, value_name = "N", conflicts_with_all = ["stuck", "tree"],
+          required_unless_present = "stuck", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub fd: Option<i32>,
+    /// Every stuck connection: on the client's turn for at least --min-wait
+    #[arg(long)]
+    pub stuck: bool,
+    /// With --stuck: how long the client's turn must have lasted (default 10s)
+    #[arg(long, value_name = "DURATION", requires = "stuck", value_parser = parse_min_wait)]
+    pub min_wait: Option<u64>,
+    /// With --stuck: also the process's descendants (a prefork server's children)
+    #[arg(long)]
+    pub tree: bool,
+}
+
+fn parse_min_wait(s: &str) -> Result<u64, String> {
+    stallguard_policy::parse_duration_ms(s)
+}
+
+impl ReapArgs {
+    /// One fd, or the stuck connections (`--fd` and `--stuck` exclude each other).
+    pub fn target(&self) -> Target {
+        match self.fd {
+            Some(fd) => Target::Fd(fd),
+            None => Target::Stuck {
+                min_wait_ms: self.min_wait.unwrap_or(DEFAULT_MIN_WAIT_MS),
+            },
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Target {
     Fd(i32),
@@ -132,6 +169,44 @@ fn reap_stuck(seg: &Segment, min_wait_ms: u64) -> Option<(u32, String)> {
     Some((reaped, format!("reaped {reaped} connection{s}")))
 }
 
+/// One segment's answer: how many were reaped, what to print, and whether the request
+/// failed (`--fd` naming no tracked connection: exit status 1).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub reaped: u32,
+    pub what: String,
+    pub failed: bool,
+}
+
+/// The outcome of `--fd FD` answered with `reaped` by process `pid`.
+pub fn fd_outcome(pid: u32, fd: i32, reaped: u32) -> Outcome {
+    let what = if reaped == 0 {
+        format!("reaped 0: fd {fd} is not a tracked connection (see `stallguard top {pid}`)")
+    } else {
+        format!("reaped fd {fd}")
+    };
+    Outcome {
+        reaped,
+        what,
+        failed: reaped == 0,
+    }
+}
+
+/// Asks one segment's watcher; None if it did not answer.
+fn reap_one(seg: &Segment, target: Target) -> Option<Outcome> {
+    match target {
+        Target::Fd(fd) => ask(seg, REQUEST_FD, fd).map(|n| fd_outcome(seg.pid, fd, n)),
+        Target::Stuck { min_wait_ms } => {
+            reap_stuck(seg, min_wait_ms).map(|(reaped, what)| Outcome {
+                reaped,
+                what,
+                failed: false,
+            })
+        }
+    }
+}
+
+/// Exit status: 0 when every process answered and (for `--fd`) the fd was reaped, else 1.
 pub fn reap(pid: u32, target: Target, tree: bool) -> i32 {
     let mut notes = Notes::new();
     let segs = segments_for(pid, true, tree, &mut notes);
@@ -148,24 +223,13 @@ pub fn reap(pid: u32, target: Target, tree: bool) -> i32 {
     let mut status = 0;
     let mut total = 0u64;
     for seg in &segs {
-        let result = match target {
-            Target::Fd(fd) => ask(seg, REQUEST_FD, fd).map(|n| {
-                let what = if n == 0 {
-                    format!(
-                        "reaped 0: fd {fd} is not a tracked connection (see `stallguard top {}`)",
-                        seg.pid
-                    )
-                } else {
-                    format!("reaped fd {fd}")
-                };
-                (n, what)
-            }),
-            Target::Stuck { min_wait_ms } => reap_stuck(seg, min_wait_ms),
-        };
-        match result {
-            Some((n, what)) => {
-                total += u64::from(n);
-                println!("pid {}: {what}", seg.pid);
+        match reap_one(seg, target) {
+            Some(o) => {
+                total += u64::from(o.reaped);
+                println!("pid {}: {}", seg.pid, o.what);
+                if o.failed {
+                    status = 1;
+                }
             }
             None => {
                 no_answer(seg);
@@ -183,6 +247,24 @@ pub fn reap(pid: u32, target: Target, tree: bool) -> i32 {
 mod tests {
     use super::*;
     use crate::view::tests::rec;
+
+    #[test]
+    fn an_untracked_fd_is_a_failure() {
+        let o = fd_outcome(42, 99, 0);
+        assert!(o.failed);
+        assert_eq!(
+            o.what,
+            "reaped 0: fd 99 is not a tracked connection (see `stallguard top 42`)"
+        );
+        assert_eq!(
+            fd_outcome(42, 7, 1),
+            Outcome {
+                reaped: 1,
+                what: "reaped fd 7".into(),
+                failed: false
+            }
+        );
+    }
 
     #[test]
     fn one_definition_of_stuck() {

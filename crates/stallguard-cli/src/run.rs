@@ -97,6 +97,8 @@ impl Args for RunArgs {
                     .long(flag)
                     .value_name("VALUE")
                     .action(ArgAction::Set)
+                    // `--idle -1` is a value for the policy check to refuse, not a program.
+                    .allow_hyphen_values(true)
                     .help_heading("Policy (each flag sets its STALLGUARD_ variable)")
                     .help(flag_help(var)),
             );
@@ -198,44 +200,48 @@ pub fn check_log_file(policy: &Policy) -> Result<(), ConfigError> {
 /// why none would be).
 pub fn check_report(policy: &Policy, lib: Result<&Path, &str>) -> String {
     let mut out = format!("{}\n", policy.describe());
-    let exempt: Vec<String> = policy.exempt.iter().map(cidr_text).collect();
-    out += &format!(
-        "exempt peers: {}\n",
-        if exempt.is_empty() {
-            "none".to_string()
-        } else {
-            exempt.join(", ")
-        }
-    );
-    out += &format!(
-        "log file: {}\n",
-        policy
-            .log_file
-            .as_deref()
-            .unwrap_or("none (stderr of the server)")
-    );
-    out += &format!(
-        "metrics file: {}\n",
-        policy.metrics_file.as_deref().unwrap_or("none")
-    );
-    out += &format!(
-        "report period: {}\n",
-        if policy.report_ms == 0 {
-            "off".to_string()
-        } else {
-            format_duration_ms(policy.report_ms)
-        }
-    );
-    match lib {
-        Ok(l) => out += &format!("ok: policy valid; would preload {}\n", l.display()),
-        Err(e) => {
-            out += &format!(
-                "policy valid, but no library to preload: {}\n",
-                e.trim_start_matches("stallguard: ")
-            )
-        }
+    for (name, value) in settings(policy) {
+        out += &format!("{name}: {value}\n");
     }
-    out
+    out + &library_line(lib)
+}
+
+/// What `--check` lists after the policy line: (name, value).
+fn settings(policy: &Policy) -> [(&'static str, String); 4] {
+    let exempt: Vec<String> = policy.exempt.iter().map(cidr_text).collect();
+    [
+        (
+            "exempt peers",
+            if exempt.is_empty() {
+                "none".to_string()
+            } else {
+                exempt.join(", ")
+            },
+        ),
+        (
+            "log file",
+            policy
+                .log_file
+                .clone()
+                .unwrap_or_else(|| "none (stderr of the server)".into()),
+        ),
+        (
+            "metrics file",
+            policy.metrics_file.clone().unwrap_or_else(|| "none".into()),
+        ),
+        ("report period", format_duration_ms(policy.report_ms)),
+    ]
+}
+
+/// The `ok:` line naming the library `run` would preload, or why none would be.
+fn library_line(lib: Result<&Path, &str>) -> String {
+    match lib {
+        Ok(l) => format!("ok: policy valid; would preload {}\n", l.display()),
+        Err(e) => format!(
+            "policy valid, but no library to preload: {}\n",
+            e.trim_start_matches("stallguard: ")
+        ),
+    }
 }
 
 /// `10.0.0.0/24`, `::1/128` (a CIDR as the operator would write it).
@@ -313,62 +319,92 @@ pub fn preload_value(lib: &Path, existing: Option<&str>) -> String {
 
 /// Runs the subcommand; returns the exit status (on success `exec` never returns).
 pub fn run(args: RunArgs) -> i32 {
-    let (policy, vars) = match validate(&args) {
+    let (policy, vars) = match checked_policy(&args) {
         Ok(ok) => ok,
-        Err(lines) => {
-            for l in &lines {
-                eprintln!("{l}");
-            }
-            eprintln!(
-                "stallguard: refusing to start with an invalid policy ({} error{}); nothing was started",
-                lines.len(),
-                if lines.len() == 1 { "" } else { "s" }
-            );
-            return 2;
-        }
+        Err(status) => return status,
     };
+    let lib = find_library();
+    if args.check {
+        return check_only(&args, &policy, lib);
+    }
+    match lib.and_then(preloadable) {
+        Ok(lib) => exec(&args.command, &lib, &vars),
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// The policy and its variables, checked as the library will check them (values, then the log
+/// file); on failure the errors are printed and the exit status (2) returned.
+fn checked_policy(args: &RunArgs) -> Result<(Policy, Vars), i32> {
+    let (policy, vars) = validate(args).map_err(|lines| {
+        for l in &lines {
+            eprintln!("{l}");
+        }
+        eprintln!("{}", refusal(&lines));
+        2
+    })?;
     if let Err(e) = check_log_file(&policy) {
         eprintln!("{}", error_line(&e, &args.policy));
         eprintln!(
             "stallguard: refusing to start: the library could not open its log file (1 error); \
              nothing was started"
         );
-        return 2;
+        return Err(2);
     }
-    let lib = find_library();
-    if args.check {
-        print!(
-            "{}",
-            check_report(&policy, lib.as_deref().map_err(String::as_str))
-        );
-        if !args.command.is_empty() {
-            eprintln!("stallguard: --check: the command was not started");
-        }
-        return if lib.is_ok() { 0 } else { 1 };
+    Ok((policy, vars))
+}
+
+/// The last line after the policy's errors.
+fn refusal(errors: &[String]) -> String {
+    format!(
+        "stallguard: refusing to start with an invalid policy ({} error{}); nothing was started",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    )
+}
+
+/// `--check`: print the report; 0 when a library would be preloaded, else 1.
+fn check_only(args: &RunArgs, policy: &Policy, lib: Result<PathBuf, String>) -> i32 {
+    print!(
+        "{}",
+        check_report(policy, lib.as_deref().map_err(String::as_str))
+    );
+    if !args.command.is_empty() {
+        eprintln!("stallguard: --check: the command was not started");
     }
-    let lib = match lib {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
-    let lib_text = lib.to_string_lossy();
-    if lib_text.contains([' ', ':']) {
-        eprintln!(
-            "stallguard: the library path {lib_text:?} contains a space or a colon, which \
+    if lib.is_ok() {
+        0
+    } else {
+        1
+    }
+}
+
+/// The library, if `LD_PRELOAD` can name it (no space nor colon in its path).
+fn preloadable(lib: PathBuf) -> Result<PathBuf, String> {
+    let text = lib.to_string_lossy();
+    if text.contains([' ', ':']) {
+        return Err(format!(
+            "stallguard: the library path {text:?} contains a space or a colon, which \
              LD_PRELOAD cannot express; move it or set {LIB_VAR}"
-        );
-        return 1;
+        ));
     }
-    let program = &args.command[0];
+    Ok(lib)
+}
+
+/// Replaces this process with the command, the library preloaded and the policy set; returns
+/// only on failure (127: not found, 126: cannot be run).
+fn exec(command: &[OsString], lib: &Path, vars: &Vars) -> i32 {
+    let program = &command[0];
     warn_if_unguardable(program);
     let existing = std::env::var("LD_PRELOAD").ok();
     let mut cmd = Command::new(program);
-    cmd.args(&args.command[1..])
-        .env("LD_PRELOAD", preload_value(&lib, existing.as_deref()))
+    cmd.args(&command[1..])
+        .env("LD_PRELOAD", preload_value(lib, existing.as_deref()))
         .env_remove(LIB_VAR);
-    for (k, v) in &vars {
+    for (k, v) in vars {
         cmd.env(k, v);
     }
     let err = cmd.exec();
@@ -386,17 +422,9 @@ pub fn run(args: RunArgs) -> i32 {
 /// A one-line warning when the program obviously cannot be guarded (static, Go); the run
 /// goes ahead (the user asked for it).
 fn warn_if_unguardable(program: &std::ffi::OsStr) {
-    let path = Path::new(program);
-    let resolved = if path.components().count() > 1 {
-        Some(path.to_path_buf())
-    } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(path))
-                .find(|p| p.is_file())
-        })
+    let Some(p) = crate::program::which(Path::new(program)) else {
+        return;
     };
-    let Some(p) = resolved else { return };
     let Ok(data) = std::fs::read(&p) else { return };
     let Ok(info) = crate::check::read_elf(&data) else {
         return;
@@ -512,6 +540,49 @@ mod tests {
             preload_value(lib, Some("/usr/local/lib/libstallguard.so:libfoo.so")),
             "/usr/local/lib/libstallguard.so:libfoo.so"
         );
+    }
+
+    #[test]
+    fn refusals_count_the_errors_and_odd_library_paths_are_refused() {
+        assert_eq!(
+            refusal(&["a".into()]),
+            "stallguard: refusing to start with an invalid policy (1 error); nothing was started"
+        );
+        assert!(refusal(&["a".into(), "b".into()]).contains("(2 errors)"));
+        let ok = PathBuf::from("/usr/lib/libstallguard.so");
+        assert_eq!(preloadable(ok.clone()), Ok(ok));
+        for odd in ["/opt/my libs/libstallguard.so", "/opt/a:b/libstallguard.so"] {
+            let e = preloadable(PathBuf::from(odd)).unwrap_err();
+            assert!(e.contains("LD_PRELOAD cannot express"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_check_report_lists_the_settings_then_the_library() {
+        let (policy, _) = parse_env([
+            ("STALLGUARD_EXEMPT", "10.0.0.0/24,::1"),
+            ("STALLGUARD_REPORT", "off"),
+        ]);
+        let report = check_report(&policy, Ok(Path::new("/l/libstallguard.so")));
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines[0], policy.describe());
+        assert_eq!(
+            lines[1..],
+            [
+                "exempt peers: 10.0.0.0/24, ::1/128",
+                "log file: none (stderr of the server)",
+                "metrics file: none",
+                "report period: off",
+                "ok: policy valid; would preload /l/libstallguard.so",
+            ]
+        );
+        let report = check_report(&Policy::default(), Err("stallguard: cannot find it"));
+        assert!(
+            report.contains("exempt peers: none\nlog file: none"),
+            "{report}"
+        );
+        assert!(report.contains("report period: 1m\n"), "{report}");
+        assert!(report.ends_with("policy valid, but no library to preload: cannot find it\n"));
     }
 
     #[test]

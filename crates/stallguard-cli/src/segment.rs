@@ -386,51 +386,76 @@ pub fn segments_for(
     };
     let mut out: Vec<Segment> = own.into_iter().collect();
     let table = process_table();
-    if !tree {
-        if out.is_empty() {
-            let guarded: Vec<String> = descendants(pid, &table)
-                .into_iter()
-                .filter(|c| Path::new(&stallguard_shm::path_for(*c)).exists())
-                .map(|c| c.to_string())
-                .collect();
-            if !guarded.is_empty() {
-                let shown = guarded.len().min(8);
-                return Err(format!(
-                    "process {pid} ({}) has no stallguard segment of its own, but {} of its \
-                     descendants {} ({}{}): add --tree to include its descendants",
-                    info.comm,
-                    guarded.len(),
-                    if guarded.len() == 1 {
-                        "has one"
-                    } else {
-                        "have one"
-                    },
-                    guarded[..shown].join(" "),
-                    if shown < guarded.len() { " …" } else { "" }
-                ));
-            }
-        }
-    } else {
-        for child in descendants(pid, &table) {
-            if let Some(seg) = open_live(child, write, notes).map_err(|e| e.to_string())? {
-                out.push(seg);
-            }
+    if tree {
+        out.extend(descendant_segments(pid, &table, write, notes)?);
+    } else if out.is_empty() {
+        let guarded = guarded_descendants(pid, &table);
+        if !guarded.is_empty() {
+            return Err(descendants_only(pid, &info.comm, &guarded));
         }
     }
     if out.is_empty() {
-        return Err(format!(
-            "process {pid} ({}) has no stallguard segment{}: it is not guarded, or has not \
-             published yet (`stallguard status {pid}` tells whether the library is loaded; \
-             `stallguard check` whether the program can be guarded)",
-            info.comm,
-            if tree {
-                ", nor has any of its descendants"
-            } else {
-                ""
-            }
-        ));
+        return Err(not_guarded(pid, &info.comm, tree));
     }
     Ok(out)
+}
+
+/// The live segments of `pid`'s descendants.
+fn descendant_segments(
+    pid: u32,
+    table: &[ProcInfo],
+    write: bool,
+    notes: &mut Notes,
+) -> Result<Vec<Segment>, String> {
+    let mut out = Vec::new();
+    for child in descendants(pid, table) {
+        out.extend(open_live(child, write, notes).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// `pid`'s descendants that have a segment file.
+fn guarded_descendants(pid: u32, table: &[ProcInfo]) -> Vec<u32> {
+    descendants(pid, table)
+        .into_iter()
+        .filter(|c| Path::new(&stallguard_shm::path_for(*c)).exists())
+        .collect()
+}
+
+/// The error when `pid` has no segment but some of its descendants do: name them (at most 8)
+/// and suggest `--tree`.
+pub fn descendants_only(pid: u32, comm: &str, guarded: &[u32]) -> String {
+    let shown: Vec<String> = guarded.iter().take(8).map(u32::to_string).collect();
+    format!(
+        "process {pid} ({comm}) has no stallguard segment of its own, but {} of its \
+         descendants {} ({}{}): add --tree to include its descendants",
+        guarded.len(),
+        if guarded.len() == 1 {
+            "has one"
+        } else {
+            "have one"
+        },
+        shown.join(" "),
+        if shown.len() < guarded.len() {
+            " …"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The error when nothing guarded is found for `pid` (and, with `tree`, its descendants).
+pub fn not_guarded(pid: u32, comm: &str, tree: bool) -> String {
+    format!(
+        "process {pid} ({comm}) has no stallguard segment{}: it is not guarded, or has not \
+         published yet (`stallguard status {pid}` tells whether the library is loaded; \
+         `stallguard check` whether the program can be guarded)",
+        if tree {
+            ", nor has any of its descendants"
+        } else {
+            ""
+        }
+    )
 }
 
 #[cfg(test)]
@@ -468,6 +493,25 @@ mod tests {
         ];
         assert_eq!(descendants(10, &table), vec![1, 11, 12, 20]);
         assert_eq!(descendants(99, &table), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn errors_name_the_guarded_descendants_or_say_nothing_is_guarded() {
+        assert_eq!(
+            descendants_only(10, "srv", &[11]),
+            "process 10 (srv) has no stallguard segment of its own, but 1 of its descendants \
+             has one (11): add --tree to include its descendants"
+        );
+        let many: Vec<u32> = (11..=20).collect();
+        let e = descendants_only(10, "srv", &many);
+        assert!(
+            e.contains("10 of its descendants have one (11 12 13 14 15 16 17 18 …)"),
+            "{e}"
+        );
+        assert!(not_guarded(10, "srv", false)
+            .starts_with("process 10 (srv) has no stallguard segment: it is not guarded"));
+        assert!(not_guarded(10, "srv", true)
+            .contains("no stallguard segment, nor has any of its descendants:"));
     }
 
     #[test]

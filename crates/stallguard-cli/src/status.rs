@@ -8,7 +8,7 @@ use std::fs;
 
 use stallguard_policy::parse_env;
 
-use crate::segment::{now_unix_ms, proc_info, Notes};
+use crate::segment::{now_unix_ms, proc_info, Notes, ProcInfo, Segment};
 use crate::view::{human_ms, ProcessView};
 
 /// The mapped files whose name is the library's (`…/libstallguard.so`), from `/proc/PID/maps`.
@@ -71,6 +71,7 @@ fn environ_policy(pid: u32) -> Result<String, String> {
     }
 }
 
+/// Exit status: 0 guarded, 1 not guarded or no such process, 2 cannot tell (permission).
 pub fn status(pid: u32) -> i32 {
     let Some(info) = proc_info(pid).filter(|i| !i.zombie) else {
         eprintln!("stallguard: no process {pid}");
@@ -86,52 +87,63 @@ pub fn status(pid: u32) -> i32 {
         }
     };
     let Some(lib) = mapped_library(&maps) else {
-        println!(
-            "pid {pid} ({}): not guarded: libstallguard.so is not mapped (is it in the \
-             process's LD_PRELOAD? `stallguard check` tells whether the program can be guarded)",
-            info.comm
-        );
+        println!("{}", not_guarded(&info));
         return 1;
     };
     println!("pid {pid} ({}): guarded", info.comm);
     println!("  library: {lib}");
-    let mut notes = Notes::new();
-    let seg = crate::segment::segments_for(pid, false, false, &mut notes)
-        .ok()
-        .and_then(|mut s| (!s.is_empty()).then(|| s.remove(0)));
-    let now = now_unix_ms();
-    match seg {
-        Some(seg) => {
-            let v = ProcessView::read(&seg);
-            println!(
-                "  since: {} (watcher started; process started {})",
-                utc(v.started_unix_ms),
-                info.start_unix_ms.map_or("?".into(), utc)
-            );
-            println!("  policy: {}", v.policy);
-            println!(
-                "  live view: {}, updated {} ago; tracked {} waiting {}",
-                seg.path.display(),
-                v.updated_ago_ms(now).map_or("never".into(), human_ms),
-                v.counters.tracked,
-                v.counters.waiting
-            );
-        }
-        None => {
-            println!(
-                "  since: {} (loaded at process start)",
-                info.start_unix_ms.map_or("?".into(), utc)
-            );
-            match environ_policy(pid) {
-                Ok(p) => println!("  policy: {p} (from its environment)"),
-                Err(e) => println!("  policy: unknown ({e})"),
-            }
-            println!(
-                "  live view: none yet (the watcher publishes once the process tracks a connection)"
-            );
-        }
+    match own_segment(pid) {
+        Some(seg) => print!("{}", from_segment(&ProcessView::read(&seg), &seg, &info)),
+        None => print!("{}", from_environment(&info, environ_policy(pid))),
     }
     0
+}
+
+/// The line for a process without the library.
+fn not_guarded(info: &ProcInfo) -> String {
+    format!(
+        "pid {} ({}): not guarded: libstallguard.so is not mapped (is it in the \
+         process's LD_PRELOAD? `stallguard check` tells whether the program can be guarded)",
+        info.pid, info.comm
+    )
+}
+
+/// The process's own published segment, if any.
+fn own_segment(pid: u32) -> Option<Segment> {
+    let mut notes = Notes::new();
+    crate::segment::segments_for(pid, false, false, &mut notes)
+        .ok()
+        .and_then(|mut s| (!s.is_empty()).then(|| s.remove(0)))
+}
+
+/// Since when, with which policy, and the live view, from the published segment.
+fn from_segment(v: &ProcessView, seg: &Segment, info: &ProcInfo) -> String {
+    format!(
+        "  since: {} (watcher started; process started {})\n  policy: {}\n  \
+         live view: {}, updated {} ago; tracked {} waiting {}\n",
+        utc(v.started_unix_ms),
+        info.start_unix_ms.map_or("?".into(), utc),
+        v.policy,
+        seg.path.display(),
+        v.updated_ago_ms(now_unix_ms())
+            .map_or("never".into(), human_ms),
+        v.counters.tracked,
+        v.counters.waiting
+    )
+}
+
+/// Since when and with which policy before anything is published: the process's start and
+/// the policy in its environment.
+fn from_environment(info: &ProcInfo, policy: Result<String, String>) -> String {
+    let policy = match policy {
+        Ok(p) => format!("{p} (from its environment)"),
+        Err(e) => format!("unknown ({e})"),
+    };
+    format!(
+        "  since: {} (loaded at process start)\n  policy: {policy}\n  \
+         live view: none yet (the watcher publishes once the process tracks a connection)\n",
+        info.start_unix_ms.map_or("?".into(), utc)
+    )
 }
 
 #[cfg(test)]
@@ -151,6 +163,29 @@ mod tests {
             mapped_library("7f00-7f01 r-xp 0 0 0 /lib/libc.so.6\n"),
             None
         );
+    }
+
+    #[test]
+    fn before_the_first_publish_the_environment_tells() {
+        let info = ProcInfo {
+            pid: 42,
+            ppid: 1,
+            comm: "srv".into(),
+            zombie: false,
+            start_unix_ms: Some(0),
+        };
+        assert_eq!(
+            from_environment(&info, Ok("idle=1m".into())),
+            "  since: 1970-01-01T00:00:00Z (loaded at process start)\n  \
+             policy: idle=1m (from its environment)\n  live view: none yet (the watcher \
+             publishes once the process tracks a connection)\n"
+        );
+        let unknown = from_environment(&info, Err("cannot read".into()));
+        assert!(
+            unknown.contains("  policy: unknown (cannot read)\n"),
+            "{unknown}"
+        );
+        assert!(not_guarded(&info).starts_with("pid 42 (srv): not guarded: "));
     }
 
     #[test]

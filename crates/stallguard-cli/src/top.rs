@@ -111,13 +111,25 @@ fn read_views(pid: u32, tree: bool) -> Result<Vec<ProcessView>, String> {
 }
 
 /// `stallguard top` options.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct TopArgs {
+    /// The server's pid
     pub pid: u32,
+    /// Also its descendants (a prefork server's children)
+    #[arg(long)]
     pub tree: bool,
+    /// Print once and exit
+    #[arg(long)]
     pub once: bool,
+    /// JSON: one document (one line) per refresh
+    #[arg(long)]
     pub json: bool,
+    /// Sort the connections by
+    #[arg(long, value_enum, default_value_t = SortKey::Wait)]
     pub sort: SortKey,
+    /// Show only matching connections (repeatable; all must match): turn=client|writing|
+    /// server|queued, port=N, peer=PREFIX, pid=N, flag=reaped|would_reap|kernel|outbound|exempt
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
     pub filters: Vec<Filter>,
 }
 
@@ -138,43 +150,90 @@ fn note_reaps(recent: &mut Vec<RecentReap>, views: &[ProcessView], keep: usize) 
 }
 
 pub fn top(args: TopArgs) -> i32 {
-    let stdout = io::stdout();
-    let mut opts = TextOptions {
+    let opts = TextOptions {
         width: columns(),
         sort: args.sort,
         filters: args.filters.clone(),
         ..TextOptions::default()
     };
     if args.once {
-        return match read_views(args.pid, args.tree) {
-            Ok(views) => {
-                let text = if args.json {
-                    render_json(args.pid, &views) + "\n"
-                } else {
-                    note_reaps(&mut opts.recent, &views, 5);
-                    render_text(args.pid, &views, &opts)
-                };
-                let mut out = stdout.lock();
-                if out
-                    .write_all(text.as_bytes())
-                    .and_then(|_| out.flush())
-                    .is_err()
-                {
-                    return 1;
-                }
-                0
-            }
-            Err(e) => {
-                eprintln!("stallguard: {e}");
-                1
-            }
-        };
+        once(&args, opts)
+    } else {
+        live(&args, opts)
     }
+}
+
+/// Writes `text` to stdout; false when the reader went away.
+fn write_out(text: &str) -> bool {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
+}
+
+/// `--once`: one screen (or one JSON document) and exit.
+fn once(args: &TopArgs, mut opts: TextOptions) -> i32 {
+    let views = match read_views(args.pid, args.tree) {
+        Ok(views) => views,
+        Err(e) => {
+            eprintln!("stallguard: {e}");
+            return 1;
+        }
+    };
+    let text = if args.json {
+        render_json(args.pid, &views) + "\n"
+    } else {
+        note_reaps(&mut opts.recent, &views, RECENT_KEPT);
+        render_text(args.pid, &views, &opts)
+    };
+    if write_out(&text) {
+        0
+    } else {
+        1
+    }
+}
+
+/// Recent reaps kept on screen.
+const RECENT_KEPT: usize = 5;
+
+/// Connection rows that fit a terminal of `rows` lines under the other lines of the screen.
+fn table_rows(rows: usize, processes: usize, recent: usize) -> usize {
+    let fixed = 2 * processes + 8 + recent.min(RECENT_KEPT) + 2;
+    rows.saturating_sub(fixed).max(1)
+}
+
+/// One refresh: JSON, a full terminal screen, or text for a pipe.
+fn frame(args: &TopArgs, views: &[ProcessView], opts: &mut TextOptions, tty: bool) -> String {
+    if args.json {
+        return render_json(args.pid, views) + "\n";
+    }
+    if !tty {
+        return render_text(args.pid, views, opts) + "\n";
+    }
+    let (rows, cols) = terminal_size().unwrap_or((24, 80));
+    opts.width = cols;
+    opts.max_rows = Some(table_rows(rows, views.len(), opts.recent.len()));
+    format!(
+        "\x1b[H\x1b[2J{}(q quits, s sorts: {})\n",
+        render_text(args.pid, views, opts),
+        opts.sort.name()
+    )
+}
+
+/// Stops the live view on SIGINT and SIGTERM (restoring the terminal on the way out).
+fn catch_signals() {
+    let handler = on_signal as *const () as libc::sighandler_t;
+    // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
-    let interactive = !args.json && io::stdout().is_terminal();
+}
+
+/// The live view: a refresh every second until q, Ctrl-C or the reader goes away.
+fn live(args: &TopArgs, mut opts: TextOptions) -> i32 {
+    catch_signals();
+    let tty = !args.json && io::stdout().is_terminal();
     let keys = io::stdin().is_terminal();
     let _raw = if keys { RawTerminal::enable() } else { None };
     let mut recent: Vec<RecentReap> = Vec::new();
@@ -186,36 +245,62 @@ pub fn top(args: TopArgs) -> i32 {
                 return 1;
             }
         };
-        note_reaps(&mut recent, &views, 5);
+        note_reaps(&mut recent, &views, RECENT_KEPT);
         opts.recent = recent.clone();
-        let text = if args.json {
-            render_json(args.pid, &views) + "\n"
-        } else if interactive {
-            let (rows, cols) = terminal_size().unwrap_or((24, 80));
-            opts.width = cols;
-            let fixed = 2 * views.len() + 8 + recent.len().min(5) + 2;
-            opts.max_rows = Some(rows.saturating_sub(fixed).max(1));
-            format!(
-                "\x1b[H\x1b[2J{}(q quits, s sorts: {})\n",
-                render_text(args.pid, &views, &opts),
-                opts.sort.name()
-            )
-        } else {
-            render_text(args.pid, &views, &opts) + "\n"
-        };
-        let mut out = stdout.lock();
-        if out
-            .write_all(text.as_bytes())
-            .and_then(|_| out.flush())
-            .is_err()
-        {
+        if !write_out(&frame(args, &views, &mut opts, tty)) {
             return 0; // the reader went away (a pipe closed): not an error
         }
-        drop(out);
         match wait_for_key(Duration::from_secs(1), keys) {
             Some(Key::Quit) => return 0,
             Some(Key::NextSort) => opts.sort = opts.sort.next(),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_gets_the_rows_the_rest_of_the_screen_leaves() {
+        // 24 rows, one process, no recent reaps: 24 - (2 + 8 + 0 + 2) = 12.
+        assert_eq!(table_rows(24, 1, 0), 12);
+        // Recent reaps take at most 5 lines.
+        assert_eq!(table_rows(24, 1, 9), 7);
+        assert_eq!(table_rows(10, 3, 5), 1, "at least one row");
+    }
+
+    #[test]
+    fn json_and_piped_frames_are_one_render_and_a_newline() {
+        let args = TopArgs {
+            pid: 1,
+            tree: false,
+            once: false,
+            json: true,
+            sort: SortKey::Wait,
+            filters: Vec::new(),
+        };
+        let mut opts = TextOptions::default();
+        let json = frame(&args, &[], &mut opts, true);
+        assert!(
+            json.starts_with("{\"pid\":1,") && json.ends_with("}\n"),
+            "{json}"
+        );
+        let text = frame(
+            &TopArgs {
+                json: false,
+                ..args
+            },
+            &[],
+            &mut opts,
+            false,
+        );
+        assert!(
+            text.starts_with("stallguard top 1: 0 guarded processes"),
+            "{text}"
+        );
+        assert!(text.ends_with("\n\n"), "{text:?}");
+        assert_eq!(opts.max_rows, None, "a pipe gets every row");
     }
 }

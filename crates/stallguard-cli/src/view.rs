@@ -376,7 +376,18 @@ fn reasons_text(counts: &[u64; REASONS]) -> String {
 pub fn render_text(target: u32, views: &[ProcessView], opts: &TextOptions) -> String {
     let now = now_unix_ms();
     let width = opts.width.max(40);
-    let mut lines: Vec<String> = Vec::new();
+    let mut lines = wrap(&summary_line(target, views), width, 2);
+    lines.extend(process_lines(views, now, width));
+    lines.extend(recent_lines(&opts.recent, now, width));
+    lines.push(String::new());
+    lines.extend(connection_lines(views, opts, width));
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// `stallguard top 1234: 2 guarded processes, tracked 5, waiting on client 3, reaped: ...`.
+fn summary_line(target: u32, views: &[ProcessView]) -> String {
     let mut total = Counters::default();
     for v in views {
         total.add(&v.counters);
@@ -395,117 +406,162 @@ pub fn render_text(target: u32, views: &[ProcessView], opts: &TextOptions) -> St
     if total.rejected_over_cap > 0 {
         summary += &format!(", rejected over cap: {}", total.rejected_over_cap);
     }
-    lines.extend(wrap(&summary, width, 2));
+    summary
+}
+
+/// One line per process (and its policy, or one policy line when all share it).
+fn process_lines(views: &[ProcessView], now: u64, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
     let same_policy = views.len() > 1 && views.iter().all(|v| v.policy == views[0].policy);
     if same_policy {
-        lines.extend(wrap(
-            &format!(
-                "policy (all {} processes): {}",
-                views.len(),
-                views[0].policy
-            ),
-            width,
-            4,
-        ));
+        let all = format!(
+            "policy (all {} processes): {}",
+            views.len(),
+            views[0].policy
+        );
+        lines.extend(wrap(&all, width, 4));
     }
     for v in views {
-        let age = match v.updated_ago_ms(now) {
-            None => "never published".to_string(),
-            Some(ms) => format!("updated {} ago", human_ms(ms)),
-        };
-        let stalled = matches!(v.updated_ago_ms(now), Some(ms) if ms > 3 * v.tick_ms as u64 + 2000);
-        let line = format!(
-            "pid {} {}: tracked {} waiting {} reaped {} {age}{}{}",
-            v.pid,
-            if v.comm.is_empty() { "?" } else { &v.comm },
-            v.counters.tracked,
-            v.counters.waiting,
-            reasons_text(&v.counters.reaped),
-            if stalled {
-                " (watcher not publishing: process stopped?)"
-            } else {
-                ""
-            },
-            if v.torn { " (no consistent copy)" } else { "" },
-        );
-        lines.extend(wrap(&line, width, 4));
+        lines.extend(wrap(&process_line(v, now), width, 4));
         if !same_policy {
             lines.extend(wrap(&format!("  policy: {}", v.policy), width, 4));
         }
     }
-    if !opts.recent.is_empty() {
-        lines.push(String::new());
-        lines.push(format!(
-            "recent reaps (newest first, {} shown):",
-            opts.recent.len().min(5)
-        ));
-        for r in opts.recent.iter().take(5) {
-            let ago = human_ms(now.saturating_sub(r.seen_unix_ms));
-            lines.push(fit(
-                &format!(
-                    "  {} pid {} fd {} {} port {} after {} (seen {ago} ago)",
-                    if r.would { "would_reap" } else { "reaped" },
-                    r.pid,
-                    r.fd,
-                    r.peer,
-                    r.port,
-                    human_ms(r.waited_ms),
-                ),
-                width,
-            ));
-        }
+    lines
+}
+
+/// `pid 1234 srv: tracked 5 waiting 3 reaped 0 updated 200ms ago`, with what is wrong.
+fn process_line(v: &ProcessView, now: u64) -> String {
+    let ago = v.updated_ago_ms(now);
+    let age = match ago {
+        None => "never published".to_string(),
+        Some(ms) => format!("updated {} ago", human_ms(ms)),
+    };
+    let stalled = matches!(ago, Some(ms) if ms > 3 * v.tick_ms as u64 + 2000);
+    format!(
+        "pid {} {}: tracked {} waiting {} reaped {} {age}{}{}",
+        v.pid,
+        if v.comm.is_empty() { "?" } else { &v.comm },
+        v.counters.tracked,
+        v.counters.waiting,
+        reasons_text(&v.counters.reaped),
+        if stalled {
+            " (watcher not publishing: process stopped?)"
+        } else {
+            ""
+        },
+        if v.torn { " (no consistent copy)" } else { "" },
+    )
+}
+
+/// The "recent reaps" panel (nothing when there are none).
+fn recent_lines(recent: &[RecentReap], now: u64, width: usize) -> Vec<String> {
+    if recent.is_empty() {
+        return Vec::new();
     }
-    lines.push(String::new());
-    let conns = sorted_by(views, opts.sort, &opts.filters);
-    let with_pid = views.len() > 1;
-    let with_age = width >= 100;
-    let row = |cells: [&str; 11]| {
+    let mut lines = vec![
+        String::new(),
+        format!(
+            "recent reaps (newest first, {} shown):",
+            recent.len().min(5)
+        ),
+    ];
+    for r in recent.iter().take(5) {
+        let ago = human_ms(now.saturating_sub(r.seen_unix_ms));
+        let line = format!(
+            "  {} pid {} fd {} {} port {} after {} (seen {ago} ago)",
+            if r.would { "would_reap" } else { "reaped" },
+            r.pid,
+            r.fd,
+            r.peer,
+            r.port,
+            human_ms(r.waited_ms),
+        );
+        lines.push(fit(&line, width));
+    }
+    lines
+}
+
+/// The connection table's layout: which optional columns fit.
+struct Columns {
+    width: usize,
+    /// With several processes.
+    pid: bool,
+    /// From 100 columns.
+    age: bool,
+}
+
+impl Columns {
+    const HEADINGS: [&'static str; 11] = [
+        "PID", "FD", "PEER", "LPORT", "TURN", "WAIT", "IN", "OUT", "LEFT", "AGE", "FLAGS",
+    ];
+
+    /// One row, cut to the width.
+    fn row<S: AsRef<str>>(&self, cells: &[S; 11]) -> String {
+        let c: Vec<&str> = cells.iter().map(AsRef::as_ref).collect();
         let mut l = String::new();
-        if with_pid {
-            l += &format!("{:>7} ", cells[0]);
+        if self.pid {
+            l += &format!("{:>7} ", c[0]);
         }
         l += &format!(
             "{:>4} {:<21} {:>5} {:<7} {:>5} {:>5} {:>5} {:>5} ",
-            cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7], cells[8]
+            c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
         );
-        if with_age {
-            l += &format!("{:>5} ", cells[9]);
+        if self.age {
+            l += &format!("{:>5} ", c[9]);
         }
-        l += cells[10];
-        fit(l.trim_end(), width)
-    };
-    let mut heading = format!("sort: {}", opts.sort.name());
-    if !opts.filters.is_empty() {
-        heading += &format!(
-            ", {} filter{}",
-            opts.filters.len(),
-            if opts.filters.len() == 1 { "" } else { "s" }
-        );
+        l += c[10];
+        fit(l.trim_end(), self.width)
     }
-    lines.push(fit(&heading, width));
-    lines.push(row([
-        "PID", "FD", "PEER", "LPORT", "TURN", "WAIT", "IN", "OUT", "LEFT", "AGE", "FLAGS",
-    ]));
+}
+
+/// A connection's cells, in [`Columns::HEADINGS`] order.
+fn record_cells(pid: u32, r: &Record) -> [String; 11] {
+    let left = if r.time_left_ms == u64::MAX {
+        "-".to_string()
+    } else {
+        human_ms(r.time_left_ms)
+    };
+    [
+        pid.to_string(),
+        r.fd.to_string(),
+        peer(r),
+        r.local_port.to_string(),
+        turn(r).to_string(),
+        human_ms(r.waiting_ms),
+        human_bytes(r.bytes_in),
+        human_bytes(r.bytes_out),
+        left,
+        human_ms(r.age_ms),
+        flags_text(r),
+    ]
+}
+
+/// `sort: wait, 2 filters`.
+fn sort_heading(opts: &TextOptions) -> String {
+    let mut heading = format!("sort: {}", opts.sort.name());
+    let n = opts.filters.len();
+    if n > 0 {
+        heading += &format!(", {n} filter{}", if n == 1 { "" } else { "s" });
+    }
+    heading
+}
+
+/// The sorted, filtered connection table, bounded by `opts.max_rows`, and the `queued` note.
+fn connection_lines(views: &[ProcessView], opts: &TextOptions, width: usize) -> Vec<String> {
+    let conns = sorted_by(views, opts.sort, &opts.filters);
+    let columns = Columns {
+        width,
+        pid: views.len() > 1,
+        age: width >= 100,
+    };
+    let mut lines = vec![
+        fit(&sort_heading(opts), width),
+        columns.row(&Columns::HEADINGS),
+    ];
     let shown = opts.max_rows.unwrap_or(usize::MAX).min(conns.len());
     for (pid, r) in &conns[..shown] {
-        let left = if r.time_left_ms == u64::MAX {
-            "-".to_string()
-        } else {
-            human_ms(r.time_left_ms)
-        };
-        lines.push(row([
-            &pid.to_string(),
-            &r.fd.to_string(),
-            &peer(r),
-            &r.local_port.to_string(),
-            turn(r),
-            &human_ms(r.waiting_ms),
-            &human_bytes(r.bytes_in),
-            &human_bytes(r.bytes_out),
-            &left,
-            &human_ms(r.age_ms),
-            &flags_text(r),
-        ]));
+        lines.push(columns.row(&record_cells(*pid, r)));
     }
     if shown < conns.len() {
         lines.push(format!("… {} more", conns.len() - shown));
@@ -517,9 +573,7 @@ pub fn render_text(target: u32, views: &[ProcessView], opts: &TextOptions) -> St
             2,
         ));
     }
-    let mut out = lines.join("\n");
-    out.push('\n');
-    out
+    lines
 }
 
 fn reasons_json(counts: &[u64; REASONS]) -> String {
@@ -662,31 +716,104 @@ pub(crate) mod tests {
         assert_eq!(human_bytes(1 << 30), "1024M");
     }
 
+    fn view(pid: u32, policy: &str, records: Vec<Record>) -> ProcessView {
+        ProcessView {
+            pid,
+            comm: "srv".into(),
+            policy: policy.into(),
+            tick_ms: 100,
+            updated_unix_ms: 0,
+            started_unix_ms: 0,
+            counters: Counters::default(),
+            records,
+            torn: false,
+        }
+    }
+
+    #[test]
+    fn the_summary_and_process_lines() {
+        let mut a = view(1, "idle=1m", vec![]);
+        a.counters.tracked = 3;
+        a.counters.reaped[0] = 2;
+        let mut b = view(2, "idle=1m", vec![]);
+        b.counters.would_reap[1] = 1;
+        b.counters.rejected_over_cap = 4;
+        let summary = summary_line(9, &[a, b]);
+        assert!(
+            summary.starts_with("stallguard top 9: 2 guarded processes, tracked 3,"),
+            "{summary}"
+        );
+        assert!(summary.contains(", would reap: "), "{summary}");
+        assert!(summary.ends_with(", rejected over cap: 4"), "{summary}");
+
+        let mut v = view(7, "idle=1m", vec![]);
+        assert_eq!(
+            process_line(&v, 10_000),
+            "pid 7 srv: tracked 0 waiting 0 reaped 0 never published"
+        );
+        v.updated_unix_ms = 1_000;
+        v.torn = true;
+        v.comm.clear();
+        assert_eq!(
+            process_line(&v, 10_000),
+            "pid 7 ?: tracked 0 waiting 0 reaped 0 updated 9.0s ago \
+             (watcher not publishing: process stopped?) (no consistent copy)"
+        );
+        let shared = process_lines(&[view(1, "p", vec![]), view(2, "p", vec![])], 0, 80);
+        assert_eq!(shared[0], "policy (all 2 processes): p");
+        assert_eq!(shared.len(), 3, "{shared:?}");
+        let own = process_lines(&[view(1, "p", vec![]), view(2, "q", vec![])], 0, 80);
+        assert_eq!(own[1], "  policy: p");
+        assert_eq!(own[3], "  policy: q");
+    }
+
+    #[test]
+    fn the_table_rows_and_panels() {
+        let narrow = Columns {
+            width: 80,
+            pid: false,
+            age: false,
+        };
+        let heading = narrow.row(&Columns::HEADINGS);
+        assert!(heading.starts_with("  FD PEER"), "{heading}");
+        assert!(!heading.contains("PID") && !heading.contains("AGE"));
+        let heading = Columns {
+            width: 120,
+            pid: true,
+            age: true,
+        }
+        .row(&Columns::HEADINGS);
+        assert!(heading.starts_with("    PID   FD") && heading.contains(" AGE FLAGS"));
+        let cells = record_cells(3, &rec(4, TURN_CLIENT | FLAG_REAPED, 1_500));
+        assert_eq!(cells[0], "3");
+        assert_eq!(cells[4], "client");
+        assert_eq!(cells[5], "1.5s");
+        assert_eq!(cells[8], "-");
+        assert_eq!(cells[10], "reaped");
+        assert!(narrow.row(&cells).chars().count() <= 80);
+        let opts = TextOptions {
+            filters: vec![Filter::Port(80), Filter::Pid(1)],
+            ..TextOptions::default()
+        };
+        assert_eq!(sort_heading(&opts), "sort: wait, 2 filters");
+        assert_eq!(sort_heading(&TextOptions::default()), "sort: wait");
+        assert!(recent_lines(&[], 0, 80).is_empty());
+        let r = RecentReap::from_record(3, &rec(4, FLAG_WOULD_REAP, 2_000), 1_000).unwrap();
+        assert_eq!(
+            recent_lines(&[r], 3_000, 80),
+            [
+                "",
+                "recent reaps (newest first, 1 shown):",
+                "  would_reap pid 3 fd 4 127.0.0.1:5555 port 8080 after 2.0s (seen 2.0s ago)"
+            ]
+        );
+    }
+
     #[test]
     fn sorted_by_waiting_then_pid_and_fd() {
         let views = vec![
-            ProcessView {
-                pid: 2,
-                comm: "srv".into(),
-                policy: String::new(),
-                tick_ms: 100,
-                updated_unix_ms: 0,
-                started_unix_ms: 0,
-                counters: Counters::default(),
-                records: vec![rec(5, TURN_CLIENT, 10), rec(6, 0, 900)],
-                torn: false,
-            },
-            ProcessView {
-                pid: 1,
-                comm: "srv".into(),
-                policy: String::new(),
-                tick_ms: 100,
-                updated_unix_ms: 0,
-                started_unix_ms: 0,
-                counters: Counters::default(),
-                records: vec![rec(7, TURN_CLIENT, 900)],
-                torn: false,
-            },
+            view(2, "", vec![rec(5, TURN_CLIENT, 10), rec(6, 0, 900)]),
+            view(1, "", vec![rec(7, TURN_CLIENT, 900)]),
         ];
         let order: Vec<(u32, i32)> = sorted_connections(&views)
             .iter()

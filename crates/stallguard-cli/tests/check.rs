@@ -144,9 +144,82 @@ fn errors_exit_2() {
     let (code, _, err) = check(Path::new("/nonexistent/server"));
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/server"), "{err}");
-    let script = scratch("script.sh");
-    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
-    let (code, _, err) = check(&script);
+    let text_file = scratch("notes.txt");
+    std::fs::write(&text_file, "neither ELF nor a script\n").unwrap();
+    let (code, _, err) = check(&text_file);
     assert_eq!(code, 2);
     assert!(err.contains("not an ELF file"), "{err}");
+    let script = scratch("lost-interpreter.sh");
+    std::fs::write(&script, "#!/nonexistent/interp\n").unwrap();
+    let (code, _, err) = check(&script);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/interp"), "{err}");
+}
+
+/// `stallguard check ARGS` with `PATH` set to the examples' directory, then the system's.
+fn check_in_path(arg: &str) -> (i32, String, String) {
+    let examples = example("pool_server").parent().unwrap().to_path_buf();
+    let path = std::env::join_paths([examples, "/usr/bin".into(), "/bin".into()]).unwrap();
+    let out = Command::new(cli_bin())
+        .args(["check", arg])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn a_bare_name_is_looked_up_in_path_as_run_does() {
+    let (code, out, err) = check_in_path("pool_server");
+    assert_eq!(code, 0, "{out}{err}");
+    let full = example("pool_server").display().to_string();
+    assert!(out.contains(&format!("{full}: guardable")), "{out}");
+    let (code, _, err) = check_in_path("no-such-server-anywhere");
+    assert_eq!(code, 2);
+    assert!(err.contains("no-such-server-anywhere"), "{err}");
+}
+
+#[test]
+fn a_script_is_judged_by_its_interpreter_and_says_so() {
+    let server = example("pool_server").display().to_string();
+    let direct = scratch("direct.sh");
+    std::fs::write(&direct, format!("#!{server} 0\n")).unwrap();
+    let via_env = scratch("via-env.sh");
+    std::fs::write(&via_env, "#!/usr/bin/env -S pool_server 0\n").unwrap();
+    for (script, line) in [
+        (&direct, format!("#!{server} 0")),
+        (&via_env, "#!/usr/bin/env -S pool_server 0".to_string()),
+    ] {
+        let (code, out, err) = check_in_path(script.to_str().unwrap());
+        assert_eq!(code, 0, "{out}{err}");
+        let first = out.lines().next().unwrap_or("");
+        assert_eq!(
+            first,
+            format!(
+                "{}: a script ({line}): the library is loaded into its interpreter, so this \
+                 checks {server}",
+                script.display()
+            ),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{server}: guardable")), "{out}");
+    }
+    // An interpreter that accepts nothing: the script is not guardable either.
+    let shell = scratch("shell.sh");
+    std::fs::write(&shell, "#!/bin/ls\n").unwrap();
+    let (code, out, _) = check_in_path(shell.to_str().unwrap());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("checks /bin/ls"), "{out}");
+    let missing = scratch("missing-env.sh");
+    std::fs::write(&missing, "#!/usr/bin/env no-such-interp-x\n").unwrap();
+    let (code, _, err) = check_in_path(missing.to_str().unwrap());
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no-such-interp-x is not found in PATH"),
+        "{err}"
+    );
 }

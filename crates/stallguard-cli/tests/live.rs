@@ -106,9 +106,9 @@ fn reap_fd_releases_the_connection() {
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok\n");
 
-    // An fd that is not a tracked connection: answered, nothing reaped.
+    // An fd that is not a tracked connection: answered, nothing reaped, exit status 1.
     let out = stallguard(&["reap", &server.pid().to_string(), "--fd", "999"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("reaped 0"),
         "{}",

@@ -76,7 +76,7 @@ fn flags_reach_the_shim_and_merge_over_the_environment() {
         ("request", "5s-9s,minrate=100"),
         ("idle", "45s"),
         ("write_stall", "50s"),
-        ("lifetime", "60m"), // 1h, as the policy formats it
+        ("lifetime", "1h"), // in the largest exact unit
         ("tick", "50ms"),
         ("per_source", "7"),
         ("action", "log"),
@@ -136,6 +136,68 @@ fn a_bad_flag_exits_2_and_starts_nothing() {
     ] {
         let out = Command::new(cli_bin()).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn negative_values_are_refused_not_run_and_messages_are_precise() {
+    let marker = scratch("negative-must-not-exist");
+    for value in ["-1", "-5s"] {
+        let out = Command::new(cli_bin())
+            .args(["run", "--idle", value, "/bin/sh", "-c"])
+            .arg(format!("touch {}", marker.display()))
+            .env("STALLGUARD_LIB", shim())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("invalid --idle \"{value}\" (STALLGUARD_IDLE)"))
+                && err.contains("negative durations are not accepted"),
+            "{value}: {err}"
+        );
+        assert!(!err.contains("cannot run"), "{value}: {err}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!marker.exists(), "the command ran");
+
+    let refusal = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(cli_bin())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
+        text(&out.stderr)
+    };
+    let err = refusal(&["run", "--check"], &[("STALLGUARD_IDLE", "-1")]);
+    assert!(err.contains("negative durations are not accepted"), "{err}");
+    assert!(!err.contains("unknown unit"), "{err}");
+    let err = refusal(&["run", "--check"], &[("STALLGUARD_FOO", "1")]);
+    assert!(!err.contains("did you mean"), "{err}");
+    assert!(
+        err.contains("unknown variable; known: STALLGUARD_"),
+        "{err}"
+    );
+    let err = refusal(&["run", "--check", "--ports", "80:idel=5s"], &[]);
+    assert!(err.contains("did you mean idle?"), "{err}");
+    let err = refusal(&["run", "--check", "--per-source", "0"], &[]);
+    assert!(err.contains("use off for no cap"), "{err}");
+}
+
+#[test]
+fn check_echoes_days_and_exempt_ranges_on_its_first_line() {
+    let out = Command::new(cli_bin())
+        .args(["run", "--check", "--lifetime", "720h", "--idle", "1d"])
+        .args(["--exempt", "10.0.0.0/24,::1"])
+        .env("STALLGUARD_LIB", shim())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let first: Vec<&str> = stdout.lines().next().unwrap_or("").split(' ').collect();
+    for part in ["lifetime=30d", "idle=1d", "exempt=10.0.0.0/24,::1/128"] {
+        assert!(first.contains(&part), "{part}: {stdout}");
     }
 }
 

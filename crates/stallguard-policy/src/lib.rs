@@ -7,6 +7,7 @@ pub mod duration;
 pub mod kernel_view;
 pub mod policy;
 pub mod ports;
+pub mod suggest;
 pub mod timers;
 pub mod verdict;
 

@@ -312,8 +312,13 @@ fn switch(value: &str) -> Result<bool, Refusal> {
 
 fn per_source(value: &str) -> Result<u32, Refusal> {
     let v = value.trim();
-    if v.eq_ignore_ascii_case("off") || v == "0" {
+    if v.eq_ignore_ascii_case("off") {
         return Ok(0);
+    }
+    if v == "0" {
+        return Err(Some(
+            "0 would refuse every connection; use off for no cap".into(),
+        ));
     }
     v.parse::<u32>()
         .ok()
@@ -410,81 +415,87 @@ fn unknown_variable(name: &str, value: &str) -> ConfigError {
     err(name, value, hint)
 }
 
-/// The known variable closest to a misspelt one, if it is plausibly a typo.
+/// The known variable closest to a misspelt one, if it is plausibly a typo (the part after
+/// `STALLGUARD_` is compared: `STALLGUARD_FOO` is not a typo of `STALLGUARD_LOG`).
 pub fn nearest_name(name: &str) -> Option<&'static str> {
-    VARIABLES
-        .iter()
-        .map(|v| (edit_distance(name, v.name), v.name))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, n)| n)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
+    let suffix = |n: &'static str| n.trim_start_matches("STALLGUARD_");
+    let typed = name.strip_prefix("STALLGUARD_").unwrap_or(name);
+    let near = crate::suggest::nearest(typed, VARIABLES.iter().map(|v| suffix(v.name)))?;
+    VARIABLES.iter().map(|v| v.name).find(|n| suffix(n) == near)
 }
 
 impl Policy {
     /// The effective policy as logfmt pairs, for the start line. Port rules, exemptions and
     /// the per-source cap appear only when set.
     pub fn describe(&self) -> String {
-        let mut out = format!(
-            "{} action={} tick={} adopt={}",
+        let mut parts = vec![
             self.timers.describe(),
-            match self.action {
-                Action::Shutdown => "shutdown",
-                Action::Rst => "rst",
-                Action::Log => "log",
-            },
-            format_duration_ms(self.tick_ms),
-            if self.adopt_stdio { "on" } else { "off" },
-        );
-        out += &format!(
-            " backstops={} socket_timeouts={}",
-            if self.backstops { "on" } else { "off" },
-            if self.socket_timeouts { "on" } else { "off" }
-        );
+            format!("action={}", self.action.name()),
+            format!("tick={}", format_duration_ms(self.tick_ms)),
+            format!("adopt={}", on_off(self.adopt_stdio)),
+            format!("backstops={}", on_off(self.backstops)),
+            format!("socket_timeouts={}", on_off(self.socket_timeouts)),
+        ];
+        parts.extend(self.optional_parts());
+        parts.join(" ")
+    }
+
+    /// The pairs shown only when set: cap, Unix sockets, deferred accept, outbound
+    /// deadlines, exempt ranges, port rules.
+    fn optional_parts(&self) -> Vec<String> {
+        let mut parts = Vec::new();
         if self.per_source > 0 {
-            out += &format!(" per_source={}", self.per_source);
+            parts.push(format!("per_source={}", self.per_source));
         }
         if self.unix {
-            out += " unix=on";
+            parts.push("unix=on".into());
         }
         if !self.defer_accept.is_empty() {
-            let ports: Vec<String> = self.defer_accept.iter().map(u16::to_string).collect();
-            out += &format!(" defer_accept={}", ports.join(","));
+            parts.push(format!("defer_accept={}", joined(&self.defer_accept)));
         }
         if let Some(o) = self.outbound {
-            out += &format!(
-                " outbound=connect={},idle={}",
+            let (c, i) = (
                 format_duration_ms(o.connect_ms),
-                format_duration_ms(o.idle_ms)
+                format_duration_ms(o.idle_ms),
             );
+            parts.push(format!("outbound=connect={c},idle={i}"));
         }
         if !self.exempt.is_empty() {
-            out += &format!(" exempt={}", self.exempt.len());
+            parts.push(format!("exempt={}", joined(&self.exempt)));
         }
         for (port, rule) in &self.ports {
-            match rule {
-                None => out += &format!(" port{port}=off"),
-                Some(t) => out += &format!(" port{port}=\"{}\"", t.describe()),
-            }
+            parts.push(match rule {
+                None => format!("port{port}=off"),
+                Some(t) => format!("port{port}=\"{}\"", t.describe()),
+            });
         }
-        out
+        parts
     }
+}
+
+impl Action {
+    /// As `STALLGUARD_ACTION` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Shutdown => "shutdown",
+            Action::Rst => "rst",
+            Action::Log => "log",
+        }
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// `80,8080`, `10.0.0.0/8,::1/128`.
+fn joined<T: fmt::Display>(items: &[T]) -> String {
+    let shown: Vec<String> = items.iter().map(T::to_string).collect();
+    shown.join(",")
 }
 
 #[cfg(test)]
@@ -590,25 +601,96 @@ mod tests {
         }
     }
 
+    /// The one error `name=value` gives, as printed.
+    fn only_error(name: &str, value: &str) -> String {
+        let (_, e) = parse(&[(name, value)]);
+        assert_eq!(e.len(), 1, "{name}={value}: {e:?}");
+        e[0].to_string()
+    }
+
     #[test]
     fn unknown_names_suggest_the_nearest() {
-        let (_, e) = parse(&[("STALLGUARD_IDEL", "5s")]);
+        for (name, says) in [
+            ("STALLGUARD_IDEL", "did you mean STALLGUARD_IDLE?"),
+            (
+                "STALLGUARD_FIRSTBYTE",
+                "did you mean STALLGUARD_FIRST_BYTE?",
+            ),
+            (
+                "STALLGUARD_FIST_BYTE",
+                "did you mean STALLGUARD_FIRST_BYTE?",
+            ),
+            // Within a small edit distance only: FOO is two edits from LOG, of three letters.
+            (
+                "STALLGUARD_FOO",
+                "unknown variable; known: STALLGUARD_FIRST_BYTE",
+            ),
+            (
+                "STALLGUARD_COMPLETELY_DIFFERENT",
+                "known: STALLGUARD_FIRST_BYTE",
+            ),
+        ] {
+            let line = only_error(name, "1");
+            assert!(line.contains(says), "{name}: {line}");
+        }
+    }
+
+    #[test]
+    fn negative_durations_zero_caps_and_misspelt_timers_say_what_is_wrong() {
+        for (name, value, says) in [
+            (
+                "STALLGUARD_IDLE",
+                "-1",
+                "negative durations are not accepted",
+            ),
+            (
+                "STALLGUARD_PER_SOURCE",
+                "0",
+                "0 would refuse every connection; use off",
+            ),
+            (
+                "STALLGUARD_PORTS",
+                "80:idel=5s",
+                "unknown timer 'idel'; did you mean idle?",
+            ),
+            ("STALLGUARD_OUTBOUND", "conect=5s", "did you mean connect?"),
+        ] {
+            let line = only_error(name, value);
+            assert!(line.contains(says), "{name}={value}: {line}");
+            assert!(!line.contains("unknown unit"), "{name}={value}: {line}");
+        }
+        let (p, e) = parse(&[("STALLGUARD_PER_SOURCE", "off")]);
+        assert_eq!((p.per_source, e), (0, vec![]));
+    }
+
+    #[test]
+    fn days_are_accepted_and_durations_echoed_in_the_largest_exact_unit() {
+        let (p, e) = parse(&[
+            ("STALLGUARD_LIFETIME", "720h"),
+            ("STALLGUARD_IDLE", "1d"),
+            ("STALLGUARD_WRITE_STALL", "90m"),
+            ("STALLGUARD_FIRST_BYTE", "3600"),
+        ]);
+        assert_eq!(e, vec![]);
+        let text = p.describe();
+        for part in [
+            "lifetime=30d",
+            "idle=1d",
+            "write_stall=90m",
+            "first_byte=1h",
+        ] {
+            assert!(text.split(' ').any(|w| w == part), "{part}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_description_lists_the_exempt_ranges() {
+        let (p, e) = parse(&[("STALLGUARD_EXEMPT", "10.0.0.0/8, ::1,192.168.1.5")]);
+        assert_eq!(e, vec![]);
+        let text = p.describe();
         assert!(
-            e[0].to_string().contains("did you mean STALLGUARD_IDLE?"),
-            "{}",
-            e[0]
-        );
-        let (_, e) = parse(&[("STALLGUARD_FIRSTBYTE", "5s")]);
-        assert!(
-            e[0].to_string().contains("STALLGUARD_FIRST_BYTE"),
-            "{}",
-            e[0]
-        );
-        let (_, e) = parse(&[("STALLGUARD_COMPLETELY_DIFFERENT", "1")]);
-        assert!(
-            e[0].to_string().contains("known: STALLGUARD_FIRST_BYTE"),
-            "{}",
-            e[0]
+            text.ends_with(" exempt=10.0.0.0/8,::1/128,192.168.1.5/32"),
+            "{text}"
         );
     }
 

@@ -3,10 +3,14 @@
 //! Timers not named for a port keep their global value.
 
 use crate::duration::parse_duration_ms;
+use crate::suggest::did_you_mean;
 use crate::timers::{parse_request, Timers};
 
 pub const PORTS_ACCEPTS: &str = "PORT:off or PORT:name=value[,name=value...] rules separated by ';' \
      (names: first_byte, request, idle, write_stall, lifetime; e.g. 8080:request=10-20,minrate=1000,idle=15s;9000:off)";
+
+/// The timers a port rule may name.
+const TIMER_NAMES: [&str; 5] = ["first_byte", "request", "idle", "write_stall", "lifetime"];
 
 /// Parses the rules, each starting from `base` (the global timers).
 pub fn parse_ports(spec: &str, base: &Timers) -> Result<Vec<(u16, Option<Timers>)>, String> {
@@ -67,7 +71,10 @@ fn parse_overrides(body: &str, base: &Timers) -> Result<Timers, String> {
             "write_stall" => t.write_stall_ms = duration()?,
             "lifetime" => t.lifetime_ms = duration()?,
             "request" => t.request = parse_request(value).map_err(|e| format!("request: {e}"))?,
-            other => return Err(format!("unknown timer '{other}'")),
+            other => {
+                let hint = did_you_mean(other, TIMER_NAMES);
+                return Err(format!("unknown timer '{other}'{hint}"));
+            }
         }
     }
     Ok(t)
@@ -141,5 +148,22 @@ mod tests {
         ] {
             assert!(parse_ports(bad, &base).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_misspelt_timer_gets_a_suggestion() {
+        let base = Timers::default();
+        assert_eq!(
+            parse_ports("80:idel=5s", &base),
+            Err("port 80: unknown timer 'idel'; did you mean idle?".into())
+        );
+        assert_eq!(
+            parse_ports("80:firstbyte=5s", &base),
+            Err("port 80: unknown timer 'firstbyte'; did you mean first_byte?".into())
+        );
+        assert_eq!(
+            parse_ports("80:speed=1", &base),
+            Err("port 80: unknown timer 'speed'".into())
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! Shared by the global policy and the per-port rules.
 
 use crate::duration::{format_duration_ms, parse_duration_ms, MAX_DURATION_MS};
+use crate::suggest::did_you_mean;
 
 /// Apache `mod_reqtimeout` arithmetic: once the client starts sending it has `timeout_ms`; every
 /// byte received extends that by 1/`min_rate` s, never past `max_ms` after the start.
@@ -107,7 +108,8 @@ pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
             .split_once('=')
             .ok_or_else(|| format!("'{}' is not key=value", option.trim()))?;
         if !key.trim().eq_ignore_ascii_case("minrate") {
-            return Err(format!("unknown option '{}'", key.trim()));
+            let hint = did_you_mean(key.trim(), ["minrate"]);
+            return Err(format!("unknown option '{}'{hint}", key.trim()));
         }
         min_rate = val
             .trim()
@@ -177,7 +179,10 @@ pub fn parse_outbound(value: &str) -> Result<Option<OutboundPolicy>, String> {
         match name.trim().to_ascii_lowercase().as_str() {
             "connect" => o.connect_ms = ms,
             "idle" => o.idle_ms = ms,
-            other => return Err(format!("unknown deadline '{other}'")),
+            other => {
+                let hint = did_you_mean(other, ["connect", "idle"]);
+                return Err(format!("unknown deadline '{other}'{hint}"));
+            }
         }
     }
     if o.connect_ms == 0 && o.idle_ms == 0 {
