@@ -76,6 +76,14 @@ fn run() {
     publish::open();
     let tick_ms = policy.tick_ms.max(1);
     let sweep_ms = sweep_period_ms(policy, tick_ms);
+    // With the exact clock (a forked connection process) nothing needs a wake-up every
+    // tick: deadlines are exact, the sweep's period is kept, a reap request wakes the
+    // watcher at once, and readers see records a few seconds old at most.
+    let wake_ms = if clock::is_exact() {
+        tick_ms.max(LAZY_WAKE_MS.min(sweep_ms))
+    } else {
+        tick_ms
+    };
     let mut watch = Watch::default();
     let mut seen: Vec<Observation> = Vec::new();
     let mut all: Vec<Observation> = Vec::new();
@@ -90,23 +98,33 @@ fn run() {
         pid::refresh_sigpipe_disposition();
         log::reopen_if_closed();
         // What is due: deadlines that came, new connections, the sweep's share.
-        watch.observe_due(now, sweep_ms, tick_ms, &mut seen);
+        watch.observe_due(now, sweep_ms, wake_ms, &mut seen);
         judge::judge_and_act(now, &mut seen, &mut watch.memory);
         watch.schedule(&seen, now, tick_ms);
-        // Everything, at most once a second (and when the operator asks): the live view's
-        // records, the tracked/waiting counters, the periodic report.
-        if now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS || publish::request_pending() {
+        // Everything, only when someone looks (a reader of the live view, a report or the
+        // metrics file due, the operator's request) and at most once a second.
+        let second = now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS;
+        let request = publish::request_pending();
+        if request || (second && (reports.wants_full(now) || publish::reader_attached())) {
             full_at = now;
+            // Display only: judging is the due pass's (and the sweep's) job.
             watch.observe_all(now, &mut all);
-            judge::judge_and_act(now, &mut all, &mut watch.memory);
             judge::answer_operator(now, &mut all, &mut watch.memory);
-            watch.schedule(&all, now, tick_ms);
             let (tracked, waiting) = distinct_connections(&all, &mut scratch);
             stats::publish_tick(tracked, waiting);
             publish::tick(now, &all);
             reports.tick(now, &all);
             watch.compact();
+            all = Vec::new(); // a copy of every connection is kept only while it is used
         } else {
+            if second {
+                full_at = now;
+                if let Some((tracked, waiting)) = watch.swept.take() {
+                    stats::publish_tick(tracked, waiting);
+                }
+                reports.tick(now, &[]);
+                watch.compact();
+            }
             publish::tick_counters();
         }
         // Sleep until the earliest deadline, at most one tick (reap requests, `top`, and
@@ -114,10 +132,13 @@ fn run() {
         let woke = clock::monotonic_ms();
         let until = watch
             .next_due()
-            .map_or(now + tick_ms, |due| due.min(now + tick_ms));
-        sys::sleep_ms(until.saturating_sub(woke).max(1));
+            .map_or(now + wake_ms, |due| due.min(now + wake_ms));
+        publish::sleep_unless_request(until.saturating_sub(woke).max(1));
     }
 }
+
+/// Longest sleep of a watcher whose hooks read the exact clock.
+const LAZY_WAKE_MS: u64 = 5000;
 
 /// The full pass (every slot) runs at most this often.
 const FULL_PASS_EVERY_MS: u64 = 1000;

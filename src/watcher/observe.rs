@@ -70,6 +70,10 @@ pub struct Watch {
     queue: BinaryHeap<Reverse<(u64, i32, u32)>>,
     cursor: usize,
     candidates: Vec<i32>,
+    /// (tracked, waiting) counted by the sweep over its current cycle, and over the last
+    /// complete one: the counters when no full pass runs.
+    sweep_count: (u64, u64),
+    pub swept: Option<(u64, u64)>,
 }
 
 impl Watch {
@@ -125,12 +129,12 @@ impl Watch {
     /// The connections due this tick: new or flagged ones (`table::take_attention`), those
     /// whose deadline came, and the bounded sweep's share (every slot is re-read at least
     /// every `sweep_ms`, so a client's turn that started unseen is found before its timer
-    /// can run out).
+    /// can run out; `wake_ms`: the longest sleep between two calls).
     pub fn observe_due(
         &mut self,
         now: u64,
         sweep_ms: u64,
-        tick_ms: u64,
+        wake_ms: u64,
         out: &mut Vec<Observation>,
     ) {
         out.clear();
@@ -150,12 +154,15 @@ impl Watch {
                 }
             }
         }
+        let (mut start, mut share, mut wrapped) = (0, 0, false);
         if high > 0 {
-            let share = (high as u64 * tick_ms)
+            share = (high as u64 * wake_ms)
                 .div_ceil(sweep_ms.max(1))
-                .clamp(1, high as u64);
+                .clamp(1, high as u64) as usize;
+            start = (self.cursor + 1) % high;
             for _ in 0..share {
                 self.cursor = if self.cursor + 1 >= high {
+                    wrapped = true;
                     0
                 } else {
                     self.cursor + 1
@@ -167,8 +174,16 @@ impl Watch {
         cand.dedup();
         for &fd in &cand {
             if let Some(o) = self.look(fd, now) {
+                let swept = (fd as usize + high - start) % high.max(1) < share;
+                if swept && !o.alias {
+                    self.sweep_count.0 += 1;
+                    self.sweep_count.1 += u64::from(o.facts.waiting_since != 0);
+                }
                 out.push(o);
             }
+        }
+        if wrapped {
+            self.swept = Some(std::mem::take(&mut self.sweep_count));
         }
         self.candidates = cand;
     }
@@ -209,8 +224,8 @@ impl Watch {
 
     /// Drops queue entries that lead nowhere any more, once they outnumber the live ones.
     pub fn compact(&mut self) {
-        let live = self.memory.iter().filter(|m| m.due != 0).count();
-        if self.queue.len() > 2 * live + 1024 {
+        // At most one entry per fd leads anywhere: more than twice that are mostly stale.
+        if self.queue.len() > 2 * self.memory.len() + 1024 {
             let memory = &self.memory;
             self.queue.retain(|Reverse((due, fd, state))| {
                 memory

@@ -231,6 +231,37 @@ pub struct Request {
     pub fd: Option<i32>,
 }
 
+/// How long after a reader last opened the segment the records keep being refreshed.
+const READER_FRESH_MS: u64 = 3000;
+
+/// Whether a reader (`stallguard top`, `status`, `metrics`) opened the segment lately: the
+/// command marks its opens in the file's access time, so with nobody looking the watcher
+/// never walks every connection to fill the records (one stat a second).
+pub fn reader_attached() -> bool {
+    if segment().is_none() {
+        return false;
+    }
+    let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid::pid() as u32)) else {
+        return false;
+    };
+    sys::atime_unix_ms(&path).is_some_and(|at| at + READER_FRESH_MS >= unix_ms())
+}
+
+/// Sleeps up to `ms`, waking early when `stallguard reap` posts a request (it bumps
+/// `request_seq` and wakes the futex on its low word).
+pub fn sleep_unless_request(ms: u64) {
+    let Some(h) = segment() else {
+        return sys::sleep_ms(ms);
+    };
+    // The low 32 bits of request_seq (little-endian: its first word).
+    let word = (&h.request_seq as *const AtomicU64).cast::<u32>();
+    let expected = h.request_seq.load(Acquire) as u32;
+    if request_pending() {
+        return;
+    }
+    sys::wait_on_shared_word(word, expected, ms);
+}
+
 /// Whether `stallguard reap` posted a request not answered yet.
 pub fn request_pending() -> bool {
     segment().is_some_and(|h| h.request_seq.load(Acquire) != h.answer_seq.load(Acquire))

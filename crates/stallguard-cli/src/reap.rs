@@ -102,7 +102,19 @@ pub fn post(seg: &Segment, kind: u32, fd: i32) -> u64 {
     let h = seg.header();
     h.request_kind.store(kind, Ordering::Release);
     h.request_fd.store(fd, Ordering::Release);
-    h.request_seq.fetch_add(1, Ordering::AcqRel) + 1
+    let seq = h.request_seq.fetch_add(1, Ordering::AcqRel) + 1;
+    // Wake the watcher if it sleeps on the low word of request_seq (a forked connection
+    // process's watcher sleeps up to seconds).
+    // SAFETY: the address is inside the live shared mapping; FUTEX_WAKE only uses it as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            (&h.request_seq as *const std::sync::atomic::AtomicU64).cast::<u32>(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+        )
+    };
+    seq
 }
 
 /// The watcher's answer to request `seq`: Some(reaped) once `answer_seq` reached it.
