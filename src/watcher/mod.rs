@@ -90,6 +90,12 @@ fn run() {
     let mut scratch: Vec<u64> = Vec::new();
     let mut reports = report::Reports::default();
     let mut full_at = 0;
+    // At start, every slot once (a forked child's inherited connections asked for no
+    // attention in this process): judged and queued for their deadlines.
+    let start = clock::refresh();
+    watch.observe_all(start, &mut seen);
+    judge::judge_and_act(start, &mut seen, &mut watch.memory);
+    watch.schedule(&seen, start, tick_ms);
     loop {
         if WATCHER_PID.load(Acquire) != pid::pid() {
             return;
