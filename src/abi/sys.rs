@@ -268,6 +268,13 @@ pub fn close_own(fd: c_int) {
     unsafe { super::real::close(fd) };
 }
 
+/// Gives free heap memory back to the kernel (after the watcher dropped a large buffer,
+/// which glibc would otherwise keep for the process's lifetime).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointer; it only returns unused pages of the heap.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// The last access time of the file at `path`, in milliseconds since the epoch.
 pub fn atime_unix_ms(path: &CStr) -> Option<u64> {
     // SAFETY: `struct stat` is plain data; all-zero is valid.

@@ -93,9 +93,11 @@ fn run() {
     // At start, every slot once (a forked child's inherited connections asked for no
     // attention in this process): judged and queued for their deadlines.
     let start = clock::refresh();
-    watch.observe_all(start, &mut seen);
-    judge::judge_and_act(start, &mut seen, &mut watch.memory);
-    watch.schedule(&seen, start, tick_ms);
+    watch.observe_all(start, &mut all);
+    judge::judge_and_act(start, &mut all, &mut watch.memory);
+    watch.schedule(&all, start, tick_ms);
+    all = Vec::new();
+    sys::release_free_memory();
     loop {
         if WATCHER_PID.load(Acquire) != pid::pid() {
             return;
@@ -107,6 +109,9 @@ fn run() {
         watch.observe_due(now, sweep_ms, wake_ms, &mut seen);
         judge::judge_and_act(now, &mut seen, &mut watch.memory);
         watch.schedule(&seen, now, tick_ms);
+        if seen.capacity() > 4 * seen.len() + 1024 {
+            seen = Vec::new(); // a burst of due connections is not kept for ever
+        }
         // Everything, only when someone looks (a reader of the live view, a report or the
         // metrics file due, the operator's request) and at most once a second.
         let second = now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS;
@@ -122,6 +127,7 @@ fn run() {
             reports.tick(now, &all);
             watch.compact();
             all = Vec::new(); // a copy of every connection is kept only while it is used
+            sys::release_free_memory();
         } else {
             if second {
                 full_at = now;

@@ -80,6 +80,9 @@ impl Watch {
     fn fit(&mut self) -> usize {
         let high = table::high_water();
         if self.memory.len() < high {
+            // Grown by an eighth at a time, not doubled: 16 bytes per fd, not up to 32.
+            let more = (high - self.memory.len()).max(self.memory.len() / 8);
+            self.memory.reserve_exact(more);
             self.memory.resize(high, Memory::default());
         }
         high

@@ -20,6 +20,8 @@ static REMOVE_AT_EXIT: AtomicBool = AtomicBool::new(false);
 /// counters every tick).
 static RECORDS_AT: AtomicU64 = AtomicU64::new(0);
 const RECORDS_EVERY_MS: u64 = 1000;
+/// When this process's segment was created (its access time then is ours, not a reader's).
+static CREATED_UNIX_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Creates this process's segment (watcher start). Without /dev/shm the guard runs without
 /// a live view.
@@ -37,6 +39,7 @@ pub fn open() {
     // not yet published: no other reference to it exists in this process.
     fill(unsafe { &mut *p }, pid);
     OWNER.store(pid, Release);
+    CREATED_UNIX_MS.store(unix_ms(), Relaxed);
     SEGMENT.store(p, Release);
     if !REMOVE_AT_EXIT.swap(true, AcqRel) {
         sys::at_exit(remove_at_exit);
@@ -244,7 +247,8 @@ pub fn reader_attached() -> bool {
     let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid::pid() as u32)) else {
         return false;
     };
-    sys::atime_unix_ms(&path).is_some_and(|at| at + READER_FRESH_MS >= unix_ms())
+    sys::atime_unix_ms(&path)
+        .is_some_and(|at| at > CREATED_UNIX_MS.load(Relaxed) && at + READER_FRESH_MS >= unix_ms())
 }
 
 /// Sleeps up to `ms`, waking early when `stallguard reap` posts a request (it bumps
