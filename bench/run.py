@@ -13,9 +13,15 @@ the order reversed every other round) and reporting medians with their ranges, b
   e2e       wrk against civetweb and nginx: direct, guarded (LD_PRELOAD into the server) and
             with HAProxy in front (timeouts configured, the usual alternative defence):
             req/s, p50/p99 latency, server CPU per request from /proc/PID/stat.
-  watcher   bench/idlebench.c: CPU time of the thread named "stallguard" per tick with 1k and
-            10k idle tracked connections, and the resident memory the guard adds.
-  budgets   the figures above against the budgets of issue #6.
+  watcher   bench/idlebench.c: CPU share of the thread named "stallguard" with 1k, 10k and
+            100k idle tracked connections (or as many as the hard RLIMIT_NOFILE allows; the
+            client uses 16 source addresses 127.0.0.2-17), and the resident memory the guard
+            adds.
+  accept    extra syscalls per accepted connection: strace -f -c of pool_server serving N
+            and 2N one-request connections, guarded minus direct.
+  forks     200 concurrent forked connection processes (forking_server): CPU of every
+            guard thread together.
+  budgets   the figures above against the budgets of issues #6 and #13.
 
 Writes bench/results/latest.{md,json} and e2e.svg (quick.{md,json}, quick-e2e.svg for
 --quick) and prints the markdown. Exits non-zero only if the harness broke (or, with
