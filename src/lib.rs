@@ -49,8 +49,13 @@ extern "C" fn init() {
             log::to_stderr("stallguard: cannot reserve the connection table: running UNGUARDED");
             return;
         }
-        if config::policy().per_source > 0 && !table::sources::init() {
-            log::to_stderr("stallguard: cannot map the per-source table: STALLGUARD_PER_SOURCE is not enforced");
+        if config::policy().per_source > 0 {
+            if !table::sources::init() {
+                log::to_stderr("stallguard: cannot map the per-source table: STALLGUARD_PER_SOURCE is not enforced");
+            } else if table::holders::init() {
+                abi::sys::at_fork_prepare(before_fork);
+                abi::sys::at_exit(table::holders::at_exit);
+            }
         }
         runtime::set_watcher_starter(watcher::ensure_running);
         abi::sys::at_fork_child(after_fork_in_child);
@@ -67,6 +72,12 @@ extern "C" fn init() {
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = init;
 
+/// Runs in the parent right before fork() (only with STALLGUARD_PER_SOURCE): the child will
+/// hold this process's counted connections too.
+extern "C" fn before_fork() {
+    table::holders::before_fork();
+}
+
 /// Runs in the child right after fork(). The parent's watcher thread and every call that was
 /// in flight in another thread do not exist here: release slots the watcher held, forget the
 /// parent's in-flight waits (this process judges only what its own hooks see), and start a
@@ -77,6 +88,7 @@ extern "C" fn after_fork_in_child() {
     clock::refresh();
     log::reset_after_fork();
     watcher::forget_parent_watcher();
+    table::holders::after_fork_in_child();
     let mut inherited = 0;
     for fd in 0..table::high_water() {
         if let Some(s) = table::tracked(fd as i32) {

@@ -21,6 +21,21 @@ fn stderr_lines(out: &Output) -> Vec<String> {
         .collect()
 }
 
+/// Issue 14 item 6: the variable that points the tests at a build of the library is inherited
+/// by guarded children (not every test scrubs the environment): the library must accept it,
+/// so the test suite never needs a knob the library rejects.
+#[test]
+fn the_tests_library_variable_is_not_an_unknown_variable() {
+    let so = shim();
+    let out = run_with(&[(LIBRARY_VAR, so.to_str().unwrap())]);
+    let lines = stderr_lines(&out);
+    let named = lines.iter().any(|l| l.contains(LIBRARY_VAR));
+    assert!(
+        out.status.code() == Some(0) && !named,
+        "{LIBRARY_VAR} refused or reported: {lines:?}"
+    );
+}
+
 #[test]
 fn every_bad_value_is_refused_with_a_clear_line_and_status_2() {
     let cases: &[(&str, &str, &str)] = &[

@@ -1,6 +1,7 @@
 //! The table of interposed functions (src/interpose.rs, as `stallguard_inventory`) against
 //! what ships: the built library's dynamic symbols, the README and the man page.
 
+use stallguard_testkit::shim;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,10 +27,7 @@ fn is_function_name(w: &str) -> bool {
 /// (include/stallguard.h), nothing else.
 #[test]
 fn library_exports_exactly_the_table() {
-    let so = std::env::var_os("STALLGUARD_SO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/release/libstallguard.so"));
-    assert!(so.exists(), "{} missing: run `make` first", so.display());
+    let so = shim();
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(&so)

@@ -222,6 +222,59 @@ fn per_source_cap_is_shared_by_all_prefork_children() {
     );
 }
 
+/// Issue 14 item 4: a fork-per-connection server's parent closes its copy right after fork,
+/// which used to give the connection's place back while the child still served it: the cap
+/// did not cap. Under a sustained slowloris from 127.0.0.1 (timers far away, so only the cap
+/// can hold it back), forking_server never serves more than the cap of the attacker's
+/// connections at once, 127.0.0.2 keeps being served, and once the attacker leaves (the
+/// children `_exit`, which no hook sees) its address is admitted again.
+#[test]
+fn per_source_cap_holds_for_a_fork_per_connection_server() {
+    const CAP: usize = 3;
+    let vars: Vec<(&'static str, String)> = vec![
+        ("STALLGUARD_FIRST_BYTE", "60s".into()),
+        ("STALLGUARD_REQUEST", "60-120,minrate=1".into()),
+        ("STALLGUARD_IDLE", "60s".into()),
+        ("STALLGUARD_TICK", "100ms".into()),
+        ("STALLGUARD_PER_SOURCE", CAP.to_string()),
+    ];
+    let srv = start(0, "forking_server", &["--max", "64"], &vars);
+    let addr = srv.addr();
+    let attacker = Slowloris::start(addr, b"GET / HTTP/1.1\r\n", b"X");
+    let end = Instant::now() + Duration::from_secs(6);
+    let (mut most, mut served, mut probes) = (0, 0, 0);
+    while Instant::now() < end {
+        probes += 1;
+        if request_from([127, 0, 0, 2], addr, "/", Duration::from_secs(2)).is_ok() {
+            served += 1;
+        }
+        // One child per connection being served (not the probes' zombies, which the server
+        // waits for only when it next returns from accept).
+        let serving = children_of(srv.pid()).into_iter().filter(|c| pid_alive(*c));
+        most = most.max(serving.count());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    attacker.stop();
+    assert!(
+        most <= CAP + 1,
+        "{most} children at once with STALLGUARD_PER_SOURCE={CAP}\n{}",
+        srv.log_text()
+    );
+    assert_eq!(served, probes, "{}", srv.log_text());
+    assert!(!srv.events("over_cap").is_empty(), "{}", srv.log_text());
+    // The attacker's children end with _exit (no hook runs): the liveness sweep frees their
+    // places, and 127.0.0.1 is served again.
+    let again = Instant::now() + Duration::from_secs(5);
+    while request_from([127, 0, 0, 1], addr, "/", Duration::from_secs(2)).is_err() {
+        assert!(
+            Instant::now() < again,
+            "127.0.0.1 still refused after the attack\n{}",
+            srv.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 // ------------------------------------------------------------------ kernel backstops
 
 /// The server's sockets, duplicated into this process with pidfd_getfd (same user), as

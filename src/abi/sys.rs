@@ -161,6 +161,12 @@ pub fn at_fork_child(child: unsafe extern "C" fn()) {
     unsafe { libc::pthread_atfork(None, None, Some(child)) };
 }
 
+/// Registers a handler run in the parent right before fork.
+pub fn at_fork_prepare(prepare: unsafe extern "C" fn()) {
+    // SAFETY: registers a function pointer; no memory is handed over.
+    unsafe { libc::pthread_atfork(Some(prepare), None, None) };
+}
+
 /// Registers a handler run at exit.
 pub fn at_exit(handler: extern "C" fn()) {
     // SAFETY: registers a function pointer.
@@ -172,6 +178,24 @@ pub fn process_gone(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     let rc = unsafe { libc::kill(pid, 0) };
     rc != 0 && super::errno::errno() == libc::ESRCH
+}
+
+/// Whether `pid` is a child of this process that has exited and not yet been waited for (a
+/// zombie, which `kill(pid, 0)` still finds). Leaves it for the program to wait for.
+pub fn exited_child(pid: i32) -> bool {
+    // SAFETY: a zeroed siginfo_t is valid; waitid writes at most one.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: WNOWAIT: only looks, the child stays waitable; WNOHANG: never blocks.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: waitid filled `info` (si_pid 0 when the child has not exited).
+    rc == 0 && unsafe { info.si_pid() } == pid
 }
 
 /// The soft RLIMIT_NOFILE.

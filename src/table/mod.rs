@@ -1,6 +1,8 @@
 //! The shared tables, written by the hooks and read by the watcher, atomics only:
 //! * `slot`: one slot per fd (the connection's facts and its ownership protocol), `flags`;
 //! * `sources`: connections per client address (STALLGUARD_PER_SOURCE), shared across fork;
+//! * `holders`: which processes still hold a counted connection (its place is given back by
+//!   the last one);
 //! * `stats`: this process's counters.
 //!
 //! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
@@ -9,6 +11,7 @@
 //! A hook on an untracked fd costs a bounds check, one load of the slot state and a branch.
 
 mod flags;
+pub mod holders;
 mod slot;
 pub mod sources;
 pub mod stats;

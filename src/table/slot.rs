@@ -12,7 +12,7 @@
 //! thread at a time does I/O on a connection in practice, and a lost update only blurs a byte
 //! count or a timestamp, never the ownership protocol above.
 
-use super::{raise_high_water, sources, Flags, Identity};
+use super::{holders, raise_high_water, sources, Flags, Identity};
 use crate::abi::errno::errno_is_retry;
 use crate::abi::sys::yield_now;
 use crate::runtime::clock::now_ms;
@@ -50,6 +50,9 @@ pub struct Slot {
     // Third cache line: set only through the cooperation API (include/stallguard.h).
     /// The program's own deadline for this connection (0: none).
     pub own_deadline: AtomicU64,
+    /// With `Flags::COUNTED`: the connection's hold in `holders` (0: counted the old way,
+    /// its place given back when this fd closes).
+    pub hold: AtomicU32,
 }
 
 pub fn phase(state: u32) -> u32 {
@@ -68,6 +71,7 @@ impl Slot {
             self.give_back_source(); // the old one was closed where no hook saw it
         }
         self.flags.store(0, Relaxed); // a new connection: no flag of the old one applies
+        self.hold.store(0, Relaxed);
         for f in [
             &self.waiting_since,
             &self.first_wait_at,
@@ -108,6 +112,12 @@ impl Slot {
             to.store(from.load(Relaxed), Relaxed);
         }
         self.set_flag(Flags::ALIAS);
+        // A copy keeps the connection's place held in this process until the last fd closes.
+        let hold = src.hold.load(Acquire);
+        if hold != 0 && src.has_flag(Flags::COUNTED) {
+            holders::share(hold);
+            self.hold_place(hold);
+        }
     }
 
     /// Stops tracking (the fd is being closed). Waits while the watcher acts on it, so the
@@ -132,11 +142,22 @@ impl Slot {
         }
     }
 
-    /// Returns the per-source place this connection held, if any (exactly once).
+    /// This fd holds its connection's per-source place through the hold `hold` (0: counted
+    /// the old way, directly).
+    pub fn hold_place(&self, hold: u32) {
+        self.hold.store(hold, Release);
+        self.set_flag(Flags::COUNTED);
+    }
+
+    /// Lets go of the per-source place this fd held, if any (exactly once): through its hold
+    /// (given back when the last fd of the last process closes), or directly.
     fn give_back_source(&self) {
         let counted = Flags::COUNTED.bits();
         if self.flags.fetch_and(!counted, AcqRel) & counted != 0 {
-            sources::release(sources::source_key(&self.identity()));
+            match self.hold.swap(0, AcqRel) {
+                0 => sources::release(sources::source_key(&self.identity())),
+                hold => holders::let_go(hold),
+            }
         }
     }
 
@@ -356,8 +377,12 @@ impl Slot {
         // connection (mini_httpd reads the headers, then a forked child reads the body).
         self.waiting_since.store(0, Relaxed);
         self.write_pending_since.store(0, Relaxed);
-        // The parent gives the source's place back when it closes its copy, not us.
-        self.clear_flag(Flags::EPOLL_IN | Flags::COUNTED);
+        // A connection with a hold is held by this child too (counted before the fork); one
+        // counted the old way is given back by the parent when it closes its copy, not us.
+        self.clear_flag(Flags::EPOLL_IN);
+        if self.hold.load(Acquire) == 0 {
+            self.clear_flag(Flags::COUNTED);
+        }
         self.set_flag(Flags::INHERITED);
     }
 }

@@ -9,6 +9,7 @@ use crate::abi::errno::ErrnoGuard;
 use crate::abi::socket::Listener;
 use crate::abi::{real, socket};
 use crate::runtime::{clock, config, start_watcher};
+use crate::table::holders;
 use crate::table::sources::{self, source_key};
 use crate::table::{self, stats, Flags, Identity, Slot};
 
@@ -80,7 +81,8 @@ pub fn admitted(
         Admission::Track { counted } => {
             slot.track(fd, &id, clock::refresh());
             if counted {
-                slot.set_flag(Flags::COUNTED);
+                // Held until the last process holding it lets go (fork-per-connection).
+                slot.hold_place(holders::adopt(source_key(&id)));
             }
             arm_backstops(fd, slot, &id, from.as_ref());
             start_watcher();

@@ -33,26 +33,29 @@ fn reap(o: &mut Observation, reason: Reason, waited_ms: u64, memory: &mut [Memor
     }
 }
 
-/// `stallguard reap PID --fd N | --stuck`: carried out here, by the process's own watcher.
+/// `stallguard reap PID --fd N | --stuck`: carried out here, by the process's own watcher,
+/// every queued request each tick (at most a ringful, so a flood cannot hold the tick).
 pub fn answer_operator(now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
-    let Some(request) = publish::take_request() else {
-        return;
-    };
-    let mut reaped = 0;
-    for o in seen.iter_mut().filter(|o| !o.done) {
-        let wanted = match request.fd {
-            Some(fd) => o.fd == fd,
-            None => is_stuck(&o.facts, now),
+    for _ in 0..stallguard_shm::MAILBOX_SLOTS {
+        let Some(request) = publish::take_request(now) else {
+            return;
         };
-        if wanted {
-            reap(
-                o,
-                Reason::Manual,
-                turn_ms(&o.facts, now).unwrap_or(0),
-                memory,
-            );
-            reaped += 1;
+        let mut reaped = 0;
+        for o in seen.iter_mut().filter(|o| !o.done) {
+            let wanted = match request.fd {
+                Some(fd) => o.fd == fd,
+                None => is_stuck(&o.facts, now),
+            };
+            if wanted {
+                reap(
+                    o,
+                    Reason::Manual,
+                    turn_ms(&o.facts, now).unwrap_or(0),
+                    memory,
+                );
+                reaped += 1;
+            }
         }
+        publish::answer(request.ticket, reaped);
     }
-    publish::answer(request.seq, reaped);
 }

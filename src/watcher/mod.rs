@@ -109,6 +109,7 @@ fn run() {
         watch.observe_due(now, sweep_ms, wake_ms, &mut seen);
         judge::judge_and_act(now, &mut seen, &mut watch.memory);
         watch.schedule(&seen, now, tick_ms);
+        crate::table::holders::sweep(now);
         if seen.capacity() > 4 * seen.len() + 1024 {
             seen = Vec::new(); // a burst of due connections is not kept for ever
         }

@@ -229,7 +229,7 @@ fn record(o: &Observation, now: u64) -> Record {
 
 /// A reap request posted by `stallguard reap`.
 pub struct Request {
-    pub seq: u64,
+    pub ticket: u64,
     /// `None`: every stuck connection.
     pub fd: Option<i32>,
 }
@@ -251,53 +251,84 @@ pub fn reader_attached() -> bool {
         .is_some_and(|at| at > CREATED_UNIX_MS.load(Relaxed) && at + READER_FRESH_MS >= unix_ms())
 }
 
-/// Sleeps up to `ms`, waking early when `stallguard reap` posts a request (it bumps
-/// `request_seq` and wakes the futex on its low word).
+/// Sleeps up to `ms`, waking early when `stallguard reap` posts a request (it claims a
+/// ticket, moving the mailbox's `head`, and wakes the futex on its low word).
 pub fn sleep_unless_request(ms: u64) {
     let Some(h) = segment() else {
         return sys::sleep_ms(ms);
     };
-    // The low 32 bits of request_seq (little-endian: its first word).
-    let word = (&h.request_seq as *const AtomicU64).cast::<u32>();
-    let expected = h.request_seq.load(Acquire) as u32;
+    // The low 32 bits of head (little-endian: its first word).
+    let word = (&h.mailbox.head as *const AtomicU64).cast::<u32>();
+    let expected = h.mailbox.head.load(Acquire) as u32;
     if request_pending() {
-        return;
+        // Posted meanwhile (or claimed and not posted yet: `take_request` gives up such a
+        // ticket after a while): look again soon, without spinning.
+        return sys::sleep_ms(ms.min(10));
     }
     sys::wait_on_shared_word(word, expected, ms);
 }
 
-/// Whether `stallguard reap` posted a request not answered yet.
+/// Whether the mailbox holds a request the watcher has not taken yet.
 pub fn request_pending() -> bool {
-    segment().is_some_and(|h| h.request_seq.load(Acquire) != h.answer_seq.load(Acquire))
+    segment().is_some_and(|h| h.mailbox.head.load(Acquire) != h.mailbox.tail.load(Acquire))
 }
 
-pub fn take_request() -> Option<Request> {
-    let h = segment()?;
-    let seq = h.request_seq.load(Acquire);
-    if seq == h.answer_seq.load(Acquire) {
-        return None;
+/// A ticket claimed by a command but not posted, and since when (ms): a command killed
+/// between claim and post would otherwise block the mailbox for good.
+static CLAIMED: AtomicU64 = AtomicU64::new(u64::MAX);
+static CLAIMED_SINCE: AtomicU64 = AtomicU64::new(0);
+const ABANDON_CLAIM_AFTER_MS: u64 = 2000;
+
+/// The next request in the mailbox (in the order they were posted), if any.
+pub fn take_request(now: u64) -> Option<Request> {
+    use stallguard_shm::Take;
+    let mailbox = &segment()?.mailbox;
+    loop {
+        let r = match mailbox.peek() {
+            Take::Empty => return None,
+            Take::Claimed(t) => {
+                if CLAIMED.swap(t, Relaxed) != t {
+                    CLAIMED_SINCE.store(now, Relaxed);
+                } else if now.saturating_sub(CLAIMED_SINCE.load(Relaxed)) >= ABANDON_CLAIM_AFTER_MS
+                    && mailbox.abandon(t)
+                {
+                    log_line!(Warn, "event=bad_request msg=\"claimed, never posted\"");
+                    continue;
+                }
+                return None;
+            }
+            Take::Request(r) if r.expired(now) => {
+                // Its command gave up; the fd may name another connection by now.
+                log_line!(Warn, "event=operator_request_expired fd={}", r.fd);
+                mailbox.answer(r.ticket, 0);
+                continue;
+            }
+            Take::Request(r) => r,
+        };
+        let fd = match r.kind {
+            stallguard_shm::REQUEST_FD => Some(r.fd),
+            stallguard_shm::REQUEST_STUCK => None,
+            other => {
+                log_line!(Warn, "event=bad_request kind={other}");
+                mailbox.answer(r.ticket, 0);
+                continue;
+            }
+        };
+        log_line!(
+            Info,
+            "event=operator_request what={}",
+            fd.map_or("stuck".to_string(), |fd| format!("fd={fd}"))
+        );
+        return Some(Request {
+            ticket: r.ticket,
+            fd,
+        });
     }
-    let fd = match h.request_kind.load(Acquire) {
-        stallguard_shm::REQUEST_FD => Some(h.request_fd.load(Acquire)),
-        stallguard_shm::REQUEST_STUCK => None,
-        other => {
-            log_line!(Warn, "event=bad_request kind={other}");
-            answer(seq, 0);
-            return None;
-        }
-    };
-    log_line!(
-        Info,
-        "event=operator_request what={}",
-        fd.map_or("stuck".to_string(), |fd| format!("fd={fd}"))
-    );
-    Some(Request { seq, fd })
 }
 
-pub fn answer(seq: u64, reaped: u32) {
+pub fn answer(ticket: u64, reaped: u32) {
     if let Some(h) = segment() {
-        h.answer_reaped.store(reaped, Relaxed);
-        h.answer_seq.store(seq, Release);
+        h.mailbox.answer(ticket, reaped);
     }
 }
 

@@ -8,11 +8,10 @@
 //! connections from the published table and asks for each by fd; right before each request it
 //! re-reads the table and skips a connection whose fd now names another peer.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use stallguard_shm::{
-    Record, FLAG_ALIAS, FLAG_EXEMPT, FLAG_REAPED, FLAG_WOULD_REAP, REQUEST_FD, TURN_CLIENT,
+    Answer, Record, FLAG_ALIAS, FLAG_EXEMPT, FLAG_REAPED, FLAG_WOULD_REAP, REQUEST_FD, TURN_CLIENT,
     TURN_WRITING,
 };
 
@@ -20,6 +19,7 @@ use crate::segment::{segments_for, Notes, Segment};
 use crate::view::human_ms;
 
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+const _: () = assert!(stallguard_shm::REQUEST_EXPIRES_MS + 250 <= ANSWER_WITHIN.as_millis() as u64);
 
 /// The default minimum wait of `--stuck`: the library's "stuck" threshold.
 pub const DEFAULT_MIN_WAIT_MS: u64 = stallguard_policy::STUCK_AFTER_MS;
@@ -96,41 +96,47 @@ pub fn why_none(records: &[Record], min_wait_ms: u64) -> String {
     }
 }
 
-/// Posts a request: kind and fd first, then the bumped `request_seq` publishes them.
-/// Returns the sequence number the answer must reach.
-pub fn post(seg: &Segment, kind: u32, fd: i32) -> u64 {
-    let h = seg.header();
-    h.request_kind.store(kind, Ordering::Release);
-    h.request_fd.store(fd, Ordering::Release);
-    let seq = h.request_seq.fetch_add(1, Ordering::AcqRel) + 1;
-    // Wake the watcher if it sleeps on the low word of request_seq (a forked connection
-    // process's watcher sleeps up to seconds).
+/// Posts one request and waits for its answer (None: no answer in time). Requests queue in
+/// the segment's mailbox ring, so concurrent commands (and the many requests of one
+/// `--stuck`) each get their own answer.
+/// Wakes the watcher if it sleeps on the low word of the mailbox's `head` (a forked
+/// connection process's watcher sleeps up to seconds between wake-ups).
+fn wake_watcher(mailbox: &stallguard_shm::Mailbox) {
     // SAFETY: the address is inside the live shared mapping; FUTEX_WAKE only uses it as a key.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
-            (&h.request_seq as *const std::sync::atomic::AtomicU64).cast::<u32>(),
+            (&mailbox.head as *const std::sync::atomic::AtomicU64).cast::<u32>(),
             libc::FUTEX_WAKE,
             i32::MAX,
         )
     };
-    seq
 }
 
-/// The watcher's answer to request `seq`: Some(reaped) once `answer_seq` reached it.
-pub fn answer(seg: &Segment, seq: u64) -> Option<u32> {
-    let h = seg.header();
-    let answered = h.answer_seq.load(Ordering::Acquire);
-    (answered >= seq).then(|| h.answer_reaped.load(Ordering::Acquire))
-}
-
-/// Posts one request and waits for its answer (None: no answer in time).
 fn ask(seg: &Segment, kind: u32, fd: i32) -> Option<u32> {
-    let seq = post(seg, kind, fd);
+    let mailbox = &seg.header().mailbox;
     let deadline = Instant::now() + ANSWER_WITHIN;
+    let ticket = loop {
+        if let Some(t) = mailbox.post(kind, fd, stallguard_shm::monotonic_ms()) {
+            break t;
+        }
+        // Full: as many requests as the ring holds wait for the watcher.
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    wake_watcher(mailbox);
+    // The watcher carries a request out only within REQUEST_EXPIRES_MS of its posting: the
+    // answer of any request carried out comes before this deadline.
+    let deadline = deadline.max(Instant::now() + ANSWER_WITHIN);
     loop {
-        if let Some(n) = answer(seg, seq) {
-            return Some(n);
+        match mailbox.answer_of(ticket) {
+            Answer::Reaped(n) => return Some(n),
+            // Answered, but the count was overwritten by a later lap of the ring before we
+            // looked (only after MAILBOX_SLOTS more requests): the request was carried out.
+            Answer::Done => return Some(u32::from(kind == REQUEST_FD)),
+            Answer::Pending => {}
         }
         if Instant::now() >= deadline {
             return None;

@@ -39,7 +39,7 @@ fn the_mailbox_protocol() {
     // --stuck asks for each stuck connection by fd, longest wait first in table order.
     assert_eq!(
         seen,
-        vec![(1, REQUEST_FD, 7), (2, REQUEST_FD, 11), (3, REQUEST_FD, 12)]
+        vec![(0, REQUEST_FD, 7), (1, REQUEST_FD, 11), (2, REQUEST_FD, 12)]
     );
 }
 

@@ -42,8 +42,9 @@ fn top_shows_a_stalled_client_with_a_growing_wait() {
     assert_eq!(first["peer"], format!("127.0.0.1:{port}"));
     assert_eq!(first["view"], "hooks");
     let left = first["time_left_ms"].as_u64().expect("a timer runs");
-    // The deadline is 120 s after the wait began; the shim's coarse clock may add a tick.
-    assert!(left <= 120_000 + 1000, "{first}");
+    // The deadline is 120 s after the wait began: never more left than that, although the
+    // shim's coarse clock stamps events at the end of its tick.
+    assert!(left <= 120_000, "{first}");
     // Records are republished about once a second: wait for a later copy.
     let later = wait_connection(server.pid(), port, Duration::from_secs(15), |c| {
         c["waiting_ms"].as_u64().unwrap_or(0) >= w0 + 1000
@@ -114,6 +115,93 @@ fn reap_fd_releases_the_connection() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// Issue 14 item 3: concurrent commands used to overwrite each other's request in a
+/// single-slot mailbox (all but one lost). Twenty at once, each on its own connection: each
+/// answered, each connection cut.
+#[test]
+fn twenty_concurrent_reaps_are_each_answered() {
+    const N: usize = 20;
+    let server = stallguard_run("pool_server", &["--threads", "24"], PATIENT);
+    let mut clients: Vec<TcpStream> = (0..N).map(|_| silent_client(server.addr())).collect();
+    let fds: Vec<String> = clients
+        .iter()
+        .map(|c| {
+            let conn = wait_connection(
+                server.pid(),
+                local_port(c),
+                Duration::from_secs(20),
+                is_client_turn,
+            );
+            conn["fd"].as_i64().unwrap().to_string()
+        })
+        .collect();
+    let pid = server.pid().to_string();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(N));
+    let commands: Vec<_> = fds
+        .iter()
+        .map(|fd| {
+            let (pid, fd, start) = (pid.clone(), fd.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let out = stallguard(&["reap", &pid, "--fd", &fd]);
+                (fd, out)
+            })
+        })
+        .collect();
+    for c in commands {
+        let (fd, out) = c.join().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "fd {fd}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains(&format!("reaped fd {fd}\n")),
+            "fd {fd}: {}",
+            text(&out.stdout)
+        );
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert!(
+            wait_cut(c, Duration::from_secs(5)),
+            "client {i} (fd {}) not cut",
+            fds[i]
+        );
+    }
+    let manual = server
+        .wait_events("reap", N, Duration::from_secs(5))
+        .into_iter()
+        .filter(|r| r["reason"] == "manual")
+        .count();
+    assert_eq!(manual, N, "{}", server.log_text());
+}
+
+/// A request the command gave up on (the process was stopped and did not answer in time) is
+/// not carried out when the process continues: by then the fd may name another connection.
+#[test]
+fn a_request_given_up_on_is_not_carried_out_later() {
+    let (server, mut client, conn) = with_silent_client("pool_server", &[]);
+    let fd = conn["fd"].as_i64().unwrap().to_string();
+    kill_pid(server.pid(), libc::SIGSTOP);
+    let out = stallguard(&["reap", &server.pid().to_string(), "--fd", &fd]);
+    kill_pid(server.pid(), libc::SIGCONT);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("no answer"),
+        "{}",
+        text(&out.stderr)
+    );
+    let expired = server.wait_events("operator_request_expired", 1, Duration::from_secs(5));
+    assert_eq!(expired[0]["fd"], fd, "{}", server.log_text());
+    assert!(
+        !wait_cut(&mut client, Duration::from_millis(500)),
+        "cut by a request its command had given up on"
+    );
+    assert!(server.events("reap").is_empty(), "{}", server.log_text());
 }
 
 #[test]

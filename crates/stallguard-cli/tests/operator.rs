@@ -132,7 +132,7 @@ fn an_ancestor_pid_covers_descendants_only_with_tree() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("--tree"), "{err}");
     for f in &fakes {
-        assert_eq!(f.header().request_seq.load(Ordering::Acquire), 0);
+        assert_eq!(f.header().mailbox.head.load(Ordering::Acquire), 0);
     }
     let (code, _, err) = sg(&["metrics", &parent]);
     assert_eq!(code, 1, "{err}");

@@ -221,8 +221,33 @@ pub fn deadline(f: &Facts, policy: &Timers) -> Option<u64> {
 
 /// Milliseconds left before the earliest running timer expires (0 if already expired);
 /// `None` when no timer runs. For live views.
+///
+/// The hooks stamp events with the coarse clock, which publishes the *end* of the current
+/// tick: a stamp can lie up to one tick after the exact `now` the watcher reads. Such a stamp
+/// is taken as `now` here, so a timer never shows more time left than its own length (a 2 m
+/// timer that just started reads 2 m, not 2 m + a tick). The verdict itself needs no such
+/// care: a future stamp only delays a cut, never hastens it.
 pub fn time_left_ms(f: &Facts, policy: &Timers, now: u64) -> Option<u64> {
-    deadline(f, policy).map(|d| d.saturating_sub(now))
+    deadline(&f.stamped_no_later_than(now), policy).map(|d| d.saturating_sub(now))
+}
+
+impl Facts {
+    /// These facts with every event stamp later than `now` moved back to `now` (0, "never",
+    /// stays 0; `own_deadline` is a deadline the program set, not a stamp, and is kept).
+    pub fn stamped_no_later_than(&self, now: u64) -> Facts {
+        let at_most_now = |t: u64| t.min(now);
+        Facts {
+            accepted_at: at_most_now(self.accepted_at),
+            connecting_since: at_most_now(self.connecting_since),
+            first_wait_at: at_most_now(self.first_wait_at),
+            waiting_since: at_most_now(self.waiting_since),
+            last_in: at_most_now(self.last_in),
+            last_out: at_most_now(self.last_out),
+            request_start: at_most_now(self.request_start),
+            write_pending_since: at_most_now(self.write_pending_since),
+            ..*self
+        }
+    }
 }
 
 /// How long the current turn has lasted: the client's (the server waits on it) or the
@@ -265,6 +290,48 @@ mod tests {
     }
 
     const T0: u64 = 1_000_000;
+
+    /// Issue 14 item 5: a wait stamped by the coarse clock (end of the current tick, here
+    /// 100 ms ahead of the watcher's exact time) must not show more time left than the timer.
+    #[test]
+    fn time_left_never_exceeds_the_timer_for_end_of_tick_stamps() {
+        let tick = 100;
+        let p = Timers {
+            first_byte_ms: 120_000,
+            idle_ms: 120_000,
+            request: None,
+            ..policy()
+        };
+        let f = Facts {
+            accepted_at: T0 + tick,
+            first_wait_at: T0 + tick,
+            waiting_since: T0 + tick,
+            ..Facts::default()
+        };
+        assert_eq!(time_left_ms(&f, &p, T0), Some(120_000));
+        assert_eq!(time_left_ms(&f, &p, T0 + 50), Some(120_000));
+        assert_eq!(time_left_ms(&f, &p, T0 + tick + 1_000), Some(119_000));
+        // A write pending since the end of the tick, and a request begun then.
+        let w = Facts {
+            write_pending_since: T0 + tick,
+            last_out: T0 + tick,
+            ..Facts::default()
+        };
+        assert_eq!(time_left_ms(&w, &policy(), T0), Some(3_000));
+        let r = Facts {
+            waiting_since: T0 + tick,
+            request_start: T0 + tick,
+            bytes_in: 1,
+            ..Facts::default()
+        };
+        assert_eq!(time_left_ms(&r, &policy(), T0), Some(5_000));
+        // A deadline the program set itself is not a stamp: kept as it is.
+        let own = Facts {
+            own_deadline: T0 + 9_000,
+            ..Facts::default()
+        };
+        assert_eq!(time_left_ms(&own, &p, T0), Some(9_000));
+    }
 
     #[test]
     fn queued_connection_is_never_charged() {

@@ -12,7 +12,9 @@ use stallguard_policy::Reason;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: [u8; 8] = *b"STALLGD1";
-pub const VERSION: u32 = 1;
+/// 2: the mailbox became a ring of request slots (concurrent commands no longer overwrite
+/// each other's request).
+pub const VERSION: u32 = 2;
 /// Records in a segment; the file is sparse, so unused records cost no memory.
 pub const CAPACITY: usize = 65_536;
 /// Counter slots per reason: one per `stallguard_policy::Reason`, at `Reason::index()`.
@@ -33,6 +35,198 @@ pub fn pid_of(file_name: &str) -> Option<u32> {
 /// Mailbox request kinds.
 pub const REQUEST_FD: u32 = 1;
 pub const REQUEST_STUCK: u32 = 2;
+
+/// Request slots in the mailbox ring: more commands than this posting at the same instant
+/// wait for a free slot.
+pub const MAILBOX_SLOTS: usize = 64;
+
+/// A request the watcher finds later than this after it was posted is answered without
+/// being carried out: by then the command has given up (it waits longer than this for an
+/// answer, so it sees every request that was carried out), and the fd may name another
+/// connection (a process stopped, then continued).
+pub const REQUEST_EXPIRES_MS: u64 = 2_500;
+
+/// CLOCK_MONOTONIC in milliseconds: the clock requests are stamped with (the same for every
+/// process on the machine).
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// One request slot. `state` tells, for the ticket `t` this slot serves in lap
+/// `t / MAILBOX_SLOTS`: `2 * lap` free, `2 * lap + 1` posted (kind and fd filled), and
+/// `2 * (lap + 1)` once answered or abandoned (free for the next lap). A zeroed slot is free
+/// for lap 0, so a fresh (zero-filled) segment needs no initialisation.
+#[repr(C)]
+pub struct RequestSlot {
+    pub state: AtomicU64,
+    pub kind: AtomicU32,
+    pub fd: AtomicI32,
+    /// The answer: the ticket's low 32 bits, then how many connections were reaped.
+    pub answer: AtomicU64,
+    /// When it was posted ([`monotonic_ms`]).
+    pub posted_ms: AtomicU64,
+}
+
+/// The operator's requests: a bounded multi-producer (commands), single-consumer (the
+/// watcher) queue of [`RequestSlot`]s. A command claims ticket `head` by compare-and-swap,
+/// fills its slot and marks it posted; the watcher takes tickets in order from `tail`,
+/// answers in the slot and frees it. Neither side ever blocks the other: a full ring or a
+/// claimed-but-unposted slot is seen and waited out (or, by the watcher, abandoned).
+#[repr(C)]
+pub struct Mailbox {
+    /// The next ticket a command claims.
+    pub head: AtomicU64,
+    /// The next ticket the watcher takes (only the watcher writes it).
+    pub tail: AtomicU64,
+    pub slots: [RequestSlot; MAILBOX_SLOTS],
+}
+
+/// A request the watcher took from the mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub ticket: u64,
+    pub kind: u32,
+    pub fd: i32,
+    pub posted_ms: u64,
+}
+
+impl Request {
+    /// Posted more than [`REQUEST_EXPIRES_MS`] before `now_ms` ([`monotonic_ms`]).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.posted_ms) > REQUEST_EXPIRES_MS
+    }
+}
+
+/// What the watcher finds at the mailbox's tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    Empty,
+    Request(Request),
+    /// Claimed by a command that has not posted it yet (or died in between).
+    Claimed(u64),
+}
+
+/// A command's view of its request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Pending,
+    Reaped(u32),
+    /// Handled, but the slot has since served another request (its count is gone), or the
+    /// watcher abandoned it.
+    Done,
+}
+
+fn lap(ticket: u64) -> u64 {
+    ticket / MAILBOX_SLOTS as u64
+}
+
+fn tag(ticket: u64) -> u64 {
+    (ticket & 0xffff_ffff) << 32
+}
+
+impl Mailbox {
+    fn slot(&self, ticket: u64) -> &RequestSlot {
+        &self.slots[(ticket % MAILBOX_SLOTS as u64) as usize]
+    }
+
+    /// Command side: posts a request at `now_ms` ([`monotonic_ms`]); its ticket, or None
+    /// while the ring is full.
+    pub fn post(&self, kind: u32, fd: i32, now_ms: u64) -> Option<u64> {
+        loop {
+            let t = self.head.load(Ordering::Acquire);
+            let slot = self.slot(t);
+            let free = 2 * lap(t);
+            let state = slot.state.load(Ordering::Acquire);
+            if state < free {
+                return None; // the previous lap's request is still waiting
+            }
+            if state > free {
+                continue; // another command took ticket t meanwhile: reload
+            }
+            if self
+                .head
+                .compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            slot.kind.store(kind, Ordering::Relaxed);
+            slot.fd.store(fd, Ordering::Relaxed);
+            slot.posted_ms.store(now_ms, Ordering::Relaxed);
+            // Fails only if the watcher abandoned the claim in between (we were stopped
+            // for a long time): claim another ticket.
+            if slot
+                .state
+                .compare_exchange(free, free + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(t);
+            }
+        }
+    }
+
+    /// Command side: the watcher's answer to `ticket`.
+    pub fn answer_of(&self, ticket: u64) -> Answer {
+        let slot = self.slot(ticket);
+        if slot.state.load(Ordering::Acquire) < 2 * (lap(ticket) + 1) {
+            return Answer::Pending;
+        }
+        let a = slot.answer.load(Ordering::Acquire);
+        if a & !0xffff_ffff == tag(ticket) {
+            Answer::Reaped(a as u32)
+        } else {
+            Answer::Done
+        }
+    }
+
+    /// Watcher side: the request at the tail, if posted (it stays there until answered).
+    pub fn peek(&self) -> Take {
+        let t = self.tail.load(Ordering::Acquire);
+        if self.head.load(Ordering::Acquire) <= t {
+            return Take::Empty;
+        }
+        let slot = self.slot(t);
+        if slot.state.load(Ordering::Acquire) != 2 * lap(t) + 1 {
+            return Take::Claimed(t);
+        }
+        Take::Request(Request {
+            ticket: t,
+            kind: slot.kind.load(Ordering::Relaxed),
+            fd: slot.fd.load(Ordering::Relaxed),
+            posted_ms: slot.posted_ms.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Watcher side: answers the tail request and frees its slot.
+    pub fn answer(&self, ticket: u64, reaped: u32) {
+        let slot = self.slot(ticket);
+        slot.answer
+            .store(tag(ticket) | u64::from(reaped), Ordering::Release);
+        slot.state.store(2 * (lap(ticket) + 1), Ordering::Release);
+        self.tail.store(ticket + 1, Ordering::Release);
+    }
+
+    /// Watcher side: gives up a ticket claimed but never posted (its command died between
+    /// claim and post); a command that posts it late sees the refusal and claims another.
+    pub fn abandon(&self, ticket: u64) -> bool {
+        let free = 2 * lap(ticket);
+        let gone = self
+            .slot(ticket)
+            .state
+            .compare_exchange(free, free + 2, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if gone {
+            self.tail.store(ticket + 1, Ordering::Release);
+        }
+        gone
+    }
+}
 
 #[repr(C)]
 pub struct Header {
@@ -56,15 +250,8 @@ pub struct Header {
     pub rejected_over_cap: AtomicU64,
     /// The effective policy as logfmt, NUL-padded.
     pub policy: [u8; POLICY_BYTES],
-    // ---- mailbox: written by the command, read by the watcher ----
-    /// Bumped by the command after it filled `request_kind`/`request_fd`.
-    pub request_seq: AtomicU64,
-    pub request_kind: AtomicU32,
-    pub request_fd: AtomicI32,
-    /// Set by the watcher to `request_seq` once handled, with how many it reaped.
-    pub answer_seq: AtomicU64,
-    pub answer_reaped: AtomicU32,
-    pub _reserved: [u32; 15],
+    // ---- mailbox: written by the command, read by the watcher (see [`Mailbox`]) ----
+    pub mailbox: Mailbox,
 }
 
 /// Bits of `Record::flags` (the published form; the shim's slot flags have their own
@@ -192,6 +379,107 @@ pub unsafe fn snapshot(header: *const Header) -> Option<(Vec<Record>, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mailbox_in_order_with_answers() {
+        let m: Mailbox = unsafe { std::mem::zeroed() };
+        assert_eq!(m.peek(), Take::Empty);
+        let a = m.post(REQUEST_FD, 7, 0).unwrap();
+        let b = m.post(REQUEST_STUCK, -1, 0).unwrap();
+        assert_eq!(m.answer_of(a), Answer::Pending);
+        let Take::Request(r) = m.peek() else { panic!() };
+        assert_eq!((r.ticket, r.kind, r.fd), (a, REQUEST_FD, 7));
+        assert!(!r.expired(REQUEST_EXPIRES_MS) && r.expired(REQUEST_EXPIRES_MS + 1));
+        m.answer(a, 1);
+        assert_eq!(m.answer_of(a), Answer::Reaped(1));
+        assert_eq!(m.answer_of(b), Answer::Pending);
+        let Take::Request(r) = m.peek() else { panic!() };
+        assert_eq!((r.ticket, r.kind), (b, REQUEST_STUCK));
+        m.answer(b, 0);
+        assert_eq!(m.answer_of(b), Answer::Reaped(0));
+        assert_eq!(m.peek(), Take::Empty);
+    }
+
+    #[test]
+    fn mailbox_full_then_free_again_and_overwritten_answers() {
+        let m: Mailbox = unsafe { std::mem::zeroed() };
+        let tickets: Vec<u64> = (0..MAILBOX_SLOTS)
+            .map(|i| m.post(REQUEST_FD, i as i32, 0).unwrap())
+            .collect();
+        assert_eq!(m.post(REQUEST_FD, 99, 0), None, "full");
+        let Take::Request(r) = m.peek() else { panic!() };
+        m.answer(r.ticket, 1);
+        let next = m.post(REQUEST_FD, 99, 0).unwrap();
+        assert_eq!(next, MAILBOX_SLOTS as u64);
+        for _ in 1..MAILBOX_SLOTS {
+            let Take::Request(r) = m.peek() else { panic!() };
+            m.answer(r.ticket, 1);
+        }
+        let Take::Request(r) = m.peek() else { panic!() };
+        assert_eq!((r.ticket, r.fd), (next, 99));
+        m.answer(next, 3);
+        assert_eq!(m.answer_of(next), Answer::Reaped(3));
+        // Ticket 0 shared its slot with `next`: handled, its count overwritten.
+        assert_eq!(m.answer_of(tickets[0]), Answer::Done);
+        assert_eq!(m.answer_of(tickets[1]), Answer::Reaped(1));
+    }
+
+    #[test]
+    fn mailbox_abandons_a_claim_never_posted() {
+        let m: Mailbox = unsafe { std::mem::zeroed() };
+        // A command claimed ticket 0 and died before posting it.
+        m.head.store(1, Ordering::Release);
+        assert_eq!(m.peek(), Take::Claimed(0));
+        assert!(m.abandon(0));
+        assert_eq!(m.peek(), Take::Empty);
+        let t = m.post(REQUEST_FD, 5, 0).unwrap();
+        assert_eq!(t, 1);
+        let Take::Request(r) = m.peek() else { panic!() };
+        assert_eq!(r.fd, 5);
+    }
+
+    #[test]
+    fn mailbox_concurrent_posts_are_each_taken_once() {
+        let m: &'static Mailbox = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+        let posters: Vec<_> = (0..8)
+            .map(|p| {
+                std::thread::spawn(move || {
+                    (0..200)
+                        .map(|i| {
+                            let fd = p * 1000 + i;
+                            let t = loop {
+                                if let Some(t) = m.post(REQUEST_FD, fd, 0) {
+                                    break t;
+                                }
+                                std::thread::yield_now();
+                            };
+                            loop {
+                                match m.answer_of(t) {
+                                    Answer::Pending => std::thread::yield_now(),
+                                    Answer::Reaped(n) => break assert_eq!(n as i32, fd),
+                                    // The slot served another lap before this thread looked.
+                                    Answer::Done => break,
+                                }
+                            }
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < 1600 {
+            match m.peek() {
+                Take::Request(r) => {
+                    assert!(seen.insert(r.fd), "fd {} taken twice", r.fd);
+                    m.answer(r.ticket, r.fd as u32);
+                }
+                _ => std::thread::yield_now(),
+            }
+        }
+        for p in posters {
+            assert_eq!(p.join().unwrap(), 200);
+        }
+    }
 
     #[test]
     fn layout_is_stable() {

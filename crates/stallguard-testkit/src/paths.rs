@@ -15,10 +15,16 @@ fn built(p: PathBuf) -> PathBuf {
     p.canonicalize().unwrap()
 }
 
-/// The library under test (`make` builds it; STALLGUARD_SO overrides).
+/// The variable that points the tests at another build of the library: the one the
+/// `stallguard` command reads (and removes from the program's environment), which the library
+/// itself ignores, so a guarded child that inherits it is not refused for an unknown
+/// `STALLGUARD_` variable.
+pub const LIBRARY_VAR: &str = "STALLGUARD_LIB";
+
+/// The library under test (`make` builds it; [`LIBRARY_VAR`] overrides).
 pub fn shim() -> PathBuf {
     built(
-        std::env::var_os("STALLGUARD_SO")
+        std::env::var_os(LIBRARY_VAR)
             .map(PathBuf::from)
             .unwrap_or_else(|| repo().join("target/release/libstallguard.so")),
     )

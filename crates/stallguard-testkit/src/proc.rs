@@ -24,8 +24,9 @@ pub const FAST: &[(&str, &str)] = &[
 ];
 
 /// Removes inherited `STALLGUARD_*` variables and `LD_PRELOAD` from a child's environment,
-/// except those `cmd` sets itself: a test's own knobs (STALLGUARD_SO, STALLGUARD_REAL_*, ...)
-/// are unknown variables to the guard, which refuses to start (exit 2) in a preloaded child.
+/// except those `cmd` sets itself: a test's own knobs (STALLGUARD_REAL_*, ...) are unknown
+/// variables to the guard, which refuses to start (exit 2) in a preloaded child, and the
+/// policy of the test run's own environment must not leak into a test's server.
 pub fn scrub_env(cmd: &mut Command) -> &mut Command {
     let set: Vec<std::ffi::OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
     for (k, _) in std::env::vars_os() {

@@ -124,18 +124,15 @@ pub fn rec(fd: i32, flags: u32, waiting_ms: u64) -> Record {
 }
 
 /// A fake watcher: answers every mailbox request with 1 reaped until `stop`; returns the
-/// requests it saw as (seq, kind, fd).
+/// requests it saw as (ticket, kind, fd).
 pub fn watcher(fake: Arc<Fake>, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(u64, u32, i32)>> {
     std::thread::spawn(move || {
         let mut seen = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let h = fake.header();
-            let seq = h.request_seq.load(Ordering::Acquire);
-            if seq != h.answer_seq.load(Ordering::Acquire) {
-                let kind = h.request_kind.load(Ordering::Acquire);
-                seen.push((seq, kind, h.request_fd.load(Ordering::Acquire)));
-                h.answer_reaped.store(1, Ordering::Relaxed);
-                h.answer_seq.store(seq, Ordering::Release);
+            let mailbox = &fake.header().mailbox;
+            while let stallguard_shm::Take::Request(r) = mailbox.peek() {
+                seen.push((r.ticket, r.kind, r.fd));
+                mailbox.answer(r.ticket, 1);
             }
             std::thread::sleep(Duration::from_millis(2));
         }
