@@ -23,7 +23,7 @@ BENCH_BINS   := $(BENCH_OUT)/hookbench $(BENCH_OUT)/idlebench
 BENCH_SO     ?= target/release/libstallguard.so
 BENCH_PY     ?= python3
 
-.PHONY: bench bench-quick bench-deps bench-bins
+.PHONY: bench bench-quick bench-deps bench-bins bench-lens
 bench-bins: $(BENCH_BINS)
 
 $(BENCH_OUT)/%: bench/%.c bench/bench.mk | $(BENCH_OUT)
@@ -40,6 +40,19 @@ bench: lib bench-bins bench-deps
 
 bench-quick: lib bench-bins bench-deps
 	@$(BENCH_PY) bench/run.py --quick --so $(BENCH_SO) --command "make bench-quick"
+
+# The HTTP/1 lens's instructions per 1 KiB request (callgrind; bench/lensbench.rs): one read,
+# then 16-byte reads (a slow client).
+bench-lens: | $(BENCH_OUT)
+	@command -v valgrind >/dev/null || { echo "bench-lens needs valgrind (make bench-deps)" >&2; exit 1; }
+	$(CARGO) build --release --example lensbench
+	@for split in 1024 16; do \
+	  valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*lensbench*run*' \
+	    --callgrind-out-file=$(BENCH_OUT)/callgrind.lens.$$split \
+	    target/release/examples/lensbench 10000 --split $$split >/dev/null 2>&1 || exit 1; \
+	  ir=$$(callgrind_annotate $(BENCH_OUT)/callgrind.lens.$$split | awk '/PROGRAM TOTALS/ {gsub(",", "", $$1); print $$1}'); \
+	  echo "lens: $$((ir / 10000)) instructions per 1 KiB request read in $$split-byte pieces"; \
+	done
 
 # Restore it (an empty value lets make pick the next target it sees, as if this file were
 # not there).

@@ -29,13 +29,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-rcd=/usr/sbin/policy-rc.d
-saved=""
-if [ -e "$rcd" ]; then saved=$(mktemp); cp -p "$rcd" "$saved"; fi
-restore() { if [ -n "$saved" ]; then mv -f "$saved" "$rcd"; else rm -f "$rcd"; fi; }
-trap restore EXIT
-printf '#!/bin/sh\nexit 101\n' >"$rcd"
-chmod 0755 "$rcd"
+. "$(dirname "$0")/../scripts/no-service-starts.sh"
 
 apt_opts=(-y -qq --no-install-recommends -o DPkg::Lock::Timeout=300)
 apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null

@@ -11,10 +11,21 @@ python3 -c 'import yaml' 2>/dev/null || need_apt+=(python3 python3-yaml) # the a
 command -v objdump >/dev/null || need_apt+=(binutils)   # make deb: the glibc version needed
 # promtool (Debian's prometheus, ~96 MB installed with a service) is not installed: the rules
 # test checks their structure itself and runs promtool only when present.
-if [ ${#need_apt[@]} -gt 0 ]; then
+# tests/event_loops.rs: event-loop servers, the JDK's queueing server, nginx, slowhttptest.
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
+command -v slowhttptest >/dev/null || need_apt+=(slowhttptest)
+need_nginx=0
+[ -x /usr/sbin/nginx ] || need_nginx=1
+if [ ${#need_apt[@]} -gt 0 ] || [ $need_nginx -eq 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}"
+  if [ $need_nginx -eq 1 ]; then
+    # nginx-light (bookworm) is the smallest build; nginx where it is gone.
+    if apt-cache show nginx-light >/dev/null 2>&1; then need_apt+=(nginx-light); else need_apt+=(nginx); fi
+  fi
+  . "$(dirname "$0")/no-service-starts.sh"
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

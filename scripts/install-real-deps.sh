@@ -28,13 +28,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # Packages such as xinetd and mini-httpd ship init scripts: forbid starting services from
 # maintainer scripts (policy-rc.d exit 101), and restore whatever was there before.
-rcd=/usr/sbin/policy-rc.d
-saved=""
-if [ -e "$rcd" ]; then saved=$(mktemp); cp -p "$rcd" "$saved"; fi
-restore() { if [ -n "$saved" ]; then mv -f "$saved" "$rcd"; else rm -f "$rcd"; fi; }
-trap restore EXIT
-printf '#!/bin/sh\nexit 101\n' >"$rcd"
-chmod 0755 "$rcd"
+. "$(dirname "$0")/no-service-starts.sh"
 
 log=$(mktemp)
 if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then

@@ -39,21 +39,21 @@ macro_rules! interposed {
 
             // ---- read: the server waits on the client ----
             Read fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, 0, || real::read(fd, buf, n)) };
+                = fd(fd, slot) { track::io::reading(slot, fd, 0, args::ReadBuf::Flat(buf.cast()), || real::read(fd, buf, n)) };
             Read fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, 0, || real::readv(fd, iov, cnt)) };
+                = fd(fd, slot) { track::io::reading(slot, fd, 0, args::ReadBuf::Iov(iov, cnt), || real::readv(fd, iov, cnt)) };
             Read fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, flags, || real::recv(fd, buf, n, flags)) };
+                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::recv(fd, buf, n, flags)) };
             Read fn recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, flags, || real::recvfrom(fd, buf, n, flags, addr, len)) };
+                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::recvfrom(fd, buf, n, flags, addr, len)) };
             Read fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, flags, || real::recvmsg(fd, msg, flags)) };
+                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Msg(msg), || real::recvmsg(fd, msg, flags)) };
             Read fn __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, 0, || real::__read_chk(fd, buf, n, buflen)) };
+                = fd(fd, slot) { track::io::reading(slot, fd, 0, args::ReadBuf::Flat(buf.cast()), || real::__read_chk(fd, buf, n, buflen)) };
             Read fn __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, flags, || real::__recv_chk(fd, buf, n, buflen, flags)) };
+                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::__recv_chk(fd, buf, n, buflen, flags)) };
             Read fn __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, flags, || real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)) };
+                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)) };
 
             // ---- write: with MSG_NOSIGNAL on a tracked socket (see track::io) ----
             Write fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t

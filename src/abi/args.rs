@@ -181,3 +181,54 @@ pub unsafe fn destination(addr: *const sockaddr, len: socklen_t) -> Option<Ident
     }
     Some(id)
 }
+
+/// Where a read-family call put the bytes it returned, for the HTTP/1 lens: one buffer
+/// (read, recv, recvfrom), an iovec array (readv) or a msghdr's (recvmsg).
+#[derive(Clone, Copy)]
+#[repr(C, u8)]
+pub enum ReadBuf {
+    Flat(*const u8),
+    Iov(*const iovec, c_int),
+    Msg(*const msghdr),
+}
+
+impl ReadBuf {
+    /// Calls `f` with each filled part of the buffers, `r` bytes in all, in order.
+    ///
+    /// # Safety
+    /// The buffers are those a read-family call just filled with `r` bytes (its C contract:
+    /// each pointer null or valid for its length).
+    pub unsafe fn each_chunk(self, r: usize, mut f: impl FnMut(&[u8])) {
+        let (iov, cnt) = match self {
+            ReadBuf::Flat(p) => {
+                if !p.is_null() {
+                    // SAFETY: the call wrote `r` bytes at `p`.
+                    f(unsafe { std::slice::from_raw_parts(p, r) });
+                }
+                return;
+            }
+            ReadBuf::Iov(iov, cnt) => (iov, cnt.max(0) as usize),
+            // SAFETY: a non-null msghdr the call just used.
+            ReadBuf::Msg(msg) => match unsafe { msg.as_ref() } {
+                Some(m) => (m.msg_iov.cast_const(), m.msg_iovlen),
+                None => return,
+            },
+        };
+        if iov.is_null() {
+            return;
+        }
+        let mut left = r;
+        // SAFETY: `cnt` iovecs at `iov`, as the call was given.
+        for v in unsafe { std::slice::from_raw_parts(iov, cnt) } {
+            if left == 0 {
+                break;
+            }
+            let n = v.iov_len.min(left);
+            if n > 0 && !v.iov_base.is_null() {
+                // SAFETY: the call filled the iovecs in order: the first `n` bytes of this one.
+                f(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, n) });
+            }
+            left -= n;
+        }
+    }
+}

@@ -357,16 +357,11 @@ pub fn tcp_bytes_acked(fd: c_int) -> Option<u64> {
 /// The kernel's counters for a connection whose I/O no hook sees.
 pub fn kernel_sample(fd: c_int) -> Option<KernelSample> {
     let info = tcp_info(fd)?;
-    let queue = |request| {
-        let mut n: c_int = 0;
-        // SAFETY: FIONREAD/TIOCOUTQ write one int into `n`.
-        (unsafe { libc::ioctl(fd, request, &mut n) } == 0).then_some(n.max(0) as u64)
-    };
     Some(KernelSample {
         bytes_received: info.tcpi_bytes_received,
         bytes_acked: info.tcpi_bytes_acked,
-        inq: queue(libc::FIONREAD)?,
-        outq: queue(libc::TIOCOUTQ)?,
+        inq: queue(fd, libc::FIONREAD)?,
+        outq: queue(fd, libc::TIOCOUTQ)?,
     })
 }
 
@@ -379,6 +374,19 @@ pub fn shutdown_both(fd: c_int) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Bytes in the kernel's receive queue that the program has not read yet (SIOCINQ, which is
+/// FIONREAD on a socket). `None` if the fd is not a socket any more.
+pub fn unread_bytes(fd: c_int) -> Option<u64> {
+    queue(fd, libc::FIONREAD)
+}
+
+/// A queue length ioctl (FIONREAD, TIOCOUTQ) on a socket.
+fn queue(fd: c_int, request: libc::c_ulong) -> Option<u64> {
+    let mut n: c_int = 0;
+    // SAFETY: FIONREAD/TIOCOUTQ write one int into `n`.
+    (unsafe { libc::ioctl(fd, request, &mut n) } == 0).then_some(n.max(0) as u64)
 }
 
 /// SO_LINGER {1, 0}: the program's coming close() aborts the connection with an RST.

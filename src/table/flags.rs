@@ -25,11 +25,14 @@ impl Flags {
     pub const EXEMPT: Flags = Flags(64);
     /// A duplicate (dup, dup2, F_DUPFD, inherited 0-2) of a connection tracked elsewhere.
     pub const ALIAS: Flags = Flags(128);
+    /// The HTTP/1 lens follows this connection (its reads are fed to it); cleared for good
+    /// when the lens turns off or the connection becomes a tunnel.
+    pub const LENS: Flags = Flags(256);
     /// The keepalive backstop is still to be set (by the watcher, at its first look).
-    pub const KEEPALIVE_DUE: Flags = Flags(256);
+    pub const KEEPALIVE_DUE: Flags = Flags(512);
     /// Not a connection: the slot of a listening socket, caching what the connections it
     /// accepts inherit (`Slot::cached_listener`). Cleared when the fd is tracked or reused.
-    pub const LISTENER: Flags = Flags(512);
+    pub const LISTENER: Flags = Flags(1024);
 
     /// The bits, as stored in the slot.
     #[inline(always)]
@@ -62,7 +65,7 @@ impl BitOr for Flags {
 }
 
 /// Every flag, for the check below.
-const ALL: [Flags; 10] = [
+const ALL: [Flags; 11] = [
     Flags::REAPED,
     Flags::EPOLL_IN,
     Flags::INHERITED,
@@ -71,6 +74,7 @@ const ALL: [Flags; 10] = [
     Flags::OUTBOUND,
     Flags::EXEMPT,
     Flags::ALIAS,
+    Flags::LENS,
     Flags::KEEPALIVE_DUE,
     Flags::LISTENER,
 ];

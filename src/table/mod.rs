@@ -3,7 +3,8 @@
 //! * `sources`: connections per client address (STALLGUARD_PER_SOURCE), shared across fork;
 //! * `holders`: which processes still hold a counted connection (its place is given back by
 //!   the last one);
-//! * `stats`: this process's counters.
+//! * `stats`: this process's counters;
+//! * `lines`: the latest request line of each HTTP connection (a side table, for display).
 //!
 //! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
 //! kernel backs a page only when a slot on it is written (accept), so resident memory follows
@@ -12,6 +13,7 @@
 
 mod flags;
 pub mod holders;
+pub mod lines;
 mod slot;
 pub mod sources;
 pub mod stats;

@@ -47,12 +47,17 @@ pub struct Slot {
     pub accepted_at: AtomicU64,
     /// An outbound connect() in progress since (0: not connecting).
     pub connecting_since: AtomicU64,
-    // Third cache line: set only through the cooperation API (include/stallguard.h).
+    // Third cache line: the cooperation API and the HTTP/1 lens (only HTTP connections).
     /// The program's own deadline for this connection (0: none).
     pub own_deadline: AtomicU64,
     /// With `Flags::COUNTED`: the connection's hold in `holders` (0: counted the old way,
     /// its place given back when this fd closes).
     pub hold: AtomicU32,
+    /// The lens's state (`stallguard_lens::Lens::to_words`).
+    pub lens: [AtomicU64; 4],
+    /// When the lens's current stage started, and the bytes read in it (MinRate).
+    pub stage_since: AtomicU64,
+    pub stage_bytes: AtomicU64,
 }
 
 pub fn phase(state: u32) -> u32 {
@@ -84,8 +89,15 @@ impl Slot {
             &self.bytes_out,
             &self.connecting_since,
             &self.own_deadline,
+            &self.stage_since,
+            &self.stage_bytes,
         ] {
             f.store(0, Relaxed);
+        }
+        // A zero lens is a fresh one, fed only once the accept path sets Flags::LENS (outbound,
+        // adopted and alias connections never are: today's rules).
+        for w in &self.lens {
+            w.store(0, Relaxed);
         }
         self.set_identity(id);
         self.accepted_at.store(now, Relaxed);
@@ -295,6 +307,12 @@ impl Slot {
         }
     }
 
+    /// The server stopped waiting on the client (it removed its read interest).
+    #[inline(always)]
+    pub fn end_wait(&self) {
+        self.waiting_since.store(0, Relaxed);
+    }
+
     /// Records the result of a read-family call; `errno_now` is read only when `r < 0`.
     #[inline(always)]
     pub fn record_read(&self, r: isize, peek: bool) {
@@ -368,7 +386,46 @@ impl Slot {
             request_start: self.request_start.load(Relaxed),
             request_bytes: self.request_bytes.load(Relaxed),
             write_pending_since: self.write_pending_since.load(Relaxed),
+            framing: self.framing(),
         }
+    }
+
+    // ---- the HTTP/1 lens (track::lens feeds it; the verdict reads its stage) ----
+
+    /// The lens's state. The words may mix two updates when read by the watcher;
+    /// `Lens::from_words` accepts any words, and the stage comes from one of them.
+    pub fn lens_state(&self) -> stallguard_lens::Lens {
+        stallguard_lens::Lens::from_words(std::array::from_fn(|i| self.lens[i].load(Relaxed)))
+    }
+
+    pub fn set_lens_state(&self, lens: &stallguard_lens::Lens) {
+        for (cell, w) in self.lens.iter().zip(lens.to_words()) {
+            cell.store(w, Relaxed);
+        }
+    }
+
+    /// The lens's stage entered now (or, for a request's header stage, at `since`), with
+    /// `bytes` already read in it.
+    pub fn stage_started(&self, since: u64, bytes: u64) {
+        self.stage_since.store(since, Relaxed);
+        self.stage_bytes.store(bytes, Relaxed);
+    }
+
+    /// `n` more bytes read in the current stage.
+    pub fn stage_read(&self, n: u64) {
+        add(&self.stage_bytes, n);
+    }
+
+    /// What the verdict needs, when the lens knows the framing.
+    pub fn framing(&self) -> Option<stallguard_policy::Framing> {
+        let lens = self.lens_state();
+        let stage = lens.stage();
+        stage.is_framed().then(|| stallguard_policy::Framing {
+            stage,
+            since: self.stage_since.load(Relaxed),
+            bytes: self.stage_bytes.load(Relaxed),
+            requests: lens.requests(),
+        })
     }
 
     /// In a forked child: the parent's in-flight calls do not exist here.
@@ -379,11 +436,17 @@ impl Slot {
         self.write_pending_since.store(0, Relaxed);
         // A connection with a hold is held by this child too (counted before the fork); one
         // counted the old way is given back by the parent when it closes its copy, not us.
-        self.clear_flag(Flags::EPOLL_IN);
+        // The lens stays with the parent (a CGI child is judged by its own calls).
+        self.clear_flag(Flags::EPOLL_IN | Flags::LENS);
         if self.hold.load(Acquire) == 0 {
             self.clear_flag(Flags::COUNTED);
         }
         self.set_flag(Flags::INHERITED);
+        // No lens in the child: a CGI child holding the parent's connection must not run the
+        // parent's header/body timers; it is judged by what its own hooks see, as before.
+        for w in &self.lens {
+            w.store(0, Relaxed);
+        }
     }
 }
 

@@ -80,6 +80,7 @@ pub fn admitted(
         Admission::Ignore => true,
         Admission::Track { counted } => {
             slot.track(fd, &id, clock::refresh());
+            super::lens::arm(slot, id.local_port);
             if counted {
                 // Held until the last process holding it lets go (fork-per-connection).
                 slot.hold_place(holders::adopt(source_key(&id)));

@@ -11,6 +11,8 @@
 //! what the kernel would have done. sendfile has no flags argument: SIGPIPE is blocked around
 //! it and a signal caused by our own shutdown is consumed.
 
+use super::lens;
+use crate::abi::args::ReadBuf;
 use crate::abi::errno::{errno, ErrnoGuard};
 use crate::abi::sys;
 use crate::runtime::pid;
@@ -18,14 +20,31 @@ use crate::table::{Flags, Slot};
 use libc::{c_int, ssize_t};
 use std::sync::atomic::Ordering::Relaxed;
 
-/// A read-family call made by `call`, with the caller's `flags` (MSG_PEEK reads nothing).
+/// A read-family call made by `call` on `fd`, with the caller's `flags` (MSG_PEEK reads
+/// nothing); `buf` is where the bytes land, fed to the HTTP/1 lens when it follows the
+/// connection.
+///
+/// # Safety
+/// `buf` describes the buffers `call` passes to the real function (its C contract).
 #[inline(always)]
-pub fn reading(slot: &Slot, flags: c_int, call: impl FnOnce() -> ssize_t) -> ssize_t {
+pub unsafe fn reading(
+    slot: &Slot,
+    fd: c_int,
+    flags: c_int,
+    buf: ReadBuf,
+    call: impl FnOnce() -> ssize_t,
+) -> ssize_t {
     let token = slot.state.load(Relaxed);
     slot.mark_waiting();
     let r = call();
     if slot.same_generation(token) {
-        slot.record_read(r, flags & libc::MSG_PEEK != 0);
+        let peek = flags & libc::MSG_PEEK != 0;
+        slot.record_read(r, peek);
+        if r > 0 && !peek && slot.has_flag(Flags::LENS) {
+            let _errno = ErrnoGuard::new();
+            // SAFETY: the call just filled `buf` with `r` bytes.
+            unsafe { lens::after_read(fd, slot, buf, r as usize) };
+        }
     }
     r
 }
@@ -44,6 +63,9 @@ pub fn writing(
     let r = call();
     if slot.same_generation(token) {
         slot.record_write(r, len);
+        if r > 0 && slot.has_flag(Flags::LENS) {
+            lens::after_write(slot); // the answer started
+        }
     }
     if r < 0 && errno() == libc::EPIPE && !caller_nosignal && !slot.has_flag(Flags::REAPED) {
         let _errno = ErrnoGuard::new();

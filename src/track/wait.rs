@@ -34,7 +34,10 @@ pub fn epoll_changed(fd: c_int, op: c_int, events: impl FnOnce() -> u32) {
             slot.set_flag(Flags::EPOLL_IN);
             slot.mark_waiting();
         } else {
+            // Read interest removed (the JDK queues the connection for a worker with the
+            // request unread): the server no longer waits on the client.
             slot.clear_flag(Flags::EPOLL_IN);
+            slot.end_wait();
         }
     }
 }

@@ -25,7 +25,7 @@ pub fn reap(
     let line = |event: &str, action: &str| {
         log_line!(
             Info,
-            "event={event} fd={fd} peer={} port={} reason={} waited={} bytes_in={} bytes_out={} view={} action={action}",
+            "event={event} fd={fd} peer={} port={} reason={} waited={} bytes_in={} bytes_out={} view={} action={action}{}",
             Peer(&id),
             id.local_port,
             reason.as_str(),
@@ -33,6 +33,7 @@ pub fn reap(
             facts.bytes_in,
             bytes_out,
             if kernel_view { "kernel" } else { "hooks" },
+            super::http::HttpFields::of(fd, facts),
         )
     };
     // An operator's request is carried out even in monitor mode.

@@ -8,6 +8,7 @@
 //! so no host signal handler ever runs on it.
 
 mod act;
+mod http;
 mod judge;
 mod observe;
 pub mod publish;
@@ -165,6 +166,7 @@ fn sweep_period_ms(policy: &stallguard_policy::Policy, tick_ms: u64) -> u64 {
         for ms in [
             t.first_byte_ms,
             t.request.map_or(0, |r| r.timeout_ms),
+            t.body.map_or(0, |r| r.timeout_ms),
             t.idle_ms,
             t.write_stall_ms,
             t.lifetime_ms,

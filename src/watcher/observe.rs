@@ -302,7 +302,8 @@ fn observe(
 /// How many distinct connections `seen` holds (dup'ed fds of one connection count once).
 /// Sorting happens only when there are aliases, which most servers never have.
 pub fn distinct_connections(seen: &[Observation], scratch: &mut Vec<u64>) -> (u64, u64) {
-    let waiting = |o: &Observation| o.facts.waiting_since != 0;
+    // The client's turn as the verdict sees it (a complete HTTP request is the server's turn).
+    let waiting = |o: &Observation| stallguard_policy::client_turn_since(&o.facts).is_some();
     if !seen.iter().any(|o| o.alias) {
         return (
             seen.len() as u64,

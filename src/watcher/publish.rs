@@ -182,13 +182,16 @@ fn records(h: &Header, now: u64, seen: &[Observation]) {
 /// What a record's flag bits say, from the observation: the explicit mapping of the
 /// watcher's view onto `stallguard_shm`'s published bits (the slot's own `table::Flags` have
 /// another numbering; no bit is copied across).
+/// The published bits of `o` (the client's turn as the verdict sees it: an HTTP request that
+/// is complete is the server's turn even with the fd in an epoll read set).
 fn record_flags(o: &Observation) -> u32 {
+    use stallguard_policy::client_turn_since;
     use stallguard_shm::{
         FLAG_ALIAS, FLAG_EXEMPT, FLAG_KERNEL_VIEW, FLAG_OUTBOUND, FLAG_REAPED, FLAG_UNIX,
         FLAG_WOULD_REAP, TURN_CLIENT, TURN_WRITING,
     };
     [
-        (o.facts.waiting_since != 0, TURN_CLIENT),
+        (client_turn_since(&o.facts).is_some(), TURN_CLIENT),
         (o.facts.write_pending_since != 0, TURN_WRITING),
         // Only a real reap marks the slot; monitor mode merely logged it.
         (o.done && o.reaped, FLAG_REAPED),
@@ -224,6 +227,14 @@ fn record(o: &Observation, now: u64) -> Record {
             .and_then(|t| stallguard_policy::time_left_ms(f, &t, now))
             .unwrap_or(u64::MAX),
         age_ms: now.saturating_sub(f.accepted_at),
+        stage: f
+            .framing
+            .map_or(0, |fr| fr.shown_stage(f.waiting_since != 0) as u32),
+        requests: f.framing.map_or(0, |fr| fr.requests),
+        line: f
+            .framing
+            .and_then(|_| crate::table::lines::request_line(o.fd))
+            .map_or([0; 8], |l| l.to_words()),
     }
 }
 

@@ -107,13 +107,14 @@ fn report(now: u64, seen: &[Observation]) {
         let left = o.timers.and_then(|t| time_left_ms(&o.facts, &t, now));
         log_line!(
             Info,
-            "event=stuck fd={} peer={} port={} turn={turn} waited={} bytes_in={} time_left={}",
+            "event=stuck fd={} peer={} port={} turn={turn} waited={} bytes_in={} time_left={}{}",
             o.fd,
             Peer(&o.identity),
             o.identity.local_port,
             Seconds(turn_ms(&o.facts, now).unwrap_or(0)),
             o.facts.bytes_in,
             left.map_or("none".to_string(), |ms| Seconds(ms).to_string()),
+            super::http::HttpFields::of(o.fd, &o.facts),
         );
     }
     if stuck.len() > REPORT_LINES_MAX {

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 pub const POLICY: &[(&str, &str)] = &[
     ("STALLGUARD_FIRST_BYTE", "5s"),
     ("STALLGUARD_REQUEST", "5-10,minrate=200"),
+    // The body stage of HTTP/1 requests the lens follows has its own timer (issue 11).
+    ("STALLGUARD_BODY", "5-10,minrate=200"),
     ("STALLGUARD_IDLE", "10s"),
     ("STALLGUARD_WRITE_STALL", "5s"),
     ("STALLGUARD_TICK", "100ms"),

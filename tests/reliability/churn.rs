@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 pub const POLICY: &[(&str, &str)] = &[
     ("STALLGUARD_FIRST_BYTE", "100ms"),
     ("STALLGUARD_REQUEST", "200ms"),
+    // The body stage of HTTP/1 requests (BodyShort) has its own timer (issue 11).
+    ("STALLGUARD_BODY", "200ms"),
     ("STALLGUARD_IDLE", "200ms"),
     ("STALLGUARD_WRITE_STALL", "200ms"),
     ("STALLGUARD_TICK", "10ms"),

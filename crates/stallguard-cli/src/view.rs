@@ -112,6 +112,26 @@ pub fn human_bytes(b: u64) -> String {
     format!("{v:.0}{unit}")
 }
 
+/// `stage=server method=GET target="/wait" requests=2` for an HTTP connection, else empty.
+pub fn http_text(r: &Record) -> String {
+    let Some(stage) = stallguard_shm::STAGE_NAMES
+        .get(r.stage as usize)
+        .filter(|n| !n.is_empty())
+    else {
+        return String::new();
+    };
+    let line = stallguard_lens::RequestLine::from_words(r.line);
+    let mut buf = [0u8; stallguard_lens::LOGFMT_MAX];
+    let n = if line.is_empty() {
+        0
+    } else {
+        line.write_logfmt(&mut buf)
+    };
+    let shown = String::from_utf8_lossy(&buf[..n]);
+    let sep = if n > 0 { " " } else { "" };
+    format!("stage={stage}{sep}{shown} requests={}", r.requests)
+}
+
 fn flags_text(r: &Record) -> String {
     let mut f = Vec::new();
     if r.flags & FLAG_REAPED != 0 {
@@ -562,6 +582,11 @@ fn connection_lines(views: &[ProcessView], opts: &TextOptions, width: usize) -> 
     let shown = opts.max_rows.unwrap_or(usize::MAX).min(conns.len());
     for (pid, r) in &conns[..shown] {
         lines.push(columns.row(&record_cells(*pid, r)));
+        // An HTTP connection the lens follows: its stage and request on a line of its own.
+        let http = http_text(r);
+        if !http.is_empty() {
+            lines.push(fit(&format!("        {http}"), width));
+        }
     }
     if shown < conns.len() {
         lines.push(format!("… {} more", conns.len() - shown));
@@ -627,6 +652,7 @@ pub fn record_json(pid: u32, r: &Record) -> String {
         ("reaped", (r.flags & FLAG_REAPED != 0).to_string()),
         ("would_reap", (r.flags & FLAG_WOULD_REAP != 0).to_string()),
         ("exempt", (r.flags & FLAG_EXEMPT != 0).to_string()),
+        ("http", json::string(&http_text(r))),
     ])
 }
 
@@ -688,6 +714,26 @@ pub(crate) mod tests {
         assert_eq!(wrap("aaaa bbbb cccc", 9, 2), ["aaaa bbbb", "  cccc"]);
         assert_eq!(fit("abcdef", 4), "abc…");
         assert_eq!(fit("abc", 4), "abc");
+    }
+
+    #[test]
+    fn http_connections_show_stage_request_line_and_count_escaped() {
+        let mut r = Record::default();
+        assert_eq!(http_text(&r), "", "not HTTP: nothing");
+        r.stage = 3;
+        r.requests = 2;
+        let mut raw = [0u8; 64];
+        let line = b"GET /a\"b\n\x01c";
+        raw[..line.len()].copy_from_slice(line);
+        for (w, chunk) in r.line.iter_mut().zip(raw.chunks_exact(8)) {
+            *w = u64::from_le_bytes(chunk.try_into().unwrap());
+        }
+        let text = http_text(&r);
+        assert_eq!(
+            text,
+            "stage=server method=GET target=\"/a\\\"b\\x0a\\x01c\" requests=2"
+        );
+        assert!(!text.contains('\n'));
     }
 
     #[test]

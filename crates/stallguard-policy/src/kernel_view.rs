@@ -105,6 +105,7 @@ impl KernelTrack {
                 self.last.bytes_received.saturating_sub(self.request_base)
             },
             write_pending_since: self.outq_since,
+            framing: None,
         }
     }
 }

@@ -17,5 +17,6 @@ pub use kernel_view::{KernelSample, KernelTrack};
 pub use policy::{parse_env, Action, ConfigError, LogLevel, OnError, Policy};
 pub use timers::{OutboundPolicy, RequestPolicy, Timers};
 pub use verdict::{
-    deadline, is_stuck, judge, time_left_ms, turn_ms, Facts, Reason, Verdict, STUCK_AFTER_MS,
+    client_turn_since, deadline, is_stuck, judge, spared_by_unread, time_left_ms, turn_ms, Facts,
+    Framing, Reason, Stage, Verdict, STUCK_AFTER_MS,
 };

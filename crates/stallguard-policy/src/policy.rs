@@ -8,7 +8,8 @@ use crate::cidr::{Cidr, CIDR_ACCEPTS};
 use crate::duration::{format_duration_ms, parse_duration_ms, DURATION_ACCEPTS};
 use crate::ports::{parse_ports, PORTS_ACCEPTS};
 use crate::timers::{
-    parse_outbound, parse_request, OutboundPolicy, Timers, OUTBOUND_ACCEPTS, REQUEST_ACCEPTS,
+    parse_body, parse_lens, parse_outbound, parse_request, OutboundPolicy, Timers, BODY_ACCEPTS,
+    OUTBOUND_ACCEPTS, REQUEST_ACCEPTS,
 };
 use std::fmt;
 
@@ -218,6 +219,10 @@ pub const VARIABLES: &[Variable] = &[
         |p, v| store(&mut p.timers.first_byte_ms, duration(v))),
     Variable::new("STALLGUARD_REQUEST", REQUEST_ACCEPTS, Some("20-40,minrate=500"),
         |p, v| store(&mut p.timers.request, parse_request(v).map_err(Some))),
+    Variable::new("STALLGUARD_BODY", BODY_ACCEPTS, Some("20,minrate=500"),
+        |p, v| store(&mut p.timers.body, parse_body(v).map_err(Some))),
+    Variable::new("STALLGUARD_LENS", "auto or off", Some("auto"),
+        |p, v| store(&mut p.timers.lens, parse_lens(v).map_err(|_| None))),
     Variable::new("STALLGUARD_IDLE", DURATION_ACCEPTS, Some("60s"),
         |p, v| store(&mut p.timers.idle_ms, duration(v))),
     Variable::new("STALLGUARD_WRITE_STALL", DURATION_ACCEPTS, Some("60s"),
@@ -514,8 +519,39 @@ mod tests {
         assert_eq!(p, Policy::default());
         assert_eq!(
             p.describe(),
-            "first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on backstops=on socket_timeouts=off"
+            "first_byte=20s request=20s-40s,minrate=500 body=20s,minrate=500 lens=auto idle=1m write_stall=1m lifetime=off action=shutdown tick=100ms adopt=on backstops=on socket_timeouts=off"
         );
+    }
+
+    #[test]
+    fn body_and_lens() {
+        let (p, e) = parse(&[
+            ("STALLGUARD_BODY", "5,minrate=500"),
+            ("STALLGUARD_LENS", "off"),
+        ]);
+        assert_eq!(e, vec![]);
+        assert_eq!(
+            p.timers.body,
+            Some(RequestPolicy {
+                timeout_ms: 5_000,
+                max_ms: crate::duration::MAX_DURATION_MS,
+                min_rate: 500
+            }),
+            "a rate without MAX has no maximum, as Apache's body=20,MinRate=500"
+        );
+        assert!(!p.timers.lens);
+        assert!(p.timers.describe().contains("body=5s,minrate=500 lens=off"));
+        let (p, e) = parse(&[("STALLGUARD_BODY", "off")]);
+        assert!(e.is_empty() && p.timers.body.is_none());
+        for (var, val) in [
+            ("STALLGUARD_BODY", "9-3"),
+            ("STALLGUARD_LENS", "on"),
+            ("STALLGUARD_BODY", "x"),
+        ] {
+            let (_, e) = parse(&[(var, val)]);
+            assert_eq!(e.len(), 1, "{var}={val}");
+            assert!(e[0].to_string().contains("expected"), "{}", e[0]);
+        }
     }
 
     #[test]

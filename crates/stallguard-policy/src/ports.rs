@@ -4,13 +4,21 @@
 
 use crate::duration::parse_duration_ms;
 use crate::suggest::did_you_mean;
-use crate::timers::{parse_request, Timers};
+use crate::timers::{parse_body, parse_lens, parse_request, Timers};
 
 pub const PORTS_ACCEPTS: &str = "PORT:off or PORT:name=value[,name=value...] rules separated by ';' \
-     (names: first_byte, request, idle, write_stall, lifetime; e.g. 8080:request=10-20,minrate=1000,idle=15s;9000:off)";
+     (names: first_byte, request, body, lens, idle, write_stall, lifetime; e.g. 8080:request=10-20,minrate=1000,idle=15s;9000:off)";
 
 /// The timers a port rule may name.
-const TIMER_NAMES: [&str; 5] = ["first_byte", "request", "idle", "write_stall", "lifetime"];
+const TIMER_NAMES: [&str; 7] = [
+    "first_byte",
+    "request",
+    "body",
+    "lens",
+    "idle",
+    "write_stall",
+    "lifetime",
+];
 
 /// Parses the rules, each starting from `base` (the global timers).
 pub fn parse_ports(spec: &str, base: &Timers) -> Result<Vec<(u16, Option<Timers>)>, String> {
@@ -52,11 +60,15 @@ fn parse_overrides(body: &str, base: &Timers) -> Result<Timers, String> {
         let part = part.trim();
         let is_minrate = part.to_ascii_lowercase().starts_with("minrate=");
         match items.last_mut() {
-            Some(last) if is_minrate && last.to_ascii_lowercase().starts_with("request=") => {
+            Some(last)
+                if is_minrate
+                    && (last.to_ascii_lowercase().starts_with("request=")
+                        || last.to_ascii_lowercase().starts_with("body=")) =>
+            {
                 last.push(',');
                 last.push_str(part);
             }
-            _ if is_minrate => return Err("minrate must follow request=".into()),
+            _ if is_minrate => return Err("minrate must follow request= or body=".into()),
             _ => items.push(part.to_string()),
         }
     }
@@ -71,6 +83,8 @@ fn parse_overrides(body: &str, base: &Timers) -> Result<Timers, String> {
             "write_stall" => t.write_stall_ms = duration()?,
             "lifetime" => t.lifetime_ms = duration()?,
             "request" => t.request = parse_request(value).map_err(|e| format!("request: {e}"))?,
+            "body" => t.body = parse_body(value).map_err(|e| format!("body: {e}"))?,
+            "lens" => t.lens = parse_lens(value).map_err(|e| format!("lens: {e}"))?,
             other => {
                 let hint = did_you_mean(other, TIMER_NAMES);
                 return Err(format!("unknown timer '{other}'{hint}"));
@@ -128,6 +142,24 @@ mod tests {
                 .request,
             None
         );
+    }
+
+    #[test]
+    fn body_and_lens_per_port() {
+        let base = Timers::default();
+        let rules = parse_ports("8080:body=5-9,minrate=100,lens=off;81:lens=auto", &base).unwrap();
+        let t = rules[0].1.unwrap();
+        assert_eq!(
+            t.body,
+            Some(RequestPolicy {
+                timeout_ms: 5_000,
+                max_ms: 9_000,
+                min_rate: 100
+            })
+        );
+        assert!(!t.lens);
+        assert!(rules[1].1.unwrap().lens);
+        assert!(parse_ports("8080:lens=maybe", &base).is_err());
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct Timers {
     pub first_byte_ms: u64,
     /// `None` when `STALLGUARD_REQUEST=off`.
     pub request: Option<RequestPolicy>,
+    /// HTTP/1 body stage (`STALLGUARD_BODY`), measured from the body's start; `None`: off.
+    pub body: Option<RequestPolicy>,
+    /// Follow HTTP/1 framing to tell whose turn it is (`STALLGUARD_LENS=auto`).
+    pub lens: bool,
     pub idle_ms: u64,
     pub write_stall_ms: u64,
     /// Cap on a connection's total age; 0 = off (the default).
@@ -39,6 +43,13 @@ impl Default for Timers {
                 max_ms: 40_000,
                 min_rate: 500,
             }),
+            // Apache mod_reqtimeout's body=20,MinRate=500: no maximum.
+            body: Some(RequestPolicy {
+                timeout_ms: 20_000,
+                max_ms: MAX_DURATION_MS,
+                min_rate: 500,
+            }),
+            lens: true,
             idle_ms: 60_000,
             write_stall_ms: 60_000,
             lifetime_ms: 0,
@@ -48,15 +59,20 @@ impl Default for Timers {
 }
 
 impl Timers {
-    /// `first_byte=20s request=20s-40s,minrate=500 idle=1m write_stall=1m lifetime=off`.
+    /// `first_byte=20s request=20s-40s,minrate=500 body=20s,minrate=500 lens=auto idle=1m
+    /// write_stall=1m lifetime=off`.
     pub fn describe(&self) -> String {
-        let request = match self.request {
+        let rate_timer = |t: Option<RequestPolicy>| match t {
             None => "off".to_string(),
             Some(r) if r.max_ms == r.timeout_ms => format_duration_ms(r.timeout_ms),
             Some(r) => format!(
-                "{}-{}{}",
+                "{}{}{}",
                 format_duration_ms(r.timeout_ms),
-                format_duration_ms(r.max_ms),
+                if r.max_ms >= MAX_DURATION_MS {
+                    String::new() // no maximum
+                } else {
+                    format!("-{}", format_duration_ms(r.max_ms))
+                },
                 if r.min_rate > 0 {
                     format!(",minrate={}", r.min_rate)
                 } else {
@@ -65,9 +81,11 @@ impl Timers {
             ),
         };
         format!(
-            "first_byte={} request={} idle={} write_stall={} lifetime={}",
+            "first_byte={} request={} body={} lens={} idle={} write_stall={} lifetime={}",
             format_duration_ms(self.first_byte_ms),
-            request,
+            rate_timer(self.request),
+            rate_timer(self.body),
+            if self.lens { "auto" } else { "off" },
             format_duration_ms(self.idle_ms),
             format_duration_ms(self.write_stall_ms),
             format_duration_ms(self.lifetime_ms),
@@ -78,15 +96,39 @@ impl Timers {
 pub const REQUEST_ACCEPTS: &str =
     "T[-MAX][,minrate=BYTES_PER_SECOND] with durations T <= MAX (e.g. 20-40,minrate=500 or 10s), or off";
 
+pub const BODY_ACCEPTS: &str =
+    "T[-MAX][,minrate=BYTES_PER_SECOND] (without MAX: no maximum, e.g. 20,minrate=500), or off";
+
+/// `STALLGUARD_LENS` (and `lens=` of a port rule): `auto` or `off`.
+pub fn parse_lens(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected auto or off".into()),
+    }
+}
+
+/// `STALLGUARD_BODY`: the request syntax, except that a rate without MAX has no maximum
+/// (Apache's `body=20,MinRate=500`).
+pub fn parse_body(value: &str) -> Result<Option<RequestPolicy>, String> {
+    parse_rate_timer(value, true)
+}
+
 /// Parses `20-40,minrate=500`, `20s-1m`, `10`, `off`.
 pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
+    parse_rate_timer(value, false)
+}
+
+/// `open_max`: `T,minrate=R` without MAX means no maximum (else it is refused).
+fn parse_rate_timer(value: &str, open_max: bool) -> Result<Option<RequestPolicy>, String> {
     let v = value.trim();
     if v.eq_ignore_ascii_case("off") || v == "0" {
         return Ok(None);
     }
     let mut parts = v.split(',');
     let range = parts.next().unwrap_or("").trim();
-    let (t, max) = match range.split_once('-') {
+    let ranged = range.contains('-');
+    let (t, mut max) = match range.split_once('-') {
         Some((t, max)) => (
             parse_duration_ms(t).map_err(|e| format!("timeout: {e}"))?,
             parse_duration_ms(max).map_err(|e| format!("maximum: {e}"))?,
@@ -123,6 +165,9 @@ pub fn parse_request(value: &str) -> Result<Option<RequestPolicy>, String> {
                 )
             })?;
     }
+    if open_max && min_rate > 0 && !ranged {
+        max = MAX_DURATION_MS;
+    }
     if min_rate > 0 && max == t {
         // A rate without room to extend into would be silently useless.
         return Err("minrate needs a range T-MAX with MAX above T".into());
@@ -150,6 +195,8 @@ impl OutboundPolicy {
         Timers {
             first_byte_ms: self.idle_ms,
             request: None,
+            body: None,
+            lens: false,
             idle_ms: self.idle_ms,
             write_stall_ms: self.idle_ms,
             lifetime_ms: 0,

@@ -6,7 +6,9 @@
 //! poll/select/epoll read set) or while the server's write cannot move bytes. When the server
 //! has the turn (it read a request and is thinking), nothing is charged.
 
-use crate::timers::Timers;
+use crate::timers::{RequestPolicy, Timers};
+pub use stallguard_lens::Stage;
+use stallguard_lens::StageTimer;
 
 /// What is known about one connection. Times are milliseconds on one monotonic clock;
 /// 0 means "never" / "not now".
@@ -33,6 +35,33 @@ pub struct Facts {
     pub request_bytes: u64,
     /// Since when the server has been trying to write (blocked, short or EAGAIN). 0: not.
     pub write_pending_since: u64,
+    /// Where an HTTP/1 exchange stands, per the lens. `None`: no lens (not HTTP/1, lens
+    /// off, or no byte read yet): the turn is told by the server's calls alone.
+    pub framing: Option<Framing>,
+}
+
+/// What the lens knows about an HTTP/1 connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Framing {
+    /// The lens's stage; `Detect` and `Off` mean the lens does not know (today's rules).
+    pub stage: Stage,
+    /// When the stage started: the request's first byte (headers), the body's start (body).
+    pub since: u64,
+    /// Bytes read in the stage so far (MinRate extends the deadline by these).
+    pub bytes: u64,
+    /// Requests completed on the connection.
+    pub requests: u32,
+}
+
+impl Framing {
+    /// The stage shown to the operator: an answered connection whose server waits for the
+    /// next request is `idle`.
+    pub fn shown_stage(&self, waiting: bool) -> Stage {
+        match self.stage {
+            Stage::Response if waiting => Stage::Idle,
+            s => s,
+        }
+    }
 }
 
 /// The reasons, written once: the enum, `Reason::ALL`, the names and the indexes all come
@@ -109,114 +138,167 @@ pub enum Verdict {
     },
 }
 
+impl Reason {
+    /// A reason that charges the client (the server waits on it): first byte, request
+    /// (header or body stage) and idle.
+    pub fn is_client_turn(self) -> bool {
+        matches!(self, Reason::FirstByte | Reason::Request | Reason::Idle)
+    }
+}
+
+/// Never blame the client for bytes the server has not read: a client-turn verdict is set
+/// aside while the kernel's receive queue holds `unread` bytes (the server has the turn; it
+/// deregistered the fd, or queues the connection for a busy worker).
+pub fn spared_by_unread(reason: Reason, unread: u64) -> bool {
+    reason.is_client_turn() && unread > 0
+}
+
+#[cfg(test)]
+mod unread_tests {
+    use super::*;
+
+    #[test]
+    fn unread_bytes_spare_only_client_turn_reasons() {
+        for r in [Reason::FirstByte, Reason::Request, Reason::Idle] {
+            assert!(spared_by_unread(r, 1), "{r:?}");
+            assert!(!spared_by_unread(r, 0), "{r:?}");
+        }
+        for r in [
+            Reason::WriteStall,
+            Reason::Lifetime,
+            Reason::Connect,
+            Reason::Manual,
+            Reason::Deadline,
+        ] {
+            assert!(!spared_by_unread(r, 4096), "{r:?}");
+        }
+    }
+}
+
 /// Judges one connection at `now`.
 pub fn judge(f: &Facts, policy: &Timers, now: u64) -> Verdict {
-    let since = |t: u64| now.saturating_sub(t);
-    let stalled = |reason, waited_ms| Verdict::Stalled { reason, waited_ms };
-
-    // The program's own deadline binds whoever has the turn: it asked for it.
-    if f.own_deadline != 0 && now >= f.own_deadline {
-        let age = if f.accepted_at != 0 {
-            since(f.accepted_at)
-        } else {
-            0
-        };
-        return stalled(Reason::Deadline, age);
-    }
-    if f.connecting_since != 0
-        && policy.connect_ms > 0
-        && since(f.connecting_since) >= policy.connect_ms
-    {
-        return stalled(Reason::Connect, since(f.connecting_since));
-    }
-    // Defence in depth: the one timer that runs whoever has the turn.
-    if policy.lifetime_ms > 0 && f.accepted_at != 0 && since(f.accepted_at) >= policy.lifetime_ms {
-        return stalled(Reason::Lifetime, since(f.accepted_at));
-    }
-
-    if f.write_pending_since != 0 && policy.write_stall_ms > 0 {
-        let quiet = since(f.write_pending_since.max(f.last_out));
-        if quiet >= policy.write_stall_ms {
-            return stalled(Reason::WriteStall, quiet);
-        }
-    }
-    if f.waiting_since == 0 {
-        return Verdict::Healthy; // the server has the turn
-    }
-    if f.bytes_in == 0 && policy.first_byte_ms > 0 && f.first_wait_at != 0 {
-        let waited = since(f.first_wait_at);
-        if waited >= policy.first_byte_ms {
-            return stalled(Reason::FirstByte, waited);
-        }
-    }
-    if let (Some(r), true) = (policy.request, f.request_start != 0) {
-        let earned_ms = f
-            .request_bytes
-            .saturating_mul(1000)
-            .checked_div(r.min_rate)
-            .unwrap_or(0);
-        let allowed = r.timeout_ms.saturating_add(earned_ms).min(r.max_ms);
-        let waited = since(f.request_start);
-        if waited >= allowed {
-            return stalled(Reason::Request, waited);
-        }
-    }
-    if policy.idle_ms > 0 {
-        let quiet = since(f.waiting_since.max(f.last_in).max(f.last_out));
-        if quiet >= policy.idle_ms {
-            return stalled(Reason::Idle, quiet);
-        }
-    }
-    Verdict::Healthy
+    // The first expired timer in priority order wins.
+    running(f, policy)
+        .into_iter()
+        .filter(Running::runs)
+        .find(|t| now >= t.at)
+        .map_or(Verdict::Healthy, |t| Verdict::Stalled {
+            reason: t.reason,
+            waited_ms: if t.from == 0 {
+                0
+            } else {
+                now.saturating_sub(t.from)
+            },
+        })
 }
 
 /// When the earliest running timer expires (absolute ms), or `None` when no timer runs (the
 /// server has the turn, or the relevant timers are off). The same rules as [`judge`], solved
 /// for time: `judge` reports a stall exactly from this instant on (a unit test checks it).
 pub fn deadline(f: &Facts, policy: &Timers) -> Option<u64> {
-    let mut earliest: Option<u64> = None;
-    let mut consider = |t: u64| earliest = Some(earliest.map_or(t, |e: u64| e.min(t)));
+    running(f, policy)
+        .into_iter()
+        .filter(Running::runs)
+        .map(|t| t.at)
+        .min()
+}
+
+/// One timer that runs on a connection: it expires at `at`; the wait it reports started at
+/// `from` (0: not known, reported as 0). Plain integers, every field always set (no `Option`
+/// with uninitialised payload bytes for valgrind to see compared).
+#[derive(Clone, Copy)]
+struct Running {
+    reason: Reason,
+    from: u64,
+    at: u64,
+}
+
+impl Running {
+    /// A timer that does not run.
+    const NONE: Running = Running {
+        reason: Reason::Manual,
+        from: 0,
+        at: u64::MAX,
+    };
+
+    fn runs(&self) -> bool {
+        self.at != u64::MAX
+    }
+}
+
+/// Every timer that runs on this connection now, in the order `judge` checks them.
+fn running(f: &Facts, policy: &Timers) -> [Running; 7] {
+    let timer = |reason, from: u64, at: u64| Running { reason, from, at };
+    let rate_timer = |reason, r: Option<RequestPolicy>, start: u64, bytes: u64| match r {
+        Some(r) if start != 0 => {
+            let stage = StageTimer {
+                timeout_ms: r.timeout_ms,
+                max_ms: r.max_ms,
+                min_rate: r.min_rate,
+            };
+            timer(reason, start, stage.deadline(start, bytes))
+        }
+        _ => Running::NONE,
+    };
+    let mut t = [Running::NONE; 7];
+    // The program's own deadline binds whoever has the turn: it asked for it.
     if f.own_deadline != 0 {
-        consider(f.own_deadline);
+        t[0] = timer(Reason::Deadline, f.accepted_at, f.own_deadline);
     }
     if f.connecting_since != 0 && policy.connect_ms > 0 {
-        consider(f.connecting_since.saturating_add(policy.connect_ms));
+        let at = f.connecting_since.saturating_add(policy.connect_ms);
+        t[1] = timer(Reason::Connect, f.connecting_since, at);
     }
+    // Defence in depth: the one timer that runs whoever has the turn.
     if policy.lifetime_ms > 0 && f.accepted_at != 0 {
-        consider(f.accepted_at.saturating_add(policy.lifetime_ms));
+        let at = f.accepted_at.saturating_add(policy.lifetime_ms);
+        t[2] = timer(Reason::Lifetime, f.accepted_at, at);
     }
     if f.write_pending_since != 0 && policy.write_stall_ms > 0 {
-        consider(
-            f.write_pending_since
-                .max(f.last_out)
-                .saturating_add(policy.write_stall_ms),
+        let from = f.write_pending_since.max(f.last_out);
+        t[3] = timer(
+            Reason::WriteStall,
+            from,
+            from.saturating_add(policy.write_stall_ms),
         );
     }
-    if f.waiting_since != 0 {
-        if f.bytes_in == 0 && policy.first_byte_ms > 0 && f.first_wait_at != 0 {
-            consider(f.first_wait_at.saturating_add(policy.first_byte_ms));
+    let waiting = f.waiting_since != 0;
+    match f.framing.filter(|fr| fr.stage.is_framed()) {
+        // The request is complete: the server has the turn until its answer starts,
+        // whatever epoll or EAGAIN say.
+        Some(fr) if fr.stage == Stage::Server => return t,
+        // The request is incomplete: the client's turn, per stage, read set or not.
+        Some(fr) if fr.stage == Stage::Headers => {
+            t[5] = rate_timer(Reason::Request, policy.request, fr.since, fr.bytes);
         }
-        if let (Some(r), true) = (policy.request, f.request_start != 0) {
-            let earned = f
-                .request_bytes
-                .saturating_mul(1000)
-                .checked_div(r.min_rate)
-                .unwrap_or(0);
-            consider(
-                f.request_start
-                    .saturating_add(r.timeout_ms.saturating_add(earned).min(r.max_ms)),
+        Some(fr) if fr.stage == Stage::Body => {
+            t[5] = rate_timer(Reason::Request, policy.body, fr.since, fr.bytes);
+        }
+        // Answered (keep-alive) or tunnelled: idle and write stall only.
+        Some(_) => {}
+        // No lens: today's request timer, while the server waits.
+        None if waiting => {
+            t[5] = rate_timer(
+                Reason::Request,
+                policy.request,
+                f.request_start,
+                f.request_bytes,
             );
         }
-        if policy.idle_ms > 0 {
-            consider(
-                f.waiting_since
-                    .max(f.last_in)
-                    .max(f.last_out)
-                    .saturating_add(policy.idle_ms),
-            );
-        }
+        None => {}
     }
-    earliest
+    if !waiting {
+        return t; // the server has the turn
+    }
+    if f.bytes_in == 0 && policy.first_byte_ms > 0 && f.first_wait_at != 0 {
+        let at = f.first_wait_at.saturating_add(policy.first_byte_ms);
+        t[4] = timer(Reason::FirstByte, f.first_wait_at, at);
+    }
+    if policy.idle_ms > 0 {
+        let from = f.waiting_since.max(f.last_in).max(f.last_out);
+        t[6] = timer(Reason::Idle, from, from.saturating_add(policy.idle_ms));
+    }
+    t
 }
 
 /// Milliseconds left before the earliest running timer expires (0 if already expired);
@@ -250,10 +332,20 @@ impl Facts {
     }
 }
 
+/// Since when it has been the client's turn (the server waits on it, or its HTTP request is
+/// incomplete); `None` on the server's turn.
+pub fn client_turn_since(f: &Facts) -> Option<u64> {
+    match f.framing {
+        Some(fr) if fr.stage == Stage::Server => None,
+        Some(fr) if fr.stage.is_client_turn() && fr.since != 0 => Some(fr.since),
+        _ => (f.waiting_since != 0).then_some(f.waiting_since),
+    }
+}
+
 /// How long the current turn has lasted: the client's (the server waits on it) or the
 /// server's pending write; `None` when the server has the turn.
 pub fn turn_ms(f: &Facts, now: u64) -> Option<u64> {
-    let start = match (f.waiting_since, f.write_pending_since) {
+    let start = match (client_turn_since(f).unwrap_or(0), f.write_pending_since) {
         (0, 0) => return None,
         (0, w) => w,
         (r, 0) => r,
@@ -591,6 +683,7 @@ mod deadline_tests {
             write_stall_ms: 3_000,
             lifetime_ms: 50_000,
             connect_ms: 0,
+            ..Timers::default()
         }
     }
 
@@ -700,5 +793,184 @@ mod own_deadline_tests {
             }
         );
         assert_eq!(deadline(&f, &t), Some(5_000));
+    }
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use super::*;
+    use crate::timers::RequestPolicy;
+
+    const T0: u64 = 1_000_000;
+
+    fn timers() -> Timers {
+        Timers {
+            first_byte_ms: 3_000,
+            request: Some(RequestPolicy {
+                timeout_ms: 5_000,
+                max_ms: 10_000,
+                min_rate: 500,
+            }),
+            body: Some(RequestPolicy {
+                timeout_ms: 5_000,
+                max_ms: 60_000,
+                min_rate: 500,
+            }),
+            idle_ms: 10_000,
+            write_stall_ms: 3_000,
+            ..Timers::default()
+        }
+    }
+
+    /// An event loop: read until EAGAIN, the fd kept in the epoll read set (waiting).
+    fn event_loop(stage: Stage, since: u64, bytes: u64) -> Facts {
+        Facts {
+            accepted_at: T0,
+            first_wait_at: T0,
+            waiting_since: T0,
+            last_in: since,
+            bytes_in: 91,
+            request_start: T0,
+            request_bytes: 91,
+            framing: Some(Framing {
+                stage,
+                since,
+                bytes,
+                requests: 0,
+            }),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_request_is_the_servers_turn_whatever_epoll_says() {
+        let f = event_loop(Stage::Server, T0, 91);
+        for now in [T0 + 5_000, T0 + 90_000, T0 + 3_600_000] {
+            assert_eq!(judge(&f, &timers(), now), Verdict::Healthy);
+        }
+        assert_eq!(deadline(&f, &timers()), None);
+        assert_eq!(turn_ms(&f, T0 + 90_000), None);
+        assert!(!is_stuck(&f, T0 + 90_000));
+        // The same facts without the lens: today's request timer.
+        let blind = Facts { framing: None, ..f };
+        assert_eq!(
+            judge(&blind, &timers(), T0 + 5_182),
+            Verdict::Stalled {
+                reason: Reason::Request,
+                waited_ms: 5_182
+            },
+            "5 s + 91 B at 500 B/s"
+        );
+        // Write stall and lifetime still run on the server's turn.
+        let stuck_write = Facts {
+            write_pending_since: T0,
+            ..f
+        };
+        assert!(matches!(
+            judge(&stuck_write, &timers(), T0 + 3_000),
+            Verdict::Stalled {
+                reason: Reason::WriteStall,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_incomplete_request_is_the_clients_turn_even_off_the_read_set() {
+        // Slowloris: headers since T0, 20 bytes; the server is not in a read right now.
+        let f = Facts {
+            waiting_since: 0,
+            ..event_loop(Stage::Headers, T0, 20)
+        };
+        assert_eq!(judge(&f, &timers(), T0 + 5_039), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &timers(), T0 + 5_040),
+            Verdict::Stalled {
+                reason: Reason::Request,
+                waited_ms: 5_040
+            }
+        );
+        assert_eq!(turn_ms(&f, T0 + 100), Some(100));
+    }
+
+    #[test]
+    fn the_body_stage_has_its_own_timer_from_the_bodys_start() {
+        let body_start = T0 + 4_000;
+        let f = event_loop(Stage::Body, body_start, 0);
+        // The header timer (5 s from T0) does not apply to the body.
+        assert_eq!(judge(&f, &timers(), T0 + 8_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &timers(), T0 + 9_000),
+            Verdict::Stalled {
+                reason: Reason::Request,
+                waited_ms: 5_000
+            }
+        );
+        // 500 B/s earns a second per 500 bytes.
+        let steady = event_loop(Stage::Body, body_start, 2_500);
+        assert_eq!(deadline(&steady, &timers()), Some(body_start + 10_000));
+        // Body timer off: only idle while waiting.
+        let off = Timers {
+            body: None,
+            ..timers()
+        };
+        assert_eq!(
+            deadline(&f, &off),
+            Some(body_start + 10_000),
+            "idle from the last byte"
+        );
+    }
+
+    #[test]
+    fn after_the_answer_keep_alive_is_judged_by_idle_only() {
+        let f = Facts {
+            last_out: T0 + 1_000,
+            ..event_loop(Stage::Response, T0, 91)
+        };
+        assert_eq!(judge(&f, &timers(), T0 + 10_999), Verdict::Healthy);
+        assert_eq!(
+            judge(&f, &timers(), T0 + 11_000),
+            Verdict::Stalled {
+                reason: Reason::Idle,
+                waited_ms: 10_000
+            }
+        );
+        let answered = f.framing.unwrap();
+        assert_eq!(answered.shown_stage(true), Stage::Idle);
+        assert_eq!(answered.shown_stage(false), Stage::Response);
+        let tunnel = Facts {
+            framing: Some(Framing {
+                stage: Stage::Tunnel,
+                ..answered
+            }),
+            ..f
+        };
+        assert_eq!(deadline(&tunnel, &timers()), Some(T0 + 11_000));
+    }
+
+    #[test]
+    fn deadline_agrees_with_judge_in_every_stage() {
+        for stage in [
+            Stage::Detect,
+            Stage::Headers,
+            Stage::Body,
+            Stage::Response,
+            Stage::Idle,
+            Stage::Tunnel,
+            Stage::Off,
+        ] {
+            for waiting in [0, T0 + 50] {
+                let f = Facts {
+                    waiting_since: waiting,
+                    ..event_loop(stage, T0 + 10, 700)
+                };
+                let Some(d) = deadline(&f, &timers()) else {
+                    assert!(waiting == 0 && !stage.is_client_turn());
+                    continue;
+                };
+                assert_eq!(judge(&f, &timers(), d - 1), Verdict::Healthy, "{f:?}");
+                assert_ne!(judge(&f, &timers(), d), Verdict::Healthy, "{f:?}");
+            }
+        }
     }
 }

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: [u8; 8] = *b"STALLGD1";
 /// 2: the mailbox became a ring of request slots (concurrent commands no longer overwrite
-/// each other's request).
-pub const VERSION: u32 = 2;
+/// each other's request); records carry the HTTP stage and request count (the lens).
+/// 3: both of version 2's layouts in one (the mailbox ring and the HTTP fields).
+pub const VERSION: u32 = 3;
 /// Records in a segment; the file is sparse, so unused records cost no memory.
 pub const CAPACITY: usize = 65_536;
 /// Counter slots per reason: one per `stallguard_policy::Reason`, at `Reason::index()`.
@@ -305,7 +306,18 @@ pub struct Record {
     /// Before the earliest running timer expires; `u64::MAX` when no timer runs.
     pub time_left_ms: u64,
     pub age_ms: u64,
+    /// HTTP/1 stage (index into [`STAGE_NAMES`]; 0: not an HTTP connection the lens follows).
+    pub stage: u32,
+    /// Requests completed on the connection (HTTP only).
+    pub requests: u32,
+    /// Latest request line, `METHOD SP target` (`stallguard_lens::RequestLine::to_words`).
+    pub line: [u64; 8],
 }
+
+/// Names of [`Record::stage`] (the lens's `Stage` numbering; 0 and 7 are not shown).
+pub const STAGE_NAMES: [&str; 8] = [
+    "", "headers", "body", "server", "response", "idle", "tunnel", "",
+];
 
 pub const SEGMENT_BYTES: usize =
     std::mem::size_of::<Header>() + CAPACITY * std::mem::size_of::<Record>();
@@ -313,7 +325,7 @@ pub const SEGMENT_BYTES: usize =
 // The layout both sides rely on, checked when either is compiled: a change here must come
 // with a new VERSION (readers refuse other versions).
 const _: () = {
-    assert!(std::mem::size_of::<Record>() == 72);
+    assert!(std::mem::size_of::<Record>() == 144);
     assert!(std::mem::size_of::<Header>().is_multiple_of(8));
     assert!(std::mem::align_of::<Header>() == 8);
     // Each record bit is a bit of its own.
@@ -483,7 +495,7 @@ mod tests {
 
     #[test]
     fn layout_is_stable() {
-        assert_eq!(std::mem::size_of::<Record>(), 72);
+        assert_eq!(std::mem::size_of::<Record>(), 144);
         assert_eq!(std::mem::size_of::<Header>() % 8, 0);
         assert_eq!(pid_of("stallguard-1234"), Some(1234));
         assert_eq!(pid_of("stallguard-x"), None);

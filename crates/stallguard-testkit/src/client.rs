@@ -105,7 +105,8 @@ pub fn request_from(
     read_response(&mut s, deadline)
 }
 
-/// Reads one `Content-Length` response from `s` before `deadline`; returns its body.
+/// Reads one `Content-Length` response (any header case) from `s` before `deadline`; returns
+/// its body.
 pub fn read_response(s: &mut TcpStream, deadline: Instant) -> Result<String, String> {
     read_body(s, deadline, &mut Vec::new()).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
@@ -123,8 +124,9 @@ pub fn read_body(
         if let Some(head_end) = find(buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
             let len: usize = head
+                .to_ascii_lowercase()
                 .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
             if buf.len() >= head_end + 4 + len {

@@ -1,0 +1,110 @@
+//! The HTTP/1 lens on a tracked connection (issue 11): the bytes the server reads are fed to
+//! a per-connection `stallguard_lens::Lens` kept in the slot's third cache line, and the
+//! server's writes tell it that the answer started. The watcher turns the lens's stage into
+//! whose turn it is (`Slot::framing`, `stallguard_policy::Framing`).
+//!
+//! Only connections the accept path armed (`STALLGUARD_LENS=auto` for their port) are fed,
+//! and only until the lens turns off (not HTTP/1, HTTP/2 preface, framing it does not trust)
+//! or the connection becomes a tunnel: `Flags::LENS` is cleared then, and the read and write
+//! paths cost one flag test again. The method and target of the latest request line go to
+//! the side table `table::lines`, written only for HTTP connections.
+//!
+//! Both entry points are `extern "C"`: the compiler then knows they cannot unwind, so the
+//! hooks' untracked path keeps no landing pad and no stack frame (checked with objdump).
+
+use crate::abi::args::ReadBuf;
+use crate::runtime::clock::now_ms;
+use crate::runtime::config;
+use crate::table::{lines, Flags, Slot};
+use libc::c_int;
+use stallguard_lens::{Lens, RequestLine, Stage};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Accept path: follow this connection's requests if its port's policy says so.
+pub fn arm(slot: &Slot, local_port: u16) {
+    if config::policy()
+        .timers_for_port(local_port)
+        .is_some_and(|t| t.lens)
+    {
+        slot.set_lens_state(&Lens::new());
+        slot.set_flag(Flags::LENS);
+    }
+}
+
+/// The server read `r` > 0 bytes (not a peek) from the connection on `fd` into `buf`.
+/// A bug in the lens is caught here and turns it off for this connection.
+///
+/// # Safety
+/// `buf` describes the buffers the call just filled with `r` bytes.
+#[inline(never)]
+pub unsafe extern "C" fn after_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize) {
+    // SAFETY: the caller's contract, passed on.
+    let feed = std::panic::AssertUnwindSafe(|| unsafe { feed_read(fd, slot, buf, r) });
+    if std::panic::catch_unwind(feed).is_err() {
+        slot.clear_flag(Flags::LENS); // never again on this connection
+    }
+}
+
+/// # Safety
+/// As [`after_read`].
+unsafe fn feed_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize) {
+    let mut lens = slot.lens_state();
+    let before = lens.stage();
+    if before == Stage::Off || before == Stage::Tunnel {
+        slot.clear_flag(Flags::LENS);
+        return;
+    }
+    // A fresh lens starts a fresh line (the side table may hold the fd's previous
+    // connection's), and a connection that turns out not to be HTTP never touches it.
+    let mut line = if lens == Lens::new() {
+        RequestLine::new()
+    } else {
+        lines::load(fd)
+    };
+    let mut completed = 0u32;
+    // SAFETY: the caller's contract.
+    unsafe {
+        buf.each_chunk(r, |bytes| {
+            let fed = lens.feed_with_line(bytes, &mut line);
+            completed = completed.saturating_add(fed.completed);
+        })
+    };
+    let after = lens.stage();
+    slot.set_lens_state(&lens);
+    if after == Stage::Off {
+        slot.clear_flag(Flags::LENS);
+    } else {
+        lines::store(fd, &line);
+    }
+    if after == before && completed == 0 {
+        slot.stage_read(r as u64);
+        return;
+    }
+    // A request's header stage runs from its first byte (as STALLGUARD_REQUEST always did);
+    // any other stage from now.
+    let request_start = slot.request_start.load(Relaxed);
+    if after == Stage::Headers && completed == 0 && request_start != 0 {
+        slot.stage_started(request_start, slot.request_bytes.load(Relaxed));
+    } else {
+        slot.stage_started(now_ms(), 0);
+    }
+}
+
+/// The server wrote bytes to the connection: its answer started (`Server` → `Response`,
+/// 100-continue → `Body`, after CONNECT/Upgrade → `Tunnel`). The lens never panics; if it
+/// did, this aborts rather than unwind through a hook.
+#[inline(never)]
+pub extern "C" fn after_write(slot: &Slot) {
+    let mut lens = slot.lens_state();
+    let before = lens.stage();
+    lens.on_server_write();
+    let after = lens.stage();
+    slot.set_lens_state(&lens); // even on the same stage: the lens's own flags may change
+    if after == before {
+        return;
+    }
+    slot.stage_started(now_ms(), 0);
+    if matches!(after, Stage::Off | Stage::Tunnel) {
+        slot.clear_flag(Flags::LENS);
+    }
+}
