@@ -19,7 +19,11 @@ BENCH_OUT    := target/bench
 BENCH_CC     ?= gcc
 # No _FORTIFY_SOURCE: the benchmark must call plain read/recv, not the __*_chk variants.
 BENCH_CFLAGS ?= -O2 -g -U_FORTIFY_SOURCE -Wall -Wextra -Werror -pthread
-BENCH_BINS   := $(BENCH_OUT)/hookbench $(BENCH_OUT)/idlebench
+# threadtax and copycost are experiments run by hand (what a second thread costs a
+# single-threaded process's fd syscalls, and why; what a kernel query through a pidfd_getfd
+# copy costs the watcher): see their headers, and bench/fdtax.sh.
+BENCH_BINS   := $(BENCH_OUT)/hookbench $(BENCH_OUT)/idlebench $(BENCH_OUT)/threadtax \
+                $(BENCH_OUT)/copycost
 BENCH_SO     ?= target/release/libstallguard.so
 BENCH_PY     ?= python3
 

@@ -80,7 +80,9 @@ macro_rules! interposed {
             Close fn close(fd: c_int) -> c_int
                 = call() { track::alias::forget(fd); real::close(fd) };
             Close fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int
-                = call() { track::alias::closing_range(first, last, flags); real::close_range(first, last, flags) };
+                = call() { track::alias::closing_range(first, last, flags); track::split::closed_range(flags, real::close_range(first, last, flags)) };
+            Close fn unshare(flags: c_int) -> c_int
+                = call() { track::split::unshared(flags, real::unshare(flags)) };
             Close fn closefrom(low: c_int) -> ()
                 = call() { track::alias::closing_range(low.max(0) as c_uint, c_uint::MAX, 0); real::closefrom(low) };
             Close fn fclose(stream: *mut FILE) -> c_int

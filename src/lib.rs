@@ -89,6 +89,7 @@ extern "C" fn after_fork_in_child() {
     log::reset_after_fork();
     watcher::forget_parent_watcher();
     table::holders::after_fork_in_child();
+    table::owners::forget_after_fork();
     let mut inherited = 0;
     for fd in 0..table::high_water() {
         if let Some(s) = table::tracked(fd as i32) {

@@ -310,6 +310,38 @@ pub fn atime_unix_ms(path: &CStr) -> Option<u64> {
     Some((st.st_atime.max(0) as u64) * 1000 + (st.st_atime_nsec.max(0) as u64) / 1_000_000)
 }
 
+/// Creates or truncates `path` (0666 before the umask) and writes `bytes` to it, through the
+/// real write and close: the watcher's own descriptors must never pass through the hooks (in
+/// its own fd table their numbers may equal the program's tracked connections').
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o666,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // SAFETY: `rest` is valid for reads of its length; the real write, not our hook.
+        let n = unsafe { super::real::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            break;
+        }
+        rest = &rest[n as usize..];
+    }
+    close_own(fd);
+    rest.is_empty()
+}
+
 pub fn unlink(path: &CStr) {
     // SAFETY: `path` is NUL-terminated.
     unsafe { libc::unlink(path.as_ptr()) };
@@ -327,4 +359,122 @@ pub fn is_open_non_socket(fd: c_int) -> bool {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat writes one stat.
     unsafe { libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK }
+}
+
+// ---------------------------------------------------------------- fd tables and pidfds
+//
+// Raw system calls on purpose: `unshare` and `close_range` are interposed, and the watcher
+// must never run the program's bookkeeping for them (its close_range closes only its own,
+// private table; the program's slots must stay tracked).
+
+/// `pidfd_open`'s flag for a pidfd naming one thread (Linux 6.9+; `O_EXCL`).
+pub const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// The result of a system call returning a descriptor or 0: the value, or errno.
+fn syscall_result(rc: libc::c_long) -> Result<c_int, c_int> {
+    if rc < 0 {
+        Err(super::errno::errno())
+    } else {
+        Ok(rc as c_int)
+    }
+}
+
+/// `unshare(CLONE_FILES)`: the calling thread gets a private copy of the fd table.
+pub fn unshare_files() -> Result<(), c_int> {
+    // SAFETY: integers only.
+    syscall_result(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) }).map(|_| ())
+}
+
+/// Closes `first..=last` in the calling thread's fd table (raw close_range, no hook).
+pub fn close_range_raw(first: libc::c_uint, last: libc::c_uint) {
+    if first <= last {
+        // SAFETY: integers only; the caller owns every descriptor in the range of its table.
+        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    }
+}
+
+/// `pidfd_open(pid, flags)`: a descriptor naming process (or, with [`PIDFD_THREAD`], thread)
+/// `pid`, close-on-exec.
+pub fn pidfd_open(pid: i32, flags: libc::c_uint) -> Result<c_int, c_int> {
+    // SAFETY: integers only.
+    syscall_result(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) })
+}
+
+/// `pidfd_getfd(pidfd, fd, 0)`: a close-on-exec copy, in the caller's table, of the file that
+/// `fd` names in the fd table of the task behind `pidfd`.
+pub fn pidfd_getfd(pidfd: c_int, fd: c_int) -> Result<c_int, c_int> {
+    // SAFETY: integers only.
+    syscall_result(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) })
+}
+
+/// Whether the kernel offers `pidfd_open` and `pidfd_getfd` to this process (not ENOSYS, not
+/// refused by a seccomp filter), asked with invalid arguments so that no descriptor is created.
+pub fn pidfd_calls_available() -> Result<(), c_int> {
+    // SAFETY: integers only; flags ~0 are refused (EINVAL) before anything is opened.
+    let open = unsafe { libc::syscall(libc::SYS_pidfd_open, getpid(), !0u32) };
+    let open_errno = super::errno::errno();
+    if open >= 0 {
+        close_own(open as c_int); // cannot happen (invalid flags), but never leak
+    } else if open_errno != libc::EINVAL {
+        return Err(open_errno);
+    }
+    // SAFETY: integers only; pidfd -1 is refused (EBADF).
+    let get = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, 0, 0) };
+    match super::errno::errno() {
+        _ if get >= 0 => {
+            close_own(get as c_int);
+            Ok(())
+        }
+        libc::EBADF => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// Whether a seccomp filter applies to the calling thread (PR_GET_SECCOMP = 2). The watcher
+/// then makes no system call it did not make before it had a table of its own: a filter may
+/// kill the process on a call it does not know (SECCOMP_RET_KILL), and a probe would be that
+/// call.
+pub fn seccomp_filtered() -> bool {
+    // SAFETY: PR_GET_SECCOMP takes no pointer.
+    unsafe { libc::prctl(libc::PR_GET_SECCOMP) == 2 }
+}
+
+/// The calling thread's id.
+pub fn gettid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::gettid() }
+}
+
+/// The (device, inode) of the file `fd` names, to recognise one of our own files.
+pub fn file_id(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain data; all-zero is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one stat.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// Gives the pages of an anonymous private mapping back: they read as zeroes again.
+///
+/// # Safety
+/// `p..p+bytes` is a mapping made by [`map_anonymous`] that no one writes concurrently.
+pub unsafe fn zero_pages(p: *mut u8, bytes: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { libc::madvise(p.cast(), bytes, libc::MADV_DONTNEED) };
+}
+
+/// Fills the standard descriptor numbers 0–2 of the calling thread's (private) table with
+/// copies of `fd`, so that nothing written to "stderr" on this thread (a panic message) can
+/// land in a socket copy that would otherwise take number 2.
+pub fn occupy_std_fds(fd: c_int) {
+    loop {
+        // SAFETY: F_DUPFD_CLOEXEC takes an integer argument; the real fcntl, not our hook.
+        let copy = unsafe { super::real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if copy < 0 {
+            return;
+        }
+        if copy > 2 {
+            close_own(copy);
+            return;
+        }
+    }
 }

@@ -8,12 +8,16 @@
 //! "lowest free fd" arithmetic is unchanged. If the host closes it (closefrom, a daemon closing
 //! every fd), the close hooks call [`forget_fd`] and logging to that descriptor stops (a log file
 //! is reopened by the watcher) — we never write into a number the host reused.
+//!
+//! Once the watcher has a fd table of its own (`watcher::reach`), it writes to its own copy of
+//! that descriptor ([`adopt_own_copy`]), which nothing the program does can close; the
+//! program's copy is still followed by the close hooks, for the watcher of a forked child.
 
 use super::clock::{civil_from_days, wall_clock};
 use crate::abi::{real, sys};
 use stallguard_policy::LogLevel;
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::sync::OnceLock;
 
 static LOG_FD: AtomicI32 = AtomicI32::new(-1);
@@ -21,6 +25,13 @@ static LOG_FD: AtomicI32 = AtomicI32::new(-1);
 static WRITING: AtomicBool = AtomicBool::new(false);
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 static LOG_PATH: OnceLock<std::ffi::CString> = OnceLock::new();
+/// Set while the watcher has a fd table of its own: lines then go to OWN_FD, a number in that
+/// table (LOG_FD is a number in the program's table, which the watcher no longer shares).
+static OWN_TABLE: AtomicBool = AtomicBool::new(false);
+static OWN_FD: AtomicI32 = AtomicI32::new(-1);
+/// What LOG_FD was opened on (device, inode): the watcher recognises its copy by it.
+static LOG_DEV: AtomicU64 = AtomicU64::new(0);
+static LOG_INO: AtomicU64 = AtomicU64::new(0);
 
 /// The lowest fd number our private log descriptor may take.
 const HIGH_FD_FLOOR: libc::c_int = 200;
@@ -55,8 +66,37 @@ pub fn open(path: Option<&str>) -> Result<(), String> {
             }
         }
     };
+    if let Some((dev, ino)) = sys::file_id(fd) {
+        LOG_DEV.store(dev, SeqCst);
+        LOG_INO.store(ino, SeqCst);
+    }
     LOG_FD.store(fd, SeqCst);
     Ok(())
+}
+
+/// The log descriptor in the program's table (-1: none): the watcher keeps its copy of this
+/// number when it leaves the program's table.
+pub fn program_fd() -> libc::c_int {
+    LOG_FD.load(SeqCst)
+}
+
+/// The watcher has just left the program's fd table (a private copy of it, `kept` the only
+/// descriptor left of the program's): from now on it logs to its copy of `kept` if that is
+/// still our log (the program may have closed and reused the number just before), else to
+/// the log file opened again, in its own table.
+pub fn adopt_own_copy(kept: libc::c_int) {
+    let ours =
+        kept >= 0 && sys::file_id(kept) == Some((LOG_DEV.load(SeqCst), LOG_INO.load(SeqCst)));
+    let fd = if ours {
+        kept
+    } else {
+        if kept >= 0 {
+            sys::close_own(kept);
+        }
+        LOG_PATH.get().map_or(-1, |path| open_file(path))
+    };
+    OWN_FD.store(fd, SeqCst);
+    OWN_TABLE.store(true, SeqCst);
 }
 
 fn open_file(path: &std::ffi::CStr) -> libc::c_int {
@@ -96,7 +136,7 @@ pub fn is_log_fd(fd: libc::c_int) -> bool {
 
 /// The host is closing or replacing our descriptor: stop using it, after any write in flight.
 pub fn forget_fd(fd: libc::c_int) {
-    if LOG_FD.compare_exchange(fd, -1, SeqCst, SeqCst).is_ok() {
+    if LOG_FD.compare_exchange(fd, -1, SeqCst, SeqCst).is_ok() && !OWN_TABLE.load(SeqCst) {
         while WRITING.load(SeqCst) {
             sys::yield_now();
         }
@@ -114,10 +154,23 @@ pub fn forget_fd_if(closes: impl Fn(libc::c_int) -> bool) {
 /// In a forked child no write is in flight, whatever the parent's watcher was doing.
 pub fn reset_after_fork() {
     WRITING.store(false, SeqCst);
+    // The parent watcher's own table was not copied: its number means nothing here.
+    OWN_TABLE.store(false, SeqCst);
+    OWN_FD.store(-1, SeqCst);
 }
 
-/// Reopens the log file if the host closed our descriptor (watcher only).
+/// Reopens the log file if the host closed our descriptor (watcher only). In a table of
+/// its own the watcher's descriptor cannot be closed by the host: only a failed open is
+/// retried.
 pub fn reopen_if_closed() {
+    if OWN_TABLE.load(SeqCst) {
+        if OWN_FD.load(SeqCst) < 0 {
+            if let Some(path) = LOG_PATH.get() {
+                OWN_FD.store(open_file(path), SeqCst);
+            }
+        }
+        return;
+    }
     if LOG_FD.load(SeqCst) < 0 {
         if let Some(path) = LOG_PATH.get() {
             let fd = open_file(path);
@@ -171,7 +224,11 @@ impl Line {
         self.buf[self.len] = b'\n';
         self.len += 1;
         WRITING.store(true, SeqCst);
-        let fd = LOG_FD.load(SeqCst);
+        let fd = if OWN_TABLE.load(SeqCst) {
+            OWN_FD.load(SeqCst)
+        } else {
+            LOG_FD.load(SeqCst)
+        };
         if fd >= 0 {
             write_all_once(fd, &self.buf[..self.len]);
         }

@@ -4,7 +4,8 @@
 //! * `holders`: which processes still hold a counted connection (its place is given back by
 //!   the last one);
 //! * `stats`: this process's counters;
-//! * `lines`: the latest request line of each HTTP connection (a side table, for display).
+//! * `lines`: the latest request line of each HTTP connection (a side table, for display);
+//! * `owners`: after the program split its fd table, which thread tracked each connection.
 //!
 //! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
 //! kernel backs a page only when a slot on it is written (accept), so resident memory follows
@@ -14,6 +15,7 @@
 mod flags;
 pub mod holders;
 pub mod lines;
+pub mod owners;
 mod slot;
 pub mod sources;
 pub mod stats;

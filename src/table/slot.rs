@@ -101,6 +101,7 @@ impl Slot {
         }
         self.set_identity(id);
         self.accepted_at.store(now, Relaxed);
+        super::owners::note(fd);
         self.state.store(next_generation(old, TRACKED), Release);
         raise_high_water(fd);
         super::call_attention(fd);

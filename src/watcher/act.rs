@@ -1,6 +1,8 @@
 //! What the watcher does to a stalled connection: shut it down (or, in monitor mode, only say
-//! so), log one line, count it. Also the kernel queries the watcher makes on a connection.
+//! so), log one line, count it. It acts through a descriptor of its own that names exactly
+//! that connection (`reach`).
 
+use super::reach::{self, Reached};
 use crate::abi::socket;
 use crate::runtime::config;
 use crate::runtime::log::log_line;
@@ -42,63 +44,68 @@ pub fn reap(
         line("would_reap", "log");
         return;
     }
-    if !hold(fd, slot, judged, &id) {
-        return;
+    if !slot.begin_act(judged) {
+        return; // closed or re-tracked since we judged it: nothing to do
     }
-    slot.set_flag(Flags::REAPED);
-    // Log before acting: the shutdown wakes the worker, and a process that exits right away
-    // (fork-per-connection, inetd) would otherwise take the unwritten line with it.
-    stats::count_reap(reason, true);
-    // A write-stall reap always resets: the FIN would queue behind data the client never
-    // reads, and the orphan would pin the send buffer in FIN-WAIT-1.
-    let reset = config::policy().action == Action::Rst || reason == Reason::WriteStall;
-    line("reap", if reset { "rst" } else { "shutdown" });
-    if reset {
-        socket::reset_on_close(fd); // the server's coming close() sends an RST
-    }
-    let done = socket::shutdown_both(fd);
+    // Held (ACTING): the fd cannot be closed and reused while we act. Through a descriptor
+    // that names exactly this connection (see `reach`):
+    let acted = reach::with_connection(fd, id.cookie, |sock| {
+        slot.set_flag(Flags::REAPED);
+        // Log before acting: the shutdown wakes the worker, and a process that exits right
+        // away (fork-per-connection, inetd) would otherwise take the unwritten line with it.
+        stats::count_reap(reason, true);
+        // A write-stall reap always resets: the FIN would queue behind data the client never
+        // reads, and the orphan would pin the send buffer in FIN-WAIT-1.
+        let reset = config::policy().action == Action::Rst || reason == Reason::WriteStall;
+        line("reap", if reset { "rst" } else { "shutdown" });
+        if reset {
+            socket::reset_on_close(sock); // the server's coming close() sends an RST
+        }
+        socket::shutdown_both(sock)
+    });
     slot.end_act(judged);
-    if let Err(err) = done {
-        log_line!(
+    match acted {
+        Reached::Yes(Ok(())) => {}
+        Reached::Yes(Err(err)) => log_line!(
             Warn,
             "event=reap_failed fd={fd} peer={} reason={} error=\"{err}\"",
             Peer(&id),
             reason.as_str()
-        );
+        ),
+        Reached::Gone => {
+            // The number now names another socket (closed through a path no hook sees).
+            slot.untrack();
+            log_line!(
+                Debug,
+                "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
+            );
+        }
+        Reached::Unreachable => {
+            slot.untrack();
+            reach::unreachable(fd);
+        }
     }
 }
 
 /// Sets the keepalive backstop on a connection seen for the first time (`Flags::
-/// KEEPALIVE_DUE`), holding it like a reap so the number cannot name another socket
-/// meanwhile. Connections that end within a tick never pay for it.
+/// KEEPALIVE_DUE`), holding it like a reap (through a descriptor that names exactly this
+/// connection, see `reach`). Connections that end within a tick never pay for it.
 pub fn arm_keepalive(fd: i32, slot: &Slot, judged: u32) {
-    let id = slot.identity();
-    if !hold(fd, slot, judged, &id) {
+    if !slot.begin_act(judged) {
         return;
     }
+    let id = slot.identity();
+    let done = reach::with_connection(fd, id.cookie, socket::apply_keepalive);
     slot.clear_flag(Flags::KEEPALIVE_DUE);
-    socket::apply_keepalive(fd);
     slot.end_act(judged);
-}
-
-/// Takes the slot (ACTING) so the fd cannot be closed and reused while we act on it, if it is
-/// still exactly the connection judged: same generation, same socket cookie. False (and the
-/// slot released) otherwise.
-fn hold(fd: i32, slot: &Slot, judged: u32, id: &Identity) -> bool {
-    if !slot.begin_act(judged) {
-        return false; // closed or re-tracked since we judged it: nothing to do
+    match done {
+        Reached::Yes(()) => {}
+        Reached::Gone => slot.untrack(),
+        Reached::Unreachable => {
+            slot.untrack();
+            reach::unreachable(fd);
+        }
     }
-    if id.cookie != 0 && socket::socket_cookie(fd) != Some(id.cookie) {
-        // The number now names another socket (closed through a path no hook sees).
-        slot.end_act(judged);
-        slot.untrack();
-        log_line!(
-            Debug,
-            "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
-        );
-        return false;
-    }
-    true
 }
 
 /// `127.0.0.1:5555` or `[::1]:5555`.

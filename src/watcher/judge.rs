@@ -4,7 +4,7 @@
 use super::act;
 use super::observe::{Memory, Observation};
 use super::publish;
-use crate::abi::socket;
+use super::reach;
 use stallguard_policy::{is_stuck, judge, spared_by_unread, turn_ms, Reason, Verdict};
 
 pub fn judge_and_act(now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
@@ -24,11 +24,11 @@ pub fn judge_and_act(now: u64, seen: &mut [Observation], memory: &mut [Memory]) 
 /// names it: a file that took a closed connection's number has "unread" bytes too (FIONREAD
 /// counts what is left of it), and such a slot must go on to the reap's cookie check.
 fn unread_of_ours(o: &Observation) -> u64 {
-    let ours = o.identity.cookie != 0 && socket::socket_cookie(o.fd) == Some(o.identity.cookie);
-    if !ours {
+    if o.identity.cookie == 0 {
         return 0;
     }
-    socket::unread_bytes(o.fd).unwrap_or(0)
+    // Through a copy checked by cookie (see `reach`).
+    reach::unread_bytes(o.fd, o.identity.cookie).unwrap_or(0)
 }
 
 fn reap(o: &mut Observation, reason: Reason, waited_ms: u64, memory: &mut [Memory]) {

@@ -1,7 +1,8 @@
 //! The watcher: one thread per process that owns connections. Each tick it refreshes the
 //! coarse clock, observes every tracked slot (`observe`), asks the verdict and answers the
 //! operator (`judge`), acts on stalled connections (`act`), and publishes what it saw
-//! (`publish`, `report`). It is the only place that judges, acts and logs.
+//! (`publish`, `report`). It is the only place that judges, acts and logs. It runs in a fd
+//! table of its own and reaches the program's connections through copies (`reach`).
 //!
 //! Started lazily by the first tracked connection (through `runtime::start_watcher`, wired
 //! by `lib.rs`) and in a forked child that inherited connections, with every signal blocked
@@ -12,6 +13,7 @@ mod http;
 mod judge;
 mod observe;
 pub mod publish;
+mod reach;
 mod report;
 
 use crate::abi::sys;
@@ -44,6 +46,7 @@ pub fn ensure_running() {
 /// In a forked child: the parent's watcher thread was not copied, nor its live view.
 pub fn forget_parent_watcher() {
     WATCHER_PID.store(0, Release);
+    reach::forget_after_fork();
     publish::forget_after_fork();
 }
 
@@ -60,9 +63,11 @@ extern "C" fn watcher_main(_: *mut libc::c_void) -> *mut libc::c_void {
 
 fn run() {
     let policy = config::policy();
+    // First, before the watcher opens anything: its own fd table (see `reach`).
+    let fd_table = reach::leave_program_table();
     log_line!(
         Info,
-        "event=start version={} {}",
+        "event=start version={} {} {fd_table}",
         env!("CARGO_PKG_VERSION"),
         policy.describe()
     );
@@ -106,6 +111,7 @@ fn run() {
         let now = clock::refresh();
         pid::refresh_sigpipe_disposition();
         log::reopen_if_closed();
+        reach::tick();
         // What is due: deadlines that came, new connections, the sweep's share.
         watch.observe_due(now, sweep_ms, wake_ms, &mut seen);
         judge::judge_and_act(now, &mut seen, &mut watch.memory);

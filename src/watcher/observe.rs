@@ -3,7 +3,7 @@
 //! of kernel progress, and the timers that apply to it; and which slots to look at each tick
 //! ([`Watch`]: what is due, not every slot).
 
-use crate::abi::socket;
+use super::reach;
 use crate::runtime::config;
 use crate::table::{self, phase, Flags, Identity, TRACKED};
 use stallguard_policy::{deadline, Facts, KernelTrack, Timers};
@@ -251,11 +251,13 @@ fn observe(
     if slot.has_flag(Flags::KEEPALIVE_DUE) {
         super::act::arm_keepalive(fd, slot, state);
     }
+    // Only for the kernel queries (rare: they take a copy of the socket, see `reach`).
+    let cookie = || slot.identity().cookie;
     let mut facts = slot.facts();
     let kernel_view = slot.has_flag(Flags::KERNEL_VIEW) && facts.first_wait_at == 0;
     if kernel_view {
         // No hook has seen this program read: judge by the kernel's counters.
-        let sample = socket::kernel_sample(fd)?;
+        let sample = reach::kernel_sample(fd, cookie())?;
         let accepted_at = facts.accepted_at;
         facts = extra
             .kernel
@@ -263,7 +265,7 @@ fn observe(
             .observe(sample, now);
         facts.accepted_at = accepted_at;
     } else if facts.write_pending_since != 0 {
-        if let Some(acked) = socket::tcp_bytes_acked(fd) {
+        if let Some(acked) = reach::tcp_bytes_acked(fd, cookie()) {
             if extra.acked.is_some_and(|seen| seen != acked) {
                 extra.acked_moved_at = now;
             }
@@ -272,7 +274,7 @@ fn observe(
         facts.last_out = facts.last_out.max(extra.acked_moved_at);
     }
     let outbound = slot.has_flag(Flags::OUTBOUND);
-    if outbound && facts.connecting_since != 0 && socket::is_established(fd) {
+    if outbound && facts.connecting_since != 0 && reach::is_established(fd, cookie()) {
         // A non-blocking connect completed (the program learns it from poll + SO_ERROR,
         // which no hook records).
         slot.connecting_since.store(0, Relaxed);

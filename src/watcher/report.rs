@@ -136,7 +136,8 @@ fn write_metrics_file() {
     let path = template.replace("{pid}", &pid.to_string());
     let tmp = format!("{path}.tmp.{pid}");
     let text = stats::counters().prometheus(&format!("pid=\"{pid}\""));
-    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+    // Not std::fs::write: its write and close would go through the hooks (see sys::write_file).
+    if sys::write_file(tmp.as_ref(), text.as_bytes()) && std::fs::rename(&tmp, &path).is_ok() {
         static REMOVE_REGISTERED: std::sync::atomic::AtomicI32 =
             std::sync::atomic::AtomicI32::new(0);
         if REMOVE_REGISTERED.swap(pid, std::sync::atomic::Ordering::AcqRel) != pid {

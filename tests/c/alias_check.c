@@ -22,15 +22,35 @@
  * Under the shim use STALLGUARD_FIRST_BYTE=200ms (the hold period is 4x that).
  *
  * `alias_check unshare` runs close_range(CLOSE_RANGE_UNSHARE) alone (see unshare_mode);
- * `alias_check lowfd` checks that the shim never takes a low fd number (see lowfd_mode).
+ * `alias_check lowfd` checks that the shim never takes a low fd number (see lowfd_mode);
+ * `alias_check split unshare|close_range`: a connection accepted by a thread that took a
+ * private fd table is reaped (see split_mode); `alias_check leader_exit`: one accepted after
+ * the main thread ended with pthread_exit is reaped (see leader_exit_mode).
  *
- * usage: alias_check [unshare|lowfd]
+ * `alias_check fallback unshare|close_range`: the same with pidfd_getfd refused (seccomp): the
+ * watcher stays in the program's table, still reaps there, and says that the split table is
+ * not guarded.
+ *
+ * `alias_check fd3`: a silent connection on fd 3 is reaped while the watcher rewrites its
+ * metrics file (see fd3_mode).
+ *
+ * `alias_check late_filter`: a seccomp filter installed on every thread after the watcher
+ * started: no copy is risked, nothing is cut, the guard says so (see late_filter_mode).
+ *
+ * usage: alias_check [unshare|lowfd|split HOW|fallback HOW|leader_exit|fd3|late_filter]  (HOW: unshare or
+ *        close_range)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -431,10 +451,81 @@ static int lowfd_mode(void)
     return stolen ? 1 : 0;
 }
 
-int main(int argc, char **argv)
+/* `alias_check split unshare|close_range`: a second thread takes a private fd table
+ * (unshare(CLONE_FILES), or close_range(CLOSE_RANGE_UNSHARE) closing nothing) while the main
+ * thread still uses the first one, then accepts a connection S whose client stays silent. In
+ * the main thread's table S's number names a file. Guarded, S is reaped (through the thread's
+ * table; the file under the same number in the main table is left alone); plain, nothing is
+ * cut. Prints `split how=H fd=N peer=P cut=0|1 file_ok=0|1`. */
+struct split_run {
+    const char *how;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int accepted, filled;
+    struct pair s;
+    int port, cut;
+};
+
+static void *split_thread(void *arg)
 {
-    guarded = shim_loaded();
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct split_run *r = arg;
+    int rc = !strcmp(r->how, "unshare") ? unshare(CLONE_FILES)
+                                        : close_range(~0U, ~0U, CLOSE_RANGE_UNSHARE);
+    if (rc)
+        die("split");
+    r->s = connection();
+    r->port = port_of(r->s.cli); /* in this thread's table */
+    pthread_mutex_lock(&r->mu);
+    r->accepted = 1;
+    pthread_cond_broadcast(&r->cv);
+    while (!r->filled)
+        pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+    mark_waiting(r->s.srv);
+    usleep(700000); /* > first-byte timer + ticks */
+    r->cut = is_cut(r->s.cli);
+    return NULL;
+}
+
+/* `fallback`: pidfd_getfd is refused (seccomp, ENOSYS, as on Linux < 5.6) before the watcher
+ * starts, so it stays in the program's table: the first connection (silent) must still be
+ * reaped, and S, in a table it cannot reach, must not be (the guard says so once). */
+static int split_mode(const char *how, int fallback)
+{
+    struct pair first = connection(); /* tracked: the watcher starts (and leaves the table) */
+    if (fallback)
+        mark_waiting(first.srv);
+    usleep(100000);
+    static struct split_run r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    r.how = how;
+    pthread_t t;
+    if (pthread_create(&t, NULL, split_thread, &r))
+        die("pthread_create");
+    pthread_mutex_lock(&r.mu);
+    while (!r.accepted)
+        pthread_cond_wait(&r.cv, &r.mu);
+    /* Fill the main table up to S's number with files. */
+    int files[8], nf = 0, file = -1;
+    while (nf < 8 && (file = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && file < r.s.srv)
+        files[nf++] = file;
+    r.filled = 1;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    pthread_join(t, NULL);
+    int file_ok = file == r.s.srv && fcntl(file, F_GETFD) >= 0;
+    int first_cut = is_cut(first.cli);
+    printf("split how=%s guarded=%d fallback=%d fd=%d peer=%d cut=%d file_ok=%d first_cut=%d\n",
+           how, guarded, fallback, r.s.srv, r.port, r.cut, file_ok, first_cut);
+    int ok = r.cut == (guarded && !fallback) && file_ok && first_cut == (guarded && fallback);
+    printf("alias_check split: %s\n", ok ? "ok" : "FAIL");
+    (void)first;
+    (void)files;
+    return ok ? 0 : 1;
+}
+
+/* The listener the rounds dial (`lst`, port `lport`). */
+static void open_listener(void)
+{
     lst = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof(sa);
@@ -442,10 +533,116 @@ int main(int argc, char **argv)
         getsockname(lst, (struct sockaddr *)&sa, &sl))
         die("listen");
     lport = ntohs(sa.sin_port);
+}
+
+/* `alias_check fd3`: a silent connection on fd 3 (the first number the watcher's own files
+ * take in its own table: the metrics textfile, rewritten every second) must be reaped: the
+ * watcher's own writes and closes must never pass through the hooks as if they were the
+ * program's. Run with STALLGUARD_METRICS_FILE and a first-byte timer over a second. */
+static int fd3_mode(void)
+{
+    int old = lst;
+    open_listener();
+    struct pair s;
+    s.cli = dial();
+    close(old); /* 3 is free again: the connection accepted next takes it */
+    s.srv = accept(lst, NULL, NULL);
+    if (s.srv != 3) {
+        fprintf(stderr, "alias_check fd3: accepted on %d\n", s.srv);
+        return 2;
+    }
+    mark_waiting(s.srv);
+    usleep(2500000); /* > first-byte timer (1.5 s) + ticks: two metrics rewrites before it */
+    int cut = is_cut(s.cli);
+    printf("fd3 guarded=%d fd=%d peer=%d cut=%d\n", guarded, s.srv, port_of(s.cli), cut);
+    printf("alias_check fd3: %s\n", cut == guarded ? "ok" : "FAIL");
+    return cut == guarded ? 0 : 1;
+}
+
+/* Makes pidfd_getfd fail with ENOSYS from now on (seccomp filter): in this thread and the
+ * threads it creates, or, with `all_threads`, in every thread of the process (TSYNC). */
+static void refuse_pidfd_getfd(int all_threads)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_getfd, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, all_threads ? SECCOMP_FILTER_FLAG_TSYNC : 0,
+                &prog))
+        die("seccomp");
+}
+
+/* `alias_check late_filter`: the program installs a seccomp filter on every thread (TSYNC)
+ * after the watcher started: the watcher then takes no copy (a filtered call could kill the
+ * process), so a silent client is not cut, and the guard says so. */
+static int late_filter_mode(void)
+{
+    struct pair first = connection(); /* the watcher starts, in a table of its own */
+    usleep(200000);
+    refuse_pidfd_getfd(1);
+    struct pair s = connection();
+    mark_waiting(s.srv);
+    usleep(700000); /* > first-byte timer + ticks */
+    int cut = is_cut(s.cli);
+    printf("late_filter guarded=%d cut=%d\n", guarded, cut);
+    printf("alias_check late_filter: %s\n", cut == 0 ? "ok" : "FAIL");
+    (void)first;
+    return cut == 0 ? 0 : 1;
+}
+
+/* `alias_check leader_exit`: the main thread ends with pthread_exit while a worker thread
+ * (same fd table) accepts a silent client; guarded, it is reaped all the same (the watcher
+ * can no longer take copies through the main thread). Prints `leader_exit cut=0|1`. */
+static void *leader_exit_worker(void *arg)
+{
+    (void)arg;
+    usleep(100000); /* the main thread is gone by now */
+    struct pair s = connection(); /* the first tracked connection: the watcher starts */
+    usleep(300000);
+    struct pair t = connection();
+    mark_waiting(t.srv);
+    usleep(700000); /* > first-byte timer + ticks */
+    int cut = is_cut(t.cli);
+    printf("leader_exit guarded=%d fd=%d peer=%d cut=%d\n", guarded, t.srv, port_of(t.cli), cut);
+    int ok = cut == guarded;
+    printf("alias_check leader_exit: %s\n", ok ? "ok" : "FAIL");
+    (void)s;
+    exit(ok ? 0 : 1);
+}
+
+static int leader_exit_mode(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, leader_exit_worker, NULL))
+        die("pthread_create");
+    pthread_exit(NULL);
+}
+
+int main(int argc, char **argv)
+{
+    guarded = shim_loaded();
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    open_listener();
     if (argc > 1 && !strcmp(argv[1], "unshare"))
         return unshare_mode();
     if (argc > 1 && !strcmp(argv[1], "lowfd"))
         return lowfd_mode();
+    if (argc > 1 && !strcmp(argv[1], "late_filter"))
+        return late_filter_mode();
+    if (argc > 1 && !strcmp(argv[1], "fd3"))
+        return fd3_mode();
+    if (argc > 1 && !strcmp(argv[1], "leader_exit"))
+        return leader_exit_mode();
+    if (argc > 2 && !strcmp(argv[1], "split"))
+        return split_mode(argv[2], 0);
+    if (argc > 2 && !strcmp(argv[1], "fallback")) {
+        refuse_pidfd_getfd(0);
+        return split_mode(argv[2], 1);
+    }
     printf("alias_check: guarded=%d\n", guarded);
     /* A first connection starts the watcher; let its start-up (which opens files of its own)
      * finish before the rounds count on "lowest free fd" reuse (see lowfd_mode). */

@@ -22,12 +22,17 @@ pub struct Outcome {
 }
 
 pub fn run(args: &[&str], guarded: bool) -> Outcome {
+    run_with(args, guarded.then_some(POLICY))
+}
+
+/// `alias_check ARGS`, guarded with `policy` (None: without the library).
+pub fn run_with(args: &[&str], policy: Option<&[(&str, &str)]>) -> Outcome {
     let log = scratch("alias.guard.log");
     let mut cmd = Command::new(harness("alias_check"));
     cmd.args(args);
     scrub_env(&mut cmd);
-    if guarded {
-        guard(&mut cmd, &log, POLICY);
+    if let Some(policy) = policy {
+        guard(&mut cmd, &log, policy);
     }
     let out = cmd.output().expect("run alias_check");
     Outcome {
@@ -35,6 +40,17 @@ pub fn run(args: &[&str], guarded: bool) -> Outcome {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         ok: out.status.success(),
         log: std::fs::read_to_string(&log).unwrap_or_default(),
+    }
+}
+
+impl Outcome {
+    /// The program said ok (with what it printed and the guard log otherwise).
+    pub fn assert_ok(&self) {
+        assert!(
+            self.ok,
+            "{}{}\nguard log:\n{}",
+            self.stdout, self.stderr, self.log
+        );
     }
 }
 

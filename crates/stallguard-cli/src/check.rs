@@ -782,7 +782,7 @@ mod tests {
 
     #[test]
     fn hooked_set_is_complete() {
-        assert_eq!(HOOKED.len(), 35);
+        assert_eq!(HOOKED.len(), 36);
         for f in [
             "__read_chk",
             "__recv_chk",
