@@ -100,7 +100,14 @@ pub fn arm_keepalive(fd: i32, slot: &Slot, judged: u32) {
     slot.end_act(judged);
     match done {
         Reached::Yes(()) => {}
-        Reached::Gone => slot.untrack(),
+        Reached::Gone => {
+            // The number now names another socket (closed through a path no hook sees).
+            slot.untrack();
+            log_line!(
+                Debug,
+                "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
+            );
+        }
         Reached::Unreachable => {
             slot.untrack();
             reach::unreachable(fd);
