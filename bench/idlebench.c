@@ -8,7 +8,8 @@
  *       and sits in epoll_wait, as an event-loop server between requests (the shim then
  *       counts the connection as waiting on its client).
  *   idlebench client PORT N [--max-seconds S]
- *       opens N connections to 127.0.0.1:PORT, prints "connected N", sends nothing and
+ *       opens N connections to 127.0.0.1:PORT (from 16 source addresses 127.0.0.2-17),
+ *       prints "connected N", sends nothing and
  *       holds them.
  *
  * Both raise RLIMIT_NOFILE to what N needs (within the hard limit) and exit by themselves
@@ -41,6 +42,10 @@ static void raise_nofile(long n)
     if (rl.rlim_cur >= want)
         return;
     if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+        /* Privileged (the benchmark runs as root): raise the hard limit too. */
+        struct rlimit both = {.rlim_cur = want, .rlim_max = want};
+        if (setrlimit(RLIMIT_NOFILE, &both) == 0)
+            return;
         fprintf(stderr, "idlebench: %ld connections need %lu fds, hard limit is %lu\n", n,
                 (unsigned long)want, (unsigned long)rl.rlim_max);
         exit(1);
@@ -100,7 +105,11 @@ static _Noreturn void client(int port, long n)
                             .sin_port = htons((unsigned short)port)};
     for (long i = 0; i < n; i++) {
         int c = socket(AF_INET, SOCK_STREAM, 0);
-        if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0)
+        /* Several 127.0.0.x sources: one address has ~28k ephemeral ports. */
+        struct sockaddr_in src = {.sin_family = AF_INET,
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1 + i % 16)};
+        if (c < 0 || bind(c, (struct sockaddr *)&src, sizeof src) < 0 ||
+            connect(c, (struct sockaddr *)&a, sizeof a) < 0)
             die("connect");
     }
     printf("connected %ld\n", n);

@@ -24,9 +24,9 @@ macro_rules! interposed {
         $callback! {
             // ---- accept: start tracking connections ----
             Accept fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-                = call() { track::admission::from_listener(fd, args::accepting(len, || real::accept(fd, addr, len), track::admission::admitted)) };
+                = call() { args::accepting(addr, len, |a, l| real::accept(fd, a, l), |conn, peer| track::admission::admitted(fd, conn, peer)) };
             Accept fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
-                = call() { track::admission::from_listener(fd, args::accepting(len, || real::accept4(fd, addr, len, flags), track::admission::admitted)) };
+                = call() { args::accepting(addr, len, |a, l| real::accept4(fd, a, l, flags), |conn, peer| track::admission::admitted(fd, conn, peer)) };
             Accept fn listen(fd: c_int, backlog: c_int) -> c_int
                 = call() { track::admission::listened(real::listen(fd, backlog), fd) };
             Connect fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int

@@ -99,6 +99,10 @@ extern "C" fn after_fork_in_child() {
         }
     }
     if inherited > 0 && config::enabled() {
+        // A forked connection process (fork-per-connection, CGI-style children): its
+        // watcher wakes only when something is due (at most once a second), and the hooks
+        // read the exact clock instead of a coarse one refreshed every tick.
+        clock::set_exact();
         watcher::ensure_running();
     }
 }

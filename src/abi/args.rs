@@ -6,21 +6,59 @@ use super::socket::Identity;
 use libc::{c_int, epoll_event, fd_set, iovec, msghdr, nfds_t, pollfd, sockaddr, socklen_t};
 
 /// accept/accept4: makes the real call until it returns a connection `admitted` lets
-/// through (a refused one was closed, and the program never sees it).
+/// through (a refused one was closed, and the program never sees it). `admitted` gets the
+/// peer address from the call itself: when the caller passes no buffer, the call gets ours
+/// (the kernel fills it; the caller's `len` is left alone, as the kernel would); when the
+/// caller's buffer was too small, `admitted` gets None and asks the kernel.
 ///
 /// # Safety
-/// `len` is null or valid for reads and writes (the accept contract).
+/// `addr` and `len` are null or valid for reads and writes (the accept contract).
 #[inline(always)]
 pub unsafe fn accepting(
+    addr: *mut sockaddr,
     len: *mut socklen_t,
-    mut call: impl FnMut() -> c_int,
-    admitted: fn(c_int) -> bool,
+    mut call: impl FnMut(*mut sockaddr, *mut socklen_t) -> c_int,
+    admitted: impl Fn(c_int, Option<&libc::sockaddr_storage>) -> bool,
 ) -> c_int {
     // SAFETY: the caller's contract (null or valid).
     let len_in = unsafe { len.as_ref() }.copied().unwrap_or(0);
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut ours: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let full = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
     loop {
-        let conn = call();
-        if conn < 0 || admitted(conn) {
+        let mut our_len = full;
+        let conn = if addr.is_null() {
+            call(
+                (&mut ours as *mut libc::sockaddr_storage).cast(),
+                &mut our_len,
+            )
+        } else {
+            call(addr, len)
+        };
+        if conn < 0 {
+            return conn;
+        }
+        let peer = if addr.is_null() {
+            (our_len <= full).then_some(&ours)
+        } else {
+            // SAFETY: as above; after a successful call the kernel wrote `*len` (the full
+            // size of the address) and min(*len, len_in) bytes of it into `addr`.
+            match unsafe { len.as_ref() } {
+                Some(&got) if got <= len_in && got <= full => {
+                    // SAFETY: `addr` holds `got` bytes the kernel wrote; `ours` has room.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            addr.cast::<u8>(),
+                            (&mut ours as *mut libc::sockaddr_storage).cast::<u8>(),
+                            got as usize,
+                        )
+                    };
+                    Some(&ours)
+                }
+                _ => None, // truncated (or no length): the caller's buffer is not enough
+            }
+        };
+        if admitted(conn, peer) {
             return conn;
         }
         // SAFETY: as above; in/out argument: the retry needs the caller's buffer size again.

@@ -99,6 +99,115 @@ pub fn identify_tcp(fd: c_int) -> Option<Identity> {
     Some(id)
 }
 
+/// What every connection a listening socket accepts inherits from it, read once per
+/// listener (accept then needs no getsockname, and no option reads): its kind, family and
+/// port, and which of the backstop options the program already set on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    /// A TCP listener (IPv4 or IPv6): its connections are identified from accept's address.
+    pub tcp: bool,
+    /// A Unix-domain stream listener (tracked only with STALLGUARD_UNIX=on).
+    pub unix_stream: bool,
+    pub family: u16,
+    pub local_port: u16,
+    /// The listener has its own TCP_USER_TIMEOUT (every connection inherits it: ours would
+    /// not be set).
+    pub user_timeout: bool,
+    pub keepalive: bool,
+    pub rcvtimeo: bool,
+    pub sndtimeo: bool,
+}
+
+impl Listener {
+    /// Asks the kernel (4-7 getsockopt/getsockname). None if `fd` is not a socket.
+    pub fn read(fd: c_int) -> Option<Listener> {
+        let protocol = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
+        let mut l = Listener::default();
+        if protocol == libc::IPPROTO_TCP {
+            let local = sockaddr(fd, libc::getsockname)?;
+            l.family = local.ss_family;
+            l.local_port = match c_int::from(local.ss_family) {
+                libc::AF_INET => u16::from_be(as_in(&local).sin_port),
+                libc::AF_INET6 => u16::from_be(as_in6(&local).sin6_port),
+                _ => return Some(Listener::default()),
+            };
+            l.tcp = true;
+            l.user_timeout =
+                sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT).unwrap_or(0) != 0;
+        } else if sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+            && sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        {
+            l.unix_stream = true;
+            l.family = libc::AF_UNIX as u16;
+        } else {
+            return Some(l); // neither: nothing it accepts is tracked
+        }
+        l.keepalive = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE).unwrap_or(0) != 0;
+        let timeo_set = |name| {
+            getsockopt::<libc::timeval>(fd, libc::SOL_SOCKET, name)
+                .is_some_and(|(tv, _)| tv.tv_sec != 0 || tv.tv_usec != 0)
+        };
+        l.rcvtimeo = timeo_set(libc::SO_RCVTIMEO);
+        l.sndtimeo = timeo_set(libc::SO_SNDTIMEO);
+        Some(l)
+    }
+
+    /// The listener packed into one word (for the table's listener cache).
+    pub fn to_word(self) -> u64 {
+        u64::from(self.family)
+            | u64::from(self.local_port) << 16
+            | u64::from(self.tcp) << 32
+            | u64::from(self.unix_stream) << 33
+            | u64::from(self.user_timeout) << 34
+            | u64::from(self.keepalive) << 35
+            | u64::from(self.rcvtimeo) << 36
+            | u64::from(self.sndtimeo) << 37
+    }
+
+    pub fn from_word(w: u64) -> Listener {
+        let bit = |n: u32| w >> n & 1 != 0;
+        Listener {
+            family: w as u16,
+            local_port: (w >> 16) as u16,
+            tcp: bit(32),
+            unix_stream: bit(33),
+            user_timeout: bit(34),
+            keepalive: bit(35),
+            rcvtimeo: bit(36),
+            sndtimeo: bit(37),
+        }
+    }
+
+    /// The identity of a connection accepted from this TCP listener, from the peer address
+    /// accept returned and the connection's cookie (one getsockopt). None if the address is
+    /// not of the listener's family (then ask the kernel: [`identify_tcp`]).
+    pub fn identify(&self, fd: c_int, peer: &libc::sockaddr_storage) -> Option<Identity> {
+        if !self.tcp || peer.ss_family != self.family {
+            return None;
+        }
+        let mut id = Identity {
+            family: self.family,
+            local_port: self.local_port,
+            ..Identity::default()
+        };
+        match c_int::from(peer.ss_family) {
+            libc::AF_INET => {
+                let p = as_in(peer);
+                id.peer_port = u16::from_be(p.sin_port);
+                id.peer_ip[..4].copy_from_slice(&p.sin_addr.s_addr.to_ne_bytes());
+            }
+            libc::AF_INET6 => {
+                let p = as_in6(peer);
+                id.peer_port = u16::from_be(p.sin6_port);
+                id.peer_ip = p.sin6_addr.s6_addr;
+            }
+            _ => return None,
+        }
+        id.cookie = socket_cookie(fd).unwrap_or(0);
+        Some(id)
+    }
+}
+
 fn as_in(s: &libc::sockaddr_storage) -> &libc::sockaddr_in {
     // SAFETY: sockaddr_storage is large and aligned enough for every sockaddr type, and
     // sockaddr_in accepts every bit pattern.
@@ -117,26 +226,40 @@ pub fn identify_unix(fd: c_int) -> Option<Identity> {
     {
         return None;
     }
-    Some(Identity {
+    Some(unix_identity(fd))
+}
+
+/// Identity of a socket known to be a Unix-domain stream connection (its cookie).
+pub fn unix_identity(fd: c_int) -> Identity {
+    Identity {
         cookie: socket_cookie(fd).unwrap_or(0),
         family: libc::AF_UNIX as u16,
         ..Identity::default()
-    })
+    }
 }
 
 /// Kernel backstops for a tracked connection, each only where the socket still has the
 /// kernel's default (a value the program — or its listener, which accepted sockets inherit
 /// from — chose wins; and a program's own later setsockopt simply replaces ours):
-/// * TCP_USER_TIMEOUT = twice the write-stall timer: ends a write stalled on a zero window,
-///   and a dead peer holding unacknowledged data, instead of the kernel's 13-30 minutes. Twice,
-///   so it stays a backstop: the watcher (timer + one tick) always acts first and logs why;
-///   equal timers would let the kernel abort the connection silently a few ms earlier;
-/// * TCP keepalive (60 s idle, 3 probes 10 s apart): finds peers that vanished silently.
-pub fn apply_backstops(fd: c_int, write_stall_ms: u64) {
-    if write_stall_ms > 0 && sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) == Some(0) {
+/// [`apply_user_timeout`] at accept, [`apply_keepalive`] by the watcher at its first look.
+///
+/// TCP_USER_TIMEOUT = twice the write-stall timer: ends a write stalled on a zero window,
+/// and a dead peer holding unacknowledged data, instead of the kernel's 13-30 minutes. Twice,
+/// so it stays a backstop: the watcher (timer + one tick) always acts first and logs why;
+/// equal timers would let the kernel abort the connection silently a few ms earlier. The
+/// caller knows the socket has no TCP_USER_TIMEOUT of its own (one setsockopt).
+pub fn apply_user_timeout(fd: c_int, write_stall_ms: u64) {
+    if write_stall_ms > 0 {
         let ms = write_stall_ms.saturating_mul(2).min(i32::MAX as u64) as libc::c_uint;
         setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &ms);
     }
+}
+
+/// TCP keepalive (60 s idle, probes 10 s apart, 3 probes), unless the socket has keepalive
+/// on already: finds peers that vanished silently while the server has the turn. Set after
+/// accept (by the watcher, off the program's path): a connection that ends within a tick
+/// never pays for it, and a peer vanishing takes a minute to notice anyway.
+pub fn apply_keepalive(fd: c_int) {
     if sockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE) == Some(0) {
         for (name, value) in [
             (libc::TCP_KEEPIDLE, 60),
@@ -150,11 +273,18 @@ pub fn apply_backstops(fd: c_int, write_stall_ms: u64) {
 }
 
 /// STALLGUARD_SOCKET_TIMEOUTS=on: SO_RCVTIMEO = `recv_ms`, SO_SNDTIMEO = `send_ms`, each only
-/// if unset. A per-call backstop (it restarts on every call), not the mechanism.
-pub fn apply_socket_timeouts(fd: c_int, recv_ms: u64, send_ms: u64) {
-    for (name, ms) in [(libc::SO_RCVTIMEO, recv_ms), (libc::SO_SNDTIMEO, send_ms)] {
-        let unset = getsockopt::<libc::timeval>(fd, libc::SOL_SOCKET, name)
-            .is_some_and(|(tv, _)| tv.tv_sec == 0 && tv.tv_usec == 0);
+/// if unset. A per-call backstop (it restarts on every call), not the mechanism. `inherited`:
+/// whether each is already set, when known from the listener (else asked here).
+pub fn apply_socket_timeouts(fd: c_int, recv_ms: u64, send_ms: u64, inherited: Option<[bool; 2]>) {
+    for (i, (name, ms)) in [(libc::SO_RCVTIMEO, recv_ms), (libc::SO_SNDTIMEO, send_ms)]
+        .into_iter()
+        .enumerate()
+    {
+        let unset = match inherited {
+            Some(set) => !set[i],
+            None => getsockopt::<libc::timeval>(fd, libc::SOL_SOCKET, name)
+                .is_some_and(|(tv, _)| tv.tv_sec == 0 && tv.tv_usec == 0),
+        };
         if ms > 0 && unset {
             let tv = libc::timeval {
                 tv_sec: (ms / 1000) as libc::time_t,

@@ -76,6 +76,27 @@ pub fn realtime() -> (i64, i64) {
     (ts.tv_sec, ts.tv_nsec)
 }
 
+/// Sleeps up to `ms` milliseconds, or until another process changes the 32-bit word at
+/// `word` from `expected` and wakes it (FUTEX_WAKE on the same shared mapping). Returns at
+/// once if the word no longer holds `expected`.
+pub fn wait_on_shared_word(word: *const u32, expected: u32, ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: `word` points into a live shared mapping (the caller's contract); the kernel
+    // only reads it; `ts` is a valid relative timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word,
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
 /// Sleeps `ms` milliseconds on the monotonic clock.
 pub fn sleep_ms(ms: u64) {
     let ts = libc::timespec {
@@ -269,6 +290,24 @@ pub fn create_exclusive(path: &CStr) -> c_int {
 pub fn close_own(fd: c_int) {
     // SAFETY: closing a descriptor touches no memory; the caller owns `fd`.
     unsafe { super::real::close(fd) };
+}
+
+/// Gives free heap memory back to the kernel (after the watcher dropped a large buffer,
+/// which glibc would otherwise keep for the process's lifetime).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointer; it only returns unused pages of the heap.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// The last access time of the file at `path`, in milliseconds since the epoch.
+pub fn atime_unix_ms(path: &CStr) -> Option<u64> {
+    // SAFETY: `struct stat` is plain data; all-zero is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is valid for writes.
+    if unsafe { libc::stat(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_atime.max(0) as u64) * 1000 + (st.st_atime_nsec.max(0) as u64) / 1_000_000)
 }
 
 /// Creates or truncates `path` (0666 before the umask) and writes `bytes` to it, through the

@@ -40,6 +40,7 @@ pub extern "C" fn stallguard_set_deadline(fd: c_int, ms: c_uint) -> c_int {
                 clock::monotonic_ms() + u64::from(ms)
             };
             slot.own_deadline.store(at, Relaxed);
+            table::call_attention(fd); // any deadline, however near: the watcher looks now
             0
         }
         None => fail(libc::ENOENT),

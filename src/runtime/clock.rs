@@ -7,15 +7,32 @@
 //! underestimate how long a client stalled — a connection is never cut before its timer ran
 //! out, and at most one tick after. Never 0, because 0 means "never" in the table.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 static NOW_MS: AtomicU64 = AtomicU64::new(1);
 static TICK_MS: AtomicU64 = AtomicU64::new(100);
+/// The hooks read the exact clock (vDSO) instead of the coarse one: in a forked child, whose
+/// watcher does not wake every tick to refresh the coarse clock.
+static EXACT: AtomicBool = AtomicBool::new(false);
 
-/// The coarse time, as last refreshed (the end of the current tick).
+/// The coarse time, as last refreshed (the end of the current tick); the exact time in a
+/// process whose watcher sleeps longer than a tick ([`set_exact`]).
 #[inline(always)]
 pub fn now_ms() -> u64 {
+    if EXACT.load(Relaxed) {
+        return monotonic_ms();
+    }
     NOW_MS.load(Relaxed)
+}
+
+/// From now on the hooks read the exact clock (see `EXACT`).
+pub fn set_exact() {
+    EXACT.store(true, Relaxed);
+}
+
+/// Whether the hooks read the exact clock.
+pub fn is_exact() -> bool {
+    EXACT.load(Relaxed)
 }
 
 /// Sets the watcher period (from the policy) before the first refresh.

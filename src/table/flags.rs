@@ -28,6 +28,11 @@ impl Flags {
     /// The HTTP/1 lens follows this connection (its reads are fed to it); cleared for good
     /// when the lens turns off or the connection becomes a tunnel.
     pub const LENS: Flags = Flags(256);
+    /// The keepalive backstop is still to be set (by the watcher, at its first look).
+    pub const KEEPALIVE_DUE: Flags = Flags(512);
+    /// Not a connection: the slot of a listening socket, caching what the connections it
+    /// accepts inherit (`Slot::cached_listener`). Cleared when the fd is tracked or reused.
+    pub const LISTENER: Flags = Flags(1024);
 
     /// The bits, as stored in the slot.
     #[inline(always)]
@@ -60,7 +65,7 @@ impl BitOr for Flags {
 }
 
 /// Every flag, for the check below.
-const ALL: [Flags; 9] = [
+const ALL: [Flags; 11] = [
     Flags::REAPED,
     Flags::EPOLL_IN,
     Flags::INHERITED,
@@ -70,6 +75,8 @@ const ALL: [Flags; 9] = [
     Flags::EXEMPT,
     Flags::ALIAS,
     Flags::LENS,
+    Flags::KEEPALIVE_DUE,
+    Flags::LISTENER,
 ];
 
 // Each flag is one bit of its own.

@@ -28,7 +28,7 @@ pub use slot::{phase, Slot, TRACKED};
 #[allow(unused_imports)] // the table's model test (tests/reliability) names every phase
 pub use slot::{ACTING, FREE};
 
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 /// Descriptors at or above this are never tracked (fs.nr_open defaults to 2^20).
 pub const MAX_FDS: usize = 1 << 20;
@@ -79,4 +79,39 @@ pub fn high_water() -> usize {
 /// `fd` is now tracked: the watcher must scan up to it.
 fn raise_high_water(fd: libc::c_int) {
     HIGH_WATER.fetch_max(fd as usize + 1, AcqRel);
+}
+
+/// One bit per fd: "watcher, look at this slot at your next tick". Raised where a slot gets
+/// facts the watcher cannot infer from its own schedule: a new connection (`Slot::track`)
+/// and a program-set deadline. Never on the read/write path (the watcher's bounded sweep
+/// finds a client's turn starting long before its timer can run out).
+static ATTENTION: [AtomicU64; MAX_FDS / 64] = [const { AtomicU64::new(0) }; MAX_FDS / 64];
+static ATTENTION_ANY: AtomicBool = AtomicBool::new(false);
+
+/// Asks the watcher to look at `fd` at its next tick (one locked OR: accept-rate paths only).
+pub fn call_attention(fd: libc::c_int) {
+    let fd = fd as u32 as usize;
+    if fd < MAX_FDS {
+        ATTENTION[fd / 64].fetch_or(1 << (fd % 64), Release);
+        ATTENTION_ANY.store(true, Release);
+    }
+}
+
+/// The watcher: calls `each` with every fd that asked for attention since the last call
+/// (below `high`), clearing the requests.
+pub fn take_attention(high: usize, mut each: impl FnMut(libc::c_int)) {
+    if !ATTENTION_ANY.swap(false, AcqRel) {
+        return;
+    }
+    for (w, word) in ATTENTION.iter().enumerate().take(high.div_ceil(64)) {
+        if word.load(Relaxed) == 0 {
+            continue;
+        }
+        let mut bits = word.swap(0, AcqRel);
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            each((w * 64 + b) as libc::c_int);
+        }
+    }
 }

@@ -104,6 +104,7 @@ impl Slot {
         super::owners::note(fd);
         self.state.store(next_generation(old, TRACKED), Release);
         raise_high_water(fd);
+        super::call_attention(fd);
     }
 
     /// Makes this fd an alias (dup) of the connection tracked in `src`.
@@ -263,6 +264,34 @@ impl Slot {
 
     pub fn clear_flag(&self, flag: Flags) {
         self.flags.fetch_and(!flag.bits(), Relaxed);
+    }
+
+    // ---- a listening socket's slot: never tracked, it caches its listener's facts ----
+
+    /// The facts cached for the listening socket on this fd (a packed
+    /// `abi::socket::Listener`), if any. Kept in the `cookie` word of a slot that tracks
+    /// nothing, valid while `Flags::LISTENER` is set: `track` (the number became a
+    /// connection), `listen` and every dup onto the number clear it.
+    #[inline]
+    pub fn cached_listener(&self) -> Option<u64> {
+        let valid = self.flags.load(Acquire) & Flags::LISTENER.bits() != 0;
+        (valid && !self.is_tracked()).then(|| self.cookie.load(Relaxed))
+    }
+
+    /// Caches a listener's facts (once per listener: a locked instruction here is fine).
+    pub fn cache_listener(&self, word: u64) {
+        if self.is_tracked() {
+            return;
+        }
+        self.cookie.store(word, Relaxed);
+        self.flags.fetch_or(Flags::LISTENER.bits(), Release);
+    }
+
+    /// The fd number may now name another socket: forget what was cached for it.
+    pub fn forget_listener(&self) {
+        if self.flags.load(Relaxed) & Flags::LISTENER.bits() != 0 {
+            self.clear_flag(Flags::LISTENER);
+        }
     }
 
     // ---- facts recorded by the hooks: plain loads and stores, no clock read ----

@@ -6,11 +6,12 @@
 //! program never sees it.
 
 use crate::abi::errno::ErrnoGuard;
+use crate::abi::socket::Listener;
 use crate::abi::{real, socket};
 use crate::runtime::{clock, config, start_watcher};
 use crate::table::holders;
 use crate::table::sources::{self, source_key};
-use crate::table::{self, listeners, stats, Identity};
+use crate::table::{self, listeners, stats, Flags, Identity, Slot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -42,19 +43,36 @@ pub fn decide(id: &Identity) -> Admission {
     }
 }
 
-/// After accept returned `fd`: tracks it if it is a connection we guard. False if it was
-/// refused (and closed): the hook then waits for the next one.
-pub fn admitted(fd: libc::c_int) -> bool {
+/// After accept on `listener` returned `fd` (`peer`: the address accept returned, when
+/// complete): tracks it if it is a connection we guard. False if it was refused (and
+/// closed): the hook then waits for the next one.
+///
+/// Syscalls per tracked connection: SO_COOKIE, and TCP_USER_TIMEOUT when its listener has
+/// none. The peer address comes from accept itself, the port, family and inherited options
+/// from the listener (read once per listener); keepalive is set later by the watcher.
+pub fn admitted(
+    listener: libc::c_int,
+    fd: libc::c_int,
+    peer: Option<&libc::sockaddr_storage>,
+) -> bool {
     if !config::enabled() {
         return true;
     }
     let _errno = ErrnoGuard::new();
-    let id = socket::identify_tcp(fd).or_else(|| {
-        config::policy()
-            .unix
-            .then(|| socket::identify_unix(fd))
-            .flatten()
-    });
+    let from = listener_facts(listener);
+    let id = match from {
+        Some(l) if l.tcp => peer
+            .and_then(|p| l.identify(fd, p))
+            .or_else(|| socket::identify_tcp(fd)),
+        Some(l) if l.unix_stream => config::policy().unix.then(|| socket::unix_identity(fd)),
+        Some(_) => None,
+        None => socket::identify_tcp(fd).or_else(|| {
+            config::policy()
+                .unix
+                .then(|| socket::identify_unix(fd))
+                .flatten()
+        }),
+    };
     let (Some(id), Some(slot)) = (id, table::slot(fd)) else {
         return true;
     };
@@ -67,7 +85,7 @@ pub fn admitted(fd: libc::c_int) -> bool {
                 // Held until the last process holding it lets go (fork-per-connection).
                 slot.hold_place(holders::adopt(source_key(&id)));
             }
-            arm_backstops(fd, &id);
+            arm_backstops(fd, slot, &id, from.as_ref());
             start_watcher();
             true
         }
@@ -81,20 +99,49 @@ pub fn admitted(fd: libc::c_int) -> bool {
     }
 }
 
-/// Sets the kernel backstops the policy asks for on a newly tracked connection.
-pub fn arm_backstops(fd: i32, id: &Identity) {
+/// What the connections of `listener` inherit, from the cache in its slot (asked of the
+/// kernel on its first accept). None if it cannot be known (then each connection is asked).
+fn listener_facts(listener: libc::c_int) -> Option<Listener> {
+    let slot = table::slot(listener)?;
+    if let Some(word) = slot.cached_listener() {
+        return Some(Listener::from_word(word));
+    }
+    let l = Listener::read(listener)?;
+    slot.cache_listener(l.to_word());
+    if l.tcp {
+        // Inherited listeners (socket activation, exec'd workers) never called listen here:
+        // remembered for the pressure pass's accept-queue reads, once per listening fd.
+        listeners::note(listener);
+    }
+    Some(l)
+}
+
+/// Sets the kernel backstops the policy asks for on a newly tracked connection: those it
+/// does not inherit from its listener (`from`, when known). Keepalive is left to the
+/// watcher's first look (`Flags::KEEPALIVE_DUE`).
+pub fn arm_backstops(fd: i32, slot: &Slot, id: &Identity, from: Option<&Listener>) {
     let policy = config::policy();
     let Some(timers) = policy.timers_for_port(id.local_port) else {
         return;
     };
     if policy.backstops && id.family != libc::AF_UNIX as u16 {
-        socket::apply_backstops(fd, timers.write_stall_ms);
+        let inherited = match from {
+            Some(l) => l.user_timeout,
+            None => socket::sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) != Some(0),
+        };
+        if !inherited {
+            socket::apply_user_timeout(fd, timers.write_stall_ms);
+        }
+        if !from.is_some_and(|l| l.keepalive) {
+            slot.set_flag(Flags::KEEPALIVE_DUE);
+        }
     }
     if policy.socket_timeouts {
         socket::apply_socket_timeouts(
             fd,
             timers.idle_ms.max(timers.first_byte_ms),
             timers.write_stall_ms,
+            from.map(|l| [l.rcvtimeo, l.sndtimeo]),
         );
     }
 }
@@ -106,22 +153,15 @@ pub fn arm_backstops(fd: i32, id: &Identity) {
 pub fn listened(r: libc::c_int, fd: libc::c_int) -> libc::c_int {
     if r == 0 && config::enabled() {
         let _errno = ErrnoGuard::new();
+        if let Some(slot) = table::slot(fd) {
+            slot.forget_listener(); // a new listener on this number: read it again
+        }
         if socket::is_tcp(fd) {
-            listeners::note(fd);
+            listeners::note(fd); // issue 12: its accept queue is read by the pressure pass
         }
         arm_listener(fd);
     }
     r
-}
-
-/// After accept on `listener` returned `conn`: when we track it, remember the listener too,
-/// for programs that inherited it instead of calling listen (socket activation, exec'd
-/// workers). Returns `conn`.
-pub fn from_listener(listener: libc::c_int, conn: libc::c_int) -> libc::c_int {
-    if conn >= 0 && table::tracked(conn).is_some() {
-        listeners::note(listener);
-    }
-    conn
 }
 
 /// TCP_DEFER_ACCEPT on a listener whose port is in STALLGUARD_DEFER_ACCEPT.

@@ -47,6 +47,9 @@ fn alias(old: c_int, new: c_int) {
     if new < 0 || new == old {
         return;
     }
+    if let Some(slot) = table::slot(new) {
+        slot.forget_listener(); // whatever `new` named before, it names `old`'s socket now
+    }
     if let (Some(src), Some(dst)) = (table::tracked(old), table::slot(new)) {
         dst.track_alias_of(new, src);
     }
@@ -77,6 +80,9 @@ pub fn replacing(old: c_int, new: c_int, call: impl FnOnce() -> c_int) -> c_int 
     }
     let r = call();
     if r >= 0 && old != new {
+        if let Some(slot) = table::slot(new) {
+            slot.forget_listener();
+        }
         if table::tracked(old).is_some() {
             alias(old, new);
         } else if let Some(slot) = table::tracked(new) {

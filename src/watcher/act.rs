@@ -123,6 +123,34 @@ pub fn reap_why(fd: i32, slot: &Slot, judged: u32, why: Why, facts: &Facts, kern
     }
 }
 
+/// Sets the keepalive backstop on a connection seen for the first time (`Flags::
+/// KEEPALIVE_DUE`), holding it like a reap (through a descriptor that names exactly this
+/// connection, see `reach`). Connections that end within a tick never pay for it.
+pub fn arm_keepalive(fd: i32, slot: &Slot, judged: u32) {
+    if !slot.begin_act(judged) {
+        return;
+    }
+    let id = slot.identity();
+    let done = reach::with_connection(fd, id.cookie, socket::apply_keepalive);
+    slot.clear_flag(Flags::KEEPALIVE_DUE);
+    slot.end_act(judged);
+    match done {
+        Reached::Yes(()) => {}
+        Reached::Gone => {
+            // The number now names another socket (closed through a path no hook sees).
+            slot.untrack();
+            log_line!(
+                Debug,
+                "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
+            );
+        }
+        Reached::Unreachable => {
+            slot.untrack();
+            reach::unreachable(fd);
+        }
+    }
+}
+
 /// `127.0.0.1:5555` or `[::1]:5555`.
 pub struct Peer<'a>(pub &'a Identity);
 

@@ -21,7 +21,7 @@ use crate::abi::sys;
 use crate::runtime::log::log_line;
 use crate::runtime::{clock, config, log, pid};
 use crate::table::stats;
-use observe::{distinct_connections, observe_all, Memory, Observation};
+use observe::{distinct_connections, Observation, Watch};
 use std::sync::atomic::{AtomicI32, Ordering::*};
 
 /// The pid whose watcher is running (0: none). A forked child sees its parent's pid here
@@ -81,11 +81,31 @@ fn run() {
         );
     }
     publish::open();
-    let mut memory: Vec<Memory> = Vec::new();
+    let tick_ms = policy.tick_ms.max(1);
+    let sweep_ms = sweep_period_ms(policy, tick_ms);
+    // With the exact clock (a forked connection process) nothing needs a wake-up every
+    // tick: deadlines are exact, the sweep's period is kept, a reap request wakes the
+    // watcher at once, and readers see records a few seconds old at most.
+    let wake_ms = if clock::is_exact() {
+        tick_ms.max(LAZY_WAKE_MS.min(sweep_ms))
+    } else {
+        tick_ms
+    };
+    let mut watch = Watch::default();
     let mut seen: Vec<Observation> = Vec::new();
+    let mut all: Vec<Observation> = Vec::new();
     let mut scratch: Vec<u64> = Vec::new();
     let mut reports = report::Reports::default();
     let mut pressure = pressure::Pressure::default();
+    let mut full_at = 0;
+    // At start, every slot once (a forked child's inherited connections asked for no
+    // attention in this process): judged and queued for their deadlines.
+    let start = clock::refresh();
+    watch.observe_all(start, &mut all);
+    judge::judge_and_act(start, &mut all, &mut watch.memory);
+    watch.schedule(&all, start, tick_ms);
+    all = Vec::new();
+    sys::release_free_memory();
     loop {
         if WATCHER_PID.load(Acquire) != pid::pid() {
             return;
@@ -94,16 +114,103 @@ fn run() {
         pid::refresh_sigpipe_disposition();
         log::reopen_if_closed();
         reach::tick();
-        observe_all(now, &mut memory, &mut seen);
-        judge::judge_and_act(now, &mut seen, &mut memory);
-        // Issue 12: strict deadlines on ports whose clients queue (watcher/pressure.rs).
-        pressure.tick(now, &mut seen, &mut memory);
-        judge::answer_operator(now, &mut seen, &mut memory);
-        let (tracked, waiting) = distinct_connections(&seen, &mut scratch);
-        stats::publish_tick(tracked, waiting);
+        // What is due: deadlines that came, new connections, the sweep's share.
+        watch.observe_due(now, sweep_ms, wake_ms, &mut seen);
+        judge::judge_and_act(now, &mut seen, &mut watch.memory);
+        watch.schedule(&seen, now, tick_ms);
+        // Issue 12: strict deadlines on ports whose clients queue (watcher/pressure.rs). The
+        // due connections are not all of them: while a port with pressure on has clients
+        // waiting, every slot this tick (the full pass), reused below for the display.
+        let have_all = pressure.wants_all(now, &seen);
+        if have_all {
+            watch.observe_all(now, &mut all);
+            pressure.tick(now, &mut all, &mut watch.memory);
+        } else {
+            pressure.quiet();
+        }
         crate::table::holders::sweep(now);
-        publish::tick(now, &seen);
-        reports.tick(now, &seen);
-        sys::sleep_ms(policy.tick_ms);
+        if seen.capacity() > 4 * seen.len() + 1024 {
+            seen = Vec::new(); // a burst of due connections is not kept for ever
+        }
+        // Everything, only when someone looks (a reader of the live view, a report or the
+        // metrics file due, the operator's request) and at most once a second.
+        let second = now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS;
+        let request = publish::request_pending();
+        if request || (second && (reports.wants_full(now) || publish::reader_attached())) {
+            full_at = now;
+            // Display only: judging is the due pass's (and the sweep's) job.
+            if !have_all {
+                watch.observe_all(now, &mut all);
+            }
+            judge::answer_operator(now, &mut all, &mut watch.memory);
+            let (tracked, waiting) = distinct_connections(&all, &mut scratch);
+            stats::publish_tick(tracked, waiting);
+            publish::tick(now, &all);
+            reports.tick(now, &all);
+            watch.compact();
+            all = Vec::new(); // a copy of every connection is kept only while it is used
+            sys::release_free_memory();
+        } else {
+            if second {
+                full_at = now;
+                if let Some((tracked, waiting)) = watch.swept.take() {
+                    stats::publish_tick(tracked, waiting);
+                }
+                reports.tick(now, &[]);
+                watch.compact();
+            }
+            publish::tick_counters();
+            if have_all {
+                all.clear(); // kept allocated while the pressure pass needs it each tick
+            } else if all.capacity() > 0 {
+                all = Vec::new();
+                sys::release_free_memory();
+            }
+        }
+        // Sleep until the earliest deadline, at most one tick (reap requests, `top`, and
+        // the coarse clock the hooks read are refreshed at least once a tick).
+        let woke = clock::monotonic_ms();
+        let until = watch
+            .next_due()
+            .map_or(now + wake_ms, |due| due.min(now + wake_ms));
+        publish::sleep_unless_request(until.saturating_sub(woke).max(1));
     }
+}
+
+/// Longest sleep of a watcher whose hooks read the exact clock.
+const LAZY_WAKE_MS: u64 = 5000;
+
+/// The full pass (every slot) runs at most this often.
+const FULL_PASS_EVERY_MS: u64 = 1000;
+
+/// How often the bounded sweep re-reads every slot: a tick less than the shortest timer of
+/// the policy, so a client's turn that began after the watcher last looked (the hooks only
+/// record it) is found before that timer can run out; never shorter than a tick.
+fn sweep_period_ms(policy: &stallguard_policy::Policy, tick_ms: u64) -> u64 {
+    let mut shortest = u64::MAX;
+    let mut consider = |t: &stallguard_policy::Timers| {
+        for ms in [
+            t.first_byte_ms,
+            t.request.map_or(0, |r| r.timeout_ms),
+            t.body.map_or(0, |r| r.timeout_ms),
+            t.idle_ms,
+            t.write_stall_ms,
+            t.lifetime_ms,
+            t.connect_ms,
+        ] {
+            if ms > 0 {
+                shortest = shortest.min(ms);
+            }
+        }
+    };
+    consider(&policy.timers);
+    for (_, t) in policy.ports.iter() {
+        if let Some(t) = t {
+            consider(t);
+        }
+    }
+    if let Some(o) = policy.outbound {
+        consider(&o.timers());
+    }
+    shortest.saturating_sub(tick_ms).max(tick_ms)
 }

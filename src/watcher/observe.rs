@@ -1,12 +1,15 @@
-//! What the watcher sees each tick: for every tracked slot, its facts (from the hooks, or
-//! from the kernel's counters for adopted stdio connections), completed with the watcher's
-//! own memory of kernel progress, and the timers that apply to it.
+//! What the watcher sees: for a tracked slot, its facts (from the hooks, or from the
+//! kernel's counters for adopted stdio connections), completed with the watcher's own memory
+//! of kernel progress, and the timers that apply to it; and which slots to look at each tick
+//! ([`Watch`]: what is due, not every slot).
 
 use super::reach;
 use crate::runtime::config;
 use crate::table::{self, phase, Flags, Identity, TRACKED};
-use stallguard_policy::pressure::Window;
-use stallguard_policy::{Facts, KernelTrack, Timers};
+use stallguard_policy::pressure::{Window, QUEUED_AFTER_MS};
+use stallguard_policy::{deadline, Facts, KernelTrack, Timers};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 /// One tracked connection as of this tick.
@@ -31,13 +34,23 @@ pub struct Observation {
     pub alias: bool,
 }
 
-/// What the watcher remembers about a slot between ticks (its own memory, never shared).
+/// What the watcher remembers about a slot between looks (its own memory, never shared):
+/// 16 bytes per fd up to the high-water mark. The rare kernel-counter history lives in
+/// [`Extra`], only for the connections that need it.
 #[derive(Clone, Copy, Default)]
 pub struct Memory {
     /// The slot state this memory belongs to; a new generation resets it.
     state: u32,
     /// Already reaped or reported: never judged again.
     pub done: bool,
+    /// When it is next due (queued); 0: not queued.
+    due: u64,
+}
+
+/// Kernel-counter memory, kept only for connections with a write pending or judged by the
+/// kernel's counters (adopted stdio connections).
+#[derive(Default)]
+pub struct Extra {
     /// Kernel counter of bytes the peer acknowledged, last seen.
     acked: Option<u64>,
     /// When that counter last moved: progress inside a blocking write the hooks cannot see.
@@ -48,30 +61,196 @@ pub struct Memory {
     out: Window,
 }
 
-/// Fills `out` with every tracked connection (reusing its allocation; `memory` grows with
-/// the highest fd ever tracked, never with the traffic).
-pub fn observe_all(now: u64, memory: &mut Vec<Memory>, out: &mut Vec<Observation>) {
-    out.clear();
-    let high = table::high_water();
-    if memory.len() < high {
-        memory.resize(high, Memory::default());
+/// The watcher's view of the table between ticks: per-fd memory, the queue of deadlines,
+/// and the cursor of the bounded sweep. A tick touches only what is due (a deadline, a new
+/// connection, the sweep's share), not every slot.
+#[derive(Default)]
+pub struct Watch {
+    pub memory: Vec<Memory>,
+    extra: HashMap<i32, Extra>,
+    /// (due, fd, slot state): an entry whose fd was rescheduled or reused since is skipped
+    /// when it comes out.
+    queue: BinaryHeap<Reverse<(u64, i32, u32)>>,
+    cursor: usize,
+    candidates: Vec<i32>,
+    /// (tracked, waiting) counted by the sweep over its current cycle, and over the last
+    /// complete one: the counters when no full pass runs.
+    sweep_count: (u64, u64),
+    pub swept: Option<(u64, u64)>,
+}
+
+impl Watch {
+    fn fit(&mut self) -> usize {
+        let high = table::high_water();
+        if self.memory.len() < high {
+            // Grown by an eighth at a time, not doubled: 16 bytes per fd, not up to 32.
+            let more = (high - self.memory.len()).max(self.memory.len() / 8);
+            self.memory.reserve_exact(more);
+            self.memory.resize(high, Memory::default());
+        }
+        high
     }
-    for (fd, mem) in memory.iter_mut().enumerate().take(high) {
-        let Some(slot) = table::slot(fd as i32) else {
-            break;
-        };
+
+    /// One slot as of now: None if it tracks nothing (or is being acted on).
+    fn look(&mut self, fd: i32, now: u64) -> Option<Observation> {
+        let slot = table::slot(fd)?;
         let state = slot.state.load(Acquire);
+        let mem = self.memory.get_mut(fd as usize)?;
         if phase(state) != TRACKED {
-            continue;
+            return None;
         }
         if mem.state != state {
             *mem = Memory {
                 state,
                 ..Memory::default()
             };
+            self.extra.remove(&fd);
         }
-        if let Some(o) = observe(fd as i32, slot, state, mem, now) {
-            out.push(o);
+        let needs_extra = slot.has_flag(Flags::KERNEL_VIEW)
+            || slot.write_pending_since.load(Relaxed) != 0
+            || self.extra.contains_key(&fd);
+        if !needs_extra {
+            return observe(fd, slot, state, mem, &mut Extra::default(), now);
+        }
+        let extra = self.extra.entry(fd).or_default();
+        let o = observe(fd, slot, state, mem, extra, now);
+        if o.is_some_and(|o| !o.kernel_view && o.facts.write_pending_since == 0) {
+            self.extra.remove(&fd); // the write completed: its history is not needed
+        }
+        o
+    }
+
+    /// Every tracked connection (the full pass: the live view's records, reports, the
+    /// operator's requests, the tracked/waiting counters).
+    pub fn observe_all(&mut self, now: u64, out: &mut Vec<Observation>) {
+        out.clear();
+        let high = self.fit();
+        for fd in 0..high {
+            if let Some(o) = self.look(fd as i32, now) {
+                out.push(o);
+            }
+        }
+    }
+
+    /// The connections due this tick: new or flagged ones (`table::take_attention`), those
+    /// whose deadline came, and the bounded sweep's share (every slot is re-read at least
+    /// every `sweep_ms`, so a client's turn that started unseen is found before its timer
+    /// can run out; `wake_ms`: the longest sleep between two calls).
+    pub fn observe_due(
+        &mut self,
+        now: u64,
+        sweep_ms: u64,
+        wake_ms: u64,
+        out: &mut Vec<Observation>,
+    ) {
+        out.clear();
+        let high = self.fit();
+        let mut cand = std::mem::take(&mut self.candidates);
+        cand.clear();
+        table::take_attention(high, |fd| cand.push(fd));
+        while let Some(&Reverse((due, fd, state))) = self.queue.peek() {
+            if due > now {
+                break;
+            }
+            self.queue.pop();
+            if let Some(m) = self.memory.get_mut(fd as usize) {
+                if m.state == state && m.due == due {
+                    m.due = 0;
+                    cand.push(fd);
+                }
+            }
+        }
+        let (mut start, mut share, mut wrapped) = (0, 0, false);
+        if high > 0 {
+            share = (high as u64 * wake_ms)
+                .div_ceil(sweep_ms.max(1))
+                .clamp(1, high as u64) as usize;
+            start = (self.cursor + 1) % high;
+            for _ in 0..share {
+                self.cursor = if self.cursor + 1 >= high {
+                    wrapped = true;
+                    0
+                } else {
+                    self.cursor + 1
+                };
+                cand.push(self.cursor as i32);
+            }
+        }
+        cand.sort_unstable();
+        cand.dedup();
+        for &fd in &cand {
+            if let Some(o) = self.look(fd, now) {
+                let swept = (fd as usize + high - start) % high.max(1) < share;
+                if swept && !o.alias {
+                    self.sweep_count.0 += 1;
+                    self.sweep_count.1 += u64::from(o.facts.waiting_since != 0);
+                }
+                out.push(o);
+            }
+        }
+        if wrapped {
+            self.swept = Some(std::mem::take(&mut self.sweep_count));
+        }
+        self.candidates = cand;
+    }
+
+    /// Queues each observed connection for its next deadline (the pure `deadline()` the
+    /// verdict agrees with), or for the next tick while it needs the kernel's counters.
+    pub fn schedule(&mut self, seen: &[Observation], now: u64, tick_ms: u64) {
+        for o in seen {
+            let Some(mem) = self.memory.get_mut(o.fd as usize) else {
+                continue;
+            };
+            if mem.state != o.state || mem.done || o.done || o.exempt {
+                continue;
+            }
+            let Some(timers) = o.timers else { continue };
+            let mut next = deadline(&o.facts, &timers);
+            let polled = o.kernel_view
+                || o.facts.write_pending_since != 0
+                || (o.outbound && o.facts.connecting_since != 0);
+            if polled {
+                let soon = now + tick_ms;
+                next = Some(next.map_or(soon, |t| t.min(soon)));
+            }
+            // Issue 12: on a port with pressure on, a connection the server has not read yet
+            // is looked at when it would count as queued inside (the pressure pass then
+            // walks every slot while clients wait).
+            if timers.pressure
+                && !o.outbound
+                && o.facts.first_wait_at == 0
+                && o.facts.accepted_at != 0
+            {
+                let queued = o.facts.accepted_at + QUEUED_AFTER_MS;
+                if queued > now {
+                    next = Some(next.map_or(queued, |t| t.min(queued)));
+                }
+            }
+            match next {
+                Some(t) if mem.due == 0 || t < mem.due => {
+                    mem.due = t;
+                    self.queue.push(Reverse((t, o.fd, o.state)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// When the earliest queued deadline falls (None: nothing queued).
+    pub fn next_due(&self) -> Option<u64> {
+        self.queue.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    /// Drops queue entries that lead nowhere any more, once they outnumber the live ones.
+    pub fn compact(&mut self) {
+        // At most one entry per fd leads anywhere: more than twice that are mostly stale.
+        if self.queue.len() > 2 * self.memory.len() + 1024 {
+            let memory = &self.memory;
+            self.queue.retain(|Reverse((due, fd, state))| {
+                memory
+                    .get(*fd as usize)
+                    .is_some_and(|m| m.due == *due && m.state == *state)
+            });
         }
     }
 }
@@ -81,9 +260,13 @@ fn observe(
     slot: &table::Slot,
     state: u32,
     mem: &mut Memory,
+    extra: &mut Extra,
     now: u64,
 ) -> Option<Observation> {
     let policy = config::policy();
+    if slot.has_flag(Flags::KEEPALIVE_DUE) {
+        super::act::arm_keepalive(fd, slot, state);
+    }
     // Only for the kernel queries (rare: they take a copy of the socket, see `reach`).
     let cookie = || slot.identity().cookie;
     let mut facts = slot.facts();
@@ -92,22 +275,20 @@ fn observe(
         // No hook has seen this program read: judge by the kernel's counters.
         let sample = reach::kernel_sample(fd, cookie())?;
         let accepted_at = facts.accepted_at;
-        facts = mem
+        facts = extra
             .kernel
             .get_or_insert_with(|| KernelTrack::new(sample, now))
             .observe(sample, now);
         facts.accepted_at = accepted_at;
     } else if facts.write_pending_since != 0 {
         if let Some(acked) = reach::tcp_bytes_acked(fd, cookie()) {
-            if mem.acked.is_some_and(|seen| seen != acked) {
-                mem.acked_moved_at = now;
+            if extra.acked.is_some_and(|seen| seen != acked) {
+                extra.acked_moved_at = now;
             }
-            mem.acked = Some(acked);
-            response_window(&mut facts, mem, acked, slot, now);
+            extra.acked = Some(acked);
+            response_window(&mut facts, extra, acked, slot, now);
         }
-        facts.last_out = facts.last_out.max(mem.acked_moved_at);
-    } else {
-        mem.out = Window::default(); // no response in progress
+        facts.last_out = facts.last_out.max(extra.acked_moved_at);
     }
     let outbound = slot.has_flag(Flags::OUTBOUND);
     if outbound && facts.connecting_since != 0 && reach::is_established(fd, cookie()) {
@@ -139,15 +320,18 @@ fn observe(
 
 /// The response minimum rate: the window over acknowledged bytes while a write is pending,
 /// one write-stall timer long at least (`STALLGUARD_WRITE_STALL=T,minrate=R`).
-fn response_window(facts: &mut Facts, mem: &mut Memory, acked: u64, slot: &table::Slot, now: u64) {
+/// The window lives in [`Extra`], kept only while a write is pending (and dropped when it
+/// completes: no response in progress); such a connection is judged every tick (`schedule`
+/// polls it), since `deadline()` does not include the minimum rate.
+fn response_window(facts: &mut Facts, extra: &mut Extra, acked: u64, slot: &table::Slot, now: u64) {
     let t = config::policy()
         .timers_for_port(slot.identity().local_port)
         .map_or(0, |t| t.write_stall_ms);
     if t == 0 {
         return;
     }
-    mem.out.observe(now, 0, acked, t);
-    if let Some(span) = mem.out.span(now, 0, acked) {
+    extra.out.observe(now, 0, acked, t);
+    if let Some(span) = extra.out.span(now, 0, acked) {
         facts.out_window_ms = span.ms;
         facts.out_window_bytes = span.acked;
     }

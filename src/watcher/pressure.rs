@@ -7,9 +7,16 @@
 //! only gathers the facts (listener queues, TCP_INFO of the candidates, both through
 //! `reach`: the watcher may have left the program's fd table) and acts.
 //!
-//! Its state is its own: the per-fd progress windows (only for candidates on ports under
-//! pressure: a quiet server costs one TCP_INFO per listener per tick) and the per-port
-//! figures it publishes.
+//! Its state is its own: the progress windows of the candidates on ports under pressure
+//! (a map: nothing per fd for a quiet server, which costs one query per listener per tick)
+//! and the per-port figures it publishes.
+//!
+//! Under the due-driven watcher (issue 13) a tick's observations hold only what is due, so
+//! the pass first asks [`Pressure::wants_all`]: while a port with pressure on has clients
+//! waiting (a listener's accept queue, a connection queued inside, or waiting clients last
+//! tick) the watcher hands it every slot for that tick (its full pass); otherwise it only
+//! publishes the listeners' queues ([`Pressure::quiet`]). A connection accepted on such a
+//! port is queued for the moment it would count as queued inside (`Watch::schedule`).
 
 use super::act::{self, Why};
 use super::observe::{Memory, Observation};
@@ -21,6 +28,7 @@ use stallguard_policy::pressure::{
     below_rate, pick, queued_inside, stalled_for, sustained, PortLoad, Rates, Window,
 };
 use stallguard_policy::{Action, Reason};
+use std::collections::HashMap;
 
 /// Per-fd progress window, valid for the slot state it was started in.
 #[derive(Clone, Copy, Default)]
@@ -31,7 +39,7 @@ struct Tracked {
 
 #[derive(Default)]
 pub struct Pressure {
-    windows: Vec<Tracked>,
+    windows: HashMap<i32, Tracked>,
     loads: Vec<PortLoad>,
     /// (stalled_for, index in `seen`) of this tick's candidates on one port.
     candidates: Vec<(u64, usize)>,
@@ -42,14 +50,48 @@ pub struct Pressure {
 }
 
 impl Pressure {
-    /// The tick's pressure pass over `seen` (already judged by the fixed timers).
-    pub fn tick(&mut self, now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
+    /// Whether this tick's pass needs every connection (`due`: the tick's due observations).
+    /// Reads the listeners' accept queues (kept for [`Pressure::tick`] or [`Pressure::quiet`]).
+    pub fn wants_all(&mut self, now: u64, due: &[Observation]) -> bool {
         self.loads.clear();
+        if !any_port_with_pressure() {
+            self.waiting_since.clear();
+            self.was_under.clear();
+            return false;
+        }
+        self.read_listeners();
+        self.loads
+            .iter()
+            .any(|l| l.accept_queue > 0 && pressure_on(l.port))
+            || self
+                .waiting_since
+                .iter()
+                .any(|&(port, _)| pressure_on(port))
+            || !self.was_under.is_empty()
+            || due.iter().any(|o| {
+                applies(o) && queued_inside(o.facts.first_wait_at, o.facts.accepted_at, now)
+            })
+    }
+
+    /// A tick without the full pass: no port with pressure on has clients waiting.
+    pub fn quiet(&mut self) {
+        self.waiting_since.clear();
+        self.publish();
+    }
+
+    /// The tick's pressure pass over `seen` (every tracked connection, in fd order, after
+    /// the due ones were judged by the fixed timers), after [`Pressure::wants_all`].
+    pub fn tick(&mut self, now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
+        // Windows of connections gone (or whose fd now names another) are dropped.
+        self.windows.retain(|&fd, w| {
+            seen.binary_search_by_key(&fd, |o| o.fd)
+                .is_ok_and(|i| seen[i].state == w.state)
+        });
         if !seen.iter().any(applies) {
+            self.log_changes(); // nothing holds a worker: no port is under pressure
             self.publish();
             return;
         }
-        self.read_listeners();
         for o in seen.iter().filter(|o| applies(o)) {
             let load = load_of(&mut self.loads, o.identity.local_port);
             if queued_inside(o.facts.first_wait_at, o.facts.accepted_at, now) {
@@ -120,11 +162,7 @@ impl Pressure {
             if o.facts.accepted_at != 0 {
                 k.age_ms = k.age_ms.max(now.saturating_sub(o.facts.accepted_at));
             }
-            let fd = o.fd as usize;
-            if self.windows.len() <= fd {
-                self.windows.resize(fd + 1, Tracked::default());
-            }
-            let w = &mut self.windows[fd];
+            let w = self.windows.entry(o.fd).or_default();
             if w.state != o.state {
                 *w = Tracked {
                     state: o.state,
@@ -196,6 +234,22 @@ impl Pressure {
     fn publish(&self) {
         stats::publish_ports(&self.loads);
     }
+}
+
+/// Some port (or the default) has pressure on.
+fn any_port_with_pressure() -> bool {
+    let policy = config::policy();
+    policy.timers.pressure
+        || policy
+            .ports
+            .iter()
+            .any(|(_, t)| t.is_some_and(|t| t.pressure))
+}
+
+fn pressure_on(port: u16) -> bool {
+    config::policy()
+        .timers_for_port(port)
+        .is_some_and(|t| t.pressure)
 }
 
 /// A connection pressure may judge: tracked by the hooks, inbound, not exempt, not done, on a

@@ -20,6 +20,8 @@ static REMOVE_AT_EXIT: AtomicBool = AtomicBool::new(false);
 /// counters every tick).
 static RECORDS_AT: AtomicU64 = AtomicU64::new(0);
 const RECORDS_EVERY_MS: u64 = 1000;
+/// When this process's segment was created (its access time then is ours, not a reader's).
+static CREATED_UNIX_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Creates this process's segment (watcher start). Without /dev/shm the guard runs without
 /// a live view.
@@ -37,6 +39,7 @@ pub fn open() {
     // not yet published: no other reference to it exists in this process.
     fill(unsafe { &mut *p }, pid);
     OWNER.store(pid, Release);
+    CREATED_UNIX_MS.store(unix_ms(), Relaxed);
     SEGMENT.store(p, Release);
     if !REMOVE_AT_EXIT.swap(true, AcqRel) {
         sys::at_exit(remove_at_exit);
@@ -132,6 +135,22 @@ fn segment() -> Option<&'static Header> {
 /// Publishes this tick: counters always, the connection records at most once a second.
 pub fn tick(now: u64, seen: &[Observation]) {
     let Some(h) = segment() else { return };
+    counters(h);
+    if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
+    {
+        return;
+    }
+    records(h, now, seen);
+}
+
+/// Publishes the counters only (a tick without a full pass).
+pub fn tick_counters() {
+    if let Some(h) = segment() {
+        counters(h);
+    }
+}
+
+fn counters(h: &Header) {
     let c = stats::counters();
     h.tracked.store(c.tracked, Relaxed);
     h.waiting.store(c.waiting, Relaxed);
@@ -144,10 +163,9 @@ pub fn tick(now: u64, seen: &[Observation]) {
         cell.store(port);
     }
     h.updated_unix_ms.store(unix_ms(), Relaxed);
-    if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
-    {
-        return;
-    }
+}
+
+fn records(h: &Header, now: u64, seen: &[Observation]) {
     RECORDS_AT.store(now, Relaxed);
     let seq = h.seq.load(Relaxed);
     h.seq.store(seq | 1, Release); // odd: writing
@@ -228,6 +246,45 @@ pub struct Request {
     pub ticket: u64,
     /// `None`: every stuck connection.
     pub fd: Option<i32>,
+}
+
+/// How long after a reader last opened the segment the records keep being refreshed.
+const READER_FRESH_MS: u64 = 3000;
+
+/// Whether a reader (`stallguard top`, `status`, `metrics`) opened the segment lately: the
+/// command marks its opens in the file's access time, so with nobody looking the watcher
+/// never walks every connection to fill the records (one stat a second).
+pub fn reader_attached() -> bool {
+    if segment().is_none() {
+        return false;
+    }
+    let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid::pid() as u32)) else {
+        return false;
+    };
+    sys::atime_unix_ms(&path)
+        .is_some_and(|at| at > CREATED_UNIX_MS.load(Relaxed) && at + READER_FRESH_MS >= unix_ms())
+}
+
+/// Sleeps up to `ms`, waking early when `stallguard reap` posts a request (it claims a
+/// ticket, moving the mailbox's `head`, and wakes the futex on its low word).
+pub fn sleep_unless_request(ms: u64) {
+    let Some(h) = segment() else {
+        return sys::sleep_ms(ms);
+    };
+    // The low 32 bits of head (little-endian: its first word).
+    let word = (&h.mailbox.head as *const AtomicU64).cast::<u32>();
+    let expected = h.mailbox.head.load(Acquire) as u32;
+    if request_pending() {
+        // Posted meanwhile (or claimed and not posted yet: `take_request` gives up such a
+        // ticket after a while): look again soon, without spinning.
+        return sys::sleep_ms(ms.min(10));
+    }
+    sys::wait_on_shared_word(word, expected, ms);
+}
+
+/// Whether the mailbox holds a request the watcher has not taken yet.
+pub fn request_pending() -> bool {
+    segment().is_some_and(|h| h.mailbox.head.load(Acquire) != h.mailbox.tail.load(Acquire))
 }
 
 /// A ticket claimed by a command but not posted, and since when (ms): a command killed

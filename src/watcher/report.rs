@@ -26,6 +26,14 @@ pub struct Reports {
 }
 
 impl Reports {
+    /// Whether the next tick needs every connection: a report or the metrics file is due.
+    pub fn wants_full(&self, now: u64) -> bool {
+        let policy = config::policy();
+        (policy.report_ms > 0 && now.saturating_sub(self.report_at) >= policy.report_ms)
+            || (policy.metrics_file.is_some()
+                && now.saturating_sub(self.metrics_at) >= METRICS_EVERY_MS)
+    }
+
     pub fn tick(&mut self, now: u64, seen: &[Observation]) {
         let policy = config::policy();
         if self.report_at == 0 {

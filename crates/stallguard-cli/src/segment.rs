@@ -90,6 +90,7 @@ impl Segment {
             err,
         };
         let file = open_file(path, write)?;
+        mark_reader(&file);
         let meta = file.metadata().map_err(io_error)?;
         if !meta.is_file() {
             return Err(invalid("not a regular file".into()));
@@ -121,6 +122,24 @@ impl Segment {
         // SAFETY: a Segment exists only once its header was checked (magic, layout, pid).
         unsafe { stallguard_shm::snapshot(self.ptr as *const Header) }.map(|(r, _)| r)
     }
+}
+
+/// Tells the process's watcher someone reads its live view: the access time of the file, set
+/// to now (the watcher refreshes the connection records only for a few seconds after).
+/// Best effort: a reader that may not set it still reads whatever was last published.
+fn mark_reader(file: &File) {
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    ];
+    // SAFETY: a valid open fd and an array of two timespecs.
+    unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) };
 }
 
 /// Opens a segment file without following symlinks; errors say which case it was.
