@@ -373,21 +373,11 @@ fn cpython_socket_tests_pass_identically_under_the_shim() {
         modules.extend(cpython::SOAK_MODULES);
     }
     let (plain, guarded, diff) = cpython::compare(|guarded| cpython::run(&modules, guarded));
-    use cpython::Outcome::*;
     eprintln!(
-        "CPython tests ({} modules + test_socketserver): plain {} cases: {} passed, {} skipped, {} failed, {} errors; \
-         guarded {} cases: {} passed, {} skipped, {} failed, {} errors",
+        "CPython tests ({} modules + test_socketserver): plain {}; guarded {}",
         modules.len(),
-        plain.results.len(),
-        plain.count(Passed),
-        plain.count(Skipped),
-        plain.count(Failed),
-        plain.count(Error),
-        guarded.results.len(),
-        guarded.count(Passed),
-        guarded.count(Skipped),
-        guarded.count(Failed),
-        guarded.count(Error),
+        plain.summary(),
+        guarded.summary()
     );
     let started = events_in(&guarded.log, "start").len();
     eprintln!("  guarded: {started} processes tracked connections (event=start lines)");
@@ -407,6 +397,7 @@ fn cpython_socket_tests_pass_identically_under_the_shim() {
         "outcomes differ under the shim: {diff:#?}\nguarded output:\n{}",
         guarded.output
     );
+    use cpython::Outcome::*;
     assert_eq!(
         guarded.count(Failed) + guarded.count(Error),
         plain.count(Failed) + plain.count(Error)
@@ -424,19 +415,10 @@ fn tornado_suite_passes_identically_under_the_shim() {
     }
     let _x = exclusive();
     let (plain, guarded, diff) = cpython::compare(tornado::run);
-    use cpython::Outcome::*;
     eprintln!(
-        "Tornado tests: plain {} cases: {} passed, {} skipped, {} failed, {} errors; guarded {} cases: {} passed, {} skipped, {} failed, {} errors",
-        plain.results.len(),
-        plain.count(Passed),
-        plain.count(Skipped),
-        plain.count(Failed),
-        plain.count(Error),
-        guarded.results.len(),
-        guarded.count(Passed),
-        guarded.count(Skipped),
-        guarded.count(Failed),
-        guarded.count(Error),
+        "Tornado tests: plain {}; guarded {}",
+        plain.summary(),
+        guarded.summary()
     );
     assert!(
         plain.results.len() >= 1000,

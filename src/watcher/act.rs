@@ -108,18 +108,7 @@ pub fn reap_why(fd: i32, slot: &Slot, judged: u32, why: Why, facts: &Facts, kern
             Peer(&id),
             reason.as_str()
         ),
-        Reached::Gone => {
-            // The number now names another socket (closed through a path no hook sees).
-            slot.untrack();
-            log_line!(
-                Debug,
-                "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
-            );
-        }
-        Reached::Unreachable => {
-            slot.untrack();
-            reach::unreachable(fd);
-        }
+        Reached::Gone | Reached::Unreachable => not_reached(fd, slot, &acted),
     }
 }
 
@@ -136,18 +125,22 @@ pub fn arm_keepalive(fd: i32, slot: &Slot, judged: u32) {
     slot.end_act(judged);
     match done {
         Reached::Yes(()) => {}
-        Reached::Gone => {
-            // The number now names another socket (closed through a path no hook sees).
-            slot.untrack();
-            log_line!(
-                Debug,
-                "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
-            );
-        }
-        Reached::Unreachable => {
-            slot.untrack();
-            reach::unreachable(fd);
-        }
+        Reached::Gone | Reached::Unreachable => not_reached(fd, slot, &done),
+    }
+}
+
+/// The connection could not be reached: its number now names another socket (closed through a
+/// path no hook sees), or no descriptor of it is reachable from here. Either way the slot no
+/// longer describes a connection the watcher can act on.
+fn not_reached<T>(fd: i32, slot: &Slot, how: &Reached<T>) {
+    slot.untrack();
+    if matches!(how, Reached::Gone) {
+        log_line!(
+            Debug,
+            "event=stale fd={fd} msg=\"fd no longer names the tracked connection\""
+        );
+    } else {
+        reach::unreachable(fd);
     }
 }
 

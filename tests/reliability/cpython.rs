@@ -62,6 +62,18 @@ impl Run {
     pub fn count(&self, o: Outcome) -> usize {
         self.results.values().filter(|v| **v == o).count()
     }
+
+    /// `N cases: P passed, S skipped, F failed, E errors`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} cases: {} passed, {} skipped, {} failed, {} errors",
+            self.results.len(),
+            self.count(Outcome::Passed),
+            self.count(Outcome::Skipped),
+            self.count(Outcome::Failed),
+            self.count(Outcome::Error)
+        )
+    }
 }
 
 /// Per-test outcomes from regrtest's --junit-xml output.
