@@ -220,7 +220,12 @@ impl Srv {
     fn client(&self, mode: &str, bound: Duration, arg: &str) -> Outcome {
         let out = Command::new(python())
             .arg(tests_dir().join("clients/tls_client.py"))
-            .args([mode, &self.port.to_string(), &bound.as_secs().to_string(), arg])
+            .args([
+                mode,
+                &self.port.to_string(),
+                &bound.as_secs().to_string(),
+                arg,
+            ])
             .stdin(Stdio::null())
             .output()
             .expect("run the TLS client");
@@ -235,9 +240,10 @@ impl Srv {
             port: line.get("port").and_then(|p| p.parse().ok()).unwrap_or(0),
             cut: secs("cut"),
             answers: line.get("answers").cloned().unwrap_or_default(),
-            error: line.get("error").cloned().unwrap_or_else(|| {
-                format!("no output: {}", String::from_utf8_lossy(&out.stderr))
-            }),
+            error: line
+                .get("error")
+                .cloned()
+                .unwrap_or_else(|| format!("no output: {}", String::from_utf8_lossy(&out.stderr))),
         }
     }
 }
