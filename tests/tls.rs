@@ -12,7 +12,8 @@
 //! * a Python thread-per-connection server with `ssl` (guarded): its libssl is loaded privately
 //!   by the `dlopen`ed `_ssl` module, and `SSL_read_ex` still reaches the guard.
 //!
-//! Three tests, every server and scenario at once in threads (they mostly wait on timers):
+//! Three tests run every server and scenario at once in threads (they mostly wait on timers;
+//! about 50 s of wall time), a fourth calls the OpenSSL rows where libssl is not loaded:
 //!
 //! * with the library **defaults**, 45 s (nginx) and 40 s long polls over TLS complete and
 //!   nothing is reaped;
@@ -22,7 +23,8 @@
 //!   (`stage=idle`); a legitimate slow upload above the minimum rate, a 12 s long poll and two
 //!   long polls on one keep-alive connection are not cut;
 //! * where the lens stops: TLS the guard cannot see into (Node.js's statically linked OpenSSL,
-//!   asyncio's memory BIOs) keeps the call-pattern rules, and the reap line has no `stage=`.
+//!   asyncio's memory BIOs) keeps the call-pattern rules, and the reap line has no `stage=`;
+//! * without libssl, the OpenSSL hooks return OpenSSL's failure value (0), never crash.
 
 use stallguard_testkit::*;
 use std::io::{BufRead, BufReader};
@@ -517,4 +519,30 @@ fn unseen_tls_on(kind: Kind) -> Vec<String> {
             "{kind:?}: expected a cut by the request timer without stage=, got {got:?} {other:?}"
         )],
     }
+}
+
+/// The OpenSSL rows fail safe where libssl is not loaded: a program calling them anyway (here
+/// through the dynamic linker, as a stray caller would) gets OpenSSL's failure value, 0, with
+/// errno ENOSYS, and no crash.
+#[test]
+fn openssl_hooks_fail_safe_without_libssl() {
+    let log = scratch("tls-no-libssl.log");
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import ctypes\n\
+         assert 'libssl' not in open('/proc/self/maps').read()\n\
+         l = ctypes.CDLL(None, use_errno=True)\n\
+         r = [l.SSL_read(None, None, 1), l.SSL_read_ex(None, None, 1, None),\n\
+              l.SSL_peek(None, None, 1), l.SSL_peek_ex(None, None, 1, None),\n\
+              l.SSL_write(None, None, 1), l.SSL_write_ex(None, None, 1, None)]\n\
+         print(r, ctypes.get_errno())",
+    ]);
+    guard(&mut cmd, &log, &[]);
+    let out = cmd.output().expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("[0, 0, 0, 0, 0, 0] {}", libc::ENOSYS)
+    );
 }
