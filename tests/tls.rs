@@ -23,7 +23,8 @@
 //!   (`stage=idle`); a legitimate slow upload above the minimum rate, a 12 s long poll and two
 //!   long polls on one keep-alive connection are not cut;
 //! * where the lens stops: TLS the guard cannot see into (Node.js's statically linked OpenSSL,
-//!   asyncio's memory BIOs) keeps the call-pattern rules, and the reap line has no `stage=`;
+//!   asyncio's memory BIOs) keeps the call-pattern rules: the reap line says `tls=yes` and has
+//!   no `stage=`;
 //! * without libssl, the OpenSSL hooks return OpenSSL's failure value (0), never crash.
 
 use stallguard_testkit::*;
@@ -481,7 +482,12 @@ fn attacks_on(kind: Kind) -> Vec<String> {
             )),
         }
         let on_line = |k: &str| line.as_ref().and_then(|l| l.get(k)).map(String::as_str);
-        if on_line("reason") != Some(reason) || on_line("stage") != want.stage {
+        // Marked TLS from its first byte on: every line but the silent connection's.
+        let tls = (want.mode != "silent").then_some("yes");
+        if on_line("reason") != Some(reason)
+            || on_line("stage") != want.stage
+            || on_line("tls") != tls
+        {
             fails.push(format!(
                 "{kind:?}: {}: expected reason={reason} stage={:?}, got {line:?}\n{}",
                 want.mode,
@@ -494,7 +500,7 @@ fn attacks_on(kind: Kind) -> Vec<String> {
 }
 
 #[test]
-fn where_the_lens_stops_the_line_has_no_stage() {
+fn where_the_lens_stops_the_line_says_tls_without_stage() {
     each(&[Kind::Asyncio, Kind::Node], unseen_tls_on);
 }
 
@@ -511,6 +517,7 @@ fn unseen_tls_on(kind: Kind) -> Vec<String> {
         Some(l)
             if l.get("reason").map(String::as_str) == Some("request")
                 && !l.contains_key("stage")
+                && l.get("tls").map(String::as_str) == Some("yes")
                 && got.answers == "none" =>
         {
             vec![]
