@@ -66,3 +66,22 @@ unsafe extern "C" fn visit(info: *mut dl_phdr_info, _size: size_t, data: *mut c_
     search.found = true;
     1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_symbol_in_a_loaded_library_by_file_name() {
+        let sym = symbol_in(b"libc.so", b"getpid\0");
+        assert!(!sym.is_null());
+        // The same function the dynamic linker binds.
+        assert_eq!(sym as usize, libc::getpid as usize);
+    }
+
+    #[test]
+    fn nothing_for_a_library_not_loaded_or_a_missing_symbol() {
+        assert!(symbol_in(b"libstallguard-no-such-lib.so", b"getpid\0").is_null());
+        assert!(symbol_in(b"libc.so", b"stallguard_no_such_symbol\0").is_null());
+    }
+}
