@@ -76,7 +76,7 @@ mod tests {
         let sym = symbol_in(b"libc.so", b"getpid\0");
         assert!(!sym.is_null());
         // The same function the dynamic linker binds.
-        assert_eq!(sym as usize, libc::getpid as usize);
+        assert_eq!(sym as usize, libc::getpid as *const () as usize);
     }
 
     #[test]
