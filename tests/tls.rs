@@ -422,8 +422,9 @@ const fn kept(mode: &'static str, arg: &'static str, answers: &'static str) -> E
 }
 
 const SCENARIOS: &[Expect] = &[
-    cut("slowloris", "request", Some("headers"), (5, 8)),
-    cut("slowbody", "request", Some("body"), (5, 8)),
+    // The guard cuts at 5.0-5.4 s; under load the client may see it a little later.
+    cut("slowloris", "request", Some("headers"), (5, 9)),
+    cut("slowbody", "request", Some("body"), (5, 9)),
     cut("silent", "first_byte", None, (3, 6)),
     // ClientHello sent, the server's flight never answered: the server waits, no request
     // byte is open (its ServerHello answered the ClientHello), so idle cuts it.
@@ -507,7 +508,9 @@ fn where_the_lens_stops_the_line_says_tls_without_stage() {
 /// TLS the guard cannot see into: asyncio reads ciphertext into a memory BIO (its SSL_read_ex
 /// reaches the guard, but `SSL_get_rfd` is -1); node has OpenSSL linked in (no SSL_read goes
 /// through the dynamic linker). The call-pattern rules apply, as before the lens: an event
-/// loop's long poll is cut by the request timer, and the line has no stage.
+/// loop's long poll is cut, by the request timer, or by idle when the server's raw writes of
+/// session tickets went out after the request (which ends the request by call patterns), and
+/// the line says `tls=yes` without a stage.
 fn unseen_tls_on(kind: Kind) -> Vec<String> {
     let srv = Srv::start(kind, Some(SHORT), true);
     let got = srv.client("get", Duration::from_secs(20), "/wait?ms=12000");
@@ -515,15 +518,17 @@ fn unseen_tls_on(kind: Kind) -> Vec<String> {
     eprintln!("{kind:?} (TLS not seen): 12 s long poll: {got:?}, log: {line:?}");
     match line {
         Some(l)
-            if l.get("reason").map(String::as_str) == Some("request")
-                && !l.contains_key("stage")
+            if matches!(
+                l.get("reason").map(String::as_str),
+                Some("request" | "idle")
+            ) && !l.contains_key("stage")
                 && l.get("tls").map(String::as_str) == Some("yes")
                 && got.answers == "none" =>
         {
             vec![]
         }
         other => vec![format!(
-            "{kind:?}: expected a cut by the request timer without stage=, got {got:?} {other:?}"
+            "{kind:?}: expected a cut by call patterns, tls=yes, no stage=, got {got:?} {other:?}"
         )],
     }
 }
