@@ -28,19 +28,31 @@ fn wait_for(p: &Path, what: &str, within: Duration) -> String {
     }
 }
 
-/// A guarded pool_server whose log is `dir/guard.log`.
-fn server(dir: &Path) -> (Proc, PathBuf) {
+/// A guarded C example server `name` whose log is `dir/guard.log`.
+fn server_named(name: &str, dir: &Path) -> (Proc, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let log = dir.join("guard.log");
-    let mut cmd = Command::new(example("pool_server"));
-    cmd.args(["0", "--threads", "2"])
-        .stderr(std::process::Stdio::inherit());
+    let mut cmd = Command::new(example(name));
+    cmd.arg("0").stderr(std::process::Stdio::inherit());
     guard(&mut cmd, &log, FAST);
-    let srv = Proc::launch("pool_server", cmd, log.clone(), true);
+    let srv = Proc::launch(name, cmd, log.clone(), true);
     assert!(!srv
         .wait_events("start", 1, Duration::from_secs(3))
         .is_empty());
     (srv, log)
+}
+
+fn server(dir: &Path) -> (Proc, PathBuf) {
+    server_named("pool_server", dir)
+}
+
+/// logrotate (in /usr/sbin, which a user's PATH may lack).
+fn logrotate_bin() -> &'static str {
+    if Path::new("/usr/sbin/logrotate").exists() {
+        "/usr/sbin/logrotate"
+    } else {
+        "logrotate"
+    }
 }
 
 /// A silent client, reaped for first_byte: a line the watcher writes on demand.
@@ -85,6 +97,40 @@ fn a_log_moved_away_and_replaced_is_reopened_by_path() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A fork-per-connection server: the child that serves a connection after the rotation (its
+/// watcher starts in the child, with the program's copy of the log descriptor still naming
+/// the old file) writes its lines to the new file too.
+#[test]
+fn a_forked_child_after_a_rotation_logs_to_the_new_file() {
+    let dir = scratch("rotation-fork");
+    let (srv, log) = server_named("forking_server", &dir);
+    let old = dir.join("guard.log.1");
+    std::fs::rename(&log, &old).unwrap();
+    std::fs::File::create(&log).unwrap();
+    let t = wait_for(&log, "event=log_reopened", Duration::from_secs(3));
+    assert!(
+        t.contains("event=log_reopened"),
+        "new: {t}\nold: {}",
+        text_of(&old)
+    );
+    let old_size = size(&old);
+    let new = reap_one(&srv, &log, 1);
+    let reaps = events_in(&new, "reap");
+    assert_eq!(reaps.len(), 1, "{new}\nold: {}", text_of(&old));
+    assert_ne!(
+        reaps[0]["pid"],
+        srv.pid().to_string(),
+        "reaped by the child: {new}"
+    );
+    assert_eq!(
+        size(&old),
+        old_size,
+        "the old file grew:\n{}",
+        text_of(&old)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// contrib/logrotate/stallguard, run by logrotate against a guarded server's log (its path
 /// put in place of /var/log/stallguard/*.log): with `create`, new lines land in the new file
 /// and the rotated one stops growing; with `copytruncate` instead, lines go on at the start
@@ -111,7 +157,7 @@ fn the_contrib_logrotate_snippet_rotates_a_live_log() {
             .unwrap();
     };
     let logrotate = || {
-        let out = Command::new("logrotate")
+        let out = Command::new(logrotate_bin())
             .arg("-f")
             .arg("-s")
             .arg(&state)
