@@ -89,9 +89,11 @@ mod tests {
     use crate::table::Identity;
 
     fn stuck_for_a_minute() -> Observation {
-        let mut facts = stallguard_policy::Facts::default();
-        facts.waiting_since = 1_000;
-        facts.first_wait_at = 1_000;
+        let facts = stallguard_policy::Facts {
+            waiting_since: 1_000,
+            first_wait_at: 1_000,
+            ..Default::default()
+        };
         Observation {
             fd: 7,
             state: 1,
