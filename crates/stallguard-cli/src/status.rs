@@ -178,7 +178,7 @@ mod tests {
             from_environment(&info, Ok("idle=1m".into())),
             "  since: 1970-01-01T00:00:00Z (loaded at process start)\n  \
              policy: idle=1m (from its environment)\n  live view: none yet (the watcher \
-             publishes once the process tracks a connection)\n"
+             publishes once the process listens on TCP or tracks a connection)\n"
         );
         let unknown = from_environment(&info, Err("cannot read".into()));
         assert!(
