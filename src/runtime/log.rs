@@ -170,6 +170,8 @@ pub fn forget_fd_if(closes: impl Fn(libc::c_int) -> bool) {
 /// In a forked child no write is in flight, whatever the parent's watcher was doing.
 pub fn reset_after_fork() {
     WRITING.store(false, SeqCst);
+    // The parent was not exiting when it forked (its stop line is its own).
+    STOPPED.store(false, SeqCst);
     // The child's watcher compares the log path at its first tick.
     ROTATION_CHECKED_AT.store(0, SeqCst);
     // The parent watcher's own table was not copied: its number means nothing here.
