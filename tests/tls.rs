@@ -558,3 +558,45 @@ fn openssl_hooks_fail_safe_without_libssl() {
         format!("[0, 0, 0, 0, 0, 0] {}", libc::ENOSYS)
     );
 }
+
+/// A private OpenSSL that is no `libssl.so*` file: a plugin with OpenSSL built in (static
+/// libssl.a), loaded with RTLD_LOCAL (as a Python wheel's vendored `libssl-<hash>.so.3` is).
+/// Its calls to `SSL_read`/`SSL_write` bind to the guard's exports; they must reach the
+/// plugin's own OpenSSL, not fail with 0 and ENOSYS (a TLS round trip through the plugin
+/// works under the guard as it does without it).
+#[test]
+fn a_private_openssl_of_another_name_is_reached() {
+    let (cert, key) = cert();
+    let plugin = scratch("libtls_private_plugin.so");
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-pthread", "-o"])
+        .arg(&plugin)
+        .arg(tests_dir().join("c/tls_private_plugin.c"))
+        .args(["-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-ldl"])
+        .output()
+        .expect("run gcc");
+    assert!(out.status.success(), "build the plugin: {out:?}");
+    let script = "import ctypes, sys\n\
+         maps = lambda: [l for l in open('/proc/self/maps') if 'libssl' in l]\n\
+         assert not maps(), maps()\n\
+         p = ctypes.CDLL(sys.argv[1])\n\
+         assert not maps(), maps()\n\
+         print(p.roundtrip(sys.argv[2].encode(), sys.argv[3].encode()))";
+    for guarded in [false, true] {
+        let log = scratch("tls-private-plugin.log");
+        let mut cmd = Command::new(python());
+        cmd.args(["-c", script]).arg(&plugin).arg(cert).arg(key);
+        if guarded {
+            guard(&mut cmd, &log, &[]);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = cmd.output().expect("run python3");
+        assert!(out.status.success(), "guarded={guarded}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0",
+            "guarded={guarded}: the round trip's failing step (4: SSL_write_ex, 12: SSL_read)"
+        );
+    }
+}

@@ -1,43 +1,111 @@
 //! Symbols of a library the program loaded privately (`dlopen` with RTLD_LOCAL, or as the
 //! dependency of such a module): RTLD_NEXT does not search it, but the object is mapped, so
 //! it is found by its file name and opened again without loading (RTLD_NOLOAD).
+//!
+//! The library named by the caller (`libssl.so*`) is looked in first, then every other loaded
+//! object: OpenSSL is not always a file called `libssl.so*`. A Python wheel vendors it as
+//! `libssl-<hash>.so.3` (auditwheel), a plugin may have it built in (static libssl in a
+//! module loaded with RTLD_LOCAL); their calls to `SSL_read` bind to this library's export
+//! just the same (the global scope comes first) and must reach that copy, not fail.
+//!
+//! A search that found nothing is not repeated until the program loads another object (the
+//! loader's `dlpi_adds` count): a hook that calls it on every call stays cheap.
 
 use libc::{c_char, c_int, c_void, dl_phdr_info, size_t};
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Room for the path of the library found (paths longer than this are not followed).
 const PATH_MAX: usize = 512;
 
-/// What the search looks for, and what it found.
-struct Search<'a> {
-    prefix: &'a [u8],
-    path: [u8; PATH_MAX],
-    found: bool,
+/// Which loaded objects a pass of the search visits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Those whose file name starts with the prefix.
+    Named,
+    /// Every other object with a path (not the main program, which comes before this library
+    /// in the global scope: a symbol it defines never reaches a hook).
+    Others,
 }
 
-/// `name` (NUL-terminated) in the first loaded object whose file name starts with `prefix`;
-/// null if there is none or it has no such symbol.
-pub fn symbol_in(prefix: &[u8], name: &'static [u8]) -> *mut c_void {
+/// What one walk of the loaded objects looks for (the `skip`-th object of the pass), and
+/// what it found.
+struct Search<'a> {
+    prefix: &'a [u8],
+    pass: Pass,
+    skip: usize,
+    path: [u8; PATH_MAX],
+    found: bool,
+    /// The loader's count of objects loaded so far (`dlpi_adds`).
+    adds: u64,
+}
+
+/// Searches that found nothing: (name's address, `dlpi_adds` then). A few entries suffice:
+/// the callers look for a handful of names.
+static MISSES: [(AtomicUsize, AtomicU64); 8] =
+    [const { (AtomicUsize::new(0), AtomicU64::new(0)) }; 8];
+
+/// `name` (NUL-terminated) in the loaded objects whose file name starts with `prefix`, else
+/// in any other loaded object; never a symbol `reject` refuses (this library's own). Null if
+/// there is none.
+pub fn symbol_in(
+    prefix: &[u8],
+    name: &'static [u8],
+    reject: fn(*const c_void) -> bool,
+) -> *mut c_void {
+    let key = name.as_ptr() as usize;
+    let adds = walk(prefix, Pass::Others, usize::MAX).adds;
+    if MISSES
+        .iter()
+        .any(|(k, at)| k.load(Relaxed) == key && at.load(Relaxed) == adds)
+    {
+        return std::ptr::null_mut();
+    }
+    for pass in [Pass::Named, Pass::Others] {
+        for skip in 0.. {
+            let search = walk(prefix, pass, skip);
+            if !search.found {
+                break;
+            }
+            let sym = symbol_of(&search.path, name);
+            if !sym.is_null() && !reject(sym) {
+                return sym;
+            }
+        }
+    }
+    // Remembered (a racing writer may overwrite an entry: at worst a search is repeated).
+    let entry = MISSES
+        .iter()
+        .find(|(k, _)| k.load(Relaxed) == key)
+        .or_else(|| MISSES.iter().find(|(k, _)| k.load(Relaxed) == 0))
+        .unwrap_or(&MISSES[(key >> 4) % MISSES.len()]);
+    entry.1.store(adds, Relaxed);
+    entry.0.store(key, Relaxed);
+    std::ptr::null_mut()
+}
+
+/// The `skip`-th object of `pass` (its path in the result), and the loader's `dlpi_adds`.
+fn walk(prefix: &[u8], pass: Pass, skip: usize) -> Search<'_> {
     let mut search = Search {
         prefix,
+        pass,
+        skip,
         path: [0; PATH_MAX],
         found: false,
+        adds: 0,
     };
     // SAFETY: the callback only reads the entries dl_iterate_phdr hands it and writes into
     // `search`, which outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(visit), (&mut search as *mut Search).cast()) };
-    if !search.found {
-        return std::ptr::null_mut();
-    }
-    // Opened outside the iteration (it holds the loader's lock): NOLOAD only takes another
-    // reference on the object already mapped, given back below.
+    search
+}
+
+/// `name` looked up from the object at `path` (NUL-terminated): in it, else in its
+/// dependencies. Opened outside the walk (which holds the loader's lock): NOLOAD only takes
+/// another reference on the object already mapped, given back below.
+fn symbol_of(path: &[u8; PATH_MAX], name: &'static [u8]) -> *mut c_void {
     // SAFETY: `path` is NUL-terminated (copied with room for the NUL).
-    let handle = unsafe {
-        libc::dlopen(
-            search.path.as_ptr().cast(),
-            libc::RTLD_LAZY | libc::RTLD_NOLOAD,
-        )
-    };
+    let handle = unsafe { libc::dlopen(path.as_ptr().cast(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
     if handle.is_null() {
         return std::ptr::null_mut();
     }
@@ -48,17 +116,27 @@ pub fn symbol_in(prefix: &[u8], name: &'static [u8]) -> *mut c_void {
     sym
 }
 
-/// dl_iterate_phdr's callback: stops at the first object whose file name matches.
+/// dl_iterate_phdr's callback: stops at the `skip`-th object of the pass.
 unsafe extern "C" fn visit(info: *mut dl_phdr_info, _size: size_t, data: *mut c_void) -> c_int {
     // SAFETY: dl_iterate_phdr passes a valid entry and our `Search`.
     let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
+    search.adds = info.dlpi_adds;
     if info.dlpi_name.is_null() {
         return 0;
     }
     // SAFETY: a NUL-terminated path owned by the loader, valid during the callback.
     let path = unsafe { CStr::from_ptr(info.dlpi_name as *const c_char) }.to_bytes();
     let file = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
-    if !file.starts_with(search.prefix) || path.len() >= PATH_MAX {
+    let named = file.starts_with(search.prefix);
+    let wanted = match search.pass {
+        Pass::Named => named,
+        Pass::Others => !named && !path.is_empty(),
+    };
+    if !wanted || path.len() >= PATH_MAX {
+        return 0;
+    }
+    if search.skip > 0 {
+        search.skip -= 1;
         return 0;
     }
     search.path[..path.len()].copy_from_slice(path);
@@ -71,17 +149,30 @@ unsafe extern "C" fn visit(info: *mut dl_phdr_info, _size: size_t, data: *mut c_
 mod tests {
     use super::*;
 
+    fn never(_: *const c_void) -> bool {
+        false
+    }
+
     #[test]
     fn finds_a_symbol_in_a_loaded_library_by_file_name() {
-        let sym = symbol_in(b"libc.so", b"getpid\0");
+        let sym = symbol_in(b"libc.so", b"getpid\0", never);
         assert!(!sym.is_null());
         // The same function the dynamic linker binds.
         assert_eq!(sym as usize, libc::getpid as *const () as usize);
     }
 
     #[test]
-    fn nothing_for_a_library_not_loaded_or_a_missing_symbol() {
-        assert!(symbol_in(b"libstallguard-no-such-lib.so", b"getpid\0").is_null());
-        assert!(symbol_in(b"libc.so", b"stallguard_no_such_symbol\0").is_null());
+    fn finds_a_symbol_in_a_library_of_another_name() {
+        // Not in anything called libstallguard-no-such-lib.so: found where it is (libc).
+        let sym = symbol_in(b"libstallguard-no-such-lib.so", b"getpid\0", never);
+        assert_eq!(sym as usize, libc::getpid as *const () as usize);
+    }
+
+    #[test]
+    fn nothing_for_a_missing_or_rejected_symbol() {
+        assert!(symbol_in(b"libc.so", b"stallguard_no_such_symbol\0", never).is_null());
+        // Again: answered from the misses, the same.
+        assert!(symbol_in(b"libc.so", b"stallguard_no_such_symbol\0", never).is_null());
+        assert!(symbol_in(b"libc.so", b"getppid\0", |_| true).is_null());
     }
 }

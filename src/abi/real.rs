@@ -62,7 +62,7 @@ pub(super) fn resolve(name: &'static [u8], slot: &AtomicUsize, library: Option<&
     let mut sym = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
     if sym.is_null() {
         if let Some(lib) = library {
-            sym = super::loaded::symbol_in(lib, name);
+            sym = super::loaded::symbol_in(lib, name, is_ours);
         }
     }
     let addr = if sym.is_null() || is_ours(sym) {
