@@ -600,3 +600,46 @@ fn a_private_openssl_of_another_name_is_reached() {
         );
     }
 }
+
+/// Another library's `SSL_read`/`SSL_write` (as GnuTLS's OpenSSL layer, libgnutls-openssl:
+/// no `SSL_get_rbio`) while OpenSSL's libssl is mapped privately too: the guard must never
+/// hand that library's `SSL*` to OpenSSL's `SSL_get_rbio`/`SSL_get_rfd`, which read it with
+/// OpenSSL's layout (a crash in the host: seen with libgnutls-openssl, where it depends on
+/// what lies around its structures; here its `SSL*` cannot be read at all, so it is certain).
+#[test]
+fn another_librarys_ssl_is_never_handed_to_openssl() {
+    let dir = scratch("other-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = tests_dir().join("c/other_tls.c");
+    let build = |args: &[&str], libs: &[&str]| {
+        let out = Command::new("gcc")
+            .args(["-O2", "-Wall", "-Werror"])
+            .args(args)
+            .arg(&source)
+            .args(libs)
+            .current_dir(&dir)
+            .output()
+            .expect("run gcc");
+        assert!(out.status.success(), "build {args:?}: {out:?}");
+    };
+    build(&["-shared", "-fPIC", "-o", "libother_tls.so"], &[]);
+    build(
+        &["-DCLIENT", "-o", "other_tls_client"],
+        &["-L.", "-lother_tls", "-Wl,-rpath,$ORIGIN", "-ldl"],
+    );
+    let mut failures = Vec::new();
+    for guarded in [false, true] {
+        let log = scratch("tls-other-lib.log");
+        let mut cmd = Command::new(dir.join("other_tls_client"));
+        if guarded {
+            guard(&mut cmd, &log, &[]);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = cmd.output().expect("run the client");
+        if !out.status.success() || String::from_utf8_lossy(&out.stdout).trim() != "moved=5,5" {
+            failures.push(format!("guarded={guarded}: {out:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

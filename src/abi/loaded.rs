@@ -116,6 +116,50 @@ fn symbol_of(path: &[u8; PATH_MAX], name: &'static [u8]) -> *mut c_void {
     sym
 }
 
+/// `name` in the very object that holds the function at `beside` (an address dlsym gave):
+/// the companion of a function, from the same copy of its library. Null when `beside` is in
+/// no object with a path, or that object has no such symbol of its own (another library's
+/// `SSL_read` — GnuTLS's OpenSSL layer — has no `SSL_get_rbio`, and OpenSSL's, from another
+/// object, would read its `SSL*` as OpenSSL's).
+pub fn symbol_beside(beside: usize, name: &'static [u8]) -> *mut c_void {
+    let Some((base, path)) = object_of(beside) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: a NUL-terminated path the loader gave for a mapped object; NOLOAD only takes
+    // another reference on it, given back below.
+    let handle = unsafe { libc::dlopen(path, libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: a live handle and a NUL-terminated static name.
+    let sym = unsafe { libc::dlsym(handle, name.as_ptr().cast()) };
+    // SAFETY: the handle dlopen just gave; the object stays mapped (the program holds it).
+    unsafe { libc::dlclose(handle) };
+    match object_of(sym as usize) {
+        Some((b, _)) if b == base => sym,
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// The base address and path of the loaded object holding `addr` (None: none, or the main
+/// program, whose path dladdr does not give).
+fn object_of(addr: usize) -> Option<(usize, *const c_char)> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: Dl_info is plain data; all-zero is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads `addr` as an address and fills `info`.
+    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0
+        || info.dli_fname.is_null()
+        // SAFETY: a NUL-terminated string owned by the loader.
+        || unsafe { *info.dli_fname } == 0
+    {
+        return None;
+    }
+    Some((info.dli_fbase as usize, info.dli_fname))
+}
+
 /// dl_iterate_phdr's callback: stops at the `skip`-th object of the pass.
 unsafe extern "C" fn visit(info: *mut dl_phdr_info, _size: size_t, data: *mut c_void) -> c_int {
     // SAFETY: dl_iterate_phdr passes a valid entry and our `Search`.
@@ -166,6 +210,16 @@ mod tests {
         // Not in anything called libstallguard-no-such-lib.so: found where it is (libc).
         let sym = symbol_in(b"libstallguard-no-such-lib.so", b"getpid\0", never);
         assert_eq!(sym as usize, libc::getpid as *const () as usize);
+    }
+
+    #[test]
+    fn a_companion_comes_from_the_same_object_only() {
+        let getpid = libc::getpid as *const () as usize;
+        let sym = symbol_beside(getpid, b"getppid\0");
+        assert_eq!(sym as usize, libc::getppid as *const () as usize);
+        // libc has no such symbol of its own: not taken from another object.
+        assert!(symbol_beside(getpid, b"stallguard_no_such_symbol\0").is_null());
+        assert!(symbol_beside(0, b"getppid\0").is_null());
     }
 
     #[test]

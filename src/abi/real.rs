@@ -115,6 +115,19 @@ macro_rules! real_entries {
             v
         }
 
+        /// The address each row's real function was resolved to (0: not yet): which copy of
+        /// a library serves the calls (`openssl` asks it for its other functions).
+        pub mod address {
+            use super::*;
+            $(
+                #[allow(non_snake_case, dead_code)]
+                #[inline(always)]
+                pub fn $name() -> usize {
+                    TABLE.$name.load(Relaxed)
+                }
+            )*
+        }
+
         $(
             /// The real libc function of this name.
             ///
