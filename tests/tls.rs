@@ -25,7 +25,10 @@
 //! * where the lens stops: TLS the guard cannot see into (Node.js's statically linked OpenSSL,
 //!   asyncio's memory BIOs) keeps the call-pattern rules: the reap line says `tls=yes` and has
 //!   no `stage=`;
-//! * without libssl, the OpenSSL hooks return OpenSSL's failure value (0), never crash.
+//! * without libssl, the OpenSSL hooks return OpenSSL's failure value (0), never crash;
+//! * an OpenSSL of another file name (a plugin with static libssl, loaded RTLD_LOCAL) is
+//!   reached, and another library's `SSL*` (one with OpenSSL's function names) is never handed
+//!   to OpenSSL's `SSL_get_rbio` (two small C programs built at test time, tests/c).
 
 use stallguard_testkit::*;
 use std::io::{BufRead, BufReader};
