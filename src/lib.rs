@@ -72,6 +72,13 @@ extern "C" fn init() {
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = init;
 
+/// The `event=stop` line (`watcher::stop`), from the library's destructor: the loader runs it
+/// after every exit handler the program registered, so what the guard does while those still
+/// serve is logged before it.
+#[used]
+#[link_section = ".fini_array"]
+static DESTRUCTOR: extern "C" fn() = watcher::write_stop_line;
+
 /// Runs in the parent right before fork() (only with STALLGUARD_PER_SOURCE): the child will
 /// hold this process's counted connections too.
 extern "C" fn before_fork() {
