@@ -40,10 +40,17 @@ struct Search<'a> {
     adds: u64,
 }
 
-/// Searches that found nothing: (name's address, `dlpi_adds` then). A few entries suffice:
-/// the callers look for a handful of names.
-static MISSES: [(AtomicUsize, AtomicU64); 8] =
-    [const { (AtomicUsize::new(0), AtomicU64::new(0)) }; 8];
+/// Searches that found nothing, each one word ([`miss_tag`]: written whole, so a racing
+/// writer never pairs one name with another's count), kept round-robin. A few entries
+/// suffice: the callers look for a handful of names.
+static MISSES: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static NEXT_MISS: AtomicUsize = AtomicUsize::new(0);
+
+/// One word for "`name` was missing when the loader had counted `adds` objects": the name's
+/// address mixed, with the count (never 0, the empty entry).
+fn miss_tag(name: &'static [u8], adds: u64) -> u64 {
+    ((name.as_ptr() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ adds) | 1
+}
 
 /// `name` (NUL-terminated) in the loaded objects whose file name starts with `prefix`, else
 /// in any other loaded object; never a symbol `reject` refuses (this library's own). Null if
@@ -53,12 +60,8 @@ pub fn symbol_in(
     name: &'static [u8],
     reject: fn(*const c_void) -> bool,
 ) -> *mut c_void {
-    let key = name.as_ptr() as usize;
-    let adds = walk(prefix, Pass::Others, usize::MAX).adds;
-    if MISSES
-        .iter()
-        .any(|(k, at)| k.load(Relaxed) == key && at.load(Relaxed) == adds)
-    {
+    let tag = miss_tag(name, walk(prefix, Pass::Others, usize::MAX).adds);
+    if MISSES.iter().any(|m| m.load(Relaxed) == tag) {
         return std::ptr::null_mut();
     }
     for pass in [Pass::Named, Pass::Others] {
@@ -73,14 +76,8 @@ pub fn symbol_in(
             }
         }
     }
-    // Remembered (a racing writer may overwrite an entry: at worst a search is repeated).
-    let entry = MISSES
-        .iter()
-        .find(|(k, _)| k.load(Relaxed) == key)
-        .or_else(|| MISSES.iter().find(|(k, _)| k.load(Relaxed) == 0))
-        .unwrap_or(&MISSES[(key >> 4) % MISSES.len()]);
-    entry.1.store(adds, Relaxed);
-    entry.0.store(key, Relaxed);
+    // Remembered (an entry overwritten by another miss: at worst a search is repeated).
+    MISSES[NEXT_MISS.fetch_add(1, Relaxed) % MISSES.len()].store(tag, Relaxed);
     std::ptr::null_mut()
 }
 
