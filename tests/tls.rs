@@ -570,15 +570,7 @@ fn openssl_hooks_fail_safe_without_libssl() {
 #[test]
 fn a_private_openssl_of_another_name_is_reached() {
     let (cert, key) = cert();
-    let plugin = scratch("libtls_private_plugin.so");
-    let out = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-O2", "-pthread", "-o"])
-        .arg(&plugin)
-        .arg(tests_dir().join("c/tls_private_plugin.c"))
-        .args(["-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-ldl"])
-        .output()
-        .expect("run gcc");
-    assert!(out.status.success(), "build the plugin: {out:?}");
+    let plugin = private_plugin("libtls_private_plugin.so");
     let script = "import ctypes, sys\n\
          maps = lambda: [l for l in open('/proc/self/maps') if 'libssl' in l]\n\
          assert not maps(), maps()\n\
@@ -602,6 +594,57 @@ fn a_private_openssl_of_another_name_is_reached() {
             "guarded={guarded}: the round trip's failing step (4: SSL_write_ex, 12: SSL_read)"
         );
     }
+}
+
+/// Two private copies of OpenSSL (two plugins with it built in, as two wheels each vendoring
+/// theirs): the guard cannot tell which copy a call to its `SSL_write_ex` meant, and never
+/// hands one copy's `SSL*` to the other's (a crash when their versions differ). It fails the
+/// way OpenSSL does (0, as where no OpenSSL is found): no crash, and each plugin sees a
+/// failed write rather than another copy's function.
+#[test]
+fn two_private_openssl_copies_are_never_mixed() {
+    let (cert, key) = cert();
+    let first = private_plugin("libtls_private_plugin_a.so");
+    let second = private_plugin("libtls_private_plugin_b.so");
+    let script = "import ctypes, sys\n\
+         a, b = ctypes.CDLL(sys.argv[1]), ctypes.CDLL(sys.argv[2])\n\
+         c, k = sys.argv[3].encode(), sys.argv[4].encode()\n\
+         print(a.roundtrip(c, k), b.roundtrip(c, k))";
+    for (guarded, expected) in [(false, "0 0"), (true, "4 4")] {
+        let log = scratch("tls-two-plugins.log");
+        let mut cmd = Command::new(python());
+        cmd.args(["-c", script])
+            .arg(&first)
+            .arg(&second)
+            .arg(cert)
+            .arg(key);
+        if guarded {
+            guard(&mut cmd, &log, &[]);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = cmd.output().expect("run python3");
+        assert!(out.status.success(), "guarded={guarded}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected,
+            "guarded={guarded} (4: SSL_write_ex failed)"
+        );
+    }
+}
+
+/// tests/c/tls_private_plugin.c built as `name`, with OpenSSL built in (static libssl).
+fn private_plugin(name: &str) -> PathBuf {
+    let plugin = scratch(name);
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-pthread", "-o"])
+        .arg(&plugin)
+        .arg(tests_dir().join("c/tls_private_plugin.c"))
+        .args(["-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-ldl"])
+        .output()
+        .expect("run gcc");
+    assert!(out.status.success(), "build the plugin: {out:?}");
+    plugin
 }
 
 /// Another library's `SSL_read`/`SSL_write` (as GnuTLS's OpenSSL layer, libgnutls-openssl:

@@ -6,7 +6,10 @@
 //! object: OpenSSL is not always a file called `libssl.so*`. A Python wheel vendors it as
 //! `libssl-<hash>.so.3` (auditwheel), a plugin may have it built in (static libssl in a
 //! module loaded with RTLD_LOCAL); their calls to `SSL_read` bind to this library's export
-//! just the same (the global scope comes first) and must reach that copy, not fail.
+//! just the same (the global scope comes first) and must reach that copy, not fail. Among
+//! the other objects the symbol must be unambiguous: two copies (two wheels each vendoring
+//! its OpenSSL) and nothing is taken, as before (OpenSSL's failure value), since handing
+//! one copy's `SSL*` to the other's `SSL_read` would crash the host.
 //!
 //! A search that found nothing is not repeated until the program loads another object (the
 //! loader's `dlpi_adds` count): a hook that calls it on every call stays cheap.
@@ -64,17 +67,36 @@ pub fn symbol_in(
     if MISSES.iter().any(|m| m.load(Relaxed) == tag) {
         return std::ptr::null_mut();
     }
-    for pass in [Pass::Named, Pass::Others] {
-        for skip in 0.. {
-            let search = walk(prefix, pass, skip);
-            if !search.found {
-                break;
-            }
-            let sym = symbol_of(&search.path, name);
-            if !sym.is_null() && !reject(sym) {
-                return sym;
-            }
+    for skip in 0.. {
+        let search = walk(prefix, Pass::Named, skip);
+        if !search.found {
+            break;
         }
+        let sym = symbol_of(&search.path, name);
+        if !sym.is_null() && !reject(sym) {
+            return sym;
+        }
+    }
+    // Elsewhere: one definition only (the same one may be found through several objects:
+    // a module and the library it depends on).
+    let mut found: *mut c_void = std::ptr::null_mut();
+    for skip in 0.. {
+        let search = walk(prefix, Pass::Others, skip);
+        if !search.found {
+            break;
+        }
+        let sym = symbol_of(&search.path, name);
+        if sym.is_null() || reject(sym) || sym == found {
+            continue;
+        }
+        if !found.is_null() {
+            found = std::ptr::null_mut(); // two copies: which one the caller meant is unknown
+            break;
+        }
+        found = sym;
+    }
+    if !found.is_null() {
+        return found;
     }
     // Remembered (an entry overwritten by another miss: at worst a search is repeated).
     MISSES[NEXT_MISS.fetch_add(1, Relaxed) % MISSES.len()].store(tag, Relaxed);
