@@ -18,6 +18,7 @@ pub mod holders;
 pub mod lines;
 pub mod listeners;
 pub mod owners;
+pub mod polls;
 mod slot;
 pub mod sources;
 pub mod stats;
