@@ -32,6 +32,9 @@ const MIN_REAPS: usize = 20;
 /// Log timestamps have millisecond resolution; the two clocks are read at different moments.
 const CLOCK_SLACK_MS: i64 = 5;
 
+/// Connections by local port (ports are reused: several each).
+type ByPort<T> = Arc<Mutex<HashMap<u16, Vec<T>>>>;
+
 /// One healthy connection, in ms since the test's start: connect begun, request write begun
 /// and returned, and closed (or found cut). The server's first-byte silence is at most
 /// `sent - connect`; its silence after its answer (which follows the request) at most
@@ -99,7 +102,7 @@ fn churn_never_cuts_a_healthy_connection() {
     let stalled_cut = Arc::new(AtomicUsize::new(0));
     let served = Arc::new(AtomicUsize::new(0));
     // Every healthy connection, by local port (ports are reused: several each).
-    let healthy_conns: Arc<Mutex<HashMap<u16, Vec<Healthy>>>> = Arc::default();
+    let healthy_conns: ByPort<Healthy> = Arc::default();
     let start = Instant::now();
     let start_wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -107,7 +110,7 @@ fn churn_never_cuts_a_healthy_connection() {
         .as_millis() as i64;
     // Every stalled connection's (connect begun, cut seen), by local port: a port freed by a
     // cut is often taken by a healthy client within the millisecond the reap is logged in.
-    let stalled_conns: Arc<Mutex<HashMap<u16, Vec<(i64, i64)>>>> = Arc::default();
+    let stalled_conns: ByPort<(i64, i64)> = Arc::default();
     let mut attackers = Vec::new();
     for _ in 0..4 {
         let (stop, stalled_cut, stalled_conns) =
