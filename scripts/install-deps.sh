@@ -9,6 +9,7 @@ command -v setpriv >/dev/null || need_apt+=(util-linux) # the permission test ru
 command -v systemd-analyze >/dev/null || need_apt+=(systemd) # the drop-in test verifies the units
 python3 -c 'import yaml' 2>/dev/null || need_apt+=(python3 python3-yaml) # the alert rules' structure
 command -v objdump >/dev/null || need_apt+=(binutils)   # make deb: the glibc version needed
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need_apt+=(logrotate) # contrib/logrotate, run for real
 # promtool (Debian's prometheus, ~96 MB installed with a service) is not installed: the rules
 # test checks their structure itself and runs promtool only when present.
 # tests/event_loops.rs: event-loop servers, the JDK's queueing server, nginx, slowhttptest.

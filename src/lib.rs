@@ -87,6 +87,7 @@ extern "C" fn after_fork_in_child() {
     pid::refresh_pid();
     clock::refresh();
     log::reset_after_fork();
+    table::stats::reset_after_fork();
     watcher::forget_parent_watcher();
     table::holders::after_fork_in_child();
     table::owners::forget_after_fork();
