@@ -4,8 +4,10 @@
 //! non-blocking reads drained until EAGAIN, drops the connection from its poll set and queues
 //! it for its only worker, which answers after 30 s. With short timers and the HTTP lens off
 //! (so only the wait rule decides), the queued request is served, not cut; a slowloris and a
-//! silent connection, which stay in the poll set, are still reaped by their timers. Once with
-//! poll(), once with select(), both at once.
+//! silent connection, which stay in the poll set, are still reaped by their timers; so is a
+//! slowloris the poller hands over incomplete to a thread that reads it with blocking recv()
+//! (a read in progress is a wait, whatever the poller's later calls). Once with poll(), once
+//! with select(), both at once.
 
 use stallguard_testkit::*;
 use std::io::Write;
@@ -55,7 +57,25 @@ struct Outcome {
     queued: Result<String, String>,
     queued_took: Duration,
     slowloris_cut: bool,
+    handed_slowloris_cut: bool,
     silent_cut: bool,
+}
+
+/// A slowloris: `opening`, then a header byte every second for up to 25 s, never the blank
+/// line; true if the server cut it.
+fn slowloris(addr: std::net::SocketAddr, opening: &'static [u8]) -> thread::JoinHandle<bool> {
+    thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let _ = s.write_all(opening);
+        let end = Instant::now() + Duration::from_secs(25);
+        while Instant::now() < end {
+            if s.write_all(b"X").is_err() || peer_closed(&s) {
+                return true;
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
+        false
+    })
 }
 
 fn run(mode: &'static str) -> (Proc, Outcome) {
@@ -75,19 +95,9 @@ fn run(mode: &'static str) -> (Proc, Outcome) {
     // Give the server time to read it and queue it before the attackers arrive, so the
     // worker is busy with the legitimate request.
     thread::sleep(Duration::from_millis(500));
-    // A slowloris: header bytes every second, never the blank line (stays in the poll set).
-    let slowloris = thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        let _ = s.write_all(b"GET /slow HTTP/1.0\r\n");
-        let end = Instant::now() + Duration::from_secs(25);
-        while Instant::now() < end {
-            if s.write_all(b"X").is_err() || peer_closed(&s) {
-                return true;
-            }
-            thread::sleep(Duration::from_secs(1));
-        }
-        false
-    });
+    // A slowloris in the poll set, and one handed to the blocking reader.
+    let slow = slowloris(addr, b"GET /slow HTTP/1.0\r\n");
+    let handed = slowloris(addr, b"HANDOFF /slow HTTP/1.0\r\n");
     // A silent connection: never a byte (first byte 3 s).
     let silent = thread::spawn(move || {
         let mut s = silent_client(addr);
@@ -97,7 +107,8 @@ fn run(mode: &'static str) -> (Proc, Outcome) {
     let outcome = Outcome {
         queued,
         queued_took,
-        slowloris_cut: slowloris.join().unwrap(),
+        slowloris_cut: slow.join().unwrap(),
+        handed_slowloris_cut: handed.join().unwrap(),
         silent_cut: silent.join().unwrap(),
     };
     (srv, outcome)
@@ -111,7 +122,7 @@ fn a_request_queued_out_of_the_poll_set_is_not_cut_and_attackers_still_are() {
         .collect();
     for (mode, h) in runs {
         let (srv, o) = h.join().unwrap();
-        let reaps = srv.wait_events("reap", 2, Duration::from_secs(5));
+        let reaps = srv.wait_events("reap", 3, Duration::from_secs(5));
         let log = srv.log_text();
         let body = o.queued.as_deref().unwrap_or_else(|e| {
             panic!(
@@ -133,16 +144,21 @@ fn a_request_queued_out_of_the_poll_set_is_not_cut_and_attackers_still_are() {
             tail(&log, 20)
         );
         assert!(
+            o.handed_slowloris_cut,
+            "{mode}: the slowloris handed to the blocking reader was not cut\n{}",
+            tail(&log, 20)
+        );
+        assert!(
             o.silent_cut,
             "{mode}: the silent connection was not cut\n{}",
             tail(&log, 20)
         );
-        // Exactly the two attackers were reaped, by their own timers.
+        // Exactly the three attackers were reaped, by their own timers.
         let mut reasons: Vec<_> = reaps.iter().map(|e| e["reason"].clone()).collect();
         reasons.sort();
         assert_eq!(
             reasons,
-            ["first_byte", "request"],
+            ["first_byte", "request", "request"],
             "{mode}: reaps\n{}",
             tail(&log, 20)
         );

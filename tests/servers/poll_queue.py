@@ -5,7 +5,9 @@ reading its request, with non-blocking reads drained until EAGAIN. Once a connec
 is complete (a blank line), it leaves the poll set and is queued for the only worker, which
 holds each request HOLD seconds before answering. While queued, the server does not wait on
 that client: its next poll call without the fd must end the wait. A slowloris stays in the
-poll set and is still the client's turn.
+poll set and is still the client's turn. A request whose first bytes are "HANDOFF" leaves the
+poll set at once, incomplete, for a reader thread that reads the rest with blocking recv():
+that thread waits on the client (a slowloris there is still cut), whatever the poller does.
 
 usage: poll_queue.py poll|select HOLD_SECONDS   (prints port=N, listens on 127.0.0.1)
 """
@@ -32,7 +34,31 @@ def worker():
         conn.close()
 
 
+handoff = queue.Queue()
+
+
+def reader():
+    while True:
+        conn, got = handoff.get()
+        conn.setblocking(True)
+        while b"\r\n\r\n" not in got:
+            try:
+                b = conn.recv(4096)
+            except OSError:
+                b = b""
+            if not b:
+                break
+            got += b
+        if b"\r\n\r\n" in got:
+            try:
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhanded")
+            except OSError:
+                pass
+        conn.close()
+
+
 threading.Thread(target=worker, daemon=True).start()
+threading.Thread(target=reader, daemon=True).start()
 lsn = socket.socket()
 lsn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 lsn.bind(("127.0.0.1", 0))
@@ -81,6 +107,9 @@ while True:
         if closed:
             del reading[fd]
             c.close()
+        elif got.startswith(b"HANDOFF"):
+            del reading[fd]  # out of the poll set, incomplete: the reader thread takes it
+            handoff.put((c, got))
         elif b"\r\n\r\n" in got:
             del reading[fd]  # the request is complete: out of the poll set, to the worker
             work.put(c)
