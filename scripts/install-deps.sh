@@ -16,6 +16,10 @@ command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need_apt+=(logr
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 command -v slowhttptest >/dev/null || need_apt+=(slowhttptest)
+# tests/tls.rs: nginx's ssl module (every Debian nginx flavour has it), stunnel4, a certificate
+# made with the openssl command, TLS clients in Python's ssl module.
+command -v stunnel4 >/dev/null || need_apt+=(stunnel4)
+command -v openssl >/dev/null || need_apt+=(openssl)
 need_nginx=0
 [ -x /usr/sbin/nginx ] || need_nginx=1
 if [ ${#need_apt[@]} -gt 0 ] || [ $need_nginx -eq 1 ]; then

@@ -40,6 +40,7 @@ use runtime::{clock, config, log, pid};
 extern "C" fn init() {
     let ok = std::panic::catch_unwind(|| {
         abi::real::resolve_all();
+        abi::openssl::resolve_all();
         pid::refresh_pid();
         clock::refresh();
         if !config::load() {
