@@ -123,9 +123,9 @@ macro_rules! interposed {
             Poll fn ppoll(fds: *mut pollfd, n: nfds_t, ts: *const timespec, mask: *const sigset_t) -> c_int
                 = call() { track::wait::polling(args::pollfds(fds, n)); real::ppoll(fds, n, ts, mask) };
             Poll fn select(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, tv: *mut timeval) -> c_int
-                = call() { args::each_in_set(n, r, track::wait::selecting); real::select(n, r, w, e, tv) };
+                = call() { track::wait::selecting(|each| args::each_in_set(n, r, each)); real::select(n, r, w, e, tv) };
             Poll fn pselect(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, ts: *const timespec, mask: *const sigset_t) -> c_int
-                = call() { args::each_in_set(n, r, track::wait::selecting); real::pselect(n, r, w, e, ts, mask) };
+                = call() { track::wait::selecting(|each| args::each_in_set(n, r, each)); real::pselect(n, r, w, e, ts, mask) };
             Poll fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int
                 = call() {
                     let r = real::epoll_ctl(epfd, op, fd, ev);

@@ -118,7 +118,7 @@ pub unsafe fn pollfds<'a>(fds: *const pollfd, n: nfds_t) -> Option<&'a [pollfd]>
 ///
 /// # Safety
 /// `set` is null or a valid fd_set.
-pub unsafe fn each_in_set(n: c_int, set: *const fd_set, each: fn(c_int)) {
+pub unsafe fn each_in_set(n: c_int, set: *const fd_set, mut each: impl FnMut(c_int)) {
     if set.is_null() {
         return;
     }

@@ -503,3 +503,11 @@ pub fn occupy_std_fds(fd: c_int) {
         }
     }
 }
+
+/// The calling thread's identity (`pthread_self`): a load from the thread pointer, no system
+/// call. Unique among live threads; a dead thread's value may be reused by a new thread.
+#[inline(always)]
+pub fn thread_self() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() as u64 }
+}

@@ -7,6 +7,8 @@
 //! * `lines`: the latest request line of each HTTP connection (a side table, for display);
 //! * `owners`: after the program split its fd table, which thread tracked each connection.
 //! * `listeners`: the listening sockets, whose accept queues the watcher reads (pressure).
+//! * `polls`: which poll/select call last had each connection in its read set, per thread, so
+//!   that the same thread's next call without it ends the server's wait.
 //!
 //! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
 //! kernel backs a page only when a slot on it is written (accept), so resident memory follows
@@ -18,6 +20,7 @@ pub mod holders;
 pub mod lines;
 pub mod listeners;
 pub mod owners;
+pub mod polls;
 mod slot;
 pub mod sources;
 pub mod stats;

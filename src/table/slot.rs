@@ -12,7 +12,7 @@
 //! thread at a time does I/O on a connection in practice, and a lost update only blurs a byte
 //! count or a timestamp, never the ownership protocol above.
 
-use super::{holders, raise_high_water, sources, Flags, Identity};
+use super::{holders, polls, raise_high_water, sources, Flags, Identity};
 use crate::abi::errno::errno_is_retry;
 use crate::abi::sys::yield_now;
 use crate::runtime::clock::now_ms;
@@ -102,6 +102,7 @@ impl Slot {
         self.set_identity(id);
         self.accepted_at.store(now, Relaxed);
         super::owners::note(fd);
+        polls::forget(fd);
         self.state.store(next_generation(old, TRACKED), Release);
         raise_high_water(fd);
         super::call_attention(fd);
@@ -296,15 +297,50 @@ impl Slot {
 
     // ---- facts recorded by the hooks: plain loads and stores, no clock read ----
 
-    /// The server waits on the client (read entered, EAGAIN, poll/select/epoll read interest).
+    /// A read entered: the server waits on the client in this call (a definite wait, see
+    /// `polls`). `poll_ended`: whether the fd's poll wait had ended (asked only when a
+    /// provisional wait is running: a poll/select server's path).
     #[inline(always)]
-    pub fn mark_waiting(&self) {
-        if self.waiting_since.load(Relaxed) == 0 {
-            let now = now_ms();
-            self.waiting_since.store(now, Relaxed);
-            if self.first_wait_at.load(Relaxed) == 0 {
-                self.first_wait_at.store(now, Relaxed);
-            }
+    pub fn mark_reading(&self, poll_ended: impl FnOnce() -> bool) {
+        let w = self.waiting_since.load(Relaxed);
+        if w == 0 {
+            self.start_wait(polls::definite(now_ms()));
+        } else if polls::is_provisional(w) {
+            self.resume_wait(w, poll_ended(), true);
+        }
+    }
+
+    /// The fd is in a poll/select read set (`poll_ended`: its previous poll wait had ended,
+    /// see `polls::mark`) or an epoll read set: a provisional wait, which the poller's next
+    /// call without the fd ends.
+    #[inline(always)]
+    pub fn mark_polled(&self, poll_ended: bool) {
+        let w = self.waiting_since.load(Relaxed);
+        if w == 0 {
+            self.start_wait(polls::provisional(now_ms()));
+        } else if poll_ended {
+            self.resume_wait(w, true, false);
+        }
+    }
+
+    /// Whether the server waits on the client (in any way) as the hooks last recorded.
+    #[inline(always)]
+    pub fn is_waiting(&self) -> bool {
+        self.waiting_since.load(Relaxed) != 0
+    }
+
+    fn start_wait(&self, since: u64) {
+        self.waiting_since.store(since, Relaxed);
+        if self.first_wait_at.load(Relaxed) == 0 {
+            self.first_wait_at.store(since, Relaxed);
+        }
+    }
+
+    #[cold]
+    fn resume_wait(&self, w: u64, poll_ended: bool, reading: bool) {
+        let resumed = polls::resumed(w, poll_ended, now_ms(), reading);
+        if resumed != w {
+            self.waiting_since.store(resumed, Relaxed);
         }
     }
 
@@ -334,8 +370,15 @@ impl Slot {
         } else if r == 0 || !errno_is_retry() {
             // EOF or a hard error: the server will close; it is no longer waiting.
             self.waiting_since.store(0, Relaxed);
+        } else {
+            // EAGAIN / EINTR: the server still waits on the client (sticky until data
+            // arrives), but no longer inside this call: a provisional wait, which the
+            // poller's next call without the fd ends (`polls`).
+            let w = self.waiting_since.load(Relaxed);
+            if w != 0 && !polls::is_provisional(w) {
+                self.waiting_since.store(polls::provisional(w), Relaxed);
+            }
         }
-        // EAGAIN / EINTR: the server still waits on the client (sticky until data arrives).
     }
 
     /// The server starts a write of `len` bytes.
@@ -365,9 +408,11 @@ impl Slot {
         }
     }
 
-    /// The facts the verdict needs, as of now.
-    pub fn facts(&self) -> stallguard_policy::Facts {
-        let mut waiting_since = self.waiting_since.load(Relaxed);
+    /// The facts the verdict needs, as of now (`fd`: this slot's, for its poll mark).
+    pub fn facts(&self, fd: libc::c_int) -> stallguard_policy::Facts {
+        // A poll/select server that left the fd out of its next call stopped waiting on it.
+        let mut waiting_since =
+            polls::seen_wait(self.waiting_since.load(Relaxed), || polls::wait_ended(fd));
         let last_in = self.last_in.load(Relaxed);
         let last_out = self.last_out.load(Relaxed);
         let first_wait_at = self.first_wait_at.load(Relaxed);

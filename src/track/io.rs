@@ -16,7 +16,7 @@ use crate::abi::args::ReadBuf;
 use crate::abi::errno::{errno, ErrnoGuard};
 use crate::abi::sys;
 use crate::runtime::pid;
-use crate::table::{Flags, Slot};
+use crate::table::{polls, Flags, Slot};
 use libc::{c_int, ssize_t};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -35,7 +35,7 @@ pub unsafe fn reading(
     call: impl FnOnce() -> ssize_t,
 ) -> ssize_t {
     let token = slot.state.load(Relaxed);
-    slot.mark_waiting();
+    slot.mark_reading(|| polls::wait_ended(fd));
     let r = call();
     if slot.same_generation(token) {
         let peek = flags & libc::MSG_PEEK != 0;

@@ -269,7 +269,7 @@ fn observe(
     }
     // Only for the kernel queries (rare: they take a copy of the socket, see `reach`).
     let cookie = || slot.identity().cookie;
-    let mut facts = slot.facts();
+    let mut facts = slot.facts(fd);
     let kernel_view = slot.has_flag(Flags::KERNEL_VIEW) && facts.first_wait_at == 0;
     if kernel_view {
         // No hook has seen this program read: judge by the kernel's counters.

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -618,8 +618,14 @@ pub struct Prober {
     handle: Option<JoinHandle<()>>,
 }
 
+/// How long after its probe ends a fork server's child serving it may still be seen alive
+/// (it exits after its answer; on a loaded machine, not at once).
+const PROBE_CHILD_LINGER: Duration = Duration::from_secs(1);
+
 impl Prober {
-    pub fn start(scheme: Scheme, port: u16, t0: Instant) -> Prober {
+    /// `live` counts the probes in flight or ended less than `PROBE_CHILD_LINGER` ago: the
+    /// fork server's processes a sample may see on their account.
+    pub fn start(scheme: Scheme, port: u16, t0: Instant, live: Arc<AtomicUsize>) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let results = Arc::new(Mutex::new(Vec::new()));
         let (stop2, results2) = (stop.clone(), results.clone());
@@ -633,7 +639,8 @@ impl Prober {
                     continue;
                 }
                 next += PROBE_EVERY;
-                let results = results2.clone();
+                let (results, live) = (results2.clone(), live.clone());
+                live.fetch_add(1, Ordering::SeqCst);
                 workers.push(thread::spawn(move || {
                     let started = Instant::now();
                     let r = probe_once(scheme, port, PROBE_TIMEOUT);
@@ -643,6 +650,8 @@ impl Prober {
                         ms: started.elapsed().as_millis() as u64,
                         err: r.err().unwrap_or_default(),
                     });
+                    thread::sleep(PROBE_CHILD_LINGER);
+                    live.fetch_sub(1, Ordering::SeqCst);
                 }));
             }
             for w in workers {
@@ -694,6 +703,16 @@ pub struct Sample {
     pub held: usize,
     /// Live descendants of the server's root process.
     pub procs: usize,
+    /// Probes live while the sample was taken (see `Prober::start`): a fork server's
+    /// processes serving the legitimate client, not the attack.
+    pub probes: usize,
+}
+
+impl Sample {
+    /// Descendants beyond those the probes may account for.
+    pub fn procs_beyond_probes(&self) -> usize {
+        self.procs.saturating_sub(self.probes)
+    }
 }
 
 /// Every descendant a [`Sampler`] saw: pid → comm.
@@ -702,19 +721,54 @@ pub type Seen = HashMap<i32, String>;
 /// Samples, every 500 ms, what the server holds: connections on its port and (fork servers)
 /// its descendant processes; remembers every descendant seen (pid → comm) so reap lines can be
 /// matched to the process that logged them.
+///
+/// A full sample reads every process and /proc/net/tcp (thousands of lines once the attacks
+/// have run): on a loaded machine one takes seconds, and a short-lived child (a CGI's
+/// grandchild that reads a slow body, then is reaped) could fall between two. So a second
+/// thread walks only the server's tree (`/proc/PID/task/TID/children`) every 50 ms for the
+/// pid → comm record.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<(Vec<Sample>, Seen)>>,
+    walker: Option<JoinHandle<Seen>>,
+}
+
+/// `root`'s live descendants with their comm, from the kernel's children lists.
+fn tree_of(root: i32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let mut queue = VecDeque::from([root]);
+    while let Some(p) = queue.pop_front() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue; // gone
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for c in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+                out.push((c, comm.trim().to_string()));
+                queue.push_back(c);
+            }
+        }
+    }
+    out
 }
 
 impl Sampler {
-    pub fn start(port: u16, root: i32, t0: Instant) -> Sampler {
+    /// `probes`: the prober's count of live probes (see `Prober::start`).
+    pub fn start(port: u16, root: i32, t0: Instant, probes: Arc<AtomicUsize>) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let handle = thread::spawn(move || {
             let mut samples = Vec::new();
             let mut seen = HashMap::new();
             while !stop2.load(Ordering::SeqCst) {
+                // A scan of /proc takes a while on a loaded machine: a probe live at either
+                // end of it may have been seen.
+                let live_before = probes.load(Ordering::SeqCst);
                 let table = process_table();
                 let tree = descendants(&table, root);
                 for pid in &tree {
@@ -724,20 +778,41 @@ impl Sampler {
                     at_ms: t0.elapsed().as_millis() as u64,
                     held: held_connections(port),
                     procs: tree.len(),
+                    probes: live_before.max(probes.load(Ordering::SeqCst)),
                 });
                 thread::sleep(Duration::from_millis(500));
             }
             (samples, seen)
         });
+        let stop3 = stop.clone();
+        let walker = thread::spawn(move || {
+            let mut seen = HashMap::new();
+            while !stop3.load(Ordering::SeqCst) {
+                // The latest comm wins: a child seen before its exec is seen after it too.
+                seen.extend(tree_of(root));
+                thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
         Sampler {
             stop,
             handle: Some(handle),
+            walker: Some(walker),
         }
     }
 
     pub fn stop(mut self) -> (Vec<Sample>, Seen) {
         self.stop.store(true, Ordering::SeqCst);
-        self.handle.take().unwrap().join().unwrap()
+        let (samples, mut seen) = self.handle.take().unwrap().join().unwrap();
+        for (pid, comm) in self.walker.take().unwrap().join().unwrap() {
+            // The two disagree only across an exec (xinetd's child seen before it became
+            // micro-httpd): keep the name after the exec.
+            let e = seen.entry(pid).or_insert_with(|| comm.clone());
+            if *e != comm && e == "xinetd" {
+                *e = comm;
+            }
+        }
+        (samples, seen)
     }
 }
 
@@ -746,6 +821,9 @@ impl Drop for Sampler {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+        if let Some(w) = self.walker.take() {
+            let _ = w.join();
         }
     }
 }

@@ -126,8 +126,14 @@ pub fn healthy_connection(
     // connect. If the longest such span reaches the shortest timer, the client stalled.
     let mut segment_start = Instant::now();
     let mut longest = Duration::ZERO;
-    let late =
-        |longest: Duration| longest >= shortest_timer.saturating_sub(Duration::from_millis(5));
+    // Time inside read() is the server's, unless this thread sat runnable but unscheduled
+    // there (a loaded machine: the data had come, the server's write stalled on our full
+    // window): the run-queue wait over the connection bounds that from above.
+    let queued_before = runqueue_wait();
+    let late = |longest: Duration| {
+        let threshold = shortest_timer.saturating_sub(Duration::from_millis(5));
+        longest >= threshold || runqueue_wait().saturating_sub(queued_before) >= threshold
+    };
     let mut s =
         connect_tcp([127, 0, 0, 1], addr, None).map_err(|e| (format!("connect: {e}"), false))?;
     s.set_nodelay(true).unwrap();
@@ -187,6 +193,8 @@ pub fn healthy_connection(
                     ))
                 }
                 Ok(k) => inbuf.extend_from_slice(&chunk[..k]),
+                // A signal, not the peer: read on.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err((
                         format!(
@@ -223,6 +231,15 @@ pub fn healthy_connection(
         ));
     }
     Ok(())
+}
+
+/// How long this thread has waited on a run queue, runnable but not running
+/// (`/proc/thread-self/schedstat`, second field, ns); zero if unreadable.
+fn runqueue_wait() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 /// One attack; true when the server cut the connection within `within`.

@@ -468,8 +468,18 @@ pub struct Stress {
     pub wrong: usize,
 }
 
+/// Acts the stress must see before it stops: the watcher acting while the closer reuses the
+/// number is what is under test, and a run without any proves nothing.
+pub const MIN_ACTS: usize = 1_000;
+/// How long the stress may go on past `iterations` to see `MIN_ACTS` acts. On a loaded 2-core
+/// machine the watcher thread can sit unscheduled for the whole of a fixed-count run (300k
+/// cycles take ~30 ms), which once gave "0 acts"; the race itself is the same.
+const ACTS_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Real Slot functions under contention: while the watcher holds ACTING (and has verified the
-/// "kernel" object's cookie), the object under the fd must not change.
+/// "kernel" object's cookie), the object under the fd must not change. Runs at least
+/// `iterations` close/reuse cycles, and on until the watcher acted `MIN_ACTS` times (bounded
+/// by `ACTS_WITHIN`).
 pub fn stress(iterations: usize) -> Stress {
     let fd = (table::MAX_FDS - 7) as i32;
     let s = slot_for_test(fd);
@@ -479,11 +489,18 @@ pub fn stress(iterations: usize) -> Stress {
     let stop = Arc::new(AtomicBool::new(false));
     let wrong = Arc::new(AtomicUsize::new(0));
     let acts = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (kernel, stop, wrong, acts) =
-            (kernel.clone(), stop.clone(), wrong.clone(), acts.clone());
+        let (kernel, stop, wrong, acts, started) = (
+            kernel.clone(),
+            stop.clone(),
+            wrong.clone(),
+            acts.clone(),
+            started.clone(),
+        );
         std::thread::spawn(move || {
             let s = table::slot(fd).unwrap();
+            started.store(true, SeqCst);
             while !stop.load(Relaxed) {
                 let judged = s.state.load(Acquire);
                 if phase(judged) != TRACKED {
@@ -508,9 +525,17 @@ pub fn stress(iterations: usize) -> Stress {
             }
         })
     };
+    // The closer starts once the watcher runs (a thread can take long to first run under load).
+    while !started.load(SeqCst) {
+        std::thread::yield_now();
+    }
+    let give_up = std::time::Instant::now() + ACTS_WITHIN;
     let mut cycles = 0;
     let mut cookie = 1u64;
-    for _ in 0..iterations {
+    while cycles < iterations
+        || (acts.load(Relaxed) < MIN_ACTS
+            && (cycles % 1024 != 0 || std::time::Instant::now() < give_up))
+    {
         // close through the hook: untrack, the kernel closes and reuses the number, track
         s.untrack();
         cookie += 1;

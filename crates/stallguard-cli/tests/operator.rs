@@ -523,7 +523,18 @@ fn run_check_opens_the_log_file_as_the_library_will_and_reports_everything() {
 
 /// A copy of `sleep` under a name of our own (its comm), running.
 fn named_sleeper(exe: &PathBuf) -> Child {
-    Command::new(exe).arg("60").spawn().unwrap()
+    // ETXTBSY: another test thread forked while the fresh copy was still open for writing,
+    // and its child holds that descriptor until its own exec (longer on a loaded machine).
+    // It passes: try again, within a bound.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Command::new(exe).arg("60").spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display())),
+        }
+    }
 }
 
 fn http_get(addr: &str) -> String {

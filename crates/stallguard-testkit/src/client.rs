@@ -143,6 +143,9 @@ pub fn read_body(
         match s.read(&mut chunk) {
             Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A signal (a SIGSTOP/SIGCONT, a profiler) interrupts a read with a timeout even
+            // under SA_RESTART: not the peer's doing, read on.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("read: {e} after {} bytes", buf.len())),
         }
     }
