@@ -505,6 +505,57 @@ fn legitimate_work_saturating_the_pool_is_never_cut_by_pressure() {
     );
 }
 
+/// A keep-alive client's turn starts when its answer ends: the silence it kept through the
+/// server's long poll is not held against it (a regression: under pressure such a client was
+/// cut 57 ms after its answer, `waited=3.057s`). Under pressure, 8 long polls on keep-alive
+/// connections fill the pool while more requests queue; each client sends its next request 1 s
+/// (half a grace) after its answer and must be served on the same connection.
+#[test]
+fn a_keep_alive_client_is_judged_from_the_end_of_its_answer() {
+    let srv = start(Server::Pool, "pressure-keepalive", DEFAULTS);
+    let addr = srv.addr;
+    let holders: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            thread::spawn(move || -> Result<String, String> {
+                let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+                let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+                s.write_all(get("/longpoll").as_bytes())
+                    .map_err(|e| e.to_string())?;
+                let first = read_response(&mut s, Instant::now() + Duration::from_secs(20))?;
+                thread::sleep(Duration::from_secs(1));
+                s.write_all(get("/").as_bytes())
+                    .map_err(|e| format!("cut after its answer: {e}"))?;
+                let second = read_response(&mut s, Instant::now() + Duration::from_secs(10))
+                    .map_err(|e| format!("cut after its answer: {e}"))?;
+                Ok(first + &second)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let queued: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || request(addr, "/", Duration::from_secs(30))))
+        .collect();
+    for h in holders {
+        assert_eq!(h.join().unwrap().as_deref(), Ok("longpoll done\nok\n"));
+    }
+    for q in queued {
+        q.join().unwrap().expect("a queued legitimate request");
+    }
+    let log = srv.log_text();
+    assert!(
+        events_in(&log, "pressure")
+            .iter()
+            .any(|e| e.get("state").map(String::as_str) == Some("on")),
+        "the pool should have been under pressure:\n{}",
+        tail(&log, 20)
+    );
+    assert!(
+        reap_lines(&log).is_empty(),
+        "a keep-alive client cut:\n{}",
+        tail(&log, 20)
+    );
+}
+
 #[test]
 fn a_quiet_server_keeps_its_generous_timers() {
     let srv = start(Server::Pool, "pressure-quiet", DEFAULTS);

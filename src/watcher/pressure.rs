@@ -25,7 +25,8 @@ use crate::runtime::config;
 use crate::runtime::log::log_line;
 use crate::table::{self, listeners, stats};
 use stallguard_policy::pressure::{
-    below_rate, pick, queued_inside, stalled_for, sustained, PortLoad, Rates, Window,
+    below_rate, pick, queued_inside, stalled_for, sustained, turn_after_answer, within_turn,
+    PortLoad, Rates, Window,
 };
 use stallguard_policy::{Action, Reason};
 use std::collections::HashMap;
@@ -162,12 +163,18 @@ impl Pressure {
             if o.facts.accepted_at != 0 {
                 k.age_ms = k.age_ms.max(now.saturating_sub(o.facts.accepted_at));
             }
+            let f = &o.facts;
+            let turn = turn_after_answer(f.last_out, f.write_pending_since, now);
+            let k = within_turn(k, turn);
             let w = self.windows.entry(o.fd).or_default();
             if w.state != o.state {
                 *w = Tracked {
                     state: o.state,
                     window: Window::default(),
                 };
+            }
+            if let Some(t) = turn {
+                w.window.forget_before(now.saturating_sub(t));
             }
             w.window.observe(now, k.total_in, k.total_acked, grace);
             let span = w.window.span(now, k.total_in, k.total_acked);
@@ -263,9 +270,11 @@ fn applies(o: &Observation) -> bool {
         && o.timers.is_some_and(|t| t.pressure)
 }
 
-/// The server waits on the client, or its write does not complete.
+/// The client has the turn (the server waits on it, or its HTTP request is incomplete), or
+/// the server's write does not complete. A complete request the server is answering (a long
+/// poll on an event loop that keeps the fd in its read set) is the server's turn.
 fn on_clients_turn(o: &Observation) -> bool {
-    o.facts.waiting_since != 0 || o.facts.write_pending_since != 0
+    stallguard_policy::client_turn_since(&o.facts).is_some() || o.facts.write_pending_since != 0
 }
 
 fn load_of(loads: &mut Vec<PortLoad>, port: u16) -> &mut PortLoad {

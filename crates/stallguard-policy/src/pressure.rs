@@ -92,6 +92,15 @@ impl Window {
         }
     }
 
+    /// Forgets marks taken before `at` (the start of the client's current turn): progress
+    /// measured across the server's turn (a long poll, then a short answer) says nothing about
+    /// the client's pace on its own turn, and would read as a trickle.
+    pub fn forget_before(&mut self, at: u64) {
+        if self.old.is_some_and(|m| m.at < at) {
+            *self = Window::default();
+        }
+    }
+
     /// Progress from the older mark to the counters at `now`.
     pub fn span(&self, now: u64, bytes_in: u64, acked: u64) -> Option<Span> {
         let old = self.old?;
@@ -137,6 +146,31 @@ pub fn below_rate(k: &KernelProgress, window: Option<Span>, rates: Rates, grace_
         }
     }
     window.is_some_and(|w| w.ms >= grace_ms && !progressed(w, rates))
+}
+
+/// The kernel's history limited to the client's current turn, which began `turn_ms` ago
+/// (`None`: the client has had the turn since the connection opened). Before its turn the
+/// client had nothing to send or read: a keep-alive client silent through the server's 3 s
+/// long poll is not "silent for 3 s" the moment the answer ends. Silence measured by the
+/// kernel that reaches back past the turn's start counts only from that start.
+pub fn within_turn(k: KernelProgress, turn_ms: Option<u64>) -> KernelProgress {
+    match turn_ms {
+        None => k,
+        Some(t) => KernelProgress {
+            idle_in_ms: k.idle_in_ms.min(t),
+            idle_ack_ms: k.idle_ack_ms.min(t),
+            age_ms: k.age_ms.min(t),
+            ..k
+        },
+    }
+}
+
+/// How long the client's current turn has lasted when it began with the server's last answer
+/// (`last_out`, ms; 0: nothing went out yet), as [`within_turn`] takes it. `None` while the
+/// server still writes (a reader is judged over its whole response) or before any answer (the
+/// client has had the turn since it connected).
+pub fn turn_after_answer(last_out: u64, write_pending_since: u64, now: u64) -> Option<u64> {
+    (write_pending_since == 0 && last_out != 0).then(|| now.saturating_sub(last_out))
 }
 
 /// For "longest-stalled first": how long the connection has shown no progress at all, or (when
@@ -248,6 +282,64 @@ mod tests {
         assert!(below_rate(&k, w.span(12_000, 50_200, 0), RATES, GRACE));
         // 1000 bytes in 2 s = 500 B/s: at the minimum, kept.
         assert!(!below_rate(&k, w.span(12_000, 51_000, 0), RATES, GRACE));
+    }
+
+    #[test]
+    fn a_turn_that_just_began_is_not_judged_by_the_silence_before_it() {
+        let rates = Rates {
+            request: 500,
+            response: 240,
+        };
+        // Silent for 3 s while the server held a long poll, then a 200-byte answer acked now.
+        let k = KernelProgress {
+            idle_in_ms: 3_000,
+            idle_ack_ms: 0,
+            age_ms: 3_100,
+            total_in: 90,
+            total_acked: 200,
+        };
+        assert!(
+            below_rate(&k, None, rates, 2_000),
+            "the whole history proves a trickle"
+        );
+        assert!(!below_rate(&within_turn(k, Some(57)), None, rates, 2_000));
+        // Silent for a whole grace of its own turn: slow.
+        let later = KernelProgress {
+            idle_in_ms: 5_000,
+            idle_ack_ms: 2_000,
+            age_ms: 5_100,
+            ..k
+        };
+        assert!(below_rate(
+            &within_turn(later, Some(2_000)),
+            None,
+            rates,
+            2_000
+        ));
+        assert_eq!(turn_after_answer(3_000, 0, 3_057), Some(57));
+        assert_eq!(
+            turn_after_answer(3_000, 3_010, 3_057),
+            None,
+            "still writing"
+        );
+        assert_eq!(turn_after_answer(0, 0, 3_057), None, "nothing answered yet");
+        // Since the connection opened: the kernel's history as it is.
+        assert_eq!(within_turn(k, None), k);
+    }
+
+    #[test]
+    fn a_window_across_the_servers_turn_is_forgotten() {
+        let mut w = Window::default();
+        w.observe(1_000, 90, 0, 2_000);
+        w.forget_before(500);
+        assert!(
+            w.span(4_000, 90, 200).is_some(),
+            "marks within the turn stay"
+        );
+        w.forget_before(3_900); // the answer went out at 3.9 s
+        assert_eq!(w.span(4_000, 90, 200), None);
+        w.observe(4_000, 90, 200, 2_000);
+        assert_eq!(w.span(4_000, 90, 200).map(|s| s.ms), Some(0));
     }
 
     #[test]
