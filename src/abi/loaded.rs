@@ -131,7 +131,8 @@ fn symbol_of(path: &[u8; PATH_MAX], name: &'static [u8]) -> *mut c_void {
     // SAFETY: a live handle and a NUL-terminated static name.
     let sym = unsafe { libc::dlsym(handle, name.as_ptr().cast()) };
     // SAFETY: the handle dlopen just gave; the object stays mapped (the program holds it).
-    unsafe { libc::dlclose(handle) };
+    // The real dlclose: ours would count an unload (see `caller`) where nothing is unloaded.
+    unsafe { super::real::dlclose(handle) };
     sym
 }
 
@@ -153,7 +154,8 @@ pub fn symbol_beside(beside: usize, name: &'static [u8]) -> *mut c_void {
     // SAFETY: a live handle and a NUL-terminated static name.
     let sym = unsafe { libc::dlsym(handle, name.as_ptr().cast()) };
     // SAFETY: the handle dlopen just gave; the object stays mapped (the program holds it).
-    unsafe { libc::dlclose(handle) };
+    // The real dlclose: ours would count an unload (see `caller`) where nothing is unloaded.
+    unsafe { super::real::dlclose(handle) };
     match object_of(sym as usize) {
         Some((b, _)) if b == base => sym,
         _ => std::ptr::null_mut(),
