@@ -7,10 +7,10 @@
 //! a wheel's vendored `libssl-<hash>.so.3`, a plugin built against OpenSSL 1.1 or with OpenSSL
 //! linked in) — binds to the hook. Which copy the caller meant is known from where it called:
 //! the hook's return address lies in the caller's object (`dladdr1` gives its link_map), and
-//! in glibc a link_map is a `dlsym` handle whose search list is that object and its own
-//! dependencies (which do not contain this library, unless the object is the main program or
-//! searches the global scope). So `dlsym(caller, "SSL_read")` is what the caller's reference
-//! resolves to in its own scope.
+//! that object, opened again without loading, is a `dlsym` handle whose search list is the
+//! object and its own dependencies (which do not contain this library, unless the object is
+//! the main program). So `dlsym(caller, "SSL_read")` is what the caller's reference resolves
+//! to in its own scope.
 //!
 //! Versions: `dlsym` gives the default (`@@`) version. A caller's own dependency provides one
 //! version of these functions in practice (OpenSSL 1.1's `libssl.so.1.1` defines only
@@ -29,7 +29,8 @@
 //! the same address — never reuses an answer about a copy of OpenSSL that may be gone. A full
 //! table: resolved at each call.
 
-use libc::c_void;
+use libc::{c_char, c_void};
+use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 
 /// Entries per row: a process has a handful of call sites per function.
@@ -144,13 +145,34 @@ fn first_slot(at: usize) -> usize {
     ((at as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize % ENTRIES
 }
 
-/// `name` as the object holding the return address `at` resolves it in its own scope: Some(0)
-/// when that is nothing or this library's export (the caller binds in the global scope),
-/// None when `at` is in no loaded object.
+/// The public head of glibc's `struct link_map` (<link.h>).
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const c_char,
+    l_ld: *const Dyn,
+}
+
+/// `name` as the object holding the return address `at` would have it bound without this
+/// library: Some(0) when that is nothing or this library's export (the caller binds in the
+/// global scope: the row's global resolution answers), None when `at` is in no loaded object.
+///
+/// The loader's order: the global scope first (the main program, its dependencies, objects
+/// loaded RTLD_GLOBAL: RTLD_NEXT from here), then the caller's own scope (the object and its
+/// dependencies), with the version the caller's reference names (its verneed): a plugin built
+/// for OpenSSL 1.1 (`SSL_write@OPENSSL_1_1_0`) skips the program's OpenSSL 3 and reaches its
+/// own; a plugin with a private copy of the same version as the program's binds to the
+/// program's, like the rest of its OpenSSL calls (`SSL_new`, not interposed).
+///
+/// The caller's own scope: its link_map is not used as the dlsym handle (only an object that
+/// was `dlopen`ed, or the main program, has its search list built; a dependency loaded with
+/// it has none until it is opened itself, and dlsym on it reads a null list: a crash). The
+/// object is opened again by its path without loading (RTLD_NOLOAD: the map already there,
+/// another reference given back below; glibc then builds its search list).
 fn own_definition(at: usize, name: &'static [u8]) -> Option<usize> {
     // SAFETY: Dl_info is plain data; all-zero is a valid value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let mut map: *mut c_void = std::ptr::null_mut();
+    let mut map: *const LinkMap = std::ptr::null();
     // SAFETY: dladdr1 only reads the address (the call instruction's last byte, inside the
     // caller's code even if the call is the object's last instruction) and fills `info` and
     // `map` (RTLD_DL_LINKMAP: a `struct link_map *`).
@@ -158,21 +180,190 @@ fn own_definition(at: usize, name: &'static [u8]) -> Option<usize> {
         libc::dladdr1(
             (at - 1) as *const c_void,
             &mut info,
-            (&mut map as *mut *mut c_void).cast(),
+            (&mut map as *mut *const LinkMap).cast(),
             RTLD_DL_LINKMAP,
         )
     };
     if found == 0 || map.is_null() {
         return None;
     }
-    // SAFETY: in glibc a link_map of a loaded object is a valid dlsym handle (dlopen returns
-    // exactly that); the object holds the caller's code, which is running, so it is mapped.
-    // `name` is NUL-terminated.
-    let sym = unsafe { libc::dlsym(map, name.as_ptr().cast()) };
-    if sym.is_null() || super::real::is_ours(sym) {
+    // SAFETY: the loader's link_map of a mapped object (the caller's code is running), whose
+    // public head is <link.h>'s.
+    let map = unsafe { &*map };
+    // SAFETY: l_name is a NUL-terminated string the loader owns ("" for the main program,
+    // whose scope is the global one).
+    if map.l_name.is_null() || unsafe { *map.l_name } == 0 {
         return Some(0);
     }
-    Some(sym as usize)
+    let symbol = &name[..name.len() - 1];
+    // SAFETY: the map of a mapped object (above); `symbol` is a plain name.
+    let version = unsafe { wanted_version(map, symbol) };
+    let lookup = |handle: *mut c_void| -> usize {
+        // SAFETY: a live handle (or RTLD_NEXT), a NUL-terminated static name, and a version
+        // name the caller's string table holds (mapped while the caller runs).
+        let sym = unsafe {
+            match version {
+                Some(v) => libc::dlvsym(handle, name.as_ptr().cast(), v),
+                None => libc::dlsym(handle, name.as_ptr().cast()),
+            }
+        };
+        if sym.is_null() || super::real::is_ours(sym) {
+            0
+        } else {
+            sym as usize
+        }
+    };
+    let global = lookup(libc::RTLD_NEXT);
+    if global != 0 {
+        return Some(global);
+    }
+    // SAFETY: a NUL-terminated path of a mapped object; NOLOAD loads nothing.
+    let handle = unsafe { libc::dlopen(map.l_name, libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return Some(0); // not reachable by its path (another namespace): the global scope
+    }
+    let own = lookup(handle);
+    // SAFETY: the handle dlopen just gave; the object stays mapped (its code is running). The
+    // real dlclose: ours would count an unload where nothing is unloaded.
+    unsafe { super::real::dlclose(handle) };
+    Some(own)
+}
+
+/// ELF dynamic entry, symbol and version-need records (64-bit: x86_64, aarch64).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Dyn {
+    tag: i64,
+    val: u64,
+}
+
+#[repr(C)]
+struct Sym {
+    name: u32,
+    info: u8,
+    other: u8,
+    shndx: u16,
+    value: u64,
+    size: u64,
+}
+
+#[repr(C)]
+struct Verneed {
+    version: u16,
+    cnt: u16,
+    file: u32,
+    aux: u32,
+    next: u32,
+}
+
+#[repr(C)]
+struct Vernaux {
+    hash: u32,
+    flags: u16,
+    other: u16,
+    name: u32,
+    next: u32,
+}
+
+const DT_HASH: i64 = 4;
+const DT_STRTAB: i64 = 5;
+const DT_SYMTAB: i64 = 6;
+const DT_GNU_HASH: i64 = 0x6fff_fef5;
+const DT_VERSYM: i64 = 0x6fff_fff0;
+const DT_VERNEED: i64 = 0x6fff_fffe;
+const DT_VERNEEDNUM: i64 = 0x6fff_ffff;
+
+/// The version the object's undefined reference to `symbol` names (`OPENSSL_1_1_0`), from its
+/// dynamic symbol table, `.gnu.version` and `.gnu.version_r`; None when the reference is
+/// unversioned, the object defines the symbol itself, or the tables are not there.
+///
+/// # Safety
+/// `map` is the link_map of a mapped object.
+unsafe fn wanted_version(map: &LinkMap, symbol: &[u8]) -> Option<*const c_char> {
+    if map.l_ld.is_null() {
+        return None;
+    }
+    // Addresses in the dynamic section: relocated by the loader for some entries, not for
+    // others (DT_VERNEED), depending on the glibc version: a value below the load address is
+    // an offset in the object.
+    let base = map.l_addr;
+    let addr = |v: u64| -> usize {
+        let v = v as usize;
+        if v < base {
+            v + base
+        } else {
+            v
+        }
+    };
+    let (mut symtab, mut strtab, mut versym, mut verneed, mut verneednum) = (0, 0, 0, 0, 0);
+    let (mut gnu_hash, mut hash) = (0, 0);
+    let mut d = map.l_ld;
+    loop {
+        // SAFETY: the object's dynamic section, ended by DT_NULL.
+        let e = unsafe { *d };
+        match e.tag {
+            0 => break,
+            DT_SYMTAB => symtab = addr(e.val),
+            DT_STRTAB => strtab = addr(e.val),
+            DT_VERSYM => versym = addr(e.val),
+            DT_VERNEED => verneed = addr(e.val),
+            DT_VERNEEDNUM => verneednum = e.val as usize,
+            DT_GNU_HASH => gnu_hash = addr(e.val),
+            DT_HASH => hash = addr(e.val),
+            _ => {}
+        }
+        // SAFETY: still inside the section (not past DT_NULL).
+        d = unsafe { d.add(1) };
+    }
+    if symtab == 0 || strtab == 0 || versym == 0 || verneed == 0 {
+        return None;
+    }
+    // Undefined symbols come before the GNU hash table's first hashed one (symoffset); the
+    // SysV table's nchain counts them all.
+    // SAFETY: the hash tables' headers (two u32 words at least).
+    let count = unsafe {
+        if gnu_hash != 0 {
+            *(gnu_hash as *const u32).add(1)
+        } else if hash != 0 {
+            *(hash as *const u32).add(1)
+        } else {
+            return None;
+        }
+    } as usize;
+    for i in 1..count {
+        // SAFETY: index below the symbol count of the table.
+        let sym = unsafe { &*(symtab as *const Sym).add(i) };
+        if sym.shndx != 0 {
+            continue;
+        }
+        // SAFETY: a NUL-terminated name in the object's string table.
+        let n = unsafe { CStr::from_ptr((strtab + sym.name as usize) as *const c_char) };
+        if n.to_bytes() != symbol {
+            continue;
+        }
+        // SAFETY: .gnu.version has one entry per symbol.
+        let index = unsafe { *(versym as *const u16).add(i) } & 0x7fff;
+        if index < 2 {
+            return None; // local or global: unversioned
+        }
+        let mut need = verneed;
+        for _ in 0..verneednum {
+            // SAFETY: the chain of .gnu.version_r, `verneednum` entries long.
+            let vn = unsafe { &*(need as *const Verneed) };
+            let mut aux = need + vn.aux as usize;
+            for _ in 0..vn.cnt {
+                // SAFETY: the entry's `cnt` auxiliary records.
+                let va = unsafe { &*(aux as *const Vernaux) };
+                if va.other == index {
+                    return Some((strtab + va.name as usize) as *const c_char);
+                }
+                aux += va.next as usize;
+            }
+            need += vn.next as usize;
+        }
+        return None;
+    }
+    None
 }
 
 #[cfg(test)]
