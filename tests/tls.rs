@@ -657,9 +657,15 @@ fn each_private_openssl_serves_its_own_caller() {
     for (file, renames) in [
         (
             "libssl.so.3",
-            &[("libssl.so.3", "libssx.so.3"), ("libcrypto.so.3", "libcryptx.so.3")][..],
+            &[
+                ("libssl.so.3", "libssx.so.3"),
+                ("libcrypto.so.3", "libcryptx.so.3"),
+            ][..],
         ),
-        ("libcrypto.so.3", &[("libcrypto.so.3", "libcryptx.so.3")][..]),
+        (
+            "libcrypto.so.3",
+            &[("libcrypto.so.3", "libcryptx.so.3")][..],
+        ),
     ] {
         let mut bytes = std::fs::read(system.join(file)).expect("read the system's OpenSSL");
         for (from, to) in renames {
@@ -713,7 +719,8 @@ fn each_private_openssl_serves_its_own_caller() {
             .arg(key);
         if guarded {
             guard(&mut cmd, &log, &[]);
-            cmd.env("LD_DEBUG", "bindings").env("LD_DEBUG_OUTPUT", &trace);
+            cmd.env("LD_DEBUG", "bindings")
+                .env("LD_DEBUG_OUTPUT", &trace);
         } else {
             scrub_env(&mut cmd);
         }
@@ -775,7 +782,13 @@ fn a_plugin_built_for_openssl_1_1_never_gets_openssl_3() {
     };
     build(
         "other_tls.c",
-        &["-shared", "-fPIC", "-Wl,--version-script=v.map", "-o", "libssl11fake.so"],
+        &[
+            "-shared",
+            "-fPIC",
+            "-Wl,--version-script=v.map",
+            "-o",
+            "libssl11fake.so",
+        ],
     );
     build(
         "old_openssl_plugin.c",
@@ -791,7 +804,14 @@ fn a_plugin_built_for_openssl_1_1_never_gets_openssl_3() {
     );
     build(
         "old_openssl_plugin.c",
-        &["-DMAIN", "-o", "old_openssl_main", "-lssl", "-lcrypto", "-ldl"],
+        &[
+            "-DMAIN",
+            "-o",
+            "old_openssl_main",
+            "-lssl",
+            "-lcrypto",
+            "-ldl",
+        ],
     );
     let mut failures = Vec::new();
     for guarded in [false, true] {

@@ -6,21 +6,19 @@
 //! its own private copy of OpenSSL (Python's `_ssl` with the system libssl loaded RTLD_LOCAL,
 //! a wheel's vendored `libssl-<hash>.so.3`, a plugin built against OpenSSL 1.1 or with OpenSSL
 //! linked in) — binds to the hook. Which copy the caller meant is known from where it called:
-//! the hook's return address lies in the caller's object (`dladdr1` gives its link_map), and
-//! that object, opened again without loading, is a `dlsym` handle whose search list is the
-//! object and its own dependencies (which do not contain this library, unless the object is
-//! the main program). So `dlsym(caller, "SSL_read")` is what the caller's reference resolves
-//! to in its own scope.
+//! the hook's return address lies in the caller's object (`dladdr1`). The real function is
+//! looked up as the loader would have bound the caller's reference without this library: in
+//! the global scope first (RTLD_NEXT), then in the caller's own scope (the object and its
+//! dependencies, through a handle on it), with the version the reference names (the caller's
+//! `.gnu.version_r`, through `dlvsym`; unversioned: `dlsym`, the default version). So a plugin
+//! built for OpenSSL 1.1 (`SSL_write@OPENSSL_1_1_0`) in a program using OpenSSL 3 reaches its
+//! own 1.1 (OpenSSL 3 has no such version), two private copies each serve their own callers,
+//! and a private copy of the very version the program has in the global scope is passed over,
+//! as the loader passes it over for the caller's `SSL_new` (not interposed).
 //!
-//! Versions: `dlsym` gives the default (`@@`) version. A caller's own dependency provides one
-//! version of these functions in practice (OpenSSL 1.1's `libssl.so.1.1` defines only
-//! `@@OPENSSL_1_1_0`, OpenSSL 3's only `@@OPENSSL_3.0.0`), so the default is the one its
-//! reference names; a library defining both a compat `@` and a default `@@` version of the
-//! same function is not handled specially (the default is taken).
-//!
-//! If the caller's scope yields nothing or this library's own export (the main program, an
-//! object loaded RTLD_GLOBAL whose scope is the global one, code outside any object), the
-//! caller binds in the global scope: the row's global resolution answers (RTLD_NEXT first).
+//! If neither yields a function other than this library's export (the main program, code
+//! outside any object), the row's global resolution answers (RTLD_NEXT first, then the
+//! search of `loaded`, the last fallback).
 //!
 //! The answer is kept per return address in a small fixed table per row (lock-free, no
 //! allocation): a call site takes the loader's lock once; later calls load a few atomics.

@@ -11,6 +11,9 @@
 //! its OpenSSL) and nothing is taken, as before (OpenSSL's failure value), since handing
 //! one copy's `SSL*` to the other's `SSL_read` would crash the host.
 //!
+//! Since the hooks know their caller (`caller`), this search only answers where the caller
+//! gives no answer (the main program, code in no object): the last fallback.
+//!
 //! A search that found nothing is not repeated until the program loads another object (the
 //! loader's `dlpi_adds` count): a hook that calls it on every call stays cheap.
 

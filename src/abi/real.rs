@@ -6,7 +6,9 @@
 //! If a hook runs before the constructor (another library's constructor doing I/O), the entry
 //! is resolved on first use instead.
 //!
-//! OpenSSL's rows (family `Tls`) are resolved the same way, and also in a libssl the program
+//! OpenSSL's rows (family `Tls`) are called through the real function for their caller
+//! (`NAME::caller`, `NAME::at`: see `caller`); the global entry below is that lookup's
+//! fallback. It is resolved the same way as libc's, and also in a libssl the program
 //! loaded privately: Python's `_ssl` module is `dlopen`ed with RTLD_LOCAL, so its libssl is
 //! outside RTLD_NEXT's scope, yet its calls to `SSL_read` bind to this library's export (the
 //! global scope comes first; an unversioned definition satisfies `SSL_read@OPENSSL_3.0.0`).
