@@ -645,64 +645,8 @@ fn two_private_openssl_copies_are_never_mixed() {
 #[test]
 fn each_private_openssl_serves_its_own_caller() {
     let (cert, key) = cert();
-    let dir = scratch("two-openssl-3");
-    std::fs::create_dir_all(&dir).unwrap();
-    let system = Path::new("/usr/lib/x86_64-linux-gnu");
-    let system = if system.join("libssl.so.3").exists() {
-        system.to_path_buf()
-    } else {
-        PathBuf::from("/usr/lib/aarch64-linux-gnu")
-    };
-    // The copies: same length names, so the ELF string tables are patched in place.
-    for (file, renames) in [
-        (
-            "libssl.so.3",
-            &[
-                ("libssl.so.3", "libssx.so.3"),
-                ("libcrypto.so.3", "libcryptx.so.3"),
-            ][..],
-        ),
-        (
-            "libcrypto.so.3",
-            &[("libcrypto.so.3", "libcryptx.so.3")][..],
-        ),
-    ] {
-        let mut bytes = std::fs::read(system.join(file)).expect("read the system's OpenSSL");
-        for (from, to) in renames {
-            let (from, to) = (format!("{from}\0"), format!("{to}\0"));
-            let at: Vec<usize> = bytes
-                .windows(from.len())
-                .enumerate()
-                .filter(|(_, w)| *w == from.as_bytes())
-                .map(|(i, _)| i)
-                .collect();
-            assert_eq!(at.len(), 1, "{file}: {from:?} once");
-            bytes[at[0]..at[0] + to.len()].copy_from_slice(to.as_bytes());
-        }
-        let copy = renames[0].1;
-        std::fs::write(dir.join(copy), bytes).unwrap();
-    }
-    let build = |name: &str, libs: &[&str]| {
-        let out = Command::new("gcc")
-            .args(["-shared", "-fPIC", "-O2", "-pthread", "-o", name])
-            .arg(tests_dir().join("c/tls_private_plugin.c"))
-            .args(libs)
-            .current_dir(&dir)
-            .output()
-            .expect("run gcc");
-        assert!(out.status.success(), "build {name}: {out:?}");
-        dir.join(name)
-    };
-    let with_system = build("libplugin_system_ssl.so", &["-lssl", "-lcrypto"]);
-    let with_copy = build(
-        "libplugin_copied_ssl.so",
-        &[
-            "-L.",
-            "-l:libssx.so.3",
-            "-Wl,-rpath-link,.",
-            "-Wl,--disable-new-dtags,-rpath,$ORIGIN",
-        ],
-    );
+    let (with_system, with_copy) = two_openssl_3_plugins();
+    let dir = with_copy.parent().unwrap().to_path_buf();
     let script = "import ctypes, sys\n\
          a, b = ctypes.CDLL(sys.argv[1]), ctypes.CDLL(sys.argv[2])\n\
          c, k = sys.argv[3].encode(), sys.argv[4].encode()\n\
@@ -754,6 +698,84 @@ fn each_private_openssl_serves_its_own_caller() {
             }
         }
     }
+}
+
+/// The lens through each of two private copies of OpenSSL 3 (the plugins of the test above,
+/// serving TLS with OpenSSL's socket BIO on a connection the program accepted): a slowloris
+/// through each is reaped with `stage=headers` (the plaintext came out of each copy's
+/// `SSL_read`, mapped to its socket with that copy's `SSL_get_rfd`).
+#[test]
+fn the_lens_sees_through_each_private_openssl() {
+    let (cert, key) = cert();
+    let (with_system, with_copy) = two_openssl_3_plugins();
+    let script = "import ctypes, socket, sys, threading\n\
+         c, k = sys.argv[3].encode(), sys.argv[4].encode()\n\
+         def serve(lib, ls):\n    conn, _ = ls.accept()\n    lib.serve_fd(conn.fileno(), c, k)\n    conn.close()\n\
+         ts = []\n\
+         for path in sys.argv[1:3]:\n    lib = ctypes.CDLL(path)\n    ls = socket.socket()\n    ls.bind(('127.0.0.1', 0))\n    ls.listen(1)\n    print(ls.getsockname()[1], flush=True)\n    ts.append(threading.Thread(target=serve, args=(lib, ls)))\n    ts[-1].start()\n\
+         for t in ts:\n    t.join()\n";
+    let log = scratch("tls-two-openssl-lens.log");
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", script])
+        .arg(&with_system)
+        .arg(&with_copy)
+        .arg(cert)
+        .arg(key)
+        .stdout(Stdio::piped());
+    guard(&mut cmd, &log, SHORT);
+    let mut server = cmd.spawn().expect("run python3");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let ports: Vec<u16> = (0..2)
+        .map(|_| lines.next().unwrap().unwrap().trim().parse().unwrap())
+        .collect();
+    let clients: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            thread::spawn(move || {
+                Command::new(python())
+                    .arg(tests_dir().join("clients/tls_client.py"))
+                    .args(["slowloris", &port.to_string(), "30"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("run the TLS client")
+            })
+        })
+        .collect();
+    let mut fails = Vec::new();
+    for (job, which) in clients
+        .into_iter()
+        .zip(["system libssl.so.3", "copy libssx.so.3"])
+    {
+        let out = job.join().unwrap();
+        let line = logfmt(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or(""),
+        );
+        let suffix = format!(
+            "127.0.0.1:{}",
+            line.get("port").cloned().unwrap_or_default()
+        );
+        let reap = events_in(&std::fs::read_to_string(&log).unwrap_or_default(), "reap")
+            .into_iter()
+            .find(|e| e.get("peer").is_some_and(|p| p.ends_with(&suffix)));
+        let on = |k: &str| reap.as_ref().and_then(|e| e.get(k)).map(String::as_str);
+        eprintln!("slowloris through the {which}: {line:?}, reap: {reap:?}");
+        if line.get("cut").is_none_or(|c| c == "none")
+            || on("stage") != Some("headers")
+            || on("tls") != Some("yes")
+        {
+            fails.push(format!("{which}: {line:?} {reap:?}"));
+        }
+    }
+    let status = server.wait().expect("wait for python3");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        fails.is_empty(),
+        "{fails:#?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
 
 /// A plugin built against OpenSSL 1.1 (`SSL_write@OPENSSL_1_1_0`), loaded RTLD_LOCAL by a
@@ -829,6 +851,71 @@ fn a_plugin_built_for_openssl_1_1_never_gets_openssl_3() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// tests/c/tls_private_plugin.c built twice: against the system's libssl.so.3, and against a
+/// copy of it and of libcrypto.so.3 under other file names and sonames (libssx.so.3,
+/// libcryptx.so.3: the ELF string tables patched in place, same lengths).
+fn two_openssl_3_plugins() -> (PathBuf, PathBuf) {
+    let dir = scratch("two-openssl-3");
+    std::fs::create_dir_all(&dir).unwrap();
+    let system = Path::new("/usr/lib/x86_64-linux-gnu");
+    let system = if system.join("libssl.so.3").exists() {
+        system.to_path_buf()
+    } else {
+        PathBuf::from("/usr/lib/aarch64-linux-gnu")
+    };
+    // The copies: same length names, so the ELF string tables are patched in place.
+    for (file, renames) in [
+        (
+            "libssl.so.3",
+            &[
+                ("libssl.so.3", "libssx.so.3"),
+                ("libcrypto.so.3", "libcryptx.so.3"),
+            ][..],
+        ),
+        (
+            "libcrypto.so.3",
+            &[("libcrypto.so.3", "libcryptx.so.3")][..],
+        ),
+    ] {
+        let mut bytes = std::fs::read(system.join(file)).expect("read the system's OpenSSL");
+        for (from, to) in renames {
+            let (from, to) = (format!("{from}\0"), format!("{to}\0"));
+            let at: Vec<usize> = bytes
+                .windows(from.len())
+                .enumerate()
+                .filter(|(_, w)| *w == from.as_bytes())
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(at.len(), 1, "{file}: {from:?} once");
+            bytes[at[0]..at[0] + to.len()].copy_from_slice(to.as_bytes());
+        }
+        let copy = renames[0].1;
+        std::fs::write(dir.join(copy), bytes).unwrap();
+    }
+    let build = |name: &str, libs: &[&str]| {
+        let out = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O2", "-pthread", "-o", name])
+            .arg(tests_dir().join("c/tls_private_plugin.c"))
+            .args(libs)
+            .current_dir(&dir)
+            .output()
+            .expect("run gcc");
+        assert!(out.status.success(), "build {name}: {out:?}");
+        dir.join(name)
+    };
+    let with_system = build("libplugin_system_ssl.so", &["-lssl", "-lcrypto"]);
+    let with_copy = build(
+        "libplugin_copied_ssl.so",
+        &[
+            "-L.",
+            "-l:libssx.so.3",
+            "-Wl,-rpath-link,.",
+            "-Wl,--disable-new-dtags,-rpath,$ORIGIN",
+        ],
+    );
+    (with_system, with_copy)
 }
 
 /// tests/c/tls_private_plugin.c built as `name`, with OpenSSL built in (static libssl).
