@@ -3,6 +3,10 @@
 //! always make the real call exactly once; they take no lock, allocate nothing, never log,
 //! and leave errno as the real call set it. On an fd that is not a tracked connection an
 //! `fd(..)` hook costs one bounds check, one load and a branch before a tail call to libc.
+//! A `tls(..)` hook (OpenSSL's rows) is exported as a naked two-instruction trampoline that
+//! adds the caller's return address as one more argument, so the hook calls the real function
+//! of the caller's own OpenSSL (`abi::caller`; kept per call site: a miss takes the loader's
+//! lock once per call site, then a few atomic loads).
 
 mod api;
 
