@@ -700,6 +700,62 @@ fn each_private_openssl_serves_its_own_caller() {
     }
 }
 
+/// The loader's order, global scope first: a plugin with a private copy of OpenSSL 3
+/// (libssx.so.3, RTLD_LOCAL) in a process whose global scope already has the system's OpenSSL 3
+/// (another plugin loaded RTLD_GLOBAL) has all its OpenSSL calls bound to the global copy by
+/// the loader (`SSL_new` included, which the guard does not interpose), so its `SSL_read` and
+/// `SSL_write` must go there too, never to its private copy (one copy's `SSL*` in the other's
+/// functions). The loader's trace shows where each lookup went.
+#[test]
+fn a_private_copy_behind_the_global_one_is_passed_over_as_the_loader_does() {
+    let (cert, key) = cert();
+    let (with_system, with_copy) = two_openssl_3_plugins();
+    let dir = with_copy.parent().unwrap().to_path_buf();
+    let script = "import ctypes, sys\n\
+         ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)\n\
+         b = ctypes.CDLL(sys.argv[2])\n\
+         print(b.roundtrip(sys.argv[3].encode(), sys.argv[4].encode()))";
+    let log = scratch("tls-global-first.log");
+    let trace = dir.join("global-first");
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", script])
+        .arg(&with_system)
+        .arg(&with_copy)
+        .arg(cert)
+        .arg(key);
+    guard(&mut cmd, &log, &[]);
+    cmd.env("LD_DEBUG", "bindings")
+        .env("LD_DEBUG_OUTPUT", &trace);
+    let out = cmd.output().expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    let mut lines = String::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("global-first.") {
+            lines += &std::fs::read_to_string(&path).unwrap();
+        }
+    }
+    let bound = |from: &str, to: &str, f: &str| {
+        lines.lines().any(|l| {
+            l.contains(&format!("{from} [0] to "))
+                && l.contains(&format!("{to} [0]: normal symbol `{f}'"))
+        })
+    };
+    // The loader's own binding of the plugin's SSL_new: the global copy.
+    assert!(bound("libplugin_copied_ssl.so", "/libssl.so.3", "SSL_new"));
+    for f in ["SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex"] {
+        assert!(
+            !bound("libplugin_copied_ssl.so", "/libssx.so.3", f),
+            "{f} looked up in the private copy"
+        );
+        assert!(
+            bound("libstallguard.so", "/libssl.so.3", f),
+            "{f} not looked up in the global scope"
+        );
+    }
+}
+
 /// The lens through each of two private copies of OpenSSL 3 (the plugins of the test above,
 /// serving TLS with OpenSSL's socket BIO on a connection the program accepted): a slowloris
 /// through each is reaped with `stage=headers` (the plaintext came out of each copy's
