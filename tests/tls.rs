@@ -30,8 +30,9 @@
 //!   reached, and another library's `SSL*` (one with OpenSSL's function names) is never handed
 //!   to OpenSSL's `SSL_get_rbio` (two small C programs built at test time, tests/c);
 //! * each caller reaches its own OpenSSL: two private copies (static, or the system's
-//!   libssl.so.3 next to a renamed copy), and a plugin built for OpenSSL 1.1 in a program
-//!   using OpenSSL 3.
+//!   libssl.so.3 next to a renamed copy, the lens through each), a plugin built for OpenSSL
+//!   1.1 in a program using OpenSSL 3; a private copy behind a global one of the same version
+//!   is passed over, as the loader passes it over.
 
 use stallguard_testkit::*;
 use std::io::{BufRead, BufReader};
