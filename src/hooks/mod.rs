@@ -63,6 +63,10 @@ macro_rules! export {
     // real function for that caller and runs the body.
     (tls ($via:ident) $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty { $($body:tt)* }) => {
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        // SAFETY: no prologue is needed: the body only copies the return address into the
+        // next argument register (the row's arguments are all integers or pointers, in their
+        // registers) and jumps, with the caller's stack and return address untouched, to an
+        // `extern "C"` function taking exactly those arguments plus that one.
         #[unsafe(naked)]
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
