@@ -11,6 +11,9 @@
 //!     real function (one load and a branch); on a tracked one, the body, out of line, with
 //!     the connection's slot bound to `SLOT`;
 //!   - `call() { .. }`: the body is the whole hook (it makes the real call itself);
+//!   - `tls(VIA) { .. }`: the export is a trampoline that hands the caller's return address to
+//!     the body, with `VIA` bound to the real function for that caller (`abi::caller`: the
+//!     caller's own OpenSSL, not a global guess); the body calls it through `real::NAME::at`;
 //! * `crates/stallguard-inventory` lists the names and families (`stallguard check`, and the
 //!   tests comparing the built library, the README and the man page with this table).
 //!
@@ -79,17 +82,17 @@ macro_rules! interposed {
 
             // ---- OpenSSL, where the program loads libssl: a TLS connection's plaintext (see track::tls) ----
             Tls fn SSL_read(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int
-                = call() { let r = real::SSL_read(ssl, buf, num); track::tls::read(real::address::SSL_read(), ssl, buf.cast(), args::tls_count(r)); r };
+                = tls(via) { let r = real::SSL_read::at(via, ssl, buf, num); track::tls::read(via, ssl, buf.cast(), args::tls_count(r)); r };
             Tls fn SSL_read_ex(ssl: *mut c_void, buf: *mut c_void, num: size_t, got: *mut size_t) -> c_int
-                = call() { let r = real::SSL_read_ex(ssl, buf, num, got); track::tls::read(real::address::SSL_read_ex(), ssl, buf.cast(), args::tls_count_ex(r, got)); r };
+                = tls(via) { let r = real::SSL_read_ex::at(via, ssl, buf, num, got); track::tls::read(via, ssl, buf.cast(), args::tls_count_ex(r, got)); r };
             Tls fn SSL_peek(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int
-                = call() { let r = real::SSL_peek(ssl, buf, num); track::tls::peeked(real::address::SSL_peek(), ssl, args::tls_count(r)); r };
+                = tls(via) { let r = real::SSL_peek::at(via, ssl, buf, num); track::tls::peeked(via, ssl, args::tls_count(r)); r };
             Tls fn SSL_peek_ex(ssl: *mut c_void, buf: *mut c_void, num: size_t, got: *mut size_t) -> c_int
-                = call() { let r = real::SSL_peek_ex(ssl, buf, num, got); track::tls::peeked(real::address::SSL_peek_ex(), ssl, args::tls_count_ex(r, got)); r };
+                = tls(via) { let r = real::SSL_peek_ex::at(via, ssl, buf, num, got); track::tls::peeked(via, ssl, args::tls_count_ex(r, got)); r };
             Tls fn SSL_write(ssl: *mut c_void, buf: *const c_void, num: c_int) -> c_int
-                = call() { let r = real::SSL_write(ssl, buf, num); track::tls::wrote(real::address::SSL_write(), ssl, args::tls_count(r)); r };
+                = tls(via) { let r = real::SSL_write::at(via, ssl, buf, num); track::tls::wrote(via, ssl, args::tls_count(r)); r };
             Tls fn SSL_write_ex(ssl: *mut c_void, buf: *const c_void, num: size_t, put: *mut size_t) -> c_int
-                = call() { let r = real::SSL_write_ex(ssl, buf, num, put); track::tls::wrote(real::address::SSL_write_ex(), ssl, args::tls_count_ex(r, put)); r };
+                = tls(via) { let r = real::SSL_write_ex::at(via, ssl, buf, num, put); track::tls::wrote(via, ssl, args::tls_count_ex(r, put)); r };
 
             // ---- close: every path that ends or copies an fd (see track::alias) ----
             Close fn close(fd: c_int) -> c_int
@@ -114,6 +117,8 @@ macro_rules! interposed {
                 = call() { track::alias::fcntl_done(fd, cmd, real::fcntl64(fd, cmd, arg)) };
             Close fn shutdown(fd: c_int, how: c_int) -> c_int
                 = fd(fd, slot) { track::io::shutting_down(slot, how); real::shutdown(fd, how) };
+            Close fn dlclose(handle: *mut c_void) -> c_int
+                = call() { let r = real::dlclose(handle); track::tls::unloaded(); r };
 
             // ---- poll: a tracked fd in a read set means the server waits on the client ----
             Poll fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int

@@ -28,7 +28,11 @@
 //! * without libssl, the OpenSSL hooks return OpenSSL's failure value (0), never crash;
 //! * an OpenSSL of another file name (a plugin with static libssl, loaded RTLD_LOCAL) is
 //!   reached, and another library's `SSL*` (one with OpenSSL's function names) is never handed
-//!   to OpenSSL's `SSL_get_rbio` (two small C programs built at test time, tests/c).
+//!   to OpenSSL's `SSL_get_rbio` (two small C programs built at test time, tests/c);
+//! * each caller reaches its own OpenSSL: two private copies (static, or the system's
+//!   libssl.so.3 next to a renamed copy, the lens through each), a plugin built for OpenSSL
+//!   1.1 in a program using OpenSSL 3; a private copy behind a global one of the same version
+//!   is passed over, as the loader passes it over.
 
 use stallguard_testkit::*;
 use std::io::{BufRead, BufReader};
@@ -597,10 +601,10 @@ fn a_private_openssl_of_another_name_is_reached() {
 }
 
 /// Two private copies of OpenSSL (two plugins with it built in, as two wheels each vendoring
-/// theirs): the guard cannot tell which copy a call to its `SSL_write_ex` meant, and never
-/// hands one copy's `SSL*` to the other's (a crash when their versions differ). It fails the
-/// way OpenSSL does (0, as where no OpenSSL is found): no crash, and each plugin sees a
-/// failed write rather than another copy's function.
+/// theirs): both plugins' calls bind to the guard's exports, and each reaches its own copy
+/// (the caller's own scope, `abi::caller`), never the other's: both round trips work, as
+/// without the guard (before, the guard could not tell which copy was meant and failed the
+/// calls the way OpenSSL does: "4 4").
 #[test]
 fn two_private_openssl_copies_are_never_mixed() {
     let (cert, key) = cert();
@@ -610,7 +614,7 @@ fn two_private_openssl_copies_are_never_mixed() {
          a, b = ctypes.CDLL(sys.argv[1]), ctypes.CDLL(sys.argv[2])\n\
          c, k = sys.argv[3].encode(), sys.argv[4].encode()\n\
          print(a.roundtrip(c, k), b.roundtrip(c, k))";
-    for (guarded, expected) in [(false, "0 0"), (true, "4 4")] {
+    for guarded in [false, true] {
         let log = scratch("tls-two-plugins.log");
         let mut cmd = Command::new(python());
         cmd.args(["-c", script])
@@ -627,10 +631,348 @@ fn two_private_openssl_copies_are_never_mixed() {
         assert!(out.status.success(), "guarded={guarded}: {out:?}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            expected,
-            "guarded={guarded} (4: SSL_write_ex failed)"
+            "0 0",
+            "guarded={guarded} (the failing steps; 4: SSL_write_ex failed)"
         );
     }
+}
+
+/// Two private copies of OpenSSL 3's shared libraries in one process: the system's libssl.so.3
+/// under one plugin, and a copy of it (and of libcrypto.so.3) under other file names and
+/// sonames under another plugin, each loaded RTLD_LOCAL (as Python's `_ssl` next to a wheel's
+/// vendored `libssl-<hash>.so.3`). Both TLS round trips work under the guard, and the loader's
+/// own trace (LD_DEBUG=bindings) shows each plugin's `SSL_read`/`SSL_write` (and `_ex`)
+/// looked up by the guard in that plugin's own copy (before, the copy found first served both).
+#[test]
+fn each_private_openssl_serves_its_own_caller() {
+    let (cert, key) = cert();
+    let (with_system, with_copy) = two_openssl_3_plugins();
+    let dir = with_copy.parent().unwrap().to_path_buf();
+    let script = "import ctypes, sys\n\
+         a, b = ctypes.CDLL(sys.argv[1]), ctypes.CDLL(sys.argv[2])\n\
+         c, k = sys.argv[3].encode(), sys.argv[4].encode()\n\
+         maps = {l.split()[-1].rsplit('/', 1)[-1] for l in open('/proc/self/maps') if '/libss' in l}\n\
+         print(a.roundtrip(c, k), b.roundtrip(c, k), *sorted(maps))";
+    for guarded in [false, true] {
+        let log = scratch("tls-two-openssl-3.log");
+        let trace = dir.join(format!("bindings-{guarded}"));
+        let mut cmd = Command::new(python());
+        cmd.args(["-c", script])
+            .arg(&with_system)
+            .arg(&with_copy)
+            .arg(cert)
+            .arg(key);
+        if guarded {
+            guard(&mut cmd, &log, &[]);
+            cmd.env("LD_DEBUG", "bindings")
+                .env("LD_DEBUG_OUTPUT", &trace);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = cmd.output().expect("run python3");
+        assert!(out.status.success(), "guarded={guarded}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0 0 libssl.so.3 libssx.so.3",
+            "guarded={guarded} (the failing steps; 4: SSL_write_ex, 12: SSL_read)"
+        );
+        if !guarded {
+            continue;
+        }
+        let mut lines = String::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains("bindings-true") {
+                lines += &std::fs::read_to_string(&path).unwrap();
+            }
+        }
+        for (plugin, copy) in [
+            ("libplugin_system_ssl.so", "/libssl.so.3"),
+            ("libplugin_copied_ssl.so", "/libssx.so.3"),
+        ] {
+            for f in ["SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex"] {
+                let looked_up = lines.lines().any(|l| {
+                    l.contains(&format!("{plugin} [0] to "))
+                        && l.contains(&format!("{copy} [0]: normal symbol `{f}'"))
+                });
+                assert!(looked_up, "{plugin}'s {f} not looked up in {copy}");
+            }
+        }
+    }
+}
+
+/// The loader's order, global scope first: a plugin with a private copy of OpenSSL 3
+/// (libssx.so.3, RTLD_LOCAL) in a process whose global scope already has the system's OpenSSL 3
+/// (another plugin loaded RTLD_GLOBAL) has all its OpenSSL calls bound to the global copy by
+/// the loader (`SSL_new` included, which the guard does not interpose), so its `SSL_read` and
+/// `SSL_write` must go there too, never to its private copy (one copy's `SSL*` in the other's
+/// functions). The loader's trace shows where each lookup went.
+#[test]
+fn a_private_copy_behind_the_global_one_is_passed_over_as_the_loader_does() {
+    let (cert, key) = cert();
+    let (with_system, with_copy) = two_openssl_3_plugins();
+    let dir = with_copy.parent().unwrap().to_path_buf();
+    let script = "import ctypes, sys\n\
+         ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)\n\
+         b = ctypes.CDLL(sys.argv[2])\n\
+         print(b.roundtrip(sys.argv[3].encode(), sys.argv[4].encode()))";
+    let log = scratch("tls-global-first.log");
+    let trace = dir.join("global-first");
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", script])
+        .arg(&with_system)
+        .arg(&with_copy)
+        .arg(cert)
+        .arg(key);
+    guard(&mut cmd, &log, &[]);
+    cmd.env("LD_DEBUG", "bindings")
+        .env("LD_DEBUG_OUTPUT", &trace);
+    let out = cmd.output().expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    let mut lines = String::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("global-first.") {
+            lines += &std::fs::read_to_string(&path).unwrap();
+        }
+    }
+    let bound = |from: &str, to: &str, f: &str| {
+        lines.lines().any(|l| {
+            l.contains(&format!("{from} [0] to "))
+                && l.contains(&format!("{to} [0]: normal symbol `{f}'"))
+        })
+    };
+    // The loader's own binding of the plugin's SSL_new: the global copy.
+    assert!(bound("libplugin_copied_ssl.so", "/libssl.so.3", "SSL_new"));
+    for f in ["SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex"] {
+        assert!(
+            !bound("libplugin_copied_ssl.so", "/libssx.so.3", f),
+            "{f} looked up in the private copy"
+        );
+        assert!(
+            bound("libstallguard.so", "/libssl.so.3", f),
+            "{f} not looked up in the global scope"
+        );
+    }
+}
+
+/// The lens through each of two private copies of OpenSSL 3 (the plugins of the test above,
+/// serving TLS with OpenSSL's socket BIO on a connection the program accepted): a slowloris
+/// through each is reaped with `stage=headers` (the plaintext came out of each copy's
+/// `SSL_read`, mapped to its socket with that copy's `SSL_get_rfd`).
+#[test]
+fn the_lens_sees_through_each_private_openssl() {
+    let (cert, key) = cert();
+    let (with_system, with_copy) = two_openssl_3_plugins();
+    let script = "import ctypes, socket, sys, threading\n\
+         c, k = sys.argv[3].encode(), sys.argv[4].encode()\n\
+         def serve(lib, ls):\n    conn, _ = ls.accept()\n    lib.serve_fd(conn.fileno(), c, k)\n    conn.close()\n\
+         ts = []\n\
+         for path in sys.argv[1:3]:\n    lib = ctypes.CDLL(path)\n    ls = socket.socket()\n    ls.bind(('127.0.0.1', 0))\n    ls.listen(1)\n    print(ls.getsockname()[1], flush=True)\n    ts.append(threading.Thread(target=serve, args=(lib, ls)))\n    ts[-1].start()\n\
+         for t in ts:\n    t.join()\n";
+    let log = scratch("tls-two-openssl-lens.log");
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", script])
+        .arg(&with_system)
+        .arg(&with_copy)
+        .arg(cert)
+        .arg(key)
+        .stdout(Stdio::piped());
+    guard(&mut cmd, &log, SHORT);
+    let mut server = cmd.spawn().expect("run python3");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let ports: Vec<u16> = (0..2)
+        .map(|_| lines.next().unwrap().unwrap().trim().parse().unwrap())
+        .collect();
+    let clients: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            thread::spawn(move || {
+                Command::new(python())
+                    .arg(tests_dir().join("clients/tls_client.py"))
+                    .args(["slowloris", &port.to_string(), "30"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("run the TLS client")
+            })
+        })
+        .collect();
+    let mut fails = Vec::new();
+    for (job, which) in clients
+        .into_iter()
+        .zip(["system libssl.so.3", "copy libssx.so.3"])
+    {
+        let out = job.join().unwrap();
+        let line = logfmt(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or(""),
+        );
+        let suffix = format!(
+            "127.0.0.1:{}",
+            line.get("port").cloned().unwrap_or_default()
+        );
+        let reap = events_in(&std::fs::read_to_string(&log).unwrap_or_default(), "reap")
+            .into_iter()
+            .find(|e| e.get("peer").is_some_and(|p| p.ends_with(&suffix)));
+        let on = |k: &str| reap.as_ref().and_then(|e| e.get(k)).map(String::as_str);
+        eprintln!("slowloris through the {which}: {line:?}, reap: {reap:?}");
+        if line.get("cut").is_none_or(|c| c == "none")
+            || on("stage") != Some("headers")
+            || on("tls") != Some("yes")
+        {
+            fails.push(format!("{which}: {line:?} {reap:?}"));
+        }
+    }
+    let status = server.wait().expect("wait for python3");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        fails.is_empty(),
+        "{fails:#?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+/// A plugin built against OpenSSL 1.1 (`SSL_write@OPENSSL_1_1_0`), loaded RTLD_LOCAL by a
+/// program that uses OpenSSL 3 itself (in the global scope, where RTLD_NEXT finds it): its
+/// calls must reach its own OpenSSL 1.1, never OpenSSL 3's `SSL_write` (which would read the
+/// 1.1 `SSL*` with 3's layout: a crash in the host; here a stand-in 1.1 library whose `SSL*`
+/// cannot be read at all, so the crash would be certain). tests/c/old_openssl_plugin.c.
+#[test]
+fn a_plugin_built_for_openssl_1_1_never_gets_openssl_3() {
+    let dir = scratch("old-openssl");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("v.map"),
+        "OPENSSL_1_1_0 { global: SSL_new; SSL_set_fd; SSL_read; SSL_write; local: *; };\n",
+    )
+    .unwrap();
+    let build = |source: &str, args: &[&str]| {
+        let out = Command::new("gcc")
+            .args(["-O2", "-Wall", "-Werror"])
+            .arg(tests_dir().join("c").join(source))
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run gcc");
+        assert!(out.status.success(), "build {args:?}: {out:?}");
+    };
+    build(
+        "other_tls.c",
+        &[
+            "-shared",
+            "-fPIC",
+            "-Wl,--version-script=v.map",
+            "-o",
+            "libssl11fake.so",
+        ],
+    );
+    build(
+        "old_openssl_plugin.c",
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            "libold_openssl_plugin.so",
+            "-L.",
+            "-lssl11fake",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    );
+    build(
+        "old_openssl_plugin.c",
+        &[
+            "-DMAIN",
+            "-o",
+            "old_openssl_main",
+            "-lssl",
+            "-lcrypto",
+            "-ldl",
+        ],
+    );
+    let mut failures = Vec::new();
+    for guarded in [false, true] {
+        let log = scratch("tls-old-openssl.log");
+        let mut cmd = Command::new(dir.join("old_openssl_main"));
+        cmd.arg(dir.join("libold_openssl_plugin.so"));
+        if guarded {
+            guard(&mut cmd, &log, &[]);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = cmd.output().expect("run the program");
+        if !out.status.success() || String::from_utf8_lossy(&out.stdout).trim() != "moved=5,5" {
+            failures.push(format!("guarded={guarded}: {out:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// tests/c/tls_private_plugin.c built twice: against the system's libssl.so.3, and against a
+/// copy of it and of libcrypto.so.3 under other file names and sonames (libssx.so.3,
+/// libcryptx.so.3: the ELF string tables patched in place, same lengths).
+fn two_openssl_3_plugins() -> (PathBuf, PathBuf) {
+    let dir = scratch("two-openssl-3");
+    std::fs::create_dir_all(&dir).unwrap();
+    let system = Path::new("/usr/lib/x86_64-linux-gnu");
+    let system = if system.join("libssl.so.3").exists() {
+        system.to_path_buf()
+    } else {
+        PathBuf::from("/usr/lib/aarch64-linux-gnu")
+    };
+    // The copies: same length names, so the ELF string tables are patched in place.
+    for (file, renames) in [
+        (
+            "libssl.so.3",
+            &[
+                ("libssl.so.3", "libssx.so.3"),
+                ("libcrypto.so.3", "libcryptx.so.3"),
+            ][..],
+        ),
+        (
+            "libcrypto.so.3",
+            &[("libcrypto.so.3", "libcryptx.so.3")][..],
+        ),
+    ] {
+        let mut bytes = std::fs::read(system.join(file)).expect("read the system's OpenSSL");
+        for (from, to) in renames {
+            let (from, to) = (format!("{from}\0"), format!("{to}\0"));
+            let at: Vec<usize> = bytes
+                .windows(from.len())
+                .enumerate()
+                .filter(|(_, w)| *w == from.as_bytes())
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(at.len(), 1, "{file}: {from:?} once");
+            bytes[at[0]..at[0] + to.len()].copy_from_slice(to.as_bytes());
+        }
+        let copy = renames[0].1;
+        std::fs::write(dir.join(copy), bytes).unwrap();
+    }
+    let build = |name: &str, libs: &[&str]| {
+        let out = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O2", "-pthread", "-o", name])
+            .arg(tests_dir().join("c/tls_private_plugin.c"))
+            .args(libs)
+            .current_dir(&dir)
+            .output()
+            .expect("run gcc");
+        assert!(out.status.success(), "build {name}: {out:?}");
+        dir.join(name)
+    };
+    let with_system = build("libplugin_system_ssl.so", &["-lssl", "-lcrypto"]);
+    let with_copy = build(
+        "libplugin_copied_ssl.so",
+        &[
+            "-L.",
+            "-l:libssx.so.3",
+            "-Wl,-rpath-link,.",
+            "-Wl,--disable-new-dtags,-rpath,$ORIGIN",
+        ],
+    );
+    (with_system, with_copy)
 }
 
 /// tests/c/tls_private_plugin.c built as `name`, with OpenSSL built in (static libssl).

@@ -11,6 +11,9 @@
 //! its OpenSSL) and nothing is taken, as before (OpenSSL's failure value), since handing
 //! one copy's `SSL*` to the other's `SSL_read` would crash the host.
 //!
+//! Since the hooks know their caller (`caller`), this search only answers where the caller
+//! gives no answer (the main program, code in no object): the last fallback.
+//!
 //! A search that found nothing is not repeated until the program loads another object (the
 //! loader's `dlpi_adds` count): a hook that calls it on every call stays cheap.
 
@@ -131,7 +134,8 @@ fn symbol_of(path: &[u8; PATH_MAX], name: &'static [u8]) -> *mut c_void {
     // SAFETY: a live handle and a NUL-terminated static name.
     let sym = unsafe { libc::dlsym(handle, name.as_ptr().cast()) };
     // SAFETY: the handle dlopen just gave; the object stays mapped (the program holds it).
-    unsafe { libc::dlclose(handle) };
+    // The real dlclose: ours would count an unload (see `caller`) where nothing is unloaded.
+    unsafe { super::real::dlclose(handle) };
     sym
 }
 
@@ -153,7 +157,8 @@ pub fn symbol_beside(beside: usize, name: &'static [u8]) -> *mut c_void {
     // SAFETY: a live handle and a NUL-terminated static name.
     let sym = unsafe { libc::dlsym(handle, name.as_ptr().cast()) };
     // SAFETY: the handle dlopen just gave; the object stays mapped (the program holds it).
-    unsafe { libc::dlclose(handle) };
+    // The real dlclose: ours would count an unload (see `caller`) where nothing is unloaded.
+    unsafe { super::real::dlclose(handle) };
     match object_of(sym as usize) {
         Some((b, _)) if b == base => sym,
         _ => std::ptr::null_mut(),

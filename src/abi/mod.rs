@@ -5,6 +5,7 @@
 //! these functions, except the hooks' C arguments (raw pointers the program passed us).
 
 pub mod args;
+pub mod caller;
 pub mod errno;
 mod loaded;
 pub mod openssl;

@@ -6,7 +6,9 @@
 //! If a hook runs before the constructor (another library's constructor doing I/O), the entry
 //! is resolved on first use instead.
 //!
-//! OpenSSL's rows (family `Tls`) are resolved the same way, and also in a libssl the program
+//! OpenSSL's rows (family `Tls`) are called through the real function for their caller
+//! (`NAME::caller`, `NAME::at`: see `caller`); the global entry below is that lookup's
+//! fallback. It is resolved the same way as libc's, and also in a libssl the program
 //! loaded privately: Python's `_ssl` module is `dlopen`ed with RTLD_LOCAL, so its libssl is
 //! outside RTLD_NEXT's scope, yet its calls to `SSL_read` bind to this library's export (the
 //! global scope comes first; an unversioned definition satisfies `SSL_read@OPENSSL_3.0.0`).
@@ -50,7 +52,7 @@ fn object_base(addr: *const c_void) -> usize {
 }
 
 /// Whether `sym` lies in this library (calling it would recurse forever).
-fn is_ours(sym: *const c_void) -> bool {
+pub(super) fn is_ours(sym: *const c_void) -> bool {
     object_base(sym) == object_base(object_base as *const c_void)
 }
 
@@ -94,6 +96,48 @@ macro_rules! failure_of {
     };
 }
 
+/// For a row of family `Tls`, a module of the row's name: the real function for one caller
+/// (`caller`) and a call through an address it gave (`at`).
+macro_rules! by_caller {
+    (Tls $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty) => {
+        #[allow(non_snake_case)]
+        pub mod $name {
+            use super::*;
+
+            static CALLERS: super::super::caller::Callers = super::super::caller::Callers::new();
+
+            /// The address of the real function for the caller returning to `from` (0: none).
+            #[inline(always)]
+            pub fn caller(from: usize) -> usize {
+                const NAME: &[u8] = concat!(stringify!($name), "\0").as_bytes();
+                CALLERS.real(from, NAME, || match TABLE.$name.load(Relaxed) {
+                    0 => resolve(NAME, &TABLE.$name, library_of!(Tls)),
+                    p => p,
+                })
+            }
+
+            /// Calls the real function at `p` (from [`caller`]); 0 with ENOSYS when there is none.
+            ///
+            /// # Safety
+            /// The C function's own contract: the arguments must be valid for it.
+            #[inline(always)]
+            pub unsafe fn at(p: usize, $($arg: $ty),*) -> $ret {
+                if p == 0 {
+                    crate::abi::errno::set_errno(libc::ENOSYS);
+                    return failure_of!(Tls, $ret);
+                }
+                // SAFETY: `p` is the address dlsym gave for this very symbol, whose C type is
+                // the signature of this row; the caller upholds its contract.
+                unsafe {
+                    let f: unsafe extern "C" fn($($ty),*) -> $ret = std::mem::transmute(p);
+                    f($($arg),*)
+                }
+            }
+        }
+    };
+    ($other:ident $($rest:tt)*) => {};
+}
+
 macro_rules! real_entries {
     ($( $family:ident fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty
         = $shape:ident ( $($sarg:ident),* ) { $($body:tt)* } ; )*) => {
@@ -128,13 +172,16 @@ macro_rules! real_entries {
             )*
         }
 
+        $( by_caller!($family $name ( $($arg : $ty),* ) -> $ret); )*
+
         $(
-            /// The real libc function of this name.
+            /// The real libc function of this name (a `Tls` row's hook calls the real function
+            /// for its caller instead: `NAME::at`).
             ///
             /// # Safety
             /// The C function's own contract: the arguments must be valid for it.
             #[inline(always)]
-            #[allow(non_snake_case)]
+            #[allow(non_snake_case, dead_code)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 let p = TABLE.$name.load(Relaxed);
                 if p == 0 {
@@ -160,7 +207,7 @@ macro_rules! real_entries {
                 /// As the entry of the same name.
                 #[cold]
                 #[inline(never)]
-                #[allow(non_snake_case)]
+                #[allow(non_snake_case, dead_code)]
                 pub unsafe fn $name($($arg: $ty),*) -> $ret {
                     let p = resolve(concat!(stringify!($name), "\0").as_bytes(), &TABLE.$name, library_of!($family));
                     if p == 0 {

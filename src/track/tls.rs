@@ -67,3 +67,9 @@ pub fn wrote(via: usize, ssl: *mut c_void, n: usize) {
         lens::after_tls_write(slot);
     }
 }
+
+/// The program unloaded an object (`dlclose`): which copy of OpenSSL serves a call site is
+/// looked up again (another object may be mapped where the unloaded one was).
+pub fn unloaded() {
+    crate::abi::caller::unloaded();
+}

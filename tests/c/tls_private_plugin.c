@@ -5,7 +5,11 @@
  *
  * roundtrip(cert, key): a TLS server thread and a client over a socketpair; the client
  * writes "ping", the server echoes it back through SSL_read/SSL_write, and the client reads
- * it with SSL_read_ex. Returns 0 when every call moved the bytes, else the failing step. */
+ * it with SSL_read_ex. Returns 0 when every call moved the bytes, else the failing step.
+ *
+ * serve_fd(fd, cert, key): a TLS server on an accepted connection (OpenSSL's socket BIO on
+ * `fd`): reads with SSL_read until the connection ends; returns the plaintext bytes read (-1:
+ * no handshake). */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
@@ -67,4 +71,24 @@ int roundtrip(const char *cert, const char *key) {
     close(sv[0]);
     close(sv[1]);
     return rc ? rc : s.rc;
+}
+
+int serve_fd(int fd, const char *cert, const char *key) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_use_certificate_file(ctx, cert, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        return -2;
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    int total = -1;
+    if (SSL_accept(ssl) == 1) {
+        char buf[256];
+        int n;
+        total = 0;
+        while ((n = SSL_read(ssl, buf, sizeof buf)) > 0)
+            total += n;
+    }
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    return total;
 }
