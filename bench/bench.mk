@@ -2,7 +2,8 @@
 # paths are relative to the repository root, so run make from there.
 #
 #   make bench        hooks (wall clock + callgrind), end to end (wrk: civetweb, nginx,
-#                     HAProxy in front), watcher cost and memory at 1k/10k connections;
+#                     HAProxy in front, apache2 prefork with keep-alive on and off),
+#                     watcher cost and memory at 1k/10k connections;
 #                     7-11 minutes (longer when the machine is busy). Prints the
 #                     results and writes bench/results/latest.md, latest.json, e2e.svg.
 #   make bench-quick  the same, reduced (< 3 minutes); writes bench/results/quick.*.
@@ -10,7 +11,7 @@
 #                     budget fail the target.
 #
 # Needs root for the first run only (bench/install-deps.sh installs wrk, nginx-light,
-# civetweb, haproxy, valgrind and strace when missing). Everything runs on loopback.
+# civetweb, haproxy, apache2, valgrind and strace when missing). Everything runs on loopback.
 
 # Keep the includer's default goal.
 BENCH_PREV_GOAL := $(.DEFAULT_GOAL)

@@ -11,8 +11,10 @@ the order reversed every other round) and reporting medians with their ranges, b
             to a process by merely existing), and the shim. Plus instructions per call from
             callgrind (user space only; stable where wall clock is not).
   e2e       wrk against civetweb and nginx: direct, guarded (LD_PRELOAD into the server) and
-            with HAProxy in front (timeouts configured, the usual alternative defence):
-            req/s, p50/p99 latency, server CPU per request from /proc/PID/stat.
+            with HAProxy in front (timeouts configured, the usual alternative defence);
+            apache2 prefork (8 children, private configuration) with KeepAlive On and Off,
+            direct and guarded: req/s, p50/p99 latency, server CPU per request from
+            /proc/PID/stat (apache: the master and its children).
   watcher   bench/idlebench.c: CPU share of the thread named "stallguard" with 1k, 10k and
             100k idle tracked connections (or as many as the hard RLIMIT_NOFILE allows; the
             client uses 16 source addresses 127.0.0.2-17), and the resident memory the guard
@@ -86,13 +88,14 @@ class Procs:
     def __init__(self):
         self.live = []
 
-    def start(self, argv, env=None, cwd=None, stdout=None, stderr=None, pin=None):
+    def start(self, argv, env=None, cwd=None, stdout=None, stderr=None, pin=None,
+              new_session=False):
         if pin is not None and NPROC >= 2 and shutil.which("taskset"):
             argv = ["taskset", "-c", str(pin)] + list(argv)
         p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                              stdout=stdout if stdout is not None else subprocess.DEVNULL,
                              stderr=stderr if stderr is not None else subprocess.DEVNULL,
-                             text=True)
+                             text=True, start_new_session=new_session)
         self.live.append(p)
         return p
 
@@ -471,15 +474,93 @@ http {{
 }}
 """)
             argv = ["/usr/sbin/nginx", "-p", d + "/", "-c", conf, "-e", f"{d}/error.log"]
+        elif kind in APACHE_KINDS:
+            argv = ["/usr/sbin/apache2", "-DFOREGROUND", "-d", self.dir,
+                    "-f", self.apache_conf(docroot, APACHE_KINDS[kind])]
         else:
             raise ValueError(kind)
+        # apache's prefork master signals its whole process group when it stops (this
+        # script included): its own session keeps the group to itself.
         self.proc = PROCS.start((wrap or []) + argv, env=env, cwd=self.dir, stderr=self.errlog,
-                                pin=NPROC - 1)
+                                pin=NPROC - 1, new_session=kind in APACHE_KINDS)
         wait_port(self.port, self.proc, start_timeout)
         self.pid = self.proc.pid  # taskset and valgrind exec: the same pid
 
+    def apache_conf(self, docroot, keepalive):
+        """A private apache2 prefork configuration: loopback port, its own pid file, logs and
+        document root, 8 children from the start (StartServers = Min/MaxSpare =
+        MaxRequestWorkers, never recycled), nothing from /etc/apache2 and no system service."""
+        d = self.dir
+        conf = os.path.join(d, "apache2.conf")
+        mods = "/usr/lib/apache2/modules"
+        # Root starts the master (it binds and writes the pid file), the children run as
+        # www-data (apache refuses to serve as root): they read the document root only.
+        user = "www-data" if os.geteuid() == 0 else None
+        with open(conf, "w") as f:
+            f.write(f"""ServerRoot {d}
+ServerName 127.0.0.1
+Listen 127.0.0.1:{self.port}
+PidFile {d}/apache2.pid
+ErrorLog {d}/error.log
+LogLevel warn
+LoadModule mpm_prefork_module {mods}/mod_mpm_prefork.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule mime_module {mods}/mod_mime.so
+LoadModule dir_module {mods}/mod_dir.so
+{f"User {user}" if user else ""}
+{f"Group {user}" if user else ""}
+StartServers 8
+MinSpareServers 8
+MaxSpareServers 8
+ServerLimit 8
+MaxRequestWorkers 8
+MaxConnectionsPerChild 0
+KeepAlive {"On" if keepalive else "Off"}
+MaxKeepAliveRequests 0
+KeepAliveTimeout 5
+EnableSendfile On
+Mutex file:{d}
+DocumentRoot {docroot}
+<Directory />
+    AllowOverride None
+    Require all granted
+</Directory>
+TypesConfig /etc/mime.types
+""")
+        return conf
+
+    def pids(self):
+        """The server's processes: the master and, for prefork, its live children."""
+        kids = []
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+        return [self.pid] + kids
+
+    def cpu_s(self):
+        """CPU of the master (and the children it reaped) plus its live children (prefork)."""
+        total = proc_cpu_s(self.pid)
+        for pid in self.pids()[1:]:
+            try:
+                total += proc_cpu_s(pid)
+            except OSError:
+                pass
+        return total
+
+    def sched_ns(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                total += proc_sched_ns(pid)
+            except OSError:
+                pass
+        return total
+
     def guard_active(self):
-        return thread_named(self.pid, "stallguard") is not None
+        # Prefork: the master never accepts; each child runs its own watcher.
+        return any(thread_named(p, "stallguard") is not None for p in self.pids())
 
     def reaps(self):
         p = os.path.join(self.dir, "stallguard.log")
@@ -567,6 +648,9 @@ def wrk(port, seconds, connections):
 
 
 E2E_MODES = ["direct", "guarded", "haproxy"]
+# apache2 prefork (8 children): kind -> KeepAlive. wrk reconnects after every answer when
+# keep-alive is off, so that row is one request per connection (accept + close each time).
+APACHE_KINDS = {"apache2": True, "apache2-ka-off": False}
 
 
 def make_docroot(cfg, work):
@@ -581,6 +665,8 @@ def make_docroot(cfg, work):
 def run_e2e(cfg, so, work):
     missing = [b for b in ("wrk", "civetweb") if not shutil.which(b)]
     missing += [b for b in ("/usr/sbin/nginx", "/usr/sbin/haproxy") if not os.path.exists(b)]
+    if any(k in APACHE_KINDS for k in cfg["servers"]) and not os.path.exists("/usr/sbin/apache2"):
+        missing.append("/usr/sbin/apache2")
     if missing:
         raise RuntimeError(f"missing {missing}: run bench/install-deps.sh")
     docroot = make_docroot(cfg, work)
@@ -589,7 +675,10 @@ def run_e2e(cfg, so, work):
         log(f"e2e: {kind}")
         plain = Server(kind, f"{kind}-direct", work, docroot)
         guarded = Server(kind, f"{kind}-guarded", work, docroot, so=so)
-        proxy = HAProxy(work, plain.port) if cfg["haproxy"] else None
+        # HAProxy in front of civetweb and nginx only: the comparison is made there, and the
+        # apache rows would add minutes to the run.
+        proxy = (HAProxy(work, plain.port) if cfg["haproxy"] and kind not in APACHE_KINDS
+                 else None)
         modes = E2E_MODES if proxy else E2E_MODES[:2]
         target = {"direct": (plain, None), "guarded": (guarded, None), "haproxy": (plain, proxy)}
         try:
@@ -606,13 +695,13 @@ def run_e2e(cfg, so, work):
                 waited = wait_quiet(cfg["quiet_wait"])
                 for m in order:
                     srv, px = target[m]
-                    c0, s0 = proc_cpu_s(srv.pid), proc_sched_ns(srv.pid)
+                    c0, s0 = srv.cpu_s(), srv.sched_ns()
                     p0 = proc_cpu_s(px.pid) if px else 0.0
                     b0, k0, t0 = cpu_busy_s(), children_cpu_s(), time.monotonic()
                     w = wrk(px.port if px else srv.port, cfg["wrk_seconds"],
                             cfg["wrk_connections"])
                     b1, k1, t1 = cpu_busy_s(), children_cpu_s(), time.monotonic()
-                    c1, s1 = proc_cpu_s(srv.pid), proc_sched_ns(srv.pid)
+                    c1, s1 = srv.cpu_s(), srv.sched_ns()
                     p1 = proc_cpu_s(px.pid) if px else 0.0
                     n = max(1, w["requests"])
                     w["server_cpu_us_per_req"] = (c1 - c0) / n * 1e6
@@ -655,8 +744,13 @@ def run_e2e(cfg, so, work):
     return results
 
 
-def http_requests(port, n, path="/index.html"):
-    """n keep-alive GETs on one connection, each answer read in full; bounded by timeouts."""
+def http_requests(port, n, path="/index.html", keepalive=True):
+    """n keep-alive GETs on one connection (or n connections of one GET each when the server
+    does not keep connections alive), each answer read in full; bounded by timeouts."""
+    if not keepalive:
+        for _ in range(n):
+            http_requests(port, 1, path)
+        return
     req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         buf = b""
@@ -715,14 +809,18 @@ def run_e2e_counts(cfg, so, work, docroot):
             g = so if mode == "guarded" else None
             if have_strace:
                 srv = Server(kind, f"{kind}-{mode}-strace", work, docroot, so=g)
+                ka = APACHE_KINDS.get(kind, True)
                 try:
-                    http_requests(srv.port, 50)
+                    http_requests(srv.port, 50, keepalive=ka)
                     out = os.path.join(srv.dir, "strace.txt")
-                    st = PROCS.start(["strace", "-c", "-f", "-p", str(srv.pid), "-o", out],
-                                     stderr=subprocess.DEVNULL)
+                    # Every process of the server (prefork: the master and its 8 children).
+                    argv = ["strace", "-c", "-f", "-o", out]
+                    for pid in srv.pids():
+                        argv += ["-p", str(pid)]
+                    st = PROCS.start(argv, stderr=subprocess.DEVNULL)
                     time.sleep(1.0)  # attached
-                    n = cfg["count_requests"]
-                    http_requests(srv.port, n)
+                    n = cfg["count_requests"] if ka else cfg["count_requests"] // 3
+                    http_requests(srv.port, n, keepalive=ka)
                     time.sleep(0.3)
                     os.kill(st.pid, signal.SIGINT)
                     st.wait(20)
@@ -735,7 +833,8 @@ def run_e2e_counts(cfg, so, work, docroot):
                                      if v / n >= 0.05}
                 finally:
                     srv.stop()
-            if have_cg:
+            # Not under callgrind: prefork children would each write their own profile.
+            if have_cg and kind not in APACHE_KINDS:
                 totals = []
                 for n in cfg["cg_requests"]:
                     out = os.path.join(work, f"cg-{kind}-{mode}-{n}")
@@ -1298,6 +1397,8 @@ def main():
     ap.add_argument("--command", default=" ".join(shlex.quote(a) for a in sys.argv))
     ap.add_argument("--parts", default="hooks,callgrind,e2e,counts,watcher,accept,forks",
                     help="comma-separated subset of hooks,callgrind,e2e,counts,watcher,accept,forks")
+    ap.add_argument("--servers", default=None,
+                    help="comma-separated subset of civetweb,nginx,apache2,apache2-ka-off (e2e, counts)")
     ap.add_argument("--out", default=None, help="output basename (default latest / quick)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md/.svg from a results JSON")
     args = ap.parse_args()
@@ -1309,7 +1410,7 @@ def main():
         "hook_rounds": 10 if quick else 30,
         "hook_batches": 50 if quick else 100,
         "callgrind_batches": 10 if quick else 20,
-        "servers": ["civetweb", "nginx"],
+        "servers": ["civetweb", "nginx", "apache2", "apache2-ka-off"],
         "haproxy": True,
         "e2e_rounds": 3 if quick else 10,
         "quiet_wait": 5 if quick else 15,
@@ -1327,6 +1428,8 @@ def main():
         "e2e_callgrind": not quick,
         "cg_requests": (200, 1200),
     }
+    if args.servers:
+        cfg["servers"] = args.servers.split(",")
     E2E_CFG_DESC = (f"{cfg['wrk_connections']} connections, {cfg['wrk_seconds']} s runs, "
                     f"{cfg['e2e_rounds']} rounds, {cfg['file_bytes']}-byte file")
     parts = set(args.parts.split(","))
@@ -1337,6 +1440,8 @@ def main():
         sys.exit(f"bench: {args.so} not found (make lib)")
     os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=os.path.join(ROOT, "target", "bench"))
+    # apache's children run as www-data: they must reach the document root inside.
+    os.chmod(work, 0o755)
     # A private copy: the library under test cannot change under a run (others rebuild it).
     so = os.path.join(work, "libstallguard.so")
     shutil.copy2(args.so, so)
