@@ -861,7 +861,7 @@ def run_e2e_counts(cfg, so, work, docroot):
 # part 3: watcher
 # ---------------------------------------------------------------------------------------
 
-def idle_setup(n, so, work, epoll, label):
+def idle_setup(n, so, work, epoll, label, pressure=True):
     exe = os.path.join(ROOT, "target", "bench", "idlebench")
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
@@ -872,6 +872,8 @@ def idle_setup(n, so, work, epoll, label):
         env["STALLGUARD_FIRST_BYTE"] = "1h"
         env["STALLGUARD_IDLE"] = "1h"
         env["STALLGUARD_TICK"] = f"{WATCHER_TICK_MS}ms"
+        if not pressure:
+            env["STALLGUARD_PRESSURE"] = "off"
     argv = [exe, "server", str(n), "--max-seconds", "180"] + (["--epoll"] if epoll else [])
     srv = PROCS.start(argv, env=env, stdout=subprocess.PIPE, pin=NPROC - 1)
     port = int(read_line(srv, "port", 10)[1])
@@ -981,8 +983,8 @@ def run_forks(cfg, so, work):
 
 def run_watcher(cfg, so, work):
     res = []
-    for n, epoll in cfg["watcher_sizes"]:
-        label = f"{n}{'-epoll' if epoll else ''}"
+    for n, epoll, pressure in cfg["watcher_sizes"]:
+        label = f"{n}{'-epoll' if epoll else ''}{'' if pressure else '-nopressure'}"
         log(f"watcher: {label} connections")
         # unguarded first: the RSS baseline
         srv, cli = idle_setup(n, None, work, epoll, label + "-plain")
@@ -991,7 +993,7 @@ def run_watcher(cfg, so, work):
         anon_plain = proc_status_kib(srv.pid, "RssAnon")
         PROCS.stop(cli)
         PROCS.stop(srv)
-        srv, cli = idle_setup(n, so, work, epoll, label)
+        srv, cli = idle_setup(n, so, work, epoll, label, pressure)
         try:
             time.sleep(1.0)  # first ticks: the watcher sizes its memory to the high-water mark
             tid = thread_named(srv.pid, "stallguard")
@@ -1010,7 +1012,8 @@ def run_watcher(cfg, so, work):
         ticks = max(1, v1 - v0)
         wall = w1 - w0
         res.append({
-            "connections": n, "epoll": epoll, "ticks": ticks, "seconds": wall,
+            "connections": n, "epoll": epoll, "pressure": pressure, "ticks": ticks,
+            "seconds": wall,
             "us_per_tick": (ns1 - ns0) / 1e3 / ticks,
             # Share of one core over the interval: the watcher sleeps until what is due (at
             # most a tick), so its wake-ups are not a fixed rate any more.
@@ -1124,15 +1127,21 @@ def budgets(hooks, ir, e2e, watcher, accept=None, forks=None):
                     f"{fr([(x - 1) * 100 for x in g['cpu_ratio']['range']], '{:+.1f}')} %)",
                     e2e_verdict(g["cpu_ratio"]["median"] <= BUDGET_E2E_CPU)))
     for w in watcher or []:
-        if w["connections"] >= 10000 and not w["epoll"]:
+        if w["connections"] >= 10000 and not w["epoll"] and w.get("pressure", True):
             big = w["connections"] > 10000
             budget = BUDGET_WATCHER_BIG_CORE_PCT if big else BUDGET_WATCHER_CORE_PCT
             note = "" if not big or w["connections"] >= 100000 else (
                 " (100k wanted: the hard RLIMIT_NOFILE here allows no more)")
+            off = [x for x in watcher if x["connections"] == w["connections"]
+                   and not x["epoll"] and not x.get("pressure", True)]
+            vs = (f"; `STALLGUARD_PRESSURE=off`: {off[0]['core_pct']:.3f} % "
+                  f"({off[0]['us_per_tick']:.0f} µs)" if off else "")
             out.append((f"watcher ≤ {budget} % of a core, {w['connections']} idle conns{note}",
-                        f"{w['core_pct']:.3f} % ({w['us_per_tick']:.0f} µs per wake-up)",
+                        f"{w['core_pct']:.3f} % ({w['us_per_tick']:.0f} µs per wake-up; "
+                        f"pressure on, the default{vs})",
                         verdict(w["core_pct"] <= budget)))
-    plain = [w for w in (watcher or []) if not w["epoll"] and w["connections"] >= 1000]
+    plain = [w for w in (watcher or []) if not w["epoll"] and w["connections"] >= 1000
+             and w.get("pressure", True)]
     if len(plain) >= 2:
         a, b = sorted(plain, key=lambda w: w["connections"])[-2:]
         per = (b["rss_added_kib"] - a["rss_added_kib"]) * 1024 / (b["connections"] - a["connections"])
@@ -1265,6 +1274,8 @@ def markdown(info, hooks, ir, e2e, counts, watcher, budget_rows, quick, accept=N
             per_byte = ("(fixed)" if one
                         else f"{w['rss_added_kib'] * 1024 / w['connections']:.0f}")
             kind = "epoll, read interest" if w["epoll"] else "accept, untouched"
+            if not w.get("pressure", True):
+                kind += ", `STALLGUARD_PRESSURE=off`"
             L.append(f"| {w['connections']} | {kind} | {w['us_per_tick']:.1f} | {per_conn} "
                      f"| {w['core_pct']:.3f} | {w['rss_plain_kib']} | {w['rss_added_kib']} "
                      f"| {per_byte} |")
@@ -1417,8 +1428,13 @@ def main():
         "wrk_seconds": 2 if quick else 4,
         "wrk_connections": 8,
         "file_bytes": 1024,
-        "watcher_sizes": [(1000, False), (10000, False), (big_idle_size(), False)] if quick
-        else [(1, False), (1000, False), (10000, False), (10000, True), (big_idle_size(), False)],
+        # (connections, epoll read interest, pressure): pressure is on by default and reads
+        # every listener's accept queue each tick; the same 10k without it, side by side.
+        "watcher_sizes": [(1000, False, True), (10000, False, True), (10000, False, False),
+                          (big_idle_size(), False, True)] if quick
+        else [(1, False, True), (1, False, False), (1000, False, True), (10000, False, True),
+              (10000, False, False), (10000, True, True), (10000, True, False),
+              (big_idle_size(), False, True)],
         "accept_conns": 300 if quick else 1000,
         "forks": 200,
         "forks_seconds": 5 if quick else 10,

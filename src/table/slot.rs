@@ -74,6 +74,7 @@ impl Slot {
         let old = self.wait_not_acting();
         if phase(old) != FREE {
             self.give_back_source(); // the old one was closed where no hook saw it
+            self.disengage();
         }
         self.flags.store(0, Relaxed); // a new connection: no flag of the old one applies
         self.hold.store(0, Relaxed);
@@ -124,6 +125,9 @@ impl Slot {
         ] {
             to.store(from.load(Relaxed), Relaxed);
         }
+        if self.first_wait_at.load(Relaxed) != 0 {
+            super::engage(1); // lowered again when this copy's slot stops tracking it
+        }
         self.set_flag(Flags::ALIAS);
         // A copy keeps the connection's place held in this process until the last fd closes.
         let hold = src.hold.load(Acquire);
@@ -148,10 +152,19 @@ impl Slot {
                         .is_ok()
                     {
                         self.give_back_source();
+                        self.disengage();
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// The connection this slot tracked is gone: it no longer counts as waited on.
+    fn disengage(&self) {
+        // Acquire pairs with mark_waiting's Release: a first_wait_at seen here was counted.
+        if self.first_wait_at.load(Acquire) != 0 {
+            super::engage(-1);
         }
     }
 
@@ -302,8 +315,10 @@ impl Slot {
         if self.waiting_since.load(Relaxed) == 0 {
             let now = now_ms();
             self.waiting_since.store(now, Relaxed);
-            if self.first_wait_at.load(Relaxed) == 0 {
-                self.first_wait_at.store(now, Relaxed);
+            if now != 0 && self.first_wait_at.load(Relaxed) == 0 {
+                // Once per connection: counted before it becomes visible (see `ENGAGED`).
+                super::engage(1);
+                self.first_wait_at.store(now, Release);
             }
         }
     }
