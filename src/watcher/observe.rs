@@ -47,6 +47,20 @@ pub struct Memory {
     due: u64,
 }
 
+/// The guard's memory per tracked connection, for the start line (`make bench` accounts
+/// with it): the slot (one per fd number, in the fd table), the watcher's [`Memory`] (one per
+/// fd up to the highest tracked), a deadline-queue entry (one per connection with a deadline
+/// running), an HTTP request line (one per fd of an HTTP connection, `table::lines`).
+pub fn layout() -> String {
+    format!(
+        "bytes=\"slot:{} watcher:{} queue:{} http_line:{}\"",
+        std::mem::size_of::<table::Slot>(),
+        std::mem::size_of::<Memory>(),
+        std::mem::size_of::<QueueEntry>(),
+        table::lines::CELL_BYTES
+    )
+}
+
 /// Kernel-counter memory, kept only for connections with a write pending or judged by the
 /// kernel's counters (adopted stdio connections).
 #[derive(Default)]
@@ -61,6 +75,9 @@ pub struct Extra {
     out: Window,
 }
 
+/// (due, fd, slot state) of a deadline queued.
+type QueueEntry = Reverse<(u64, i32, u32)>;
+
 /// The watcher's view of the table between ticks: per-fd memory, the queue of deadlines,
 /// and the cursor of the bounded sweep. A tick touches only what is due (a deadline, a new
 /// connection, the sweep's share), not every slot.
@@ -70,7 +87,7 @@ pub struct Watch {
     extra: HashMap<i32, Extra>,
     /// (due, fd, slot state): an entry whose fd was rescheduled or reused since is skipped
     /// when it comes out.
-    queue: BinaryHeap<Reverse<(u64, i32, u32)>>,
+    queue: BinaryHeap<QueueEntry>,
     cursor: usize,
     candidates: Vec<i32>,
     /// (tracked, waiting) counted by the sweep over its current cycle, and over the last
