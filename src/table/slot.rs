@@ -11,6 +11,13 @@
 //! Facts are written by the hooks with relaxed load/store pairs, not read-modify-writes: one
 //! thread at a time does I/O on a connection in practice, and a lost update only blurs a byte
 //! count or a timestamp, never the ownership protocol above.
+//!
+//! Compact (issue 13: two cache lines, 128 bytes, was three): times are the low 32 bits of
+//! the ms clock the hooks read ([`Stamp`], expanded against the watcher's clock by
+//! [`expand`]: exact for times less than 24.8 days from now; an older one reads as a later
+//! time, so a timer can only run late, never early) and byte counts are 32-bit (the
+//! request and stage counts, which rate timers read, saturate, and a saturated count reads
+//! as "more than any rate needs"; the totals, shown in log lines only, count modulo 4 GiB).
 
 use super::{holders, raise_high_water, sources, Flags, Identity};
 use crate::abi::errno::errno_is_retry;
@@ -18,47 +25,91 @@ use crate::abi::sys::yield_now;
 use crate::runtime::clock::now_ms;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
+/// A time in a slot: the low 32 bits of `clock::now_ms()` (0: never). Storing it costs the
+/// hooks nothing more than the 64-bit time did (the same load, a 32-bit store).
+#[inline(always)]
+fn stamp(ms: u64) -> u32 {
+    ms as u32
+}
+
+/// The full time of a [`Stamp`] read at `now` (same clock): the time within 2^31 ms (24.8
+/// days) of `now` with those low bits. A stamp older than that reads as up to 24.8 days in
+/// the future of its true time, never earlier: every timer measured from it runs late, never
+/// early. 0 stays 0 ("never"); a stamp that happened to be 0 (once in 49.7 days) read as
+/// never, which also only delays a timer.
+pub fn expand(t: u32, now: u64) -> u64 {
+    if t == 0 {
+        return 0;
+    }
+    let d = i64::from(t.wrapping_sub(now as u32) as i32);
+    (now as i64).saturating_add(d).max(1) as u64
+}
+
+/// A 32-bit count of bytes that rate timers read: saturates (reads as `u64::MAX`, more than
+/// any minimum rate asks, in [`widen`]), never wraps to a small count. `n` is what one read
+/// returned: Linux moves at most 0x7ffff000 bytes per call (MAX_RW_COUNT), so it fits.
+#[inline(always)]
+fn add_saturating(counter: &AtomicU32, n: u64) {
+    counter.store(counter.load(Relaxed).saturating_add(n as u32), Relaxed);
+}
+
+/// A saturating count, widened: `u32::MAX` means "at least 4 GiB", as many as any rate needs.
+fn widen(n: u32) -> u64 {
+    if n == u32::MAX {
+        u64::MAX
+    } else {
+        u64::from(n)
+    }
+}
+
 pub const FREE: u32 = 0;
 pub const TRACKED: u32 = 1;
 pub const ACTING: u32 = 2;
 const PHASE: u32 = 3;
 const GENERATION_STEP: u32 = 4;
 
+type Stamp = AtomicU32;
+
 #[repr(C, align(64))]
 pub struct Slot {
-    // First cache line: everything the read path touches.
+    // First cache line: the facts, everything the read and write paths touch.
     pub state: AtomicU32,
     pub flags: AtomicU32,
-    pub waiting_since: AtomicU64,
-    pub first_wait_at: AtomicU64,
-    pub last_in: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub request_start: AtomicU64,
-    pub request_bytes: AtomicU64,
-    pub last_out: AtomicU64,
-    // Second cache line: the write path and the identity (written at accept only).
-    pub write_pending_since: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub cookie: AtomicU64,
-    pub peer_ip_hi: AtomicU64,
-    pub peer_ip_lo: AtomicU64,
-    /// peer port << 32 | local port << 16 | address family.
-    pub ports_family: AtomicU64,
-    pub accepted_at: AtomicU64,
+    waiting_since: Stamp,
+    first_wait_at: Stamp,
+    last_in: Stamp,
+    /// Bytes read, modulo 2^32 (log lines; "none yet" is `last_in` == 0).
+    bytes_in: AtomicU32,
+    request_start: Stamp,
+    /// Saturating (the request timer's MinRate).
+    request_bytes: AtomicU32,
+    last_out: Stamp,
+    write_pending_since: Stamp,
+    /// Bytes written, modulo 2^32 (log lines and the live view only).
+    bytes_out: AtomicU32,
+    /// When the lens's current stage started, and the bytes read in it (saturating: MinRate).
+    stage_since: Stamp,
+    stage_bytes: AtomicU32,
+    accepted_at: Stamp,
     /// An outbound connect() in progress since (0: not connecting).
-    pub connecting_since: AtomicU64,
-    // Third cache line: the cooperation API and the HTTP/1 lens (only HTTP connections).
+    connecting_since: Stamp,
     /// The program's own deadline for this connection (0: none).
-    pub own_deadline: AtomicU64,
-    /// With `Flags::COUNTED`: the connection's hold in `holders` (0: counted the old way,
-    /// its place given back when this fd closes).
-    pub hold: AtomicU32,
+    own_deadline: Stamp,
+    // Second cache line: the identity (written at accept only) and the HTTP/1 lens.
+    cookie: AtomicU64,
+    peer_ip_hi: AtomicU64,
+    peer_ip_lo: AtomicU64,
+    /// peer port << 16 | local port.
+    ports: AtomicU32,
+    /// address family << 16 | hold: with `Flags::COUNTED`, the connection's hold in
+    /// `holders` (< 2^16; 0: counted the old way, its place given back when this fd closes).
+    family_hold: AtomicU32,
     /// The lens's state (`stallguard_lens::Lens::to_words`).
-    pub lens: [AtomicU64; 4],
-    /// When the lens's current stage started, and the bytes read in it (MinRate).
-    pub stage_since: AtomicU64,
-    pub stage_bytes: AtomicU64,
+    lens: [AtomicU64; 4],
 }
+
+/// The hold's bits of `Slot::family_hold`.
+const HOLD_BITS: u32 = 0xffff;
 
 pub fn phase(state: u32) -> u32 {
     state & PHASE
@@ -77,7 +128,6 @@ impl Slot {
             self.disengage();
         }
         self.flags.store(0, Relaxed); // a new connection: no flag of the old one applies
-        self.hold.store(0, Relaxed);
         for f in [
             &self.waiting_since,
             &self.first_wait_at,
@@ -100,8 +150,8 @@ impl Slot {
         for w in &self.lens {
             w.store(0, Relaxed);
         }
-        self.set_identity(id);
-        self.accepted_at.store(now, Relaxed);
+        self.set_identity(id); // and no hold
+        self.accepted_at.store(stamp(now), Relaxed);
         super::owners::note(fd);
         self.state.store(next_generation(old, TRACKED), Release);
         raise_high_water(fd);
@@ -111,11 +161,8 @@ impl Slot {
     /// Makes this fd an alias (dup) of the connection tracked in `src`.
     pub fn track_alias_of(&self, fd: libc::c_int, src: &Slot) {
         let now = now_ms();
-        self.track(
-            fd,
-            &src.identity(),
-            src.accepted_at.load(Relaxed).max(1).min(now),
-        );
+        let accepted_at = expand(src.accepted_at.load(Relaxed), now);
+        self.track(fd, &src.identity(), accepted_at.max(1).min(now));
         for (to, from) in [
             (&self.first_wait_at, &src.first_wait_at),
             (&self.last_in, &src.last_in),
@@ -130,7 +177,7 @@ impl Slot {
         }
         self.set_flag(Flags::ALIAS);
         // A copy keeps the connection's place held in this process until the last fd closes.
-        let hold = src.hold.load(Acquire);
+        let hold = src.family_hold.load(Acquire) & HOLD_BITS;
         if hold != 0 && src.has_flag(Flags::COUNTED) {
             holders::share(hold);
             self.hold_place(hold);
@@ -171,7 +218,9 @@ impl Slot {
     /// This fd holds its connection's per-source place through the hold `hold` (0: counted
     /// the old way, directly).
     pub fn hold_place(&self, hold: u32) {
-        self.hold.store(hold, Release);
+        debug_assert!(hold <= HOLD_BITS);
+        let family = self.family_hold.load(Relaxed) & !HOLD_BITS;
+        self.family_hold.store(family | (hold & HOLD_BITS), Release);
         self.set_flag(Flags::COUNTED);
     }
 
@@ -180,7 +229,8 @@ impl Slot {
     fn give_back_source(&self) {
         let counted = Flags::COUNTED.bits();
         if self.flags.fetch_and(!counted, AcqRel) & counted != 0 {
-            match self.hold.swap(0, AcqRel) {
+            // Taken once (the family stays): exactly one of concurrent closes sees the hold.
+            match self.family_hold.fetch_and(!HOLD_BITS, AcqRel) & HOLD_BITS {
                 0 => sources::release(sources::source_key(&self.identity())),
                 hold => holders::let_go(hold),
             }
@@ -230,25 +280,25 @@ impl Slot {
             u64::from_be_bytes(lo.try_into().unwrap_or_default()),
             Relaxed,
         );
-        self.ports_family.store(
-            (u64::from(id.peer_port) << 32)
-                | (u64::from(id.local_port) << 16)
-                | u64::from(id.family),
+        self.ports.store(
+            (u32::from(id.peer_port) << 16) | u32::from(id.local_port),
             Relaxed,
         );
+        // A new identity holds no place yet (`hold_place` comes after).
+        self.family_hold.store(u32::from(id.family) << 16, Relaxed);
     }
 
     pub fn identity(&self) -> Identity {
-        let pf = self.ports_family.load(Relaxed);
+        let ports = self.ports.load(Relaxed);
         let mut peer_ip = [0u8; 16];
         peer_ip[..8].copy_from_slice(&self.peer_ip_hi.load(Relaxed).to_be_bytes());
         peer_ip[8..].copy_from_slice(&self.peer_ip_lo.load(Relaxed).to_be_bytes());
         Identity {
             cookie: self.cookie.load(Relaxed),
-            family: pf as u16,
+            family: (self.family_hold.load(Relaxed) >> 16) as u16,
             peer_ip,
-            peer_port: (pf >> 32) as u16,
-            local_port: (pf >> 16) as u16,
+            peer_port: (ports >> 16) as u16,
+            local_port: ports as u16,
         }
     }
 
@@ -313,10 +363,12 @@ impl Slot {
     #[inline(always)]
     pub fn mark_waiting(&self) {
         if self.waiting_since.load(Relaxed) == 0 {
-            let now = now_ms();
+            let now = stamp(now_ms());
             self.waiting_since.store(now, Relaxed);
-            if now != 0 && self.first_wait_at.load(Relaxed) == 0 {
-                // Once per connection: counted before it becomes visible (see `ENGAGED`).
+            if self.first_wait_at.load(Relaxed) == 0 {
+                // Once per connection: counted before it becomes visible (see `ENGAGED`). A
+                // stamp of 0 (once in 49.7 days) counts it again at its next wait: the count
+                // errs upward only.
                 super::engage(1);
                 self.first_wait_at.store(now, Release);
             }
@@ -337,15 +389,14 @@ impl Slot {
             if peek {
                 return;
             }
-            let now = now_ms();
+            let now = stamp(now_ms());
             self.last_in.store(now, Relaxed);
-            add(&self.bytes_in, r as u64);
+            add_wrapping(&self.bytes_in, r as u64);
             if self.request_start.load(Relaxed) == 0 {
                 self.request_start.store(now, Relaxed);
-                self.request_bytes.store(r as u64, Relaxed);
-            } else {
-                add(&self.request_bytes, r as u64);
+                self.request_bytes.store(0, Relaxed);
             }
+            add_saturating(&self.request_bytes, r as u64);
         } else if r == 0 || !errno_is_retry() {
             // EOF or a hard error: the server will close; it is no longer waiting.
             self.waiting_since.store(0, Relaxed);
@@ -357,7 +408,7 @@ impl Slot {
     #[inline(always)]
     pub fn write_begin(&self) {
         if self.write_pending_since.load(Relaxed) == 0 {
-            self.write_pending_since.store(now_ms(), Relaxed);
+            self.write_pending_since.store(stamp(now_ms()), Relaxed);
         }
     }
 
@@ -365,9 +416,9 @@ impl Slot {
     #[inline(always)]
     pub fn record_write(&self, r: isize, len: usize) {
         if r > 0 {
-            let now = now_ms();
+            let now = stamp(now_ms());
             self.last_out.store(now, Relaxed);
-            add(&self.bytes_out, r as u64);
+            add_wrapping(&self.bytes_out, r as u64);
             // The server answered: the request phase is over.
             self.request_start.store(0, Relaxed);
             if r as usize >= len {
@@ -382,27 +433,36 @@ impl Slot {
 
     /// The facts the verdict needs, as of now.
     pub fn facts(&self) -> stallguard_policy::Facts {
-        let mut waiting_since = self.waiting_since.load(Relaxed);
-        let last_in = self.last_in.load(Relaxed);
-        let last_out = self.last_out.load(Relaxed);
-        let first_wait_at = self.first_wait_at.load(Relaxed);
+        // The clock the stamps were taken with (the hooks' coarse one, or the exact one).
+        let now = now_ms();
+        let time = |t: &Stamp| expand(t.load(Relaxed), now);
+        let mut waiting_since = time(&self.waiting_since);
+        let last_in = time(&self.last_in);
+        let last_out = time(&self.last_out);
+        let first_wait_at = time(&self.first_wait_at);
         if waiting_since == 0 && self.has_flag(Flags::EPOLL_IN) {
             // An event loop with the fd in its read set waits on the client between events.
             waiting_since = first_wait_at.max(last_in).max(last_out);
         }
+        // Only its zero-ness decides (the first-byte timer): a total that wrapped to 0 after
+        // bytes were read is not "nothing read".
+        let bytes_in = match self.bytes_in.load(Relaxed) {
+            0 if last_in != 0 => 1 << 32,
+            n => u64::from(n),
+        };
         stallguard_policy::Facts {
-            accepted_at: self.accepted_at.load(Relaxed),
-            connecting_since: self.connecting_since.load(Relaxed),
-            own_deadline: self.own_deadline.load(Relaxed),
+            accepted_at: time(&self.accepted_at),
+            connecting_since: time(&self.connecting_since),
+            own_deadline: time(&self.own_deadline),
             first_wait_at,
             waiting_since,
             last_in,
             last_out,
-            bytes_in: self.bytes_in.load(Relaxed),
-            request_start: self.request_start.load(Relaxed),
-            request_bytes: self.request_bytes.load(Relaxed),
-            write_pending_since: self.write_pending_since.load(Relaxed),
-            framing: self.framing(),
+            bytes_in,
+            request_start: time(&self.request_start),
+            request_bytes: widen(self.request_bytes.load(Relaxed)),
+            write_pending_since: time(&self.write_pending_since),
+            framing: self.framing(now),
             // The watcher's own window (observe) fills these.
             out_window_ms: 0,
             out_window_bytes: 0,
@@ -425,26 +485,75 @@ impl Slot {
 
     /// The lens's stage entered now (or, for a request's header stage, at `since`), with
     /// `bytes` already read in it.
-    pub fn stage_started(&self, since: u64, bytes: u64) {
-        self.stage_since.store(since, Relaxed);
-        self.stage_bytes.store(bytes, Relaxed);
+    pub fn stage_started(&self, since: u64) {
+        self.stage_since.store(stamp(since), Relaxed);
+        self.stage_bytes.store(0, Relaxed);
+    }
+
+    /// The lens's header stage runs from the request's first byte, with the bytes read since
+    /// (as STALLGUARD_REQUEST always did). False if no request has started.
+    pub fn stage_from_request(&self) -> bool {
+        let start = self.request_start.load(Relaxed);
+        if start == 0 {
+            return false;
+        }
+        self.stage_since.store(start, Relaxed);
+        self.stage_bytes
+            .store(self.request_bytes.load(Relaxed), Relaxed);
+        true
     }
 
     /// `n` more bytes read in the current stage.
     pub fn stage_read(&self, n: u64) {
-        add(&self.stage_bytes, n);
+        add_saturating(&self.stage_bytes, n);
     }
 
-    /// What the verdict needs, when the lens knows the framing.
-    pub fn framing(&self) -> Option<stallguard_policy::Framing> {
+    /// What the verdict needs, when the lens knows the framing (`now`: the stamps' clock).
+    fn framing(&self, now: u64) -> Option<stallguard_policy::Framing> {
         let lens = self.lens_state();
         let stage = lens.stage();
         stage.is_framed().then(|| stallguard_policy::Framing {
             stage,
-            since: self.stage_since.load(Relaxed),
-            bytes: self.stage_bytes.load(Relaxed),
+            since: expand(self.stage_since.load(Relaxed), now),
+            bytes: widen(self.stage_bytes.load(Relaxed)),
             requests: lens.requests(),
         })
+    }
+
+    // ---- the few facts other modules set or read directly ----
+
+    /// A write is pending (the watcher then follows the kernel's acknowledged bytes).
+    pub fn write_pending(&self) -> bool {
+        self.write_pending_since.load(Relaxed) != 0
+    }
+
+    /// The server's own shutdown: after SHUT_WR it no longer tries to write.
+    pub fn end_write(&self) {
+        self.write_pending_since.store(0, Relaxed);
+    }
+
+    /// An outbound connect() started at `now`.
+    pub fn connect_started(&self, now: u64) {
+        self.connecting_since.store(stamp(now), Relaxed);
+    }
+
+    /// The outbound connect() completed.
+    pub fn connected(&self) {
+        self.connecting_since.store(0, Relaxed);
+    }
+
+    /// The program's own deadline (`at`: absolute ms of `clock::monotonic_ms`, 0: none),
+    /// `now` being that clock now. A deadline further than a stamp can say (24.8 days) is
+    /// not kept: it would read as past, and a deadline must never fire early.
+    pub fn set_own_deadline(&self, at: u64, now: u64) {
+        let keep = at != 0 && at.saturating_sub(now) < 1 << 31;
+        self.own_deadline
+            .store(if keep { stamp(at) } else { 0 }, Relaxed);
+    }
+
+    /// Bytes written, modulo 2^32 (display).
+    pub fn bytes_out(&self) -> u64 {
+        u64::from(self.bytes_out.load(Relaxed))
     }
 
     /// In a forked child: the parent's in-flight calls do not exist here.
@@ -457,7 +566,7 @@ impl Slot {
         // counted the old way is given back by the parent when it closes its copy, not us.
         // The lens stays with the parent (a CGI child is judged by its own calls).
         self.clear_flag(Flags::EPOLL_IN | Flags::LENS);
-        if self.hold.load(Acquire) == 0 {
+        if self.family_hold.load(Acquire) & HOLD_BITS == 0 {
             self.clear_flag(Flags::COUNTED);
         }
         self.set_flag(Flags::INHERITED);
@@ -469,9 +578,10 @@ impl Slot {
     }
 }
 
+/// A 32-bit total (display only): wraps.
 #[inline(always)]
-fn add(counter: &AtomicU64, n: u64) {
-    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+fn add_wrapping(counter: &AtomicU32, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n as u32), Relaxed);
 }
 
 #[cfg(test)]
@@ -485,8 +595,92 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_three_cache_lines() {
-        assert_eq!(std::mem::size_of::<Slot>(), 192);
+    fn slot_is_two_cache_lines() {
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn stamps_expand_exactly_within_24_days_and_late_beyond() {
+        let day = 86_400_000u64;
+        for now in [
+            5_000u64,
+            3 * day,
+            (1 << 32) + 17,
+            (7 << 32) - 3,
+            (1 << 40) + 5,
+        ] {
+            for age in [0u64, 1, 100, 20 * day, (1 << 31) - 1] {
+                if age < now {
+                    let t = now - age;
+                    assert_eq!(expand(stamp(t), now), t, "now {now} age {age}");
+                }
+            }
+            // Up to a tick in the future (the coarse clock is the end of the tick).
+            assert_eq!(expand(stamp(now + 100), now), now + 100);
+            // Older than 2^31 ms: read as later than it was, never earlier.
+            for age in [(1u64 << 31) + 1, 30 * day, 49 * day, 60 * day] {
+                if age < now {
+                    let t = now - age;
+                    assert!(expand(stamp(t), now) > t, "now {now} age {age}");
+                }
+            }
+        }
+        assert_eq!(expand(0, 1 << 40), 0, "never stays never");
+        // A time whose low 32 bits are 0 (once in 49.7 days) reads as never: a timer that
+        // does not run, never one that runs early.
+        assert_eq!(expand(stamp(7 << 32), (7 << 32) + 5), 0);
+    }
+
+    #[test]
+    fn rate_counts_saturate_and_totals_wrap() {
+        let s = fresh_slot();
+        s.track(MAX_FDS as i32 - 1, &Identity::default(), 10);
+        s.record_read(0x7fff_f000, false);
+        s.record_read(0x7fff_f000, false);
+        s.record_read(0x7fff_f000, false);
+        let f = s.facts();
+        assert_eq!(
+            f.request_bytes,
+            u64::MAX,
+            "saturated: more than any rate needs"
+        );
+        assert_ne!(f.bytes_in, 0, "bytes were read");
+        s.untrack();
+    }
+
+    #[test]
+    fn identity_and_hold_share_a_word() {
+        let s = fresh_slot();
+        let id = Identity {
+            cookie: u64::MAX - 1,
+            family: libc::AF_INET6 as u16,
+            peer_ip: [7; 16],
+            peer_port: 65535,
+            local_port: 1,
+        };
+        s.track(MAX_FDS as i32 - 1, &id, 10);
+        s.hold_place(0x3fff);
+        assert_eq!(s.identity(), id);
+        assert_eq!(s.family_hold.load(Relaxed) & HOLD_BITS, 0x3fff);
+        s.untrack();
+        assert_eq!(
+            s.family_hold.load(Relaxed) & HOLD_BITS,
+            0,
+            "given back once"
+        );
+        assert_eq!(s.identity(), id, "the family stays");
+    }
+
+    #[test]
+    fn far_own_deadlines_are_not_kept() {
+        let s = fresh_slot();
+        s.track(MAX_FDS as i32 - 1, &Identity::default(), 10);
+        s.set_own_deadline(1_000 + 5_000, 1_000);
+        assert_eq!(s.facts().own_deadline, 6_000);
+        s.set_own_deadline(1_000 + (1 << 31), 1_000);
+        assert_eq!(s.facts().own_deadline, 0);
+        s.untrack();
     }
 
     #[test]

@@ -217,7 +217,7 @@ impl Pressure {
             }
             o.done = true;
             if let Some(m) = memory.get_mut(o.fd as usize) {
-                m.done = true;
+                m.set_done();
             }
         }
     }
