@@ -33,6 +33,9 @@ impl Flags {
     /// Not a connection: the slot of a listening socket, caching what the connections it
     /// accepts inherit (`Slot::cached_listener`). Cleared when the fd is tracked or reused.
     pub const LISTENER: Flags = Flags(1024);
+    /// Not a flag: the top two bits hold the connection's address family (`slot.rs`), set
+    /// with the identity; no flag may use them.
+    pub const FAMILY_MASK: Flags = Flags(0b11 << 30);
 
     /// The bits, as stored in the slot.
     #[inline(always)]
@@ -86,6 +89,7 @@ const _: () = {
     while i < ALL.len() {
         assert!(ALL[i].0.count_ones() == 1);
         assert!(seen & ALL[i].0 == 0);
+        assert!(ALL[i].0 & Flags::FAMILY_MASK.0 == 0);
         seen |= ALL[i].0;
         i += 1;
     }

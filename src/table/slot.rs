@@ -99,17 +99,31 @@ pub struct Slot {
     cookie: AtomicU64,
     peer_ip_hi: AtomicU64,
     peer_ip_lo: AtomicU64,
-    /// peer port << 16 | local port.
+    /// peer port << 16 | local port (the address family is in `flags`' top bits).
     ports: AtomicU32,
-    /// address family << 16 | hold: with `Flags::COUNTED`, the connection's hold in
-    /// `holders` (< 2^16; 0: counted the old way, its place given back when this fd closes).
-    family_hold: AtomicU32,
+    /// With `Flags::COUNTED`: the connection's hold in `holders` (0: counted the old way,
+    /// its place given back when this fd closes).
+    hold: AtomicU32,
     /// The lens's state (`stallguard_lens::Lens::to_words`).
     lens: [AtomicU64; 4],
 }
 
-/// The hold's bits of `Slot::family_hold`.
-const HOLD_BITS: u32 = 0xffff;
+/// The address family, coded in the top two bits of `Slot::flags` (`Flags::FAMILY_MASK`): the
+/// families a connection is identified with (an identity without one reads back as 0).
+const FAMILIES: [u16; 4] = [
+    0,
+    libc::AF_INET as u16,
+    libc::AF_INET6 as u16,
+    libc::AF_UNIX as u16,
+];
+const FAMILY_SHIFT: u32 = Flags::FAMILY_MASK.bits().trailing_zeros();
+
+fn family_code(family: u16) -> u32 {
+    FAMILIES
+        .iter()
+        .position(|&f| f == family && f != 0)
+        .unwrap_or(0) as u32
+}
 
 pub fn phase(state: u32) -> u32 {
     state & PHASE
@@ -128,6 +142,7 @@ impl Slot {
             self.disengage();
         }
         self.flags.store(0, Relaxed); // a new connection: no flag of the old one applies
+        self.hold.store(0, Relaxed);
         for f in [
             &self.waiting_since,
             &self.first_wait_at,
@@ -150,7 +165,7 @@ impl Slot {
         for w in &self.lens {
             w.store(0, Relaxed);
         }
-        self.set_identity(id); // and no hold
+        self.set_identity(id);
         self.accepted_at.store(stamp(now), Relaxed);
         super::owners::note(fd);
         self.state.store(next_generation(old, TRACKED), Release);
@@ -177,7 +192,7 @@ impl Slot {
         }
         self.set_flag(Flags::ALIAS);
         // A copy keeps the connection's place held in this process until the last fd closes.
-        let hold = src.family_hold.load(Acquire) & HOLD_BITS;
+        let hold = src.hold.load(Acquire);
         if hold != 0 && src.has_flag(Flags::COUNTED) {
             holders::share(hold);
             self.hold_place(hold);
@@ -218,9 +233,7 @@ impl Slot {
     /// This fd holds its connection's per-source place through the hold `hold` (0: counted
     /// the old way, directly).
     pub fn hold_place(&self, hold: u32) {
-        debug_assert!(hold <= HOLD_BITS);
-        let family = self.family_hold.load(Relaxed) & !HOLD_BITS;
-        self.family_hold.store(family | (hold & HOLD_BITS), Release);
+        self.hold.store(hold, Release);
         self.set_flag(Flags::COUNTED);
     }
 
@@ -229,8 +242,7 @@ impl Slot {
     fn give_back_source(&self) {
         let counted = Flags::COUNTED.bits();
         if self.flags.fetch_and(!counted, AcqRel) & counted != 0 {
-            // Taken once (the family stays): exactly one of concurrent closes sees the hold.
-            match self.family_hold.fetch_and(!HOLD_BITS, AcqRel) & HOLD_BITS {
+            match self.hold.swap(0, AcqRel) {
                 0 => sources::release(sources::source_key(&self.identity())),
                 hold => holders::let_go(hold),
             }
@@ -285,7 +297,9 @@ impl Slot {
             Relaxed,
         );
         // A new identity holds no place yet (`hold_place` comes after).
-        self.family_hold.store(u32::from(id.family) << 16, Relaxed);
+        // `track` cleared the flags just before: the family's bits are set on zeros.
+        self.flags
+            .fetch_or(family_code(id.family) << FAMILY_SHIFT, Relaxed);
     }
 
     pub fn identity(&self) -> Identity {
@@ -295,7 +309,8 @@ impl Slot {
         peer_ip[8..].copy_from_slice(&self.peer_ip_lo.load(Relaxed).to_be_bytes());
         Identity {
             cookie: self.cookie.load(Relaxed),
-            family: (self.family_hold.load(Relaxed) >> 16) as u16,
+            family: FAMILIES
+                [((self.flags.load(Relaxed) & Flags::FAMILY_MASK.bits()) >> FAMILY_SHIFT) as usize],
             peer_ip,
             peer_port: (ports >> 16) as u16,
             local_port: ports as u16,
@@ -566,7 +581,7 @@ impl Slot {
         // counted the old way is given back by the parent when it closes its copy, not us.
         // The lens stays with the parent (a CGI child is judged by its own calls).
         self.clear_flag(Flags::EPOLL_IN | Flags::LENS);
-        if self.family_hold.load(Acquire) & HOLD_BITS == 0 {
+        if self.hold.load(Acquire) == 0 {
             self.clear_flag(Flags::COUNTED);
         }
         self.set_flag(Flags::INHERITED);
@@ -650,26 +665,22 @@ mod tests {
     }
 
     #[test]
-    fn identity_and_hold_share_a_word() {
+    fn identity_packs_ports_and_family_exactly() {
         let s = fresh_slot();
-        let id = Identity {
-            cookie: u64::MAX - 1,
-            family: libc::AF_INET6 as u16,
-            peer_ip: [7; 16],
-            peer_port: 65535,
-            local_port: 1,
-        };
-        s.track(MAX_FDS as i32 - 1, &id, 10);
-        s.hold_place(0x3fff);
-        assert_eq!(s.identity(), id);
-        assert_eq!(s.family_hold.load(Relaxed) & HOLD_BITS, 0x3fff);
-        s.untrack();
-        assert_eq!(
-            s.family_hold.load(Relaxed) & HOLD_BITS,
-            0,
-            "given back once"
-        );
-        assert_eq!(s.identity(), id, "the family stays");
+        for family in [libc::AF_INET, libc::AF_INET6, libc::AF_UNIX] {
+            let id = Identity {
+                cookie: u64::MAX - 1,
+                family: family as u16,
+                peer_ip: [7; 16],
+                peer_port: 65535,
+                local_port: 1,
+            };
+            s.track(MAX_FDS as i32 - 1, &id, 10);
+            s.set_flag(Flags::COUNTED | Flags::LENS);
+            s.clear_flag(Flags::LENS);
+            assert_eq!(s.identity(), id, "flags set and cleared keep the family");
+            s.untrack();
+        }
     }
 
     #[test]
