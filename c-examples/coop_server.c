@@ -4,6 +4,7 @@
  *   GET /exempt    the handler exempts its connection, then waits up to 3 s for the client to
  *                  send "go" (the client's turn, longer than a short idle timer), then answers
  *                  "exempt <rc>" — with the guard the exemption keeps it alive;
+ *                  `GET /exempt?ms=N` waits up to N ms instead (a stuck, exempt connection);
  *   GET /deadline  the handler gives itself 1 s (stallguard_set_deadline), then thinks for 3 s
  *                  before answering — with the guard the connection is cut at 1 s;
  *   GET /counters  answers "tracked=N reaped=M" from stallguard_counters, or "unavailable"
@@ -47,11 +48,12 @@ static void *serve(void *arg)
     }
     req[len] = 0;
     char body[256];
-    if (!strncmp(req, "GET /exempt ", 12)) {
+    if (!strncmp(req, "GET /exempt ", 12) || !strncmp(req, "GET /exempt?ms=", 15)) {
+        int wait_ms = req[11] == '?' ? atoi(req + 15) : 3000;
         int rc = stallguard_try_exempt(fd);
         char go[8];
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int ready = poll(&p, 1, 3000) > 0 && read(fd, go, sizeof(go)) > 0;
+        int ready = poll(&p, 1, wait_ms) > 0 && read(fd, go, sizeof(go)) > 0;
         snprintf(body, sizeof(body), "exempt %d %s\n", rc, ready ? "go" : "timeout");
     } else if (!strncmp(req, "GET /deadline ", 14)) {
         stallguard_try_set_deadline(fd, 1000);

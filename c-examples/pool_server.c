@@ -9,6 +9,9 @@
  * MSG_NOSIGNAL): writing to a connection that was shut down kills the whole
  * process, which is what the shim must avoid when it reaps a connection.
  *
+ * SIGTERM and SIGINT end it through exit() (main returns), as many servers do: atexit
+ * handlers run while the workers are still blocked in their calls.
+ *
  * usage: pool_server PORT [--threads N] [--big BYTES] [--longpoll MS] [--ipv6]
  */
 #define _GNU_SOURCE
@@ -16,6 +19,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -122,6 +126,13 @@ int main(int argc, char **argv)
     parse_opts(argc, argv, "--threads", 4, &opt);
     lfd = listen_on(&opt);
 
+    /* Blocked before the workers exist, so they inherit the mask: only main takes them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
     pthread_t tids[opt.count];
     for (int i = 0; i < opt.count; i++) {
         int e = pthread_create(&tids[i], NULL, worker, NULL);
@@ -130,7 +141,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    for (int i = 0; i < opt.count; i++)
-        pthread_join(tids[i], NULL);
-    return 0;
+    int sig = 0;
+    while (sigwait(&stop, &sig) != 0)
+        ;
+    return 0; /* exit(): atexit handlers run, the workers end with the process */
 }

@@ -1,4 +1,5 @@
-//! The table of interposed functions: one row per libc function the shim replaces.
+//! The table of interposed functions: one row per libc (or OpenSSL) function the shim
+//! replaces.
 //!
 //! A row is `Family fn name(C signature) -> ret = shape(..) { hook body };`. The table is a
 //! macro that hands every row to a callback, so this list is written once and expanded three
@@ -75,6 +76,20 @@ macro_rules! interposed {
                 = fd(out, slot) { track::io::without_our_sigpipe(slot, n, || real::sendfile(out, inp, off, n)) };
             Write fn sendfile64(out: c_int, inp: c_int, off: *mut i64, n: size_t) -> ssize_t
                 = fd(out, slot) { track::io::without_our_sigpipe(slot, n, || real::sendfile64(out, inp, off, n)) };
+
+            // ---- OpenSSL, where the program loads libssl: a TLS connection's plaintext (see track::tls) ----
+            Tls fn SSL_read(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int
+                = call() { let r = real::SSL_read(ssl, buf, num); track::tls::read(ssl, buf.cast(), args::tls_count(r)); r };
+            Tls fn SSL_read_ex(ssl: *mut c_void, buf: *mut c_void, num: size_t, got: *mut size_t) -> c_int
+                = call() { let r = real::SSL_read_ex(ssl, buf, num, got); track::tls::read(ssl, buf.cast(), args::tls_count_ex(r, got)); r };
+            Tls fn SSL_peek(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int
+                = call() { let r = real::SSL_peek(ssl, buf, num); track::tls::peeked(ssl, args::tls_count(r)); r };
+            Tls fn SSL_peek_ex(ssl: *mut c_void, buf: *mut c_void, num: size_t, got: *mut size_t) -> c_int
+                = call() { let r = real::SSL_peek_ex(ssl, buf, num, got); track::tls::peeked(ssl, args::tls_count_ex(r, got)); r };
+            Tls fn SSL_write(ssl: *mut c_void, buf: *const c_void, num: c_int) -> c_int
+                = call() { let r = real::SSL_write(ssl, buf, num); track::tls::wrote(ssl, args::tls_count(r)); r };
+            Tls fn SSL_write_ex(ssl: *mut c_void, buf: *const c_void, num: size_t, put: *mut size_t) -> c_int
+                = call() { let r = real::SSL_write_ex(ssl, buf, num, put); track::tls::wrote(ssl, args::tls_count_ex(r, put)); r };
 
             // ---- close: every path that ends or copies an fd (see track::alias) ----
             Close fn close(fd: c_int) -> c_int

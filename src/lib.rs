@@ -40,6 +40,7 @@ use runtime::{clock, config, log, pid};
 extern "C" fn init() {
     let ok = std::panic::catch_unwind(|| {
         abi::real::resolve_all();
+        abi::openssl::resolve_all();
         pid::refresh_pid();
         clock::refresh();
         if !config::load() {
@@ -87,6 +88,7 @@ extern "C" fn after_fork_in_child() {
     pid::refresh_pid();
     clock::refresh();
     log::reset_after_fork();
+    table::stats::reset_after_fork();
     watcher::forget_parent_watcher();
     table::holders::after_fork_in_child();
     table::owners::forget_after_fork();

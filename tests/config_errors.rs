@@ -178,3 +178,33 @@ fn valid_values_in_every_documented_form_are_accepted() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 15 item 2: a log file that cannot be opened stops the process with the usual two
+/// lines: what is wrong (the variable, the value, why, what to do: LogsDirectory=), then that
+/// the process was refused and how to run it anyway.
+#[test]
+fn a_log_file_that_cannot_be_opened_is_refused_in_two_lines() {
+    let out = run_with(&[("STALLGUARD_LOG_FILE", "/nonexistent-dir/x.log")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "the program must not have run");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("stallguard: invalid STALLGUARD_LOG_FILE=\"/nonexistent-dir/x.log\": cannot open it for appending: No such file or directory"),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("LogsDirectory="), "{lines:?}");
+    assert!(
+        lines[1].starts_with("stallguard: refusing to start:")
+            && lines[1].contains("STALLGUARD_ON_ERROR=warn"),
+        "{lines:?}"
+    );
+    let warned = run_with(&[
+        ("STALLGUARD_LOG_FILE", "/nonexistent-dir/x.log"),
+        ("STALLGUARD_ON_ERROR", "warn"),
+    ]);
+    assert_eq!(warned.status.code(), Some(0));
+    let lines = stderr_lines(&warned);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[1].contains("UNGUARDED"), "{lines:?}");
+}

@@ -74,3 +74,88 @@ fn counters_are_readable_by_the_program() {
     assert!(body.starts_with("tracked="), "{body}");
     assert!(body.contains("reaped=1"), "{body}");
 }
+
+/// The live-view segment of `pid`, mapped read-write (the mailbox is in it).
+fn map_segment(pid: u32) -> &'static stallguard_shm::Header {
+    let path = std::ffi::CString::new(stallguard_shm::path_for(pid)).unwrap();
+    // SAFETY: a NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "no segment for {pid}");
+    // SAFETY: a shared mapping of the whole segment (its size is fixed by the layout); the
+    // mapping outlives the fd, and is left mapped for the rest of the test process.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            stallguard_shm::SEGMENT_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    assert_ne!(p, libc::MAP_FAILED);
+    // SAFETY: the segment starts with its Header, page-aligned, shared atomics only.
+    unsafe { &*p.cast::<stallguard_shm::Header>() }
+}
+
+/// Issue 15: a REQUEST_STUCK in the mailbox (posted as an older `stallguard reap --stuck` did)
+/// spares a connection the program exempted, as the command's own definition of stuck does:
+/// of two connections stuck on the client's turn for over 10 s, only the other one is cut.
+#[test]
+fn a_stuck_request_spares_the_connections_the_program_exempted() {
+    let vars = [
+        ("STALLGUARD_FIRST_BYTE", "60s"),
+        ("STALLGUARD_IDLE", "60s"),
+        // The poll of /exempt is the client's turn by its calls (the lens would call a
+        // complete request the server's turn, and spare it for that reason alone).
+        ("STALLGUARD_LENS", "off"),
+        ("STALLGUARD_TICK", "100ms"),
+    ];
+    let srv = Proc::start("coop_server", &[], Some(&vars));
+    let mut exempt = TcpStream::connect(srv.addr()).unwrap();
+    write!(exempt, "GET /exempt?ms=30000 HTTP/1.1\r\n\r\n").unwrap();
+    let mut silent = TcpStream::connect(srv.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(11_000));
+    let h = map_segment(srv.pid());
+    let ticket = h
+        .mailbox
+        .post(
+            stallguard_shm::REQUEST_STUCK,
+            -1,
+            stallguard_shm::monotonic_ms(),
+        )
+        .expect("posted");
+    let end = Instant::now() + Duration::from_secs(3);
+    let answer = loop {
+        match h.mailbox.answer_of(ticket) {
+            stallguard_shm::Answer::Pending if Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            a => break a,
+        }
+    };
+    assert_eq!(
+        answer,
+        stallguard_shm::Answer::Reaped(1),
+        "{}",
+        srv.log_text()
+    );
+    assert!(wait_cut(&mut silent, Duration::from_secs(2)));
+    let reaps = srv.wait_events("reap", 1, Duration::from_secs(2));
+    assert_eq!(reaps.len(), 1, "{}", srv.log_text());
+    assert_eq!(reaps[0]["reason"], "manual");
+    assert_eq!(
+        reaps[0]["peer"],
+        silent.local_addr().unwrap().to_string(),
+        "{}",
+        srv.log_text()
+    );
+    // The exempt one is still served.
+    exempt.write_all(b"go").unwrap();
+    assert_eq!(
+        read_response(&mut exempt, Instant::now() + Duration::from_secs(3)).as_deref(),
+        Ok("exempt 0 go\n")
+    );
+}

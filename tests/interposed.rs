@@ -17,10 +17,10 @@ fn inventory() -> BTreeSet<String> {
         .collect()
 }
 
+/// A C identifier (OpenSSL's rows have capitals: `SSL_read`).
 fn is_function_name(w: &str) -> bool {
-    !w.is_empty()
-        && w.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    w.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Exported functions of the built library are the table's rows plus the cooperation API

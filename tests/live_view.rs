@@ -45,6 +45,8 @@ fn stuck_connections_are_reported_longest_first() {
     assert!(srv.events("reap").is_empty(), "reporting must not reap");
 }
 
+/// The library's textfile carries what `stallguard metrics` exports for the process: the
+/// `pid` and `comm` labels and `stallguard_build_info` (one renderer, in stallguard-shm).
 #[test]
 fn the_metrics_textfile_is_rewritten_with_the_counters() {
     let dir = scratch("metrics");
@@ -68,12 +70,41 @@ fn the_metrics_textfile_is_rewritten_with_the_counters() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pid = srv.child.id();
+    let labels = format!("pid=\"{pid}\",comm=\"pool_server\"");
     assert!(
         text.contains(&format!(
-            "stallguard_reaped_total{{pid=\"{pid}\",reason=\"first_byte\"}} 1\n"
+            "stallguard_reaped_total{{{labels},reason=\"first_byte\"}} 1\n"
         )),
         "{text}"
     );
+    assert!(
+        text.contains(&format!(
+            "stallguard_build_info{{version=\"{}\",segment_layout=\"{}\",{labels}}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            stallguard_shm::VERSION
+        )),
+        "{text}"
+    );
+    // The same series, with the same labels, as `stallguard metrics PID` exports (issue 15):
+    // a dashboard built on one reads the other.
+    let cli = stallguard_testkit::cli::stallguard(&["metrics", &pid.to_string()]);
+    let cli = stallguard_testkit::cli::text(&cli.stdout);
+    for sample in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("stallguard_build_info"))
+    {
+        let series = sample.rsplit_once(' ').unwrap().0;
+        assert!(
+            cli.contains(series),
+            "{series} missing from `stallguard metrics`:\n{cli}"
+        );
+    }
+    for family in text.lines().filter(|l| l.starts_with("# HELP ")) {
+        assert!(
+            cli.contains(family),
+            "{family} differs from `stallguard metrics`:\n{cli}"
+        );
+    }
     assert!(
         text.contains("# TYPE stallguard_connections_tracked gauge\n"),
         "{text}"

@@ -188,6 +188,7 @@ fn the_debian_package_installs_runs_a_guarded_server_and_removes_cleanly() {
         "usr/share/stallguard/contrib/stallguard.env",
         "usr/share/stallguard/contrib/prometheus/stallguard.rules.yml",
         "usr/share/stallguard/contrib/grafana/stallguard.json",
+        "usr/share/stallguard/contrib/logrotate/stallguard",
     ] {
         assert!(files.contains(must), "{must} not in the package");
     }

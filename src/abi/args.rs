@@ -182,6 +182,24 @@ pub unsafe fn destination(addr: *const sockaddr, len: socklen_t) -> Option<Ident
     Some(id)
 }
 
+/// The bytes an OpenSSL call moved, from its result `r` (`SSL_read`, `SSL_peek`, `SSL_write`:
+/// > 0 is a count, <= 0 a failure or a retry).
+pub fn tls_count(r: c_int) -> usize {
+    r.max(0) as usize
+}
+
+/// The bytes an OpenSSL `_ex` call moved: `*moved` when it returned 1 (success).
+///
+/// # Safety
+/// `moved` is null or the count pointer the program passed to the call.
+pub unsafe fn tls_count_ex(r: c_int, moved: *const libc::size_t) -> usize {
+    if r != 1 || moved.is_null() {
+        return 0;
+    }
+    // SAFETY: OpenSSL wrote the count there on success; the caller's contract.
+    unsafe { moved.read() }
+}
+
 /// Where a read-family call put the bytes it returned, for the HTTP/1 lens: one buffer
 /// (read, recv, recvfrom), an iovec array (readv) or a msghdr's (recvmsg).
 #[derive(Clone, Copy)]

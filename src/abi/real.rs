@@ -5,6 +5,14 @@
 //! pointer that resolves back into this library is refused (calling it would recurse forever).
 //! If a hook runs before the constructor (another library's constructor doing I/O), the entry
 //! is resolved on first use instead.
+//!
+//! OpenSSL's rows (family `Tls`) are resolved the same way, and also in a libssl the program
+//! loaded privately: Python's `_ssl` module is `dlopen`ed with RTLD_LOCAL, so its libssl is
+//! outside RTLD_NEXT's scope, yet its calls to `SSL_read` bind to this library's export (the
+//! global scope comes first; an unversioned definition satisfies `SSL_read@OPENSSL_3.0.0`).
+//! When libssl is not loaded at start the entry stays 0 and is resolved at the first call. If
+//! it still cannot be found, the hook fails the way OpenSSL's functions do: 0 (for `SSL_read`
+//! and `SSL_write` a failure, `<= 0`; for the `_ex` forms the only failure value).
 
 use libc::{
     c_int, c_uint, c_ulong, c_void, epoll_event, fd_set, iovec, msghdr, nfds_t, off_t, pollfd,
@@ -41,17 +49,49 @@ fn object_base(addr: *const c_void) -> usize {
     info.dli_fbase as usize
 }
 
-/// Resolves `name` (NUL-terminated) with RTLD_NEXT into `slot`; 0 if missing or if it would
-/// call this library itself.
-fn resolve(name: &'static [u8], slot: &AtomicUsize) -> usize {
+/// Whether `sym` lies in this library (calling it would recurse forever).
+fn is_ours(sym: *const c_void) -> bool {
+    object_base(sym) == object_base(object_base as *const c_void)
+}
+
+/// Resolves `name` (NUL-terminated) with RTLD_NEXT, or else (`library`: a file name prefix
+/// such as `libssl.so`) in that library if the program loaded it privately, into `slot`; 0 if
+/// missing or if it would call this library itself.
+pub(super) fn resolve(name: &'static [u8], slot: &AtomicUsize, library: Option<&[u8]>) -> usize {
     // SAFETY: `name` is a NUL-terminated static string; dlsym takes no other input.
-    let sym = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
-    let mut addr = sym as usize;
-    if addr != 0 && object_base(sym) == object_base(object_base as *const c_void) {
-        addr = 0; // would call ourselves
+    let mut sym = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
+    if sym.is_null() {
+        if let Some(lib) = library {
+            sym = super::loaded::symbol_in(lib, name);
+        }
     }
+    let addr = if sym.is_null() || is_ours(sym) {
+        0
+    } else {
+        sym as usize
+    };
     slot.store(addr, Relaxed);
     addr
+}
+
+/// The library a family's functions live in, when it may be loaded privately.
+macro_rules! library_of {
+    (Tls) => {
+        Some(b"libssl.so".as_slice())
+    };
+    ($other:ident) => {
+        None::<&[u8]>
+    };
+}
+
+/// What a row's real function returns when it cannot be found.
+macro_rules! failure_of {
+    (Tls, $ret:ty) => {
+        0 // OpenSSL's failure value for every row of the family
+    };
+    ($other:ident, $ret:ty) => {
+        <$ret as Unavailable>::unavailable()
+    };
 }
 
 macro_rules! real_entries {
@@ -64,13 +104,14 @@ macro_rules! real_entries {
 
         /// Resolves every real function; called once by the constructor.
         pub fn resolve_all() {
-            $( resolve(concat!(stringify!($name), "\0").as_bytes(), &TABLE.$name); )*
+            $( resolve(concat!(stringify!($name), "\0").as_bytes(), &TABLE.$name, library_of!($family)); )*
         }
 
-        /// Names of the functions that could not be resolved (for the debug start line).
+        /// Names of the functions that could not be resolved (for the debug start line);
+        /// those of a library the program may load later (libssl) are not missing.
         pub fn missing() -> Vec<&'static str> {
             let mut v = Vec::new();
-            $( if TABLE.$name.load(Relaxed) == 0 { v.push(stringify!($name)); } )*
+            $( if TABLE.$name.load(Relaxed) == 0 && library_of!($family).is_none() { v.push(stringify!($name)); } )*
             v
         }
 
@@ -108,10 +149,10 @@ macro_rules! real_entries {
                 #[inline(never)]
                 #[allow(non_snake_case)]
                 pub unsafe fn $name($($arg: $ty),*) -> $ret {
-                    let p = resolve(concat!(stringify!($name), "\0").as_bytes(), &TABLE.$name);
+                    let p = resolve(concat!(stringify!($name), "\0").as_bytes(), &TABLE.$name, library_of!($family));
                     if p == 0 {
                         crate::abi::errno::set_errno(libc::ENOSYS);
-                        return <$ret as Unavailable>::unavailable();
+                        return failure_of!($family, $ret);
                     }
                     // SAFETY: as in the entry of the same name.
                     unsafe {

@@ -453,6 +453,31 @@ pub fn file_id(fd: c_int) -> Option<(u64, u64)> {
     (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
 }
 
+/// The (device, inode) of the file at `path` (None: nothing there, or it cannot be looked
+/// at): compared with [`file_id`] of an open descriptor, it tells whether the file was
+/// replaced (log rotation).
+pub fn path_id(path: &CStr) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain data; all-zero is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is valid for writes.
+    (unsafe { libc::stat(path.as_ptr(), &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// Reads up to `buf.len()` bytes of a small file (a /proc entry) through the real read and
+/// close: the watcher's own descriptors must never pass through the hooks. Returns the
+/// bytes read (0 when it cannot be read).
+pub fn read_small_file(path: &CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return 0;
+    }
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { super::real::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    close_own(fd);
+    n.max(0) as usize
+}
+
 /// Gives the pages of an anonymous private mapping back: they read as zeroes again.
 ///
 /// # Safety

@@ -70,12 +70,10 @@ pub fn load() -> bool {
     clock::set_tick_ms(policy.tick_ms);
     let _ = POLICY.set(policy);
     if let Err(why) = log::open(log_file.as_deref()) {
-        let line = format!(
-            "stallguard: invalid STALLGUARD_LOG_FILE={:?}: cannot open it ({why}); expected a writable file path",
-            log_file.unwrap_or_default()
-        );
-        log::to_stderr(&line);
+        let error = stallguard_policy::log_file_error(&log_file.unwrap_or_default(), &why);
+        log::to_stderr(&error.to_string());
         if on_error == OnError::Exit {
+            log::to_stderr(stallguard_policy::LOG_FILE_REFUSAL);
             sys::exit_now(2);
         }
         log::to_stderr("stallguard: running UNGUARDED (STALLGUARD_ON_ERROR=warn)");

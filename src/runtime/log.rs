@@ -12,6 +12,12 @@
 //! Once the watcher has a fd table of its own (`watcher::reach`), it writes to its own copy of
 //! that descriptor ([`adopt_own_copy`]), which nothing the program does can close; the
 //! program's copy is still followed by the close hooks, for the watcher of a forked child.
+//!
+//! Log rotation: at most once a second the watcher compares the file at the log path with the
+//! one it writes to (device and inode) and, when the path names another file (`mv x.log
+//! x.log.1` then a new `x.log`, logrotate's `create`), opens the path again and puts the new
+//! file under the same descriptor number (`dup3`), so nothing else changes. `copytruncate`
+//! needs nothing: the file is opened with O_APPEND, so writes follow the truncation.
 
 use super::clock::{civil_from_days, wall_clock};
 use crate::abi::{real, sys};
@@ -32,6 +38,16 @@ static OWN_FD: AtomicI32 = AtomicI32::new(-1);
 /// What LOG_FD was opened on (device, inode): the watcher recognises its copy by it.
 static LOG_DEV: AtomicU64 = AtomicU64::new(0);
 static LOG_INO: AtomicU64 = AtomicU64::new(0);
+
+/// Set by the exit handler once the stop line is written: it is the last line, whatever the
+/// watcher was about to say.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+/// Rotation (watcher only): when the path was last compared, whether it then named no file,
+/// and whether a failed reopen was already said.
+static ROTATION_CHECKED_AT: AtomicU64 = AtomicU64::new(0);
+static PATH_MISSING: AtomicBool = AtomicBool::new(false);
+static REOPEN_FAILED: AtomicBool = AtomicBool::new(false);
+const ROTATION_CHECK_EVERY_MS: u64 = 1000;
 
 /// The lowest fd number our private log descriptor may take.
 const HIGH_FD_FLOOR: libc::c_int = 200;
@@ -154,15 +170,120 @@ pub fn forget_fd_if(closes: impl Fn(libc::c_int) -> bool) {
 /// In a forked child no write is in flight, whatever the parent's watcher was doing.
 pub fn reset_after_fork() {
     WRITING.store(false, SeqCst);
+    // The parent was not exiting when it forked (its stop line is its own).
+    STOPPED.store(false, SeqCst);
+    // The child's watcher compares the log path at its first tick.
+    ROTATION_CHECKED_AT.store(0, SeqCst);
     // The parent watcher's own table was not copied: its number means nothing here.
     OWN_TABLE.store(false, SeqCst);
     OWN_FD.store(-1, SeqCst);
 }
 
+/// The watcher's care of its log, each tick: reopen it if the host closed it, and follow a
+/// rotation (at most once a second).
+pub fn maintain(now: u64) {
+    reopen_if_closed();
+    let Some(path) = LOG_PATH.get() else { return };
+    if now.saturating_sub(ROTATION_CHECKED_AT.load(SeqCst)) < ROTATION_CHECK_EVERY_MS {
+        return;
+    }
+    ROTATION_CHECKED_AT.store(now, SeqCst);
+    let fd = watcher_fd();
+    if fd < 0 {
+        return;
+    }
+    let decision = rotation(
+        sys::path_id(path),
+        sys::file_id(fd),
+        PATH_MISSING.load(SeqCst),
+    );
+    PATH_MISSING.store(decision == Rotation::Wait, SeqCst);
+    if decision == Rotation::Reopen {
+        follow_rotation(path, fd);
+    }
+}
+
+/// What to do about the file at the log path, seen by the watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The path names the file we write to.
+    Keep,
+    /// The path names another file (or none for a second look): open it.
+    Reopen,
+    /// Nothing at the path yet: logrotate's `create` follows its rename at once, so wait one
+    /// more look before creating the file ourselves (`nocreate`, a plain `mv`).
+    Wait,
+}
+
+/// Compares the (device, inode) at the log path with the open descriptor's; `missing_before`:
+/// the previous look found nothing at the path.
+pub fn rotation(
+    at_path: Option<(u64, u64)>,
+    open: Option<(u64, u64)>,
+    missing_before: bool,
+) -> Rotation {
+    match at_path {
+        Some(id) if Some(id) == open => Rotation::Keep,
+        Some(_) => Rotation::Reopen,
+        None if missing_before => Rotation::Reopen,
+        None => Rotation::Wait,
+    }
+}
+
+/// The descriptor the watcher writes to (in its own table, or the program's).
+fn watcher_fd() -> libc::c_int {
+    if OWN_TABLE.load(SeqCst) {
+        OWN_FD.load(SeqCst)
+    } else {
+        LOG_FD.load(SeqCst)
+    }
+}
+
+/// Opens the log path again and puts the new file under `fd`'s number. If it cannot be
+/// opened (the directory is gone, privileges were dropped), lines keep going to the old file
+/// and that is said once (the next look, a second later, tries again, quietly).
+fn follow_rotation(path: &std::ffi::CStr, fd: libc::c_int) {
+    let new = open_file(path);
+    if new < 0 {
+        let error = std::io::Error::last_os_error();
+        if !REOPEN_FAILED.swap(true, SeqCst) {
+            log_line!(
+                Warn,
+                "event=log_reopen_failed path={:?} error=\"{error}\" msg=\"the log file was moved or replaced; lines still go to the old file\"",
+                path.to_string_lossy()
+            );
+        }
+        return;
+    }
+    REOPEN_FAILED.store(false, SeqCst);
+    let own = OWN_TABLE.load(SeqCst);
+    // In the program's table the host may be closing our number right now: `forget_fd`
+    // waits while WRITING is set, and we replace the file only if the number is still ours.
+    WRITING.store(true, SeqCst);
+    let ours = if own {
+        OWN_FD.load(SeqCst) == fd
+    } else {
+        LOG_FD.load(SeqCst) == fd
+    };
+    // SAFETY: dup3 touches no memory; `fd` is our log descriptor (checked above, and kept
+    // ours by the WRITING protocol), `new` a descriptor we just opened.
+    let replaced = ours && unsafe { real::dup3(new, fd, libc::O_CLOEXEC) } == fd;
+    WRITING.store(false, SeqCst);
+    sys::close_own(new);
+    if replaced {
+        // What a forked child's watcher and the exit handler compare the program's copy with.
+        if let Some((dev, ino)) = sys::file_id(fd) {
+            LOG_DEV.store(dev, SeqCst);
+            LOG_INO.store(ino, SeqCst);
+        }
+        log_line!(Info, "event=log_reopened path={:?}", path.to_string_lossy());
+    }
+}
+
 /// Reopens the log file if the host closed our descriptor (watcher only). In a table of
 /// its own the watcher's descriptor cannot be closed by the host: only a failed open is
 /// retried.
-pub fn reopen_if_closed() {
+fn reopen_if_closed() {
     if OWN_TABLE.load(SeqCst) {
         if OWN_FD.load(SeqCst) < 0 {
             if let Some(path) = LOG_PATH.get() {
@@ -224,15 +345,42 @@ impl Line {
         self.buf[self.len] = b'\n';
         self.len += 1;
         WRITING.store(true, SeqCst);
-        let fd = if OWN_TABLE.load(SeqCst) {
-            OWN_FD.load(SeqCst)
-        } else {
-            LOG_FD.load(SeqCst)
-        };
-        if fd >= 0 {
+        let fd = watcher_fd();
+        // After the stop line nothing more is said (see `emit_last`).
+        if fd >= 0 && !STOPPED.load(SeqCst) {
             write_all_once(fd, &self.buf[..self.len]);
         }
         WRITING.store(false, SeqCst);
+    }
+
+    /// Writes the process's last line, from the thread that calls exit (not the watcher):
+    /// through the program's descriptor when it still names the file at the log path, else
+    /// through the path opened for this one write. Nothing the watcher says afterwards is
+    /// written. Bounded: a write in flight gets at most 100 ms to end; no lock, no allocation.
+    pub fn emit_last(mut self) {
+        self.buf[self.len] = b'\n';
+        self.len += 1;
+        STOPPED.store(true, SeqCst);
+        let until = super::clock::monotonic_ms() + 100;
+        while WRITING.load(SeqCst) && super::clock::monotonic_ms() < until {
+            sys::yield_now();
+        }
+        let fd = LOG_FD.load(SeqCst);
+        if let Some(path) = LOG_PATH.get() {
+            let current =
+                fd >= 0 && sys::file_id(fd).is_some() && sys::file_id(fd) == sys::path_id(path);
+            if !current {
+                let once = sys::open_append(path);
+                if once >= 0 {
+                    write_all_once(once, &self.buf[..self.len]);
+                    sys::close_own(once);
+                    return;
+                }
+            }
+        }
+        if fd >= 0 {
+            write_all_once(fd, &self.buf[..self.len]);
+        }
     }
 }
 
@@ -269,4 +417,22 @@ pub fn to_stderr(text: &str) {
     let _ = line.write_str(text);
     line.buf[line.len] = b'\n';
     write_all_once(2, &line.buf[..line.len + 1]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_follows_the_file_at_the_path() {
+        let (a, b) = (Some((1, 10)), Some((1, 11)));
+        assert_eq!(rotation(a, a, false), Rotation::Keep);
+        // mv x.log x.log.1; : > x.log (or logrotate's create): another inode at the path.
+        assert_eq!(rotation(b, a, false), Rotation::Reopen);
+        // Moved away, nothing created yet: one more look before creating it ourselves.
+        assert_eq!(rotation(None, a, false), Rotation::Wait);
+        assert_eq!(rotation(None, a, true), Rotation::Reopen);
+        // Our descriptor cannot be looked at: open the path.
+        assert_eq!(rotation(a, None, false), Rotation::Reopen);
+    }
 }

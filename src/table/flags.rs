@@ -33,6 +33,11 @@ impl Flags {
     /// Not a connection: the slot of a listening socket, caching what the connections it
     /// accepts inherit (`Slot::cached_listener`). Cleared when the fd is tracked or reused.
     pub const LISTENER: Flags = Flags(1024);
+    /// Its bytes are TLS records (the first raw read opened a handshake, or OpenSSL's
+    /// SSL_read/SSL_write was seen on it): the lens is fed the plaintext OpenSSL hands the
+    /// program, never the raw reads, and only SSL_write starts an answer
+    /// (`stallguard_lens::tls`).
+    pub const TLS: Flags = Flags(2048);
     /// Not a flag: the top two bits hold the connection's address family (`slot.rs`), set
     /// with the identity; no flag may use them.
     pub const FAMILY_MASK: Flags = Flags(0b11 << 30);
@@ -68,7 +73,7 @@ impl BitOr for Flags {
 }
 
 /// Every flag, for the check below.
-const ALL: [Flags; 11] = [
+const ALL: [Flags; 12] = [
     Flags::REAPED,
     Flags::EPOLL_IN,
     Flags::INHERITED,
@@ -80,6 +85,7 @@ const ALL: [Flags; 11] = [
     Flags::LENS,
     Flags::KEEPALIVE_DUE,
     Flags::LISTENER,
+    Flags::TLS,
 ];
 
 // Each flag is one bit of its own.

@@ -15,6 +15,8 @@ static WAITING: AtomicU64 = AtomicU64::new(0);
 static REAPED: [AtomicU64; REASONS] = [const { AtomicU64::new(0) }; REASONS];
 static WOULD_REAP: [AtomicU64; REASONS] = [const { AtomicU64::new(0) }; REASONS];
 static REJECTED: AtomicU64 = AtomicU64::new(0);
+/// Connections tracked since this process started (or was forked), for the stop line.
+static TRACKED_TOTAL: AtomicU64 = AtomicU64::new(0);
 /// The last rejected client (peer_ip hi/lo, family << 16 | port), for the watcher's log line.
 static REJECTED_PEER: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
@@ -59,6 +61,30 @@ pub fn count_pressure_reap(port: u16) {
 pub fn publish_tick(tracked: u64, waiting: u64) {
     TRACKED.store(tracked, Relaxed);
     WAITING.store(waiting, Relaxed);
+}
+
+/// A connection is now tracked (from the hooks: one relaxed add).
+pub fn count_tracked() {
+    TRACKED_TOTAL.fetch_add(1, Relaxed);
+}
+
+pub fn tracked_total() -> u64 {
+    TRACKED_TOTAL.load(Relaxed)
+}
+
+/// In a forked child: what the parent counted is the parent's (its own metrics, live view
+/// and stop line say so); the child counts what it does itself from here on. Connections it
+/// inherited are counted by the watcher's next pass (tracked, waiting).
+pub fn reset_after_fork() {
+    for c in REAPED.iter().chain(WOULD_REAP.iter()) {
+        c.store(0, Relaxed);
+    }
+    for c in [&REJECTED, &TRACKED_TOTAL, &TRACKED, &WAITING] {
+        c.store(0, Relaxed);
+    }
+    for e in &PORTS {
+        e[3].store(0, Relaxed);
+    }
 }
 
 pub fn count_reap(reason: Reason, acted: bool) {

@@ -80,6 +80,7 @@ pub fn admitted(
         Admission::Ignore => true,
         Admission::Track { counted } => {
             slot.track(fd, &id, clock::refresh());
+            stats::count_tracked();
             super::lens::arm(slot, id.local_port);
             if counted {
                 // Held until the last process holding it lets go (fork-per-connection).
@@ -149,7 +150,9 @@ pub fn arm_backstops(fd: i32, slot: &Slot, id: &Identity, from: Option<&Listener
 /// After listen returned `r`: the listener is remembered (its accept queue tells the watcher
 /// when clients wait for a worker: pressure), and STALLGUARD_DEFER_ACCEPT ports get
 /// TCP_DEFER_ACCEPT (the one option ever set on a listener, and only when the operator names
-/// its port). Returns `r`.
+/// its port). A process that listens on TCP is a server: its watcher starts now, so its start
+/// line and live view appear when it starts serving, not at its first client (a short-lived
+/// helper that never listens gets neither). Returns `r`.
 pub fn listened(r: libc::c_int, fd: libc::c_int) -> libc::c_int {
     if r == 0 && config::enabled() {
         let _errno = ErrnoGuard::new();
@@ -158,6 +161,7 @@ pub fn listened(r: libc::c_int, fd: libc::c_int) -> libc::c_int {
         }
         if socket::is_tcp(fd) {
             listeners::note(fd); // issue 12: its accept queue is read by the pressure pass
+            start_watcher();
         }
         arm_listener(fd);
     }

@@ -8,7 +8,7 @@
 use super::admission::{decide, Admission};
 use crate::abi::socket;
 use crate::runtime::{clock, config, start_watcher};
-use crate::table::{self, Flags};
+use crate::table::{self, stats, Flags};
 
 /// Adopts the connected TCP sockets on fds 0-2 (once per process image: after exec the new
 /// image adopts again, so a service that execs stays guarded).
@@ -38,6 +38,7 @@ pub fn adopt_stdio() {
             }
             None => {
                 slot.track(fd, &id, clock::refresh());
+                stats::count_tracked();
                 slot.set_flag(Flags::KERNEL_VIEW);
                 primary[fd as usize] = (fd, id.cookie);
                 adopted += 1;

@@ -6,7 +6,7 @@
 use crate::abi::errno::{errno, ErrnoGuard};
 use crate::abi::socket;
 use crate::runtime::{clock, config, start_watcher};
-use crate::table::{self, Flags, Identity, Slot};
+use crate::table::{self, stats, Flags, Identity, Slot};
 use libc::c_int;
 
 /// Whether the connect hook does anything.
@@ -43,6 +43,7 @@ fn begin(fd: c_int, destination: Option<Identity>) -> Option<&'static Slot> {
     let slot = table::slot(fd)?;
     let now = clock::refresh();
     slot.track(fd, &id, now);
+    stats::count_tracked();
     slot.set_flag(Flags::OUTBOUND);
     slot.connect_started(now);
     start_watcher();

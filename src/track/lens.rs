@@ -9,7 +9,11 @@
 //! paths cost one flag test again. The method and target of the latest request line go to
 //! the side table `table::lines`, written only for HTTP connections.
 //!
-//! Both entry points are `extern "C"`: the compiler then knows they cannot unwind, so the
+//! On a TLS connection (`Flags::TLS`, `stallguard_lens::tls`) the raw reads are ciphertext:
+//! the lens is fed the plaintext OpenSSL hands the program instead (`track::tls`), and only
+//! OpenSSL's writes start an answer.
+//!
+//! The entry points are `extern "C"`: the compiler then knows they cannot unwind, so the
 //! hooks' untracked path keeps no landing pad and no stack frame (checked with objdump).
 
 use crate::abi::args::ReadBuf;
@@ -17,6 +21,7 @@ use crate::runtime::clock::now_ms;
 use crate::runtime::config;
 use crate::table::{lines, Flags, Slot};
 use libc::c_int;
+use stallguard_lens::tls::{self, Route, Source};
 use stallguard_lens::{Lens, RequestLine, Stage};
 
 /// Accept path: follow this connection's requests if its port's policy says so.
@@ -30,7 +35,7 @@ pub fn arm(slot: &Slot, local_port: u16) {
     }
 }
 
-/// The server read `r` > 0 bytes (not a peek) from the connection on `fd` into `buf`.
+/// The server read `r` > 0 bytes (not a peek) from the socket `fd` into `buf`.
 /// A bug in the lens is caught here and turns it off for this connection.
 ///
 /// # Safety
@@ -38,24 +43,77 @@ pub fn arm(slot: &Slot, local_port: u16) {
 #[inline(never)]
 pub unsafe extern "C" fn after_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize) {
     // SAFETY: the caller's contract, passed on.
-    let feed = std::panic::AssertUnwindSafe(|| unsafe { feed_read(fd, slot, buf, r) });
+    unsafe { guarded_feed(fd, slot, buf, r, Source::Socket) }
+}
+
+/// OpenSSL handed the program `r` > 0 bytes of plaintext in `buf`, read from the connection
+/// on `fd`.
+///
+/// # Safety
+/// As [`after_read`].
+#[inline(never)]
+pub unsafe extern "C" fn after_tls_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { guarded_feed(fd, slot, buf, r, Source::TlsLayer) }
+}
+
+/// # Safety
+/// As [`after_read`].
+unsafe fn guarded_feed(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize, source: Source) {
+    // SAFETY: the caller's contract, passed on.
+    let feed = std::panic::AssertUnwindSafe(|| unsafe { feed_read(fd, slot, buf, r, source) });
     if std::panic::catch_unwind(feed).is_err() {
         slot.clear_flag(Flags::LENS); // never again on this connection
     }
 }
 
+/// Up to the first 3 bytes of what a read just filled (enough to tell a TLS record).
+///
 /// # Safety
 /// As [`after_read`].
-unsafe fn feed_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize) {
+unsafe fn first_bytes(buf: ReadBuf, r: usize) -> ([u8; 3], usize) {
+    let mut first = [0u8; 3];
+    let mut n = 0;
+    // SAFETY: the caller's contract.
+    unsafe {
+        buf.each_chunk(r, |bytes| {
+            let take = bytes.len().min(first.len() - n);
+            first[n..n + take].copy_from_slice(&bytes[..take]);
+            n += take;
+        })
+    };
+    (first, n)
+}
+
+/// # Safety
+/// As [`after_read`].
+unsafe fn feed_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize, source: Source) {
     let mut lens = slot.lens_state();
     let before = lens.stage();
     if before == Stage::Off || before == Stage::Tunnel {
         slot.clear_flag(Flags::LENS);
         return;
     }
+    let fresh = lens == Lens::new();
+    let is_tls = slot.has_flag(Flags::TLS);
+    let (first, n) = if fresh && !is_tls && source == Source::Socket {
+        // SAFETY: the caller's contract.
+        unsafe { first_bytes(buf, r) }
+    } else {
+        ([0; 3], 0)
+    };
+    match tls::route_read(source, is_tls, fresh, &first[..n]) {
+        Route::Skip => return,
+        Route::StartTls => {
+            slot.set_flag(Flags::TLS);
+            return;
+        }
+        Route::Feed if source == Source::TlsLayer && !is_tls => slot.set_flag(Flags::TLS),
+        Route::Feed => {}
+    }
     // A fresh lens starts a fresh line (the side table may hold the fd's previous
     // connection's), and a connection that turns out not to be HTTP never touches it.
-    let mut line = if lens == Lens::new() {
+    let mut line = if fresh {
         RequestLine::new()
     } else {
         lines::load(fd)
@@ -86,11 +144,30 @@ unsafe fn feed_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize) {
     }
 }
 
-/// The server wrote bytes to the connection: its answer started (`Server` → `Response`,
-/// 100-continue → `Body`, after CONNECT/Upgrade → `Tunnel`). The lens never panics; if it
-/// did, this aborts rather than unwind through a hook.
+/// The server wrote bytes to the socket: its answer started (`Server` → `Response`,
+/// 100-continue → `Body`, after CONNECT/Upgrade → `Tunnel`), unless the connection is TLS
+/// (then these are records: the handshake, tickets, alerts, or an answer `after_tls_write`
+/// already saw). The lens never panics; if it did, this aborts rather than unwind through a
+/// hook.
 #[inline(never)]
 pub extern "C" fn after_write(slot: &Slot) {
+    answer_started(slot, Source::Socket);
+}
+
+/// OpenSSL took plaintext from the program for the connection: its answer started.
+#[inline(never)]
+pub extern "C" fn after_tls_write(slot: &Slot) {
+    answer_started(slot, Source::TlsLayer);
+}
+
+fn answer_started(slot: &Slot, source: Source) {
+    let is_tls = slot.has_flag(Flags::TLS);
+    if !tls::write_starts_answer(source, is_tls) {
+        return;
+    }
+    if source == Source::TlsLayer && !is_tls {
+        slot.set_flag(Flags::TLS);
+    }
     let mut lens = slot.lens_state();
     let before = lens.stage();
     lens.on_server_write();

@@ -58,11 +58,7 @@ pub fn answer_operator(now: u64, seen: &mut [Observation], memory: &mut [Memory]
         };
         let mut reaped = 0;
         for o in seen.iter_mut().filter(|o| !o.done) {
-            let wanted = match request.fd {
-                Some(fd) => o.fd == fd,
-                None => is_stuck(&o.facts, now),
-            };
-            if wanted {
+            if wanted(request.fd, o, now) {
                 reap(
                     o,
                     Reason::Manual,
@@ -73,5 +69,63 @@ pub fn answer_operator(now: u64, seen: &mut [Observation], memory: &mut [Memory]
             }
         }
         publish::answer(request.ticket, reaped);
+    }
+}
+
+/// Whether a request (`fd`: that connection; None: every stuck one) asks for `o`. "Stuck" is
+/// the command's definition (`stallguard reap --stuck`): on the client's turn for the stuck
+/// threshold, and neither exempted by the program (`stallguard_exempt`: never cut but by
+/// name) nor an alias (a dup of a connection judged through its first fd: cut once).
+fn wanted(fd: Option<i32>, o: &Observation, now: u64) -> bool {
+    match fd {
+        Some(fd) => o.fd == fd,
+        None => !o.exempt && !o.alias && is_stuck(&o.facts, now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Identity;
+
+    fn stuck_for_a_minute() -> Observation {
+        let facts = stallguard_policy::Facts {
+            waiting_since: 1_000,
+            first_wait_at: 1_000,
+            ..Default::default()
+        };
+        Observation {
+            fd: 7,
+            state: 1,
+            identity: Identity::default(),
+            facts,
+            timers: None,
+            kernel_view: false,
+            outbound: false,
+            done: false,
+            reaped: false,
+            exempt: false,
+            alias: false,
+        }
+    }
+
+    #[test]
+    fn a_stuck_request_spares_exempt_connections_and_aliases_an_fd_request_does_not() {
+        let now = 61_000;
+        let o = stuck_for_a_minute();
+        assert!(wanted(None, &o, now));
+        assert!(!wanted(None, &o, 1_500), "not stuck yet");
+        let exempt = Observation {
+            exempt: true,
+            ..stuck_for_a_minute()
+        };
+        assert!(!wanted(None, &exempt, now));
+        assert!(wanted(Some(7), &exempt, now), "named by the operator");
+        let alias = Observation {
+            alias: true,
+            ..stuck_for_a_minute()
+        };
+        assert!(!wanted(None, &alias, now));
+        assert!(!wanted(Some(8), &o, now));
     }
 }

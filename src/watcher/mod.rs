@@ -4,9 +4,10 @@
 //! (`publish`, `report`). It is the only place that judges, acts and logs. It runs in a fd
 //! table of its own and reaches the program's connections through copies (`reach`).
 //!
-//! Started lazily by the first tracked connection (through `runtime::start_watcher`, wired
-//! by `lib.rs`) and in a forked child that inherited connections, with every signal blocked
-//! so no host signal handler ever runs on it.
+//! Started lazily by the first listening TCP socket or tracked connection (through
+//! `runtime::start_watcher`, wired by `lib.rs`) and in a forked child that inherited
+//! connections, with every signal blocked so no host signal handler ever runs on it. Its
+//! start line, and the stop line at exit (`stop`), bracket the process's guarded life.
 
 mod act;
 mod http;
@@ -16,6 +17,7 @@ mod pressure;
 pub mod publish;
 mod reach;
 mod report;
+mod stop;
 
 use crate::abi::sys;
 use crate::runtime::log::log_line;
@@ -73,6 +75,7 @@ fn run() {
         policy.describe(),
         observe::layout()
     );
+    stop::started(clock::monotonic_ms());
     let missing = crate::abi::real::missing();
     if !missing.is_empty() {
         log_line!(
@@ -113,7 +116,7 @@ fn run() {
         }
         let now = clock::refresh();
         pid::refresh_sigpipe_disposition();
-        log::reopen_if_closed();
+        log::maintain(now);
         reach::tick();
         // What is due: deadlines that came, new connections, the sweep's share.
         watch.observe_due(now, sweep_ms, wake_ms, &mut seen);

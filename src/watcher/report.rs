@@ -135,7 +135,12 @@ fn write_metrics_file() {
     let pid = pid::pid();
     let path = template.replace("{pid}", &pid.to_string());
     let tmp = format!("{path}.tmp.{pid}");
-    let text = stats::counters().prometheus(&format!("pid=\"{pid}\""));
+    let text = stallguard_shm::process_exposition(
+        env!("CARGO_PKG_VERSION"),
+        pid as u32,
+        &comm(),
+        &stats::counters(),
+    );
     // Not std::fs::write: its write and close would go through the hooks (see sys::write_file).
     if sys::write_file(tmp.as_ref(), text.as_bytes()) && std::fs::rename(&tmp, &path).is_ok() {
         static REMOVE_REGISTERED: std::sync::atomic::AtomicI32 =
@@ -147,6 +152,17 @@ fn write_metrics_file() {
     }
     let _ = std::fs::remove_file(&tmp);
     log_line!(Debug, "event=metrics_file_failed path={path}");
+}
+
+/// The program's name as `stallguard metrics` labels it: `/proc/self/comm` (the main
+/// thread's, as the command reads `/proc/PID/comm`; read each time, the program may rename
+/// itself). Empty when it cannot be read.
+fn comm() -> String {
+    let mut buf = [0u8; 64];
+    let n = sys::read_small_file(c"/proc/self/comm", &mut buf);
+    String::from_utf8_lossy(&buf[..n])
+        .trim_end_matches('\n')
+        .to_string()
 }
 
 fn log_stats() {

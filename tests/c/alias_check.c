@@ -488,11 +488,11 @@ static void *split_thread(void *arg)
 }
 
 /* `fallback`: pidfd_getfd is refused (seccomp, ENOSYS, as on Linux < 5.6) before the watcher
- * starts, so it stays in the program's table: the first connection (silent) must still be
+ * starts (main installs the filter before it listens), so it stays in the program's table: the first connection (silent) must still be
  * reaped, and S, in a table it cannot reach, must not be (the guard says so once). */
 static int split_mode(const char *how, int fallback)
 {
-    struct pair first = connection(); /* tracked: the watcher starts (and leaves the table) */
+    struct pair first = connection(); /* tracked (the watcher started at listen) */
     if (fallback)
         mark_waiting(first.srv);
     usleep(100000);
@@ -626,6 +626,11 @@ int main(int argc, char **argv)
 {
     guarded = shim_loaded();
     setvbuf(stdout, NULL, _IOLBF, 0);
+    int fallback = argc > 2 && !strcmp(argv[1], "fallback");
+    /* Before the listener: the watcher starts at the first listen() and inherits the filter
+     * (as on a kernel without pidfd_getfd). */
+    if (fallback)
+        refuse_pidfd_getfd(0);
     open_listener();
     if (argc > 1 && !strcmp(argv[1], "unshare"))
         return unshare_mode();
@@ -639,10 +644,8 @@ int main(int argc, char **argv)
         return leader_exit_mode();
     if (argc > 2 && !strcmp(argv[1], "split"))
         return split_mode(argv[2], 0);
-    if (argc > 2 && !strcmp(argv[1], "fallback")) {
-        refuse_pidfd_getfd(0);
+    if (fallback)
         return split_mode(argv[2], 1);
-    }
     printf("alias_check: guarded=%d\n", guarded);
     /* A first connection starts the watcher; let its start-up (which opens files of its own)
      * finish before the rounds count on "lowest free fd" reuse (see lowfd_mode). */

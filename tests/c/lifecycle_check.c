@@ -3,8 +3,8 @@
  * Each scenario runs real process-life operations around accepted (tracked) loopback
  * connections and checks, in every process involved:
  *   - the watcher: how many threads named "stallguard" the process has (/proc/self/task/N/comm):
- *     exactly one in a guarded process that owns connections, none in a process that never
- *     owned one (unguarded: none anywhere);
+ *     exactly one in a guarded process that owns connections or listens on TCP, none in a
+ *     process that did neither (unguarded: none anywhere);
  *   - that it works there: a connection whose client says nothing and that the process waits
  *     on (a blocking read) is cut (read returns 0) within the first-byte timer plus slack when
  *     guarded, and is not cut when unguarded (a receive timeout ends the wait);
@@ -14,7 +14,7 @@
  * Scenarios: no_connection, first_accept, threads (8 threads accept at once and exit, 20
  * short-lived ones), cancel (pthread_cancel of a thread blocked in read, recv, readv, recvmsg,
  * poll, accept, and in a write the peer never drains; cleanup handlers run), prefork (children
- * accept on an inherited listener; the parent never accepts), fork_storm (64 forks from two
+ * accept on an inherited listener; the parent listens, never accepts, and has its watcher), fork_storm (64 forks from two
  * threads while other threads do I/O on tracked sockets and the watcher is reaping), system
  * (system() while reaping), popen (the shell's own watcher count and shim presence), daemon
  * (daemon() from a process that owns connections), exec_chain (STALLGUARD_* and LD_PRELOAD
@@ -437,7 +437,8 @@ static void s_cancel(void)
     result("cancel", ok_all && w == guarded, "%s watchers=%d", detail, w);
 }
 
-/* --- prefork: children accept on an inherited listener; the parent never accepts */
+/* --- prefork: children accept on an inherited listener; the parent never accepts, but it
+ * listened: a server, with its watcher (its start line and live view) from then on */
 static void s_prefork(void)
 {
     pid_t before = 0;
@@ -501,7 +502,7 @@ static void s_prefork(void)
         sscanf(msg, "%d %d%399[^\n]", &wparent, &bad, rest);
     }
     char b[64];
-    result("prefork", wparent == 0 && bad == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+    result("prefork", wparent == guarded && bad == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
            "parent_watchers=%d children_failed=%d%s master=%s", wparent, bad, rest,
            status_text(st, b, sizeof(b)));
 }

@@ -148,8 +148,9 @@ enum Cmd {
     /// Tell whether a process runs with the library loaded, with which policy, since when
     #[command(
         after_help = "Reads /proc/PID/maps (only the process's user or root can). Works \
-        before the first connection: the policy is then the one in the process's environment, \
-        which the library read at load. Exit status: 0 guarded, 1 not guarded or no such \
+        before the process listens (the library publishes its live view from its first listen \
+        or connection): the policy is then the one in the process's environment, which the \
+        library read at load. Exit status: 0 guarded, 1 not guarded or no such \
         process, 2 cannot tell (permission).\n\n\
         Examples:\n  \
         stallguard status 1234"

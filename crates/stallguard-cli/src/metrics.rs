@@ -116,22 +116,10 @@ impl Targets {
     }
 }
 
-/// A label value with `\`, `"` and newlines escaped (text format 0.0.4).
-pub fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The exporter's own `stallguard_build_info` series.
+/// The exporter's own `stallguard_build_info` series (the renderer the library's textfile
+/// uses too).
 pub fn build_info() -> String {
-    format!(
-        "# HELP stallguard_build_info The stallguard command exporting these metrics (value 1).\n\
-         # TYPE stallguard_build_info gauge\n\
-         stallguard_build_info{{version=\"{}\",segment_layout=\"{}\"}} 1\n",
-        env!("CARGO_PKG_VERSION"),
-        stallguard_shm::VERSION
-    )
+    stallguard_shm::build_info(env!("CARGO_PKG_VERSION"), "")
 }
 
 /// The exposition for `targets` (each pid expanded to its own segment, and its descendants'
@@ -182,11 +170,7 @@ pub fn exposition(targets: &Targets, strict: bool, notes: &mut Notes) -> Result<
 /// One process's counters, labelled with its pid and comm.
 fn samples(seg: &Segment) -> String {
     let comm = proc_info(seg.pid).map(|i| i.comm).unwrap_or_default();
-    Counters::from_header(seg.header()).prometheus(&format!(
-        "pid=\"{}\",comm=\"{}\"",
-        seg.pid,
-        label_value(&comm)
-    ))
+    Counters::from_header(seg.header()).prometheus(&stallguard_shm::process_labels(seg.pid, &comm))
 }
 
 const MAX_REQUEST_HEAD: usize = 8192;

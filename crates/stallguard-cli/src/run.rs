@@ -185,14 +185,7 @@ pub fn check_log_file(policy: &Policy) -> Result<(), ConfigError> {
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map(drop)
-        .map_err(|e| ConfigError {
-            var: "STALLGUARD_LOG_FILE".into(),
-            value: path.to_string(),
-            accepted: format!(
-                "cannot open it for appending: {e} (the directory must exist and be writable \
-                 by the server's user; under systemd use LogsDirectory=)"
-            ),
-        })
+        .map_err(|e| stallguard_policy::log_file_error(path, &e.to_string()))
 }
 
 /// What `run --check` prints: the policy as the library will log it, then the settings

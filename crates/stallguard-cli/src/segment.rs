@@ -407,10 +407,15 @@ pub fn segments_for(
     let table = process_table();
     if tree {
         out.extend(descendant_segments(pid, &table, write, notes)?);
-    } else if out.is_empty() {
+    } else {
         let guarded = guarded_descendants(pid, &table);
         if !guarded.is_empty() {
-            return Err(descendants_only(pid, &info.comm, &guarded));
+            if out.is_empty() {
+                return Err(descendants_only(pid, &info.comm, &guarded));
+            }
+            // A prefork parent has a segment of its own (it listens) and none of the
+            // connections: say where they are.
+            notes.push(descendants_too(pid, &info.comm, &guarded));
         }
     }
     if out.is_empty() {
@@ -439,6 +444,23 @@ fn guarded_descendants(pid: u32, table: &[ProcInfo]) -> Vec<u32> {
         .into_iter()
         .filter(|c| Path::new(&stallguard_shm::path_for(*c)).exists())
         .collect()
+}
+
+/// The note when `pid` and some of its descendants have segments and `--tree` was not given.
+pub fn descendants_too(pid: u32, comm: &str, guarded: &[u32]) -> String {
+    let shown: Vec<String> = guarded.iter().take(8).map(u32::to_string).collect();
+    format!(
+        "process {pid} ({comm}) only: {} of its descendants {} a segment too ({}{}): add --tree \
+         to include them",
+        guarded.len(),
+        if guarded.len() == 1 { "has" } else { "have" },
+        shown.join(" "),
+        if guarded.len() > shown.len() {
+            " …"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The error when `pid` has no segment but some of its descendants do: name them (at most 8)

@@ -1,8 +1,8 @@
 //! `stallguard status PID`: is the library loaded in the process (`/proc/PID/maps`), with
-//! which policy, since when. Works before the process's first connection: the segment (when
-//! the watcher has published one) gives the policy and the watcher's start; otherwise the
-//! policy is the one the library read from the process's environment at load, and the load
-//! time is the process's start.
+//! which policy, since when. Works before the process listens: the segment (which the watcher
+//! publishes from the process's first listen or connection) gives the policy and the
+//! watcher's start; otherwise the policy is the one the library read from the process's
+//! environment at load, and the load time is the process's start.
 
 use std::fs;
 
@@ -141,7 +141,7 @@ fn from_environment(info: &ProcInfo, policy: Result<String, String>) -> String {
     };
     format!(
         "  since: {} (loaded at process start)\n  policy: {policy}\n  \
-         live view: none yet (the watcher publishes once the process tracks a connection)\n",
+         live view: none yet (the watcher publishes once the process listens on TCP or tracks a connection)\n",
         info.start_unix_ms.map_or("?".into(), utc)
     )
 }
@@ -178,7 +178,7 @@ mod tests {
             from_environment(&info, Ok("idle=1m".into())),
             "  since: 1970-01-01T00:00:00Z (loaded at process start)\n  \
              policy: idle=1m (from its environment)\n  live view: none yet (the watcher \
-             publishes once the process tracks a connection)\n"
+             publishes once the process listens on TCP or tracks a connection)\n"
         );
         let unknown = from_environment(&info, Err("cannot read".into()));
         assert!(

@@ -364,13 +364,27 @@ impl Drop for Server {
 
 #[test]
 fn status_tells_a_fresh_guarded_server_from_an_unguarded_process() {
-    let server = Server::start("pool_server", &[("STALLGUARD_IDLE", "15s")]);
-    let pid = server.child.id().to_string();
-    // No connection yet: no segment, but the library is loaded.
-    let (code, out, err) = sg(&["status", &pid]);
+    // A preloaded program that has not listened yet (nor owns a connection): the library is
+    // loaded, nothing is published; status reads the policy from its environment.
+    let mut quiet = Command::new("sleep")
+        .arg("60")
+        .env("LD_PRELOAD", library())
+        .env("STALLGUARD_IDLE", "15s")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = quiet.id().to_string();
+    let end = Instant::now() + Duration::from_secs(5);
+    let (mut code, mut out, mut err) = sg(&["status", &pid]);
+    while !out.contains(": guarded") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        (code, out, err) = sg(&["status", &pid]);
+    }
+    let _ = quiet.kill();
+    let _ = quiet.wait();
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains(&format!("pid {pid} (pool_server): guarded")),
+        out.contains(&format!("pid {pid} (sleep): guarded")),
         "{out}"
     );
     assert!(
@@ -381,8 +395,9 @@ fn status_tells_a_fresh_guarded_server_from_an_unguarded_process() {
     assert!(out.contains("(from its environment)"), "{out}");
     assert!(out.contains("since: 20"), "{out}");
 
-    // After its first connection the segment answers.
-    let _c = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    // A server is published as soon as it listens, before its first connection.
+    let server = Server::start("pool_server", &[("STALLGUARD_IDLE", "15s")]);
+    let pid = server.child.id().to_string();
     let end = Instant::now() + Duration::from_secs(10);
     let mut out = String::new();
     while Instant::now() < end {
@@ -394,6 +409,7 @@ fn status_tells_a_fresh_guarded_server_from_an_unguarded_process() {
     }
     assert!(out.contains("watcher started"), "{out}");
     assert!(out.contains("idle=15s"), "{out}");
+    assert!(out.contains("tracked 0"), "{out}");
 
     let sleeper = sleeper();
     let (code, out, _) = sg(&["status", &sleeper.pid().to_string()]);

@@ -19,6 +19,8 @@ pub enum Family {
     Close,
     /// Waiting for readiness (a read set means waiting on the client).
     Poll,
+    /// OpenSSL's reads and writes: a TLS connection's plaintext, for the HTTP/1 lens.
+    Tls,
 }
 
 impl Family {
@@ -30,6 +32,7 @@ impl Family {
             Family::Write => "write",
             Family::Close => "close",
             Family::Poll => "poll",
+            Family::Tls => "tls",
         }
     }
 }
@@ -80,5 +83,6 @@ mod tests {
         assert_eq!(family_of("recv"), Some(Family::Read));
         assert_eq!(family_of("sendfile64"), Some(Family::Write));
         assert_eq!(family_of("fgets"), None);
+        assert_eq!(family_of("SSL_read_ex"), Some(Family::Tls));
     }
 }

@@ -49,6 +49,7 @@
 
 mod line;
 mod timing;
+pub mod tls;
 
 pub use line::{escape_logfmt, Logfmt, RequestLine, LINE_BYTES, LOGFMT_MAX};
 pub use timing::{stage_deadline, StageTimer};

@@ -15,7 +15,9 @@ pub mod verdict;
 pub use cidr::Cidr;
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use kernel_view::{KernelSample, KernelTrack};
-pub use policy::{parse_env, Action, ConfigError, LogLevel, OnError, Policy};
+pub use policy::{
+    log_file_error, parse_env, Action, ConfigError, LogLevel, OnError, Policy, LOG_FILE_REFUSAL,
+};
 pub use timers::{OutboundPolicy, RequestPolicy, Timers};
 pub use verdict::{
     client_turn_since, deadline, is_stuck, judge, spared_by_unread, time_left_ms, turn_ms, Facts,

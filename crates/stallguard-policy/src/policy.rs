@@ -138,6 +138,23 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The log file at `path` cannot be opened for appending (`error`: the system's reason). The
+/// library at load and `stallguard run --check` say the same, with what to do about it.
+pub fn log_file_error(path: &str, error: &str) -> ConfigError {
+    ConfigError {
+        var: "STALLGUARD_LOG_FILE".into(),
+        value: path.into(),
+        accepted: format!(
+            "cannot open it for appending: {error} (the directory must exist and be writable \
+             by the server's user; under systemd use LogsDirectory=)"
+        ),
+    }
+}
+
+/// The line that follows [`log_file_error`] when the library stops the process
+/// (STALLGUARD_ON_ERROR=exit): what happened, and the way to run anyway.
+pub const LOG_FILE_REFUSAL: &str = "stallguard: refusing to start: the library could not open its log file (fix the path, or set STALLGUARD_ON_ERROR=warn to run unguarded instead)";
+
 /// Escapes control characters (a line break in a value must not forge a second log line).
 fn one_line(text: &str) -> String {
     text.chars()

@@ -699,9 +699,65 @@ impl Counters {
     }
 }
 
+/// A label value with `\`, `"` and newlines escaped (text format 0.0.4).
+pub fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The labels every per-process sample carries, in the library's textfile and in
+/// `stallguard metrics` alike: `pid` (one series per process: a prefork server's children
+/// each have theirs) and `comm` (the program's name, stable across restarts).
+pub fn process_labels(pid: u32, comm: &str) -> String {
+    format!("pid=\"{pid}\",comm=\"{}\"", label_value(comm))
+}
+
+/// The `stallguard_build_info` series: the stallguard `version` that exports the metrics and
+/// the live-view layout it reads, plus `labels` (empty for none). The command exports one
+/// for itself; the library's textfile one per process (with its process labels: identical
+/// series in several textfiles would make node_exporter fail the scrape).
+pub fn build_info(version: &str, labels: &str) -> String {
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        format!(",{labels}")
+    };
+    format!(
+        "# HELP stallguard_build_info The stallguard build exporting these metrics (value 1).\n\
+         # TYPE stallguard_build_info gauge\n\
+         stallguard_build_info{{version=\"{version}\",segment_layout=\"{VERSION}\"{labels}}} 1\n"
+    )
+}
+
+/// One process's exposition, as the library writes it to STALLGUARD_METRICS_FILE: its build
+/// and its counters, every sample labelled with [`process_labels`].
+pub fn process_exposition(version: &str, pid: u32, comm: &str, counters: &Counters) -> String {
+    let labels = process_labels(pid, comm);
+    build_info(version, &labels) + &counters.prometheus(&labels)
+}
+
 #[cfg(test)]
 mod metrics_tests {
     use super::*;
+
+    #[test]
+    fn a_process_exposition_labels_every_sample_with_pid_and_comm() {
+        let text = process_exposition("9.9.9", 42, "my \"srv\"", &Counters::default());
+        let labels = "pid=\"42\",comm=\"my \\\"srv\\\"\"";
+        assert!(
+            text.contains(&format!(
+            "stallguard_build_info{{version=\"9.9.9\",segment_layout=\"{VERSION}\",{labels}}} 1\n"
+        )),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains(labels), "{line}");
+        }
+        assert!(build_info("1", "").contains(&format!(
+            "stallguard_build_info{{version=\"1\",segment_layout=\"{VERSION}\"}} 1\n"
+        )));
+    }
 
     #[test]
     fn exposition_names_and_labels() {

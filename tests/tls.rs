@@ -1,0 +1,560 @@
+//! Issue 11, item 3: the HTTP/1 lens inside TLS. OpenSSL's `SSL_read`/`SSL_write` (and their
+//! `_ex` forms) are interposed, so a server that terminates TLS with a dynamically linked
+//! libssl has its requests framed like plaintext ones.
+//!
+//! Real processes on real sockets, a self-signed certificate made at test time with
+//! `openssl req`, TLS clients from `tests/clients/tls_client.py` (Python's `ssl`):
+//!
+//! * nginx with `ssl`, `proxy_pass` to an (unguarded) asyncio backend: an event loop, where
+//!   call patterns alone would run the request timer through a long poll;
+//! * stunnel4 (guarded) in front of an unguarded blocking backend (Python threads): a thread
+//!   per connection polling both sides;
+//! * a Python thread-per-connection server with `ssl` (guarded): its libssl is loaded privately
+//!   by the `dlopen`ed `_ssl` module, and `SSL_read_ex` still reaches the guard.
+//!
+//! Three tests run every server and scenario at once in threads (they mostly wait on timers;
+//! about 50 s of wall time), a fourth calls the OpenSSL rows where libssl is not loaded:
+//!
+//! * with the library **defaults**, 45 s (nginx) and 40 s long polls over TLS complete and
+//!   nothing is reaped;
+//! * with short timers, attacks inside TLS are reaped with the stage on the line (slowloris
+//!   `stage=headers`, slow body `stage=body`), a handshake never started by `first_byte`, one
+//!   stopped after the ClientHello by `idle`, a silent keep-alive connection by `idle`
+//!   (`stage=idle`); a legitimate slow upload above the minimum rate, a 12 s long poll and two
+//!   long polls on one keep-alive connection are not cut;
+//! * where the lens stops: TLS the guard cannot see into (Node.js's statically linked OpenSSL,
+//!   asyncio's memory BIOs) keeps the call-pattern rules: the reap line says `tls=yes` and has
+//!   no `stage=`;
+//! * without libssl, the OpenSSL hooks return OpenSSL's failure value (0), never crash.
+
+use stallguard_testkit::*;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The short timers of the attack test (issue 11).
+const SHORT: &[(&str, &str)] = &[
+    ("STALLGUARD_FIRST_BYTE", "3s"),
+    ("STALLGUARD_REQUEST", "5-10,minrate=500"),
+    ("STALLGUARD_BODY", "5,minrate=500"),
+    ("STALLGUARD_IDLE", "10s"),
+    ("STALLGUARD_TICK", "100ms"),
+];
+
+fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// A self-signed certificate and its key (made once per test process).
+fn cert() -> &'static (PathBuf, PathBuf) {
+    static CERT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let (cert, key) = (scratch("cert.pem"), scratch("key.pem"));
+        let out = scrub_env(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ]))
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+        assert!(out.status.success(), "openssl req failed: {out:?}");
+        (cert, key)
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// nginx `ssl`, proxy_pass to an asyncio backend.
+    Nginx,
+    /// stunnel4 in front of a blocking backend.
+    Stunnel,
+    /// Python threads with `ssl` (libssl loaded by the dlopen'ed `_ssl`).
+    PyThreads,
+    /// Python asyncio with `ssl` (memory BIOs): where the lens stops.
+    Asyncio,
+    /// Node.js `https` (OpenSSL linked statically into node): where the lens stops.
+    Node,
+}
+
+/// A server process (and its unguarded backend), stopped by pid when dropped.
+struct Srv {
+    kind: Kind,
+    _proc: Proc,
+    port: u16,
+    log: PathBuf,
+    _backend: Option<Box<Srv>>,
+}
+
+impl Srv {
+    /// Starts `kind` guarded with `policy` (plus STALLGUARD_LOG_FILE), or unguarded (None).
+    /// `tls`: the Python servers terminate TLS themselves (else they are plain backends).
+    fn start(kind: Kind, policy: Option<&[(&str, &str)]>, tls: bool) -> Srv {
+        let log = scratch(&format!("tls-{kind:?}.log"));
+        let port = free_port();
+        let (cert, key) = cert();
+        let mut backend = None;
+        let mut cmd = match kind {
+            Kind::Nginx => {
+                let b = Srv::start(Kind::Asyncio, None, false);
+                let conf = nginx_conf(port, b.port, cert, key);
+                backend = Some(Box::new(b));
+                let mut c = Command::new("/usr/sbin/nginx");
+                c.arg("-p")
+                    .arg(conf.parent().unwrap())
+                    .arg("-c")
+                    .arg(&conf)
+                    .args(["-g", "daemon off;"]);
+                c
+            }
+            Kind::Stunnel => {
+                let b = Srv::start(Kind::PyThreads, None, false);
+                let conf = stunnel_conf(port, b.port, cert, key);
+                backend = Some(Box::new(b));
+                let mut c = Command::new("/usr/bin/stunnel4");
+                c.arg(conf);
+                c
+            }
+            Kind::PyThreads | Kind::Asyncio => {
+                let script = match kind {
+                    Kind::PyThreads => "servers/longpoll_threads.py",
+                    _ => "servers/longpoll_asyncio.py",
+                };
+                let mut c = Command::new(python());
+                c.arg(tests_dir().join(script)).arg(port.to_string());
+                if tls {
+                    c.arg(cert).arg(key);
+                }
+                c
+            }
+            Kind::Node => {
+                let mut c = Command::new("node");
+                c.arg(tests_dir().join("servers/longpoll_node.js"))
+                    .arg(port.to_string())
+                    .arg(cert)
+                    .arg(key);
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(vars) = policy {
+            guard(&mut cmd, &log, vars);
+        }
+        let mut proc = Proc::owned(&format!("{kind:?}"), &mut cmd);
+        let stdout = proc.child.stdout.take().unwrap();
+        let srv = Srv {
+            kind,
+            _proc: proc,
+            port,
+            log,
+            _backend: backend,
+        };
+        if matches!(kind, Kind::Nginx | Kind::Stunnel) {
+            srv.wait_listening(Duration::from_secs(20));
+        } else {
+            // "listening PORT" once the server accepts.
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(stdout).read_line(&mut line);
+                let _ = tx.send(line);
+            });
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{kind:?} did not start"));
+            assert_eq!(line.trim(), format!("listening {port}"), "{kind:?}");
+        }
+        srv
+    }
+
+    fn wait_listening(&self, within: Duration) {
+        let end = Instant::now() + within;
+        while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.port))).is_err() {
+            assert!(Instant::now() < end, "{:?} never listened", self.kind);
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The reap line of the connection whose client port is `client_port`, waiting up to
+    /// `within` for it.
+    fn reap_of(&self, client_port: u16, within: Duration) -> Option<Event> {
+        let suffix = format!("127.0.0.1:{client_port}");
+        let end = Instant::now() + within;
+        loop {
+            let found = events_in(&self.log_text(), "reap")
+                .into_iter()
+                .find(|e| e.get("peer").is_some_and(|p| p.ends_with(&suffix)));
+            if found.is_some() || Instant::now() > end {
+                return found;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A TLS client of `tests/clients/tls_client.py` in `mode` (bounded by `bound`).
+    fn client(&self, mode: &str, bound: Duration, arg: &str) -> Outcome {
+        let out = Command::new(python())
+            .arg(tests_dir().join("clients/tls_client.py"))
+            .args([
+                mode,
+                &self.port.to_string(),
+                &bound.as_secs().to_string(),
+                arg,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the TLS client");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = logfmt(text.lines().last().unwrap_or(""));
+        let secs = |k: &str| {
+            line.get(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(Duration::from_secs_f64)
+        };
+        Outcome {
+            port: line.get("port").and_then(|p| p.parse().ok()).unwrap_or(0),
+            cut: secs("cut"),
+            answers: line.get("answers").cloned().unwrap_or_default(),
+            error: line
+                .get("error")
+                .cloned()
+                .unwrap_or_else(|| format!("no output: {}", String::from_utf8_lossy(&out.stderr))),
+        }
+    }
+}
+
+/// What a client saw.
+#[derive(Debug)]
+struct Outcome {
+    port: u16,
+    /// From connect (or, for `answered_then_silent`, from the answer) to the server's close.
+    cut: Option<Duration>,
+    /// The answers' bodies, `|`-separated, spaces as `_` ("none": no answer).
+    answers: String,
+    error: String,
+}
+
+/// A private nginx configuration: one worker, TLS on `port`, proxying to `backend`, its own
+/// timers far above the guard's so every cut is the guard's.
+fn nginx_conf(port: u16, backend: u16, cert: &Path, key: &Path) -> PathBuf {
+    let dir = scratch("nginx-tls");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let d = dir.display();
+    // SAFETY: geteuid has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root root;"
+    } else {
+        ""
+    };
+    let conf = format!(
+        "{user}
+worker_processes 1;
+error_log {d}/logs/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    client_header_timeout 600s;
+    client_body_timeout 600s;
+    keepalive_timeout 600s;
+    send_timeout 600s;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://127.0.0.1:{backend};
+            proxy_http_version 1.1;
+            proxy_read_timeout 600s;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+",
+        cert = cert.display(),
+        key = key.display()
+    );
+    let file = dir.join("nginx.conf");
+    std::fs::write(&file, conf).unwrap();
+    file
+}
+
+/// stunnel4 in the foreground, no pid file, no syslog; its own timeouts far beyond the
+/// guard's.
+fn stunnel_conf(port: u16, backend: u16, cert: &Path, key: &Path) -> PathBuf {
+    let conf = format!(
+        "foreground = yes
+pid =
+syslog = no
+debug = err
+[https]
+accept = 127.0.0.1:{port}
+connect = 127.0.0.1:{backend}
+cert = {cert}
+key = {key}
+TIMEOUTbusy = 600
+TIMEOUTidle = 600
+TIMEOUTclose = 0
+",
+        cert = cert.display(),
+        key = key.display()
+    );
+    let file = scratch("stunnel.conf");
+    std::fs::write(&file, conf).unwrap();
+    file
+}
+
+/// Runs `f` for every kind at once; panics with every failure found.
+fn each(kinds: &[Kind], f: fn(Kind) -> Vec<String>) {
+    cert(); // once, before the threads
+    let handles: Vec<_> = kinds
+        .iter()
+        .map(|&k| (k, thread::spawn(move || f(k))))
+        .collect();
+    let mut failures = Vec::new();
+    for (k, h) in handles {
+        match h.join() {
+            Ok(f) => failures.extend(f),
+            Err(_) => failures.push(format!("{k:?}: the scenario panicked")),
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+const GUARDED_TLS: [Kind; 3] = [Kind::Nginx, Kind::Stunnel, Kind::PyThreads];
+
+#[test]
+fn long_polls_over_tls_complete_with_the_library_defaults() {
+    each(&GUARDED_TLS, defaults_on);
+}
+
+fn defaults_on(kind: Kind) -> Vec<String> {
+    // Only the log file: the library's own defaults (first byte 20 s, request 20-40 s, ...).
+    let srv = Srv::start(kind, Some(&[]), true);
+    let ms = if kind == Kind::Nginx { 45_000 } else { 40_000 };
+    let t0 = Instant::now();
+    let got = srv.client("get", Duration::from_secs(120), &format!("/wait?ms={ms}"));
+    let took = t0.elapsed();
+    eprintln!("{kind:?} defaults: {ms} ms long poll over TLS: {got:?} after {took:?}");
+    let mut fails = Vec::new();
+    if got.answers != format!("waited_{ms}") || got.error != "none" {
+        fails.push(format!("{kind:?}: {ms} ms long poll: {got:?}"));
+    }
+    let reaps = events_in(&srv.log_text(), "reap");
+    if !reaps.is_empty() {
+        fails.push(format!(
+            "{kind:?}: reaped with defaults:\n{}",
+            srv.log_text()
+        ));
+    }
+    fails
+}
+
+/// What one scenario expects: the reap reason and stage (None: not on the line), and the
+/// window the cut must fall in; `reason` None: never cut, and `answers` expected.
+struct Expect {
+    mode: &'static str,
+    arg: &'static str,
+    reason: Option<&'static str>,
+    stage: Option<&'static str>,
+    window: (u64, u64),
+    answers: &'static str,
+}
+
+const fn cut(
+    mode: &'static str,
+    reason: &'static str,
+    stage: Option<&'static str>,
+    window: (u64, u64),
+) -> Expect {
+    Expect {
+        mode,
+        arg: "",
+        reason: Some(reason),
+        stage,
+        window,
+        answers: "none",
+    }
+}
+
+const fn kept(mode: &'static str, arg: &'static str, answers: &'static str) -> Expect {
+    Expect {
+        mode,
+        arg,
+        reason: None,
+        stage: None,
+        window: (0, 0),
+        answers,
+    }
+}
+
+const SCENARIOS: &[Expect] = &[
+    // The guard cuts at 5.0-5.4 s; under load the client may see it a little later.
+    cut("slowloris", "request", Some("headers"), (5, 9)),
+    cut("slowbody", "request", Some("body"), (5, 9)),
+    cut("silent", "first_byte", None, (3, 6)),
+    // ClientHello sent, the server's flight never answered: the server waits, no request
+    // byte is open (its ServerHello answered the ClientHello), so idle cuts it.
+    cut("midhandshake", "idle", None, (9, 13)),
+    // Timed from the answer.
+    cut("answered_then_silent", "idle", Some("idle"), (9, 13)),
+    // 8 KB at 1000 B/s, twice the body's minimum rate: 8 s, beyond BODY's 5 s.
+    kept("slowpost", "1000", "received_8000"),
+    kept("get", "/wait?ms=12000", "waited_12000"),
+    kept("keepalive", "/wait?ms=6000", "waited_6000|waited_6000"),
+];
+
+#[test]
+fn attacks_inside_tls_are_reaped_with_short_timers() {
+    each(&GUARDED_TLS, attacks_on);
+}
+
+fn attacks_on(kind: Kind) -> Vec<String> {
+    let srv = std::sync::Arc::new(Srv::start(kind, Some(SHORT), true));
+    let jobs: Vec<_> = SCENARIOS
+        .iter()
+        .map(|want| {
+            let srv = srv.clone();
+            (
+                want,
+                thread::spawn(move || srv.client(want.mode, Duration::from_secs(30), want.arg)),
+            )
+        })
+        .collect();
+    let mut fails = Vec::new();
+    for (want, job) in jobs {
+        let got = job.join().unwrap();
+        let line = srv.reap_of(got.port, Duration::from_secs(2));
+        eprintln!(
+            "{kind:?} short timers: {} {}: {got:?}, log: {line:?}",
+            want.mode, want.arg
+        );
+        let Some(reason) = want.reason else {
+            if got.cut.is_some() || got.answers != want.answers || line.is_some() {
+                fails.push(format!(
+                    "{kind:?}: legitimate {} {} was disturbed: {got:?} {line:?}",
+                    want.mode, want.arg
+                ));
+            }
+            continue;
+        };
+        let (min, max) = (
+            Duration::from_secs(want.window.0),
+            Duration::from_secs(want.window.1),
+        );
+        match got.cut {
+            Some(after) if after >= min && after <= max => {}
+            other => fails.push(format!(
+                "{kind:?}: {} cut after {other:?}, expected {min:?}..{max:?}: {got:?}",
+                want.mode
+            )),
+        }
+        let on_line = |k: &str| line.as_ref().and_then(|l| l.get(k)).map(String::as_str);
+        // Marked TLS from its first byte on: every line but the silent connection's.
+        let tls = (want.mode != "silent").then_some("yes");
+        if on_line("reason") != Some(reason)
+            || on_line("stage") != want.stage
+            || on_line("tls") != tls
+        {
+            fails.push(format!(
+                "{kind:?}: {}: expected reason={reason} stage={:?}, got {line:?}\n{}",
+                want.mode,
+                want.stage,
+                srv.log_text()
+            ));
+        }
+    }
+    fails
+}
+
+#[test]
+fn where_the_lens_stops_the_line_says_tls_without_stage() {
+    each(&[Kind::Asyncio, Kind::Node], unseen_tls_on);
+}
+
+/// TLS the guard cannot see into: asyncio reads ciphertext into a memory BIO (its SSL_read_ex
+/// reaches the guard, but `SSL_get_rfd` is -1); node has OpenSSL linked in (no SSL_read goes
+/// through the dynamic linker). The call-pattern rules apply, as before the lens: an event
+/// loop's long poll is cut, by the request timer, or by idle when the server's raw writes of
+/// session tickets went out after the request (which ends the request by call patterns), and
+/// the line says `tls=yes` without a stage.
+fn unseen_tls_on(kind: Kind) -> Vec<String> {
+    let srv = Srv::start(kind, Some(SHORT), true);
+    let got = srv.client("get", Duration::from_secs(20), "/wait?ms=12000");
+    let line = srv.reap_of(got.port, Duration::from_secs(2));
+    eprintln!("{kind:?} (TLS not seen): 12 s long poll: {got:?}, log: {line:?}");
+    match line {
+        Some(l)
+            if matches!(
+                l.get("reason").map(String::as_str),
+                Some("request" | "idle")
+            ) && !l.contains_key("stage")
+                && l.get("tls").map(String::as_str) == Some("yes")
+                && got.answers == "none" =>
+        {
+            vec![]
+        }
+        other => vec![format!(
+            "{kind:?}: expected a cut by call patterns, tls=yes, no stage=, got {got:?} {other:?}"
+        )],
+    }
+}
+
+/// The OpenSSL rows fail safe where libssl is not loaded: a program calling them anyway (here
+/// through the dynamic linker, as a stray caller would) gets OpenSSL's failure value, 0, with
+/// errno ENOSYS, and no crash.
+#[test]
+fn openssl_hooks_fail_safe_without_libssl() {
+    let log = scratch("tls-no-libssl.log");
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import ctypes\n\
+         assert 'libssl' not in open('/proc/self/maps').read()\n\
+         l = ctypes.CDLL(None, use_errno=True)\n\
+         r = [l.SSL_read(None, None, 1), l.SSL_read_ex(None, None, 1, None),\n\
+              l.SSL_peek(None, None, 1), l.SSL_peek_ex(None, None, 1, None),\n\
+              l.SSL_write(None, None, 1), l.SSL_write_ex(None, None, 1, None)]\n\
+         print(r, ctypes.get_errno())",
+    ]);
+    guard(&mut cmd, &log, &[]);
+    let out = cmd.output().expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("[0, 0, 0, 0, 0, 0] {}", libc::ENOSYS)
+    );
+}
