@@ -6,7 +6,7 @@
 #                     watcher cost and memory at 1k/10k connections;
 #                     7-11 minutes (longer when the machine is busy). Prints the
 #                     results and writes bench/results/latest.md, latest.json, e2e.svg.
-#   make bench-quick  the same, reduced (< 3 minutes); writes bench/results/quick.*.
+#   make bench-quick  the same, reduced (3-4 minutes: 204 s at load 11); writes bench/results/quick.*.
 #                     Never fails on a timing (CI-safe); BENCH_STRICT=1 makes a missed
 #                     budget fail the target.
 #

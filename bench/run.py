@@ -1476,7 +1476,7 @@ def esc(s):
 def main():
     global E2E_CFG_DESC
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="reduced run (< 3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="reduced run (3-4 minutes)")
     ap.add_argument("--so", default=os.path.join(ROOT, "target", "release", "libstallguard.so"))
     ap.add_argument("--command", default=" ".join(shlex.quote(a) for a in sys.argv))
     ap.add_argument("--parts", default="hooks,callgrind,e2e,counts,watcher,accept,forks",
