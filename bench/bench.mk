@@ -4,7 +4,7 @@
 #   make bench        hooks (wall clock + callgrind), end to end (wrk: civetweb, nginx,
 #                     HAProxy in front, apache2 prefork with keep-alive on and off),
 #                     watcher cost and memory at 1k/10k connections;
-#                     7-11 minutes (longer when the machine is busy). Prints the
+#                     11-15 minutes (longer when the machine is busy). Prints the
 #                     results and writes bench/results/latest.md, latest.json, e2e.svg.
 #   make bench-quick  the same, reduced (3-4 minutes: 204 s at load 11); writes bench/results/quick.*.
 #                     Never fails on a timing (CI-safe); BENCH_STRICT=1 makes a missed
