@@ -20,6 +20,8 @@ command -v slowhttptest >/dev/null || need_apt+=(slowhttptest)
 # made with the openssl command, TLS clients in Python's ssl module.
 command -v stunnel4 >/dev/null || need_apt+=(stunnel4)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# tests/tls.rs: a plugin with OpenSSL built in (static libssl.a, libcrypto.a).
+[ -f /usr/include/openssl/ssl.h ] && compgen -G '/usr/lib/*/libssl.a' >/dev/null || need_apt+=(libssl-dev)
 need_nginx=0
 [ -x /usr/sbin/nginx ] || need_nginx=1
 if [ ${#need_apt[@]} -gt 0 ] || [ $need_nginx -eq 1 ]; then

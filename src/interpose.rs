@@ -79,17 +79,17 @@ macro_rules! interposed {
 
             // ---- OpenSSL, where the program loads libssl: a TLS connection's plaintext (see track::tls) ----
             Tls fn SSL_read(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int
-                = call() { let r = real::SSL_read(ssl, buf, num); track::tls::read(ssl, buf.cast(), args::tls_count(r)); r };
+                = call() { let r = real::SSL_read(ssl, buf, num); track::tls::read(real::address::SSL_read(), ssl, buf.cast(), args::tls_count(r)); r };
             Tls fn SSL_read_ex(ssl: *mut c_void, buf: *mut c_void, num: size_t, got: *mut size_t) -> c_int
-                = call() { let r = real::SSL_read_ex(ssl, buf, num, got); track::tls::read(ssl, buf.cast(), args::tls_count_ex(r, got)); r };
+                = call() { let r = real::SSL_read_ex(ssl, buf, num, got); track::tls::read(real::address::SSL_read_ex(), ssl, buf.cast(), args::tls_count_ex(r, got)); r };
             Tls fn SSL_peek(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int
-                = call() { let r = real::SSL_peek(ssl, buf, num); track::tls::peeked(ssl, args::tls_count(r)); r };
+                = call() { let r = real::SSL_peek(ssl, buf, num); track::tls::peeked(real::address::SSL_peek(), ssl, args::tls_count(r)); r };
             Tls fn SSL_peek_ex(ssl: *mut c_void, buf: *mut c_void, num: size_t, got: *mut size_t) -> c_int
-                = call() { let r = real::SSL_peek_ex(ssl, buf, num, got); track::tls::peeked(ssl, args::tls_count_ex(r, got)); r };
+                = call() { let r = real::SSL_peek_ex(ssl, buf, num, got); track::tls::peeked(real::address::SSL_peek_ex(), ssl, args::tls_count_ex(r, got)); r };
             Tls fn SSL_write(ssl: *mut c_void, buf: *const c_void, num: c_int) -> c_int
-                = call() { let r = real::SSL_write(ssl, buf, num); track::tls::wrote(ssl, args::tls_count(r)); r };
+                = call() { let r = real::SSL_write(ssl, buf, num); track::tls::wrote(real::address::SSL_write(), ssl, args::tls_count(r)); r };
             Tls fn SSL_write_ex(ssl: *mut c_void, buf: *const c_void, num: size_t, put: *mut size_t) -> c_int
-                = call() { let r = real::SSL_write_ex(ssl, buf, num, put); track::tls::wrote(ssl, args::tls_count_ex(r, put)); r };
+                = call() { let r = real::SSL_write_ex(ssl, buf, num, put); track::tls::wrote(real::address::SSL_write_ex(), ssl, args::tls_count_ex(r, put)); r };
 
             // ---- close: every path that ends or copies an fd (see track::alias) ----
             Close fn close(fd: c_int) -> c_int

@@ -40,7 +40,6 @@ use runtime::{clock, config, log, pid};
 extern "C" fn init() {
     let ok = std::panic::catch_unwind(|| {
         abi::real::resolve_all();
-        abi::openssl::resolve_all();
         pid::refresh_pid();
         clock::refresh();
         if !config::load() {
@@ -72,6 +71,13 @@ extern "C" fn init() {
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = init;
+
+/// The `event=stop` line (`watcher::stop`), from the library's destructor: the loader runs it
+/// after every exit handler the program registered, so what the guard does while those still
+/// serve is logged before it.
+#[used]
+#[link_section = ".fini_array"]
+static DESTRUCTOR: extern "C" fn() = watcher::write_stop_line;
 
 /// Runs in the parent right before fork() (only with STALLGUARD_PER_SOURCE): the child will
 /// hold this process's counted connections too.

@@ -209,3 +209,57 @@ fn the_contrib_logrotate_snippet_rotates_a_live_log() {
     assert_eq!(events_in(&text_of(&rotated), "reap").len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server that chroots after it listens (haproxy's `chroot`, vsftpd, sshd's privilege
+/// separation): the log path then names a file inside the jail. The guard must keep writing
+/// to the file it has open (its lines, the stop line at exit) and never create a log file in
+/// the jail (it did: the rotation check found "no file at the path", created
+/// `<jail>/<path>` and moved every later line there).
+#[test]
+fn a_chroot_after_listen_keeps_the_log_where_it_was() {
+    let dir = scratch("chroot-log");
+    let jail = dir.join("jail");
+    let log = dir.join("guard.log");
+    // The log's directory exists inside the jail too, as /tmp or /var/log often do.
+    let inner = jail.join(dir.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(&inner).unwrap();
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-c",
+        "import os, socket, sys, time\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
+         time.sleep(1)\n\
+         os.chroot(sys.argv[1]); os.chdir('/')\n\
+         time.sleep(2.5)\n\
+         sys.exit(0)",
+    ])
+    .arg(&jail);
+    guard(&mut cmd, &log, FAST);
+    let out = cmd.output().expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    let text = text_of(&log);
+    let in_jail: Vec<_> = walk(&jail);
+    assert!(in_jail.is_empty(), "files created in the jail: {in_jail:?}");
+    assert!(text.contains("event=start"), "{text}");
+    assert!(text.contains("event=stop"), "the stop line: {text}");
+    assert!(!text.contains("log_reopen"), "{text}");
+}
+
+/// The files under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}

@@ -4,7 +4,9 @@
 
 use stallguard_testkit::cli::{stallguard, text};
 use stallguard_testkit::*;
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -97,4 +99,55 @@ fn a_clean_exit_ends_the_log_with_a_stop_line_and_its_totals() {
         events_in(&log, "start")[0]["pid"],
         "the process that started: {log}"
     );
+}
+
+/// A program whose exit handler, registered before it listened, still serves (reads a
+/// connection until it ends): what the guard does then is logged and counted, and the stop
+/// line is still the last line. (The stop line was an `atexit` handler registered at listen,
+/// so it ran first: the reap that followed was done without a line and not counted.)
+#[test]
+fn what_the_guard_does_during_the_programs_exit_handlers_is_logged_before_the_stop_line() {
+    let dir = scratch("exit-drain");
+    std::fs::create_dir_all(&dir).unwrap();
+    let program = dir.join("exit_drain");
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c/exit_drain.c");
+    let out = Command::new("gcc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .output()
+        .expect("run gcc");
+    assert!(out.status.success(), "build: {out:?}");
+    let port = free_port();
+    let log = dir.join("guard.log");
+    let mut cmd = Command::new(&program);
+    cmd.arg(port.to_string()).stdout(Stdio::piped());
+    guard(&mut cmd, &log, FAST);
+    let mut child = cmd.spawn().expect("start exit_drain");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Cut by the first-byte timer while the program's exit handler waits on it.
+    assert!(wait_cut(&mut silent, Duration::from_secs(5)));
+    let end = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "exit_drain did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(events_in(&text, "reap").len(), 1, "the reap line: {text}");
+    let last = text.lines().last().map(logfmt).unwrap_or_default();
+    assert_eq!(
+        last.get("event").map(String::as_str),
+        Some("stop"),
+        "{text}"
+    );
+    assert_eq!(last["reaped_total"], "1", "{text}");
+    assert_eq!(last["reaped"], "first_byte:1", "{text}");
 }

@@ -25,7 +25,10 @@
 //! * where the lens stops: TLS the guard cannot see into (Node.js's statically linked OpenSSL,
 //!   asyncio's memory BIOs) keeps the call-pattern rules: the reap line says `tls=yes` and has
 //!   no `stage=`;
-//! * without libssl, the OpenSSL hooks return OpenSSL's failure value (0), never crash.
+//! * without libssl, the OpenSSL hooks return OpenSSL's failure value (0), never crash;
+//! * an OpenSSL of another file name (a plugin with static libssl, loaded RTLD_LOCAL) is
+//!   reached, and another library's `SSL*` (one with OpenSSL's function names) is never handed
+//!   to OpenSSL's `SSL_get_rbio` (two small C programs built at test time, tests/c).
 
 use stallguard_testkit::*;
 use std::io::{BufRead, BufReader};
@@ -557,4 +560,132 @@ fn openssl_hooks_fail_safe_without_libssl() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("[0, 0, 0, 0, 0, 0] {}", libc::ENOSYS)
     );
+}
+
+/// A private OpenSSL that is no `libssl.so*` file: a plugin with OpenSSL built in (static
+/// libssl.a), loaded with RTLD_LOCAL (as a Python wheel's vendored `libssl-<hash>.so.3` is).
+/// Its calls to `SSL_read`/`SSL_write` bind to the guard's exports; they must reach the
+/// plugin's own OpenSSL, not fail with 0 and ENOSYS (a TLS round trip through the plugin
+/// works under the guard as it does without it).
+#[test]
+fn a_private_openssl_of_another_name_is_reached() {
+    let (cert, key) = cert();
+    let plugin = private_plugin("libtls_private_plugin.so");
+    let script = "import ctypes, sys\n\
+         maps = lambda: [l for l in open('/proc/self/maps') if 'libssl' in l]\n\
+         assert not maps(), maps()\n\
+         p = ctypes.CDLL(sys.argv[1])\n\
+         assert not maps(), maps()\n\
+         print(p.roundtrip(sys.argv[2].encode(), sys.argv[3].encode()))";
+    for guarded in [false, true] {
+        let log = scratch("tls-private-plugin.log");
+        let mut cmd = Command::new(python());
+        cmd.args(["-c", script]).arg(&plugin).arg(cert).arg(key);
+        if guarded {
+            guard(&mut cmd, &log, &[]);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = cmd.output().expect("run python3");
+        assert!(out.status.success(), "guarded={guarded}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0",
+            "guarded={guarded}: the round trip's failing step (4: SSL_write_ex, 12: SSL_read)"
+        );
+    }
+}
+
+/// Two private copies of OpenSSL (two plugins with it built in, as two wheels each vendoring
+/// theirs): the guard cannot tell which copy a call to its `SSL_write_ex` meant, and never
+/// hands one copy's `SSL*` to the other's (a crash when their versions differ). It fails the
+/// way OpenSSL does (0, as where no OpenSSL is found): no crash, and each plugin sees a
+/// failed write rather than another copy's function.
+#[test]
+fn two_private_openssl_copies_are_never_mixed() {
+    let (cert, key) = cert();
+    let first = private_plugin("libtls_private_plugin_a.so");
+    let second = private_plugin("libtls_private_plugin_b.so");
+    let script = "import ctypes, sys\n\
+         a, b = ctypes.CDLL(sys.argv[1]), ctypes.CDLL(sys.argv[2])\n\
+         c, k = sys.argv[3].encode(), sys.argv[4].encode()\n\
+         print(a.roundtrip(c, k), b.roundtrip(c, k))";
+    for (guarded, expected) in [(false, "0 0"), (true, "4 4")] {
+        let log = scratch("tls-two-plugins.log");
+        let mut cmd = Command::new(python());
+        cmd.args(["-c", script])
+            .arg(&first)
+            .arg(&second)
+            .arg(cert)
+            .arg(key);
+        if guarded {
+            guard(&mut cmd, &log, &[]);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = cmd.output().expect("run python3");
+        assert!(out.status.success(), "guarded={guarded}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected,
+            "guarded={guarded} (4: SSL_write_ex failed)"
+        );
+    }
+}
+
+/// tests/c/tls_private_plugin.c built as `name`, with OpenSSL built in (static libssl).
+fn private_plugin(name: &str) -> PathBuf {
+    let plugin = scratch(name);
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-pthread", "-o"])
+        .arg(&plugin)
+        .arg(tests_dir().join("c/tls_private_plugin.c"))
+        .args(["-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-ldl"])
+        .output()
+        .expect("run gcc");
+    assert!(out.status.success(), "build the plugin: {out:?}");
+    plugin
+}
+
+/// Another library's `SSL_read`/`SSL_write` (as GnuTLS's OpenSSL layer, libgnutls-openssl:
+/// no `SSL_get_rbio`) while OpenSSL's libssl is mapped privately too: the guard must never
+/// hand that library's `SSL*` to OpenSSL's `SSL_get_rbio`/`SSL_get_rfd`, which read it with
+/// OpenSSL's layout (a crash in the host: seen with libgnutls-openssl, where it depends on
+/// what lies around its structures; here its `SSL*` cannot be read at all, so it is certain).
+#[test]
+fn another_librarys_ssl_is_never_handed_to_openssl() {
+    let dir = scratch("other-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = tests_dir().join("c/other_tls.c");
+    let build = |args: &[&str], libs: &[&str]| {
+        let out = Command::new("gcc")
+            .args(["-O2", "-Wall", "-Werror"])
+            .args(args)
+            .arg(&source)
+            .args(libs)
+            .current_dir(&dir)
+            .output()
+            .expect("run gcc");
+        assert!(out.status.success(), "build {args:?}: {out:?}");
+    };
+    build(&["-shared", "-fPIC", "-o", "libother_tls.so"], &[]);
+    build(
+        &["-DCLIENT", "-o", "other_tls_client"],
+        &["-L.", "-lother_tls", "-Wl,-rpath,$ORIGIN", "-ldl"],
+    );
+    let mut failures = Vec::new();
+    for guarded in [false, true] {
+        let log = scratch("tls-other-lib.log");
+        let mut cmd = Command::new(dir.join("other_tls_client"));
+        if guarded {
+            guard(&mut cmd, &log, &[]);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = cmd.output().expect("run the client");
+        if !out.status.success() || String::from_utf8_lossy(&out.stdout).trim() != "moved=5,5" {
+            failures.push(format!("guarded={guarded}: {out:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -62,7 +62,7 @@ pub(super) fn resolve(name: &'static [u8], slot: &AtomicUsize, library: Option<&
     let mut sym = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
     if sym.is_null() {
         if let Some(lib) = library {
-            sym = super::loaded::symbol_in(lib, name);
+            sym = super::loaded::symbol_in(lib, name, is_ours);
         }
     }
     let addr = if sym.is_null() || is_ours(sym) {
@@ -113,6 +113,19 @@ macro_rules! real_entries {
             let mut v = Vec::new();
             $( if TABLE.$name.load(Relaxed) == 0 && library_of!($family).is_none() { v.push(stringify!($name)); } )*
             v
+        }
+
+        /// The address each row's real function was resolved to (0: not yet): which copy of
+        /// a library serves the calls (`openssl` asks it for its other functions).
+        pub mod address {
+            use super::*;
+            $(
+                #[allow(non_snake_case, dead_code)]
+                #[inline(always)]
+                pub fn $name() -> usize {
+                    TABLE.$name.load(Relaxed)
+                }
+            )*
         }
 
         $(

@@ -38,6 +38,11 @@ static OWN_FD: AtomicI32 = AtomicI32::new(-1);
 /// What LOG_FD was opened on (device, inode): the watcher recognises its copy by it.
 static LOG_DEV: AtomicU64 = AtomicU64::new(0);
 static LOG_INO: AtomicU64 = AtomicU64::new(0);
+/// The (device, inode) of `/` when the log path was opened: a program that then chroots
+/// (haproxy's `chroot`, vsftpd, sshd's privilege separation) makes the path name a file
+/// inside its jail, never to be opened or created there ([`trusted_path`]).
+static ROOT_DEV: AtomicU64 = AtomicU64::new(0);
+static ROOT_INO: AtomicU64 = AtomicU64::new(0);
 
 /// Set by the exit handler once the stop line is written: it is the last line, whatever the
 /// watcher was about to say.
@@ -71,6 +76,10 @@ pub fn open(path: Option<&str>) -> Result<(), String> {
             if fd < 0 {
                 return Err(std::io::Error::last_os_error().to_string());
             }
+            if let Some((dev, ino)) = sys::path_id(c"/") {
+                ROOT_DEV.store(dev, SeqCst);
+                ROOT_INO.store(ino, SeqCst);
+            }
             let _ = LOG_PATH.set(c);
             fd
         }
@@ -90,6 +99,21 @@ pub fn open(path: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// The log path, while it means what it meant when it was opened: None without a path, or
+/// once the process has another root directory (chroot: the path would name a file inside
+/// the jail; the lines keep going to the file already open).
+fn trusted_path() -> Option<&'static std::ffi::CStr> {
+    let path = LOG_PATH.get()?;
+    let root = (ROOT_DEV.load(SeqCst), ROOT_INO.load(SeqCst));
+    (sys::path_id(c"/") == Some(root)).then_some(path.as_c_str())
+}
+
+/// Whether `fd` is the log file as last opened (not a number the program closed behind the
+/// hooks' back and reused).
+fn is_our_file(fd: libc::c_int) -> bool {
+    fd >= 0 && sys::file_id(fd) == Some((LOG_DEV.load(SeqCst), LOG_INO.load(SeqCst)))
+}
+
 /// The log descriptor in the program's table (-1: none): the watcher keeps its copy of this
 /// number when it leaves the program's table.
 pub fn program_fd() -> libc::c_int {
@@ -101,15 +125,13 @@ pub fn program_fd() -> libc::c_int {
 /// still our log (the program may have closed and reused the number just before), else to
 /// the log file opened again, in its own table.
 pub fn adopt_own_copy(kept: libc::c_int) {
-    let ours =
-        kept >= 0 && sys::file_id(kept) == Some((LOG_DEV.load(SeqCst), LOG_INO.load(SeqCst)));
-    let fd = if ours {
+    let fd = if is_our_file(kept) {
         kept
     } else {
         if kept >= 0 {
             sys::close_own(kept);
         }
-        LOG_PATH.get().map_or(-1, |path| open_file(path))
+        trusted_path().map_or(-1, open_file)
     };
     OWN_FD.store(fd, SeqCst);
     OWN_TABLE.store(true, SeqCst);
@@ -183,11 +205,14 @@ pub fn reset_after_fork() {
 /// rotation (at most once a second).
 pub fn maintain(now: u64) {
     reopen_if_closed();
-    let Some(path) = LOG_PATH.get() else { return };
+    if LOG_PATH.get().is_none() {
+        return;
+    }
     if now.saturating_sub(ROTATION_CHECKED_AT.load(SeqCst)) < ROTATION_CHECK_EVERY_MS {
         return;
     }
     ROTATION_CHECKED_AT.store(now, SeqCst);
+    let Some(path) = trusted_path() else { return };
     let fd = watcher_fd();
     if fd < 0 {
         return;
@@ -286,14 +311,14 @@ fn follow_rotation(path: &std::ffi::CStr, fd: libc::c_int) {
 fn reopen_if_closed() {
     if OWN_TABLE.load(SeqCst) {
         if OWN_FD.load(SeqCst) < 0 {
-            if let Some(path) = LOG_PATH.get() {
+            if let Some(path) = trusted_path() {
                 OWN_FD.store(open_file(path), SeqCst);
             }
         }
         return;
     }
     if LOG_FD.load(SeqCst) < 0 {
-        if let Some(path) = LOG_PATH.get() {
+        if let Some(path) = trusted_path() {
             let fd = open_file(path);
             if fd >= 0 && LOG_FD.compare_exchange(-1, fd, SeqCst, SeqCst).is_err() {
                 sys::close_own(fd);
@@ -366,8 +391,9 @@ impl Line {
             sys::yield_now();
         }
         let fd = LOG_FD.load(SeqCst);
-        if let Some(path) = LOG_PATH.get() {
-            let current =
+        let mut current = false;
+        if let Some(path) = trusted_path() {
+            current =
                 fd >= 0 && sys::file_id(fd).is_some() && sys::file_id(fd) == sys::path_id(path);
             if !current {
                 let once = sys::open_append(path);
@@ -378,7 +404,9 @@ impl Line {
                 }
             }
         }
-        if fd >= 0 {
+        // The program's descriptor when the path names its file; with no path to open
+        // (stderr, a chroot since, or it cannot be opened), if it is still the file opened.
+        if current || is_our_file(fd) {
             write_all_once(fd, &self.buf[..self.len]);
         }
     }

@@ -18,9 +18,10 @@ use crate::abi::openssl;
 use crate::table::{self, Flags, Slot};
 use libc::{c_int, c_void};
 
-/// The tracked connection under `ssl` that the lens follows, with its fd.
-fn followed(ssl: *mut c_void) -> Option<(c_int, &'static Slot)> {
-    let fd = openssl::socket_of(ssl)?;
+/// The tracked connection under `ssl` that the lens follows, with its fd; `via`: the real
+/// function that served the call (its library's copy is asked about `ssl`).
+fn followed(via: usize, ssl: *mut c_void) -> Option<(c_int, &'static Slot)> {
+    let fd = openssl::socket_of(ssl, via)?;
     let slot = table::tracked(fd)?;
     slot.has_flag(Flags::LENS).then_some((fd, slot))
 }
@@ -30,12 +31,12 @@ fn followed(ssl: *mut c_void) -> Option<(c_int, &'static Slot)> {
 /// # Safety
 /// `buf` holds the `n` bytes the call just wrote.
 #[inline(always)]
-pub unsafe fn read(ssl: *mut c_void, buf: *const u8, n: usize) {
+pub unsafe fn read(via: usize, ssl: *mut c_void, buf: *const u8, n: usize) {
     if n == 0 {
         return;
     }
     let _errno = ErrnoGuard::new();
-    if let Some((fd, slot)) = followed(ssl) {
+    if let Some((fd, slot)) = followed(via, ssl) {
         // SAFETY: the caller's contract.
         unsafe { lens::after_tls_read(fd, slot, ReadBuf::Flat(buf), n) };
     }
@@ -43,12 +44,12 @@ pub unsafe fn read(ssl: *mut c_void, buf: *const u8, n: usize) {
 
 /// `SSL_peek`/`SSL_peek_ex` on `ssl` showed the program `n` bytes without consuming them.
 #[inline(always)]
-pub fn peeked(ssl: *mut c_void, n: usize) {
+pub fn peeked(via: usize, ssl: *mut c_void, n: usize) {
     if n == 0 {
         return;
     }
     let _errno = ErrnoGuard::new();
-    if let Some((_, slot)) = followed(ssl) {
+    if let Some((_, slot)) = followed(via, ssl) {
         if !slot.has_flag(Flags::TLS) {
             slot.set_flag(Flags::TLS);
         }
@@ -57,12 +58,12 @@ pub fn peeked(ssl: *mut c_void, n: usize) {
 
 /// `SSL_write`/`SSL_write_ex` on `ssl` took `n` bytes of the program's answer.
 #[inline(always)]
-pub fn wrote(ssl: *mut c_void, n: usize) {
+pub fn wrote(via: usize, ssl: *mut c_void, n: usize) {
     if n == 0 {
         return;
     }
     let _errno = ErrnoGuard::new();
-    if let Some((_, slot)) = followed(ssl) {
+    if let Some((_, slot)) = followed(via, ssl) {
         lens::after_tls_write(slot);
     }
 }

@@ -18,6 +18,7 @@ pub mod publish;
 mod reach;
 mod report;
 mod stop;
+pub use stop::at_exit as write_stop_line;
 
 use crate::abi::sys;
 use crate::runtime::log::log_line;

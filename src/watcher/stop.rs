@@ -2,12 +2,19 @@
 //! (`exit()`, or returning from main): connections tracked, reaped and would-be-reaped by
 //! reason, refusals, and how long the guard ran.
 //!
+//! It is the library's destructor (`.fini_array`, wired in `lib.rs`), not an `atexit`
+//! handler: the dynamic loader runs destructors after every exit handler the program
+//! registered, so a program whose exit handlers still serve (drain connections, join workers)
+//! has those reaps logged and counted before the stop line (an `atexit` handler registered
+//! at listen ran before the program's earlier ones, and what the watcher did then went
+//! unsaid: the stop line is the last line).
+//!
 //! It runs in the thread that calls exit, while the watcher may still be running: it reads
 //! atomics only, formats into a stack buffer and writes with raw calls (`Line::emit_last`),
 //! so it takes no lock the watcher could hold and allocates nothing. A process that ends
-//! with `_exit` (a forked child, exec failure paths) or is killed runs no exit handler: it
-//! writes no stop line. Exit handlers are inherited over fork: the handler says nothing in a
-//! process that did not log a start line itself.
+//! with `_exit` (a forked child, exec failure paths) or is killed runs no destructor: it
+//! writes no stop line. A forked child runs the destructor too: it says nothing in a process
+//! that did not log a start line itself.
 
 use super::act::Seconds;
 use crate::abi::sys;
@@ -17,23 +24,20 @@ use crate::table::stats;
 use stallguard_policy::LogLevel;
 use stallguard_shm::{REASONS, REASON_NAMES};
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::*};
 
 /// The process that logged the start line (0: none), and when (monotonic ms).
 static STARTED_PID: AtomicI32 = AtomicI32::new(0);
 static STARTED_AT: AtomicU64 = AtomicU64::new(0);
-static REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// This process logged its start line at `now`: it will log a stop line at exit.
 pub fn started(now: u64) {
     STARTED_AT.store(now, Relaxed);
     STARTED_PID.store(sys::getpid(), Release);
-    if !REGISTERED.swap(true, AcqRel) {
-        sys::at_exit(at_exit);
-    }
 }
 
-extern "C" fn at_exit() {
+/// The library's destructor: the stop line of a process that logged its start line.
+pub extern "C" fn at_exit() {
     if STARTED_PID.load(Acquire) != sys::getpid() || !log::enabled(LogLevel::Info) {
         return;
     }
