@@ -2,15 +2,16 @@
 # paths are relative to the repository root, so run make from there.
 #
 #   make bench        hooks (wall clock + callgrind), end to end (wrk: civetweb, nginx,
-#                     HAProxy in front), watcher cost and memory at 1k/10k connections;
-#                     7-11 minutes (longer when the machine is busy). Prints the
+#                     HAProxy in front, apache2 prefork with keep-alive on and off),
+#                     watcher cost and memory at 1k/10k connections;
+#                     11-15 minutes (longer when the machine is busy). Prints the
 #                     results and writes bench/results/latest.md, latest.json, e2e.svg.
-#   make bench-quick  the same, reduced (< 3 minutes); writes bench/results/quick.*.
+#   make bench-quick  the same, reduced (3-4 minutes: 204 s at load 11); writes bench/results/quick.*.
 #                     Never fails on a timing (CI-safe); BENCH_STRICT=1 makes a missed
 #                     budget fail the target.
 #
 # Needs root for the first run only (bench/install-deps.sh installs wrk, nginx-light,
-# civetweb, haproxy, valgrind and strace when missing). Everything runs on loopback.
+# civetweb, haproxy, apache2, valgrind and strace when missing). Everything runs on loopback.
 
 # Keep the includer's default goal.
 BENCH_PREV_GOAL := $(.DEFAULT_GOAL)

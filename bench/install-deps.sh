@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make bench` needs, only the packages that are missing (idempotent, quiet):
-# wrk, nginx (nginx-light, else nginx), civetweb, haproxy, valgrind, and strace (syscalls per
-# request).
+# wrk, nginx (nginx-light, else nginx), civetweb, haproxy, apache2 (prefork, run from a private
+# configuration), valgrind, and strace (syscalls per request).
 # Never starts or enables a system service: the packages' maintainer scripts are forbidden to
 # start services (policy-rc.d exit 101) and the benchmark runs every server itself, from
 # private config directories, on loopback.
@@ -15,9 +15,10 @@ declare -A probe=(
   [valgrind]=/usr/bin/valgrind
   [strace]=/usr/bin/strace
   [python3]=/usr/bin/python3
+  [apache2]=/usr/sbin/apache2
 )
 missing=()
-for pkg in wrk civetweb haproxy valgrind strace python3; do
+for pkg in wrk civetweb haproxy apache2 valgrind strace python3; do
   [ -e "${probe[$pkg]}" ] || missing+=("$pkg")
 done
 need_nginx=0

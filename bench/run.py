@@ -11,8 +11,10 @@ the order reversed every other round) and reporting medians with their ranges, b
             to a process by merely existing), and the shim. Plus instructions per call from
             callgrind (user space only; stable where wall clock is not).
   e2e       wrk against civetweb and nginx: direct, guarded (LD_PRELOAD into the server) and
-            with HAProxy in front (timeouts configured, the usual alternative defence):
-            req/s, p50/p99 latency, server CPU per request from /proc/PID/stat.
+            with HAProxy in front (timeouts configured, the usual alternative defence);
+            apache2 prefork (8 children, private configuration) with KeepAlive On and Off,
+            direct and guarded: req/s, p50/p99 latency, server CPU per request from
+            /proc/PID/stat (apache: the master and its children).
   watcher   bench/idlebench.c: CPU share of the thread named "stallguard" with 1k, 10k and
             100k idle tracked connections (or as many as the hard RLIMIT_NOFILE allows; the
             client uses 16 source addresses 127.0.0.2-17), and the resident memory the guard
@@ -86,13 +88,14 @@ class Procs:
     def __init__(self):
         self.live = []
 
-    def start(self, argv, env=None, cwd=None, stdout=None, stderr=None, pin=None):
+    def start(self, argv, env=None, cwd=None, stdout=None, stderr=None, pin=None,
+              new_session=False):
         if pin is not None and NPROC >= 2 and shutil.which("taskset"):
             argv = ["taskset", "-c", str(pin)] + list(argv)
         p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                              stdout=stdout if stdout is not None else subprocess.DEVNULL,
                              stderr=stderr if stderr is not None else subprocess.DEVNULL,
-                             text=True)
+                             text=True, start_new_session=new_session)
         self.live.append(p)
         return p
 
@@ -471,15 +474,93 @@ http {{
 }}
 """)
             argv = ["/usr/sbin/nginx", "-p", d + "/", "-c", conf, "-e", f"{d}/error.log"]
+        elif kind in APACHE_KINDS:
+            argv = ["/usr/sbin/apache2", "-DFOREGROUND", "-d", self.dir,
+                    "-f", self.apache_conf(docroot, APACHE_KINDS[kind])]
         else:
             raise ValueError(kind)
+        # apache's prefork master signals its whole process group when it stops (this
+        # script included): its own session keeps the group to itself.
         self.proc = PROCS.start((wrap or []) + argv, env=env, cwd=self.dir, stderr=self.errlog,
-                                pin=NPROC - 1)
+                                pin=NPROC - 1, new_session=kind in APACHE_KINDS)
         wait_port(self.port, self.proc, start_timeout)
         self.pid = self.proc.pid  # taskset and valgrind exec: the same pid
 
+    def apache_conf(self, docroot, keepalive):
+        """A private apache2 prefork configuration: loopback port, its own pid file, logs and
+        document root, 8 children from the start (StartServers = Min/MaxSpare =
+        MaxRequestWorkers, never recycled), nothing from /etc/apache2 and no system service."""
+        d = self.dir
+        conf = os.path.join(d, "apache2.conf")
+        mods = "/usr/lib/apache2/modules"
+        # Root starts the master (it binds and writes the pid file), the children run as
+        # www-data (apache refuses to serve as root): they read the document root only.
+        user = "www-data" if os.geteuid() == 0 else None
+        with open(conf, "w") as f:
+            f.write(f"""ServerRoot {d}
+ServerName 127.0.0.1
+Listen 127.0.0.1:{self.port}
+PidFile {d}/apache2.pid
+ErrorLog {d}/error.log
+LogLevel warn
+LoadModule mpm_prefork_module {mods}/mod_mpm_prefork.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule mime_module {mods}/mod_mime.so
+LoadModule dir_module {mods}/mod_dir.so
+{f"User {user}" if user else ""}
+{f"Group {user}" if user else ""}
+StartServers 8
+MinSpareServers 8
+MaxSpareServers 8
+ServerLimit 8
+MaxRequestWorkers 8
+MaxConnectionsPerChild 0
+KeepAlive {"On" if keepalive else "Off"}
+MaxKeepAliveRequests 0
+KeepAliveTimeout 5
+EnableSendfile On
+Mutex file:{d}
+DocumentRoot {docroot}
+<Directory />
+    AllowOverride None
+    Require all granted
+</Directory>
+TypesConfig /etc/mime.types
+""")
+        return conf
+
+    def pids(self):
+        """The server's processes: the master and, for prefork, its live children."""
+        kids = []
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+        return [self.pid] + kids
+
+    def cpu_s(self):
+        """CPU of the master (and the children it reaped) plus its live children (prefork)."""
+        total = proc_cpu_s(self.pid)
+        for pid in self.pids()[1:]:
+            try:
+                total += proc_cpu_s(pid)
+            except OSError:
+                pass
+        return total
+
+    def sched_ns(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                total += proc_sched_ns(pid)
+            except OSError:
+                pass
+        return total
+
     def guard_active(self):
-        return thread_named(self.pid, "stallguard") is not None
+        # Prefork: the master never accepts; each child runs its own watcher.
+        return any(thread_named(p, "stallguard") is not None for p in self.pids())
 
     def reaps(self):
         p = os.path.join(self.dir, "stallguard.log")
@@ -567,6 +648,9 @@ def wrk(port, seconds, connections):
 
 
 E2E_MODES = ["direct", "guarded", "haproxy"]
+# apache2 prefork (8 children): kind -> KeepAlive. wrk reconnects after every answer when
+# keep-alive is off, so that row is one request per connection (accept + close each time).
+APACHE_KINDS = {"apache2": True, "apache2-ka-off": False}
 
 
 def make_docroot(cfg, work):
@@ -581,6 +665,8 @@ def make_docroot(cfg, work):
 def run_e2e(cfg, so, work):
     missing = [b for b in ("wrk", "civetweb") if not shutil.which(b)]
     missing += [b for b in ("/usr/sbin/nginx", "/usr/sbin/haproxy") if not os.path.exists(b)]
+    if any(k in APACHE_KINDS for k in cfg["servers"]) and not os.path.exists("/usr/sbin/apache2"):
+        missing.append("/usr/sbin/apache2")
     if missing:
         raise RuntimeError(f"missing {missing}: run bench/install-deps.sh")
     docroot = make_docroot(cfg, work)
@@ -589,7 +675,10 @@ def run_e2e(cfg, so, work):
         log(f"e2e: {kind}")
         plain = Server(kind, f"{kind}-direct", work, docroot)
         guarded = Server(kind, f"{kind}-guarded", work, docroot, so=so)
-        proxy = HAProxy(work, plain.port) if cfg["haproxy"] else None
+        # HAProxy in front of civetweb and nginx only: the comparison is made there, and the
+        # apache rows would add minutes to the run.
+        proxy = (HAProxy(work, plain.port) if cfg["haproxy"] and kind not in APACHE_KINDS
+                 else None)
         modes = E2E_MODES if proxy else E2E_MODES[:2]
         target = {"direct": (plain, None), "guarded": (guarded, None), "haproxy": (plain, proxy)}
         try:
@@ -606,13 +695,13 @@ def run_e2e(cfg, so, work):
                 waited = wait_quiet(cfg["quiet_wait"])
                 for m in order:
                     srv, px = target[m]
-                    c0, s0 = proc_cpu_s(srv.pid), proc_sched_ns(srv.pid)
+                    c0, s0 = srv.cpu_s(), srv.sched_ns()
                     p0 = proc_cpu_s(px.pid) if px else 0.0
                     b0, k0, t0 = cpu_busy_s(), children_cpu_s(), time.monotonic()
                     w = wrk(px.port if px else srv.port, cfg["wrk_seconds"],
                             cfg["wrk_connections"])
                     b1, k1, t1 = cpu_busy_s(), children_cpu_s(), time.monotonic()
-                    c1, s1 = proc_cpu_s(srv.pid), proc_sched_ns(srv.pid)
+                    c1, s1 = srv.cpu_s(), srv.sched_ns()
                     p1 = proc_cpu_s(px.pid) if px else 0.0
                     n = max(1, w["requests"])
                     w["server_cpu_us_per_req"] = (c1 - c0) / n * 1e6
@@ -655,8 +744,13 @@ def run_e2e(cfg, so, work):
     return results
 
 
-def http_requests(port, n, path="/index.html"):
-    """n keep-alive GETs on one connection, each answer read in full; bounded by timeouts."""
+def http_requests(port, n, path="/index.html", keepalive=True):
+    """n keep-alive GETs on one connection (or n connections of one GET each when the server
+    does not keep connections alive), each answer read in full; bounded by timeouts."""
+    if not keepalive:
+        for _ in range(n):
+            http_requests(port, 1, path)
+        return
     req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         buf = b""
@@ -694,6 +788,35 @@ def parse_strace_c(path):
     return calls
 
 
+def threads_named(pid, name):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    if f.read().strip() == name:
+                        out.append(int(tid))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def parse_strace_lines(path, watcher_tids):
+    """Calls per syscall name from `strace -f -o` (a line per call, the thread id first): of
+    the program's threads, and of the threads in `watcher_tids`."""
+    prog, watch = {}, {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"(\d+)\s+([a-z_0-9]+)\(", line)
+            if not m:
+                continue  # "<... resumed>", signals, exits
+            d = watch if int(m.group(1)) in watcher_tids else prog
+            d[m.group(2)] = d.get(m.group(2), 0) + 1
+    return prog, watch
+
+
 def callgrind_total(path):
     with open(path) as f:
         for line in f:
@@ -715,27 +838,35 @@ def run_e2e_counts(cfg, so, work, docroot):
             g = so if mode == "guarded" else None
             if have_strace:
                 srv = Server(kind, f"{kind}-{mode}-strace", work, docroot, so=g)
+                ka = APACHE_KINDS.get(kind, True)
                 try:
-                    http_requests(srv.port, 50)
+                    http_requests(srv.port, 50, keepalive=ka)
                     out = os.path.join(srv.dir, "strace.txt")
-                    st = PROCS.start(["strace", "-c", "-f", "-p", str(srv.pid), "-o", out],
-                                     stderr=subprocess.DEVNULL)
+                    # Every process of the server (prefork: the master and its 8 children),
+                    # one line per call: the watcher threads' calls are told apart by thread.
+                    argv = ["strace", "-f", "-qq", "-o", out]
+                    for pid in srv.pids():
+                        argv += ["-p", str(pid)]
+                    st = PROCS.start(argv, stderr=subprocess.DEVNULL)
                     time.sleep(1.0)  # attached
-                    n = cfg["count_requests"]
-                    http_requests(srv.port, n)
+                    n = cfg["count_requests"] if ka else cfg["count_requests"] // 3
+                    http_requests(srv.port, n, keepalive=ka)
                     time.sleep(0.3)
+                    watchers = {t for p in srv.pids() for t in threads_named(p, "stallguard")}
                     os.kill(st.pid, signal.SIGINT)
                     st.wait(20)
                     PROCS.stop(st)
-                    calls = parse_strace_c(out)
-                    # the watcher's own sleeps are not the request path
-                    watcher_calls = calls.get("clock_nanosleep", 0)
-                    r["syscalls_per_req"] = (sum(calls.values()) - watcher_calls) / n
+                    calls, wcalls = parse_strace_lines(out, watchers)
+                    # The program's threads: the request path. The watcher's calls (its
+                    # ticks, its first look at each connection) are counted apart.
+                    r["syscalls_per_req"] = sum(calls.values()) / n
+                    r["watcher_syscalls_per_req"] = sum(wcalls.values()) / n
                     r["syscalls"] = {k: v / n for k, v in sorted(calls.items(), key=lambda x: -x[1])
                                      if v / n >= 0.05}
                 finally:
                     srv.stop()
-            if have_cg:
+            # Not under callgrind: prefork children would each write their own profile.
+            if have_cg and kind not in APACHE_KINDS:
                 totals = []
                 for n in cfg["cg_requests"]:
                     out = os.path.join(work, f"cg-{kind}-{mode}-{n}")
@@ -762,7 +893,7 @@ def run_e2e_counts(cfg, so, work, docroot):
 # part 3: watcher
 # ---------------------------------------------------------------------------------------
 
-def idle_setup(n, so, work, epoll, label):
+def idle_setup(n, so, work, epoll, label, pressure=True):
     exe = os.path.join(ROOT, "target", "bench", "idlebench")
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
@@ -773,6 +904,8 @@ def idle_setup(n, so, work, epoll, label):
         env["STALLGUARD_FIRST_BYTE"] = "1h"
         env["STALLGUARD_IDLE"] = "1h"
         env["STALLGUARD_TICK"] = f"{WATCHER_TICK_MS}ms"
+        if not pressure:
+            env["STALLGUARD_PRESSURE"] = "off"
     argv = [exe, "server", str(n), "--max-seconds", "180"] + (["--epoll"] if epoll else [])
     srv = PROCS.start(argv, env=env, stdout=subprocess.PIPE, pin=NPROC - 1)
     port = int(read_line(srv, "port", 10)[1])
@@ -783,6 +916,28 @@ def idle_setup(n, so, work, epoll, label):
     read_line(cli, "connected", 60)
     read_line(srv, "ready", 60)
     return srv, cli
+
+def guard_layout(logfile):
+    """The guard's bytes per tracked connection, from its start line (`bytes="slot:192
+    watcher:16 queue:16 http_line:64"`): the build under test says its own sizes."""
+    try:
+        with open(logfile) as f:
+            for line in f:
+                m = re.search(r'event=start .*bytes="([^"]*)"', line)
+                if m:
+                    return {k: int(v) for k, v in (x.split(":") for x in m.group(1).split())}
+    except OSError:
+        pass
+    return None
+
+
+def memory_accounting(layout):
+    """Exact bytes per tracked connection: its slot, the watcher's memory of it and its entry
+    in the deadline queue (while a deadline runs); an HTTP connection adds its request line."""
+    if not layout:
+        return None
+    return layout["slot"] + layout["watcher"] + layout["queue"]
+
 
 def big_idle_size():
     """100k idle connections, or as many as the hard RLIMIT_NOFILE lets one process hold."""
@@ -882,8 +1037,8 @@ def run_forks(cfg, so, work):
 
 def run_watcher(cfg, so, work):
     res = []
-    for n, epoll in cfg["watcher_sizes"]:
-        label = f"{n}{'-epoll' if epoll else ''}"
+    for n, epoll, pressure in cfg["watcher_sizes"]:
+        label = f"{n}{'-epoll' if epoll else ''}{'' if pressure else '-nopressure'}"
         log(f"watcher: {label} connections")
         # unguarded first: the RSS baseline
         srv, cli = idle_setup(n, None, work, epoll, label + "-plain")
@@ -892,7 +1047,7 @@ def run_watcher(cfg, so, work):
         anon_plain = proc_status_kib(srv.pid, "RssAnon")
         PROCS.stop(cli)
         PROCS.stop(srv)
-        srv, cli = idle_setup(n, so, work, epoll, label)
+        srv, cli = idle_setup(n, so, work, epoll, label, pressure)
         try:
             time.sleep(1.0)  # first ticks: the watcher sizes its memory to the high-water mark
             tid = thread_named(srv.pid, "stallguard")
@@ -910,8 +1065,10 @@ def run_watcher(cfg, so, work):
             PROCS.stop(srv)
         ticks = max(1, v1 - v0)
         wall = w1 - w0
+        layout = guard_layout(os.path.join(work, f"idle-{label}.log"))
         res.append({
-            "connections": n, "epoll": epoll, "ticks": ticks, "seconds": wall,
+            "connections": n, "epoll": epoll, "pressure": pressure, "ticks": ticks,
+            "seconds": wall,
             "us_per_tick": (ns1 - ns0) / 1e3 / ticks,
             # Share of one core over the interval: the watcher sleeps until what is due (at
             # most a tick), so its wake-ups are not a fixed rate any more.
@@ -922,6 +1079,7 @@ def run_watcher(cfg, so, work):
             "rss_plain_kib": rss_plain, "rss_guarded_kib": rss,
             "anon_plain_kib": anon_plain, "anon_guarded_kib": anon,
             "rss_added_kib": rss - rss_plain, "anon_added_kib": anon - anon_plain,
+            "layout": layout,
         })
         log(f"  {label}: {res[-1]['us_per_tick']:.1f} us/tick, {res[-1]['core_pct']:.3f} % core, "
             f"RSS +{rss - rss_plain} KiB")
@@ -1025,23 +1183,42 @@ def budgets(hooks, ir, e2e, watcher, accept=None, forks=None):
                     f"{fr([(x - 1) * 100 for x in g['cpu_ratio']['range']], '{:+.1f}')} %)",
                     e2e_verdict(g["cpu_ratio"]["median"] <= BUDGET_E2E_CPU)))
     for w in watcher or []:
-        if w["connections"] >= 10000 and not w["epoll"]:
+        if w["connections"] >= 10000 and not w["epoll"] and w.get("pressure", True):
             big = w["connections"] > 10000
             budget = BUDGET_WATCHER_BIG_CORE_PCT if big else BUDGET_WATCHER_CORE_PCT
             note = "" if not big or w["connections"] >= 100000 else (
                 " (100k wanted: the hard RLIMIT_NOFILE here allows no more)")
+            off = [x for x in watcher if x["connections"] == w["connections"]
+                   and not x["epoll"] and not x.get("pressure", True)]
+            vs = (f"; `STALLGUARD_PRESSURE=off`: {off[0]['core_pct']:.3f} % "
+                  f"({off[0]['us_per_tick']:.0f} µs)" if off else "")
             out.append((f"watcher ≤ {budget} % of a core, {w['connections']} idle conns{note}",
-                        f"{w['core_pct']:.3f} % ({w['us_per_tick']:.0f} µs per wake-up)",
+                        f"{w['core_pct']:.3f} % ({w['us_per_tick']:.0f} µs per wake-up; "
+                        f"pressure on, the default{vs})",
                         verdict(w["core_pct"] <= budget)))
-    plain = [w for w in (watcher or []) if not w["epoll"] and w["connections"] >= 1000]
-    if len(plain) >= 2:
-        a, b = sorted(plain, key=lambda w: w["connections"])[-2:]
-        per = (b["rss_added_kib"] - a["rss_added_kib"]) * 1024 / (b["connections"] - a["connections"])
-        fixed = a["rss_added_kib"] - per * a["connections"] / 1024
+    plain = [w for w in (watcher or []) if not w["epoll"] and w["connections"] >= 1000
+             and w.get("pressure", True)]
+    layout = next((w["layout"] for w in (watcher or []) if w.get("layout")), None)
+    exact = memory_accounting(layout)
+    if len(plain) >= 2 or exact:
+        cross = ""
+        if len(plain) >= 2:
+            a, b = sorted(plain, key=lambda w: w["connections"])[-2:]
+            per = ((b["rss_added_kib"] - a["rss_added_kib"]) * 1024
+                   / (b["connections"] - a["connections"]))
+            fixed = a["rss_added_kib"] - per * a["connections"] / 1024
+            cross = (f"; cross-check, RSS added: {per:.0f} B per connection between "
+                     f"{a['connections']} and {b['connections']} + {fixed:.0f} KiB fixed")
+        if exact:
+            measured = (f"**{exact} B** (slot {layout['slot']} + watcher {layout['watcher']} "
+                        f"+ deadline-queue entry {layout['queue']}; an HTTP connection adds its "
+                        f"{layout['http_line']} B request line){cross}")
+            ok = exact <= BUDGET_MEMORY_PER_CONN
+        else:
+            measured = cross.lstrip("; ")
+            ok = per <= BUDGET_MEMORY_PER_CONN
         out.append((f"guard memory ≤ {BUDGET_MEMORY_PER_CONN} B per tracked connection",
-                    f"{per:.0f} B per connection + {fixed:.0f} KiB fixed "
-                    f"(RSS at {a['connections']} and {b['connections']}; the slot alone is 192 B)",
-                    verdict(per <= BUDGET_MEMORY_PER_CONN)))
+                    measured, verdict(ok)))
     if accept:
         top = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(accept["by_syscall"].items()))
         out.append((f"extra syscalls per accepted connection ≤ {BUDGET_ACCEPT_SYSCALLS:.0f}",
@@ -1140,19 +1317,23 @@ def markdown(info, hooks, ir, e2e, counts, watcher, budget_rows, quick, accept=N
                  "first waits (bounded) for a moment when it is below 0.3 cores.")
         L.append("")
     if counts:
-        L.append("**Per request, deterministic: syscalls (strace -c -f, fixed number of "
-                 "keep-alive requests) and user-space instructions (callgrind, difference of "
-                 "two runs)**")
+        L.append("**Per request, deterministic: syscalls (strace -f, fixed number of "
+                 "keep-alive requests; apache2-ka-off: one request per connection; the program's "
+                 "threads, and the watcher's apart: its ticks depend on time, not on requests) and "
+                 "user-space instructions (callgrind, difference of two runs; not for apache "
+                 "prefork)**")
         L.append("")
-        L.append("| server | mode | syscalls/req | main syscalls per request | Ir/req |")
-        L.append("|---|---|---|---|---|")
+        L.append("| server | mode | syscalls/req | main syscalls per request | watcher syscalls/req "
+                 "| Ir/req |")
+        L.append("|---|---|---|---|---|---|")
         for kind, s in counts.items():
             for m in ("direct", "guarded"):
                 x = s.get(m, {})
                 sc = ", ".join(f"{k} {v:.2g}" for k, v in x.get("syscalls", {}).items())
                 irq = f"{x['ir_per_req']:.0f}" if "ir_per_req" in x else "n/a"
+                wsc = f2(x.get("watcher_syscalls_per_req")) if m == "guarded" else "–"
                 L.append(f"| {kind} | {m} | {f2(x.get('syscalls_per_req'))} | {sc or 'n/a'} "
-                         f"| {irq} |")
+                         f"| {wsc} | {irq} |")
         L.append("")
     if watcher:
         L.append("**Watcher and memory: N idle tracked connections, 100 ms tick**")
@@ -1166,6 +1347,8 @@ def markdown(info, hooks, ir, e2e, counts, watcher, budget_rows, quick, accept=N
             per_byte = ("(fixed)" if one
                         else f"{w['rss_added_kib'] * 1024 / w['connections']:.0f}")
             kind = "epoll, read interest" if w["epoll"] else "accept, untouched"
+            if not w.get("pressure", True):
+                kind += ", `STALLGUARD_PRESSURE=off`"
             L.append(f"| {w['connections']} | {kind} | {w['us_per_tick']:.1f} | {per_conn} "
                      f"| {w['core_pct']:.3f} | {w['rss_plain_kib']} | {w['rss_added_kib']} "
                      f"| {per_byte} |")
@@ -1293,11 +1476,13 @@ def esc(s):
 def main():
     global E2E_CFG_DESC
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="reduced run (< 3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="reduced run (3-4 minutes)")
     ap.add_argument("--so", default=os.path.join(ROOT, "target", "release", "libstallguard.so"))
     ap.add_argument("--command", default=" ".join(shlex.quote(a) for a in sys.argv))
     ap.add_argument("--parts", default="hooks,callgrind,e2e,counts,watcher,accept,forks",
                     help="comma-separated subset of hooks,callgrind,e2e,counts,watcher,accept,forks")
+    ap.add_argument("--servers", default=None,
+                    help="comma-separated subset of civetweb,nginx,apache2,apache2-ka-off (e2e, counts)")
     ap.add_argument("--out", default=None, help="output basename (default latest / quick)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md/.svg from a results JSON")
     args = ap.parse_args()
@@ -1309,15 +1494,20 @@ def main():
         "hook_rounds": 10 if quick else 30,
         "hook_batches": 50 if quick else 100,
         "callgrind_batches": 10 if quick else 20,
-        "servers": ["civetweb", "nginx"],
+        "servers": ["civetweb", "nginx", "apache2", "apache2-ka-off"],
         "haproxy": True,
         "e2e_rounds": 3 if quick else 10,
         "quiet_wait": 5 if quick else 15,
         "wrk_seconds": 2 if quick else 4,
         "wrk_connections": 8,
         "file_bytes": 1024,
-        "watcher_sizes": [(1000, False), (10000, False), (big_idle_size(), False)] if quick
-        else [(1, False), (1000, False), (10000, False), (10000, True), (big_idle_size(), False)],
+        # (connections, epoll read interest, pressure): pressure is on by default and reads
+        # every listener's accept queue each tick; the same 10k without it, side by side.
+        "watcher_sizes": [(1000, False, True), (10000, False, True), (10000, False, False),
+                          (big_idle_size(), False, True)] if quick
+        else [(1, False, True), (1, False, False), (1000, False, True), (10000, False, True),
+              (10000, False, False), (10000, True, True), (10000, True, False),
+              (big_idle_size(), False, True)],
         "accept_conns": 300 if quick else 1000,
         "forks": 200,
         "forks_seconds": 5 if quick else 10,
@@ -1327,6 +1517,8 @@ def main():
         "e2e_callgrind": not quick,
         "cg_requests": (200, 1200),
     }
+    if args.servers:
+        cfg["servers"] = args.servers.split(",")
     E2E_CFG_DESC = (f"{cfg['wrk_connections']} connections, {cfg['wrk_seconds']} s runs, "
                     f"{cfg['e2e_rounds']} rounds, {cfg['file_bytes']}-byte file")
     parts = set(args.parts.split(","))
@@ -1337,6 +1529,8 @@ def main():
         sys.exit(f"bench: {args.so} not found (make lib)")
     os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=os.path.join(ROOT, "target", "bench"))
+    # apache's children run as www-data: they must reach the document root inside.
+    os.chmod(work, 0o755)
     # A private copy: the library under test cannot change under a run (others rebuild it).
     so = os.path.join(work, "libstallguard.so")
     shutil.copy2(args.so, so)

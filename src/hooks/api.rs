@@ -7,7 +7,6 @@ use crate::abi::errno::set_errno;
 use crate::runtime::clock;
 use crate::table::{self, stats, Flags};
 use libc::{c_int, c_uint};
-use std::sync::atomic::Ordering::Relaxed;
 
 fn fail(errno: c_int) -> c_int {
     set_errno(errno);
@@ -34,12 +33,9 @@ pub extern "C" fn stallguard_set_deadline(fd: c_int, ms: c_uint) -> c_int {
     match table::tracked(fd) {
         Some(slot) => {
             // Exact time, not the coarse clock: the program asked for milliseconds.
-            let at = if ms == 0 {
-                0
-            } else {
-                clock::monotonic_ms() + u64::from(ms)
-            };
-            slot.own_deadline.store(at, Relaxed);
+            let now = clock::monotonic_ms();
+            let at = if ms == 0 { 0 } else { now + u64::from(ms) };
+            slot.set_own_deadline(at, now);
             table::call_attention(fd); // any deadline, however near: the watcher looks now
             0
         }

@@ -38,6 +38,9 @@ impl Flags {
     /// program, never the raw reads, and only SSL_write starts an answer
     /// (`stallguard_lens::tls`).
     pub const TLS: Flags = Flags(2048);
+    /// Not a flag: the top two bits hold the connection's address family (`slot.rs`), set
+    /// with the identity; no flag may use them.
+    pub const FAMILY_MASK: Flags = Flags(0b11 << 30);
 
     /// The bits, as stored in the slot.
     #[inline(always)]
@@ -92,6 +95,7 @@ const _: () = {
     while i < ALL.len() {
         assert!(ALL[i].0.count_ones() == 1);
         assert!(seen & ALL[i].0 == 0);
+        assert!(ALL[i].0 & Flags::FAMILY_MASK.0 == 0);
         seen |= ALL[i].0;
         i += 1;
     }

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 /// One fd's request line: `RequestLine::to_words`.
 type Cell = [AtomicU64; 8];
 
+/// Bytes per fd of an HTTP connection (the start line's accounting).
+pub const CELL_BYTES: usize = std::mem::size_of::<Cell>();
+
 static LINES: AtomicPtr<Cell> = AtomicPtr::new(std::ptr::null_mut());
 
 /// The cell of `fd`; `create`: map the table if it is not yet.

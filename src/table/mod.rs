@@ -31,7 +31,7 @@ pub use slot::{phase, Slot, TRACKED};
 #[allow(unused_imports)] // the table's model test (tests/reliability) names every phase
 pub use slot::{ACTING, FREE};
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 /// Descriptors at or above this are never tracked (fs.nr_open defaults to 2^20).
 pub const MAX_FDS: usize = 1 << 20;
@@ -82,6 +82,25 @@ pub fn high_water() -> usize {
 /// `fd` is now tracked: the watcher must scan up to it.
 fn raise_high_water(fd: libc::c_int) {
     HIGH_WATER.fetch_max(fd as usize + 1, AcqRel);
+}
+
+/// Tracked connections the server has waited on at least once (`first_wait_at` set). Only
+/// those can be on the client's turn, which pressure needs as much as waiting clients: while
+/// there are none, the watcher reads no listener and makes no full pass for pressure (issue
+/// 13). Raised once per connection just before its `first_wait_at` is stored (a branch taken
+/// once per connection, never on the common read path), lowered when its slot stops tracking
+/// it. A race between two threads starting the first wait at once may count a connection
+/// twice: the count errs only upward (more work, never a missed pressure).
+static ENGAGED: AtomicIsize = AtomicIsize::new(0);
+
+/// Whether some tracked connection may be on the client's turn (see `ENGAGED`).
+pub fn engaged() -> bool {
+    ENGAGED.load(Acquire) > 0
+}
+
+/// `delta` connections more (or fewer) have been waited on (see `ENGAGED`).
+fn engage(delta: isize) {
+    ENGAGED.fetch_add(delta, AcqRel);
 }
 
 /// One bit per fd: "watcher, look at this slot at your next tick". Raised where a slot gets

@@ -8,7 +8,6 @@ use crate::abi::socket;
 use crate::runtime::{clock, config, start_watcher};
 use crate::table::{self, stats, Flags, Identity, Slot};
 use libc::c_int;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Whether the connect hook does anything.
 #[inline(always)]
@@ -23,7 +22,7 @@ pub fn connecting(fd: c_int, destination: Option<Identity>, call: impl FnOnce() 
     if let Some(slot) = slot {
         let e = errno();
         if r == 0 {
-            slot.connecting_since.store(0, Relaxed);
+            slot.connected();
         } else if e != libc::EINPROGRESS && e != libc::EINTR {
             let _errno = ErrnoGuard::new();
             slot.untrack(); // failed at once: nothing to guard
@@ -46,7 +45,7 @@ fn begin(fd: c_int, destination: Option<Identity>) -> Option<&'static Slot> {
     slot.track(fd, &id, now);
     stats::count_tracked();
     slot.set_flag(Flags::OUTBOUND);
-    slot.connecting_since.store(now, Relaxed);
+    slot.connect_started(now);
     start_watcher();
     Some(slot)
 }

@@ -127,6 +127,6 @@ pub fn without_our_sigpipe(slot: &Slot, n: usize, call: impl FnOnce() -> ssize_t
 #[inline(always)]
 pub fn shutting_down(slot: &Slot, how: c_int) {
     if how != libc::SHUT_RD {
-        slot.write_pending_since.store(0, Relaxed);
+        slot.end_write();
     }
 }

@@ -23,7 +23,6 @@ use crate::table::{lines, Flags, Slot};
 use libc::c_int;
 use stallguard_lens::tls::{self, Route, Source};
 use stallguard_lens::{Lens, RequestLine, Stage};
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Accept path: follow this connection's requests if its port's policy says so.
 pub fn arm(slot: &Slot, local_port: u16) {
@@ -140,11 +139,8 @@ unsafe fn feed_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize, source: Sour
     }
     // A request's header stage runs from its first byte (as STALLGUARD_REQUEST always did);
     // any other stage from now.
-    let request_start = slot.request_start.load(Relaxed);
-    if after == Stage::Headers && completed == 0 && request_start != 0 {
-        slot.stage_started(request_start, slot.request_bytes.load(Relaxed));
-    } else {
-        slot.stage_started(now_ms(), 0);
+    if !(after == Stage::Headers && completed == 0 && slot.stage_from_request()) {
+        slot.stage_started(now_ms());
     }
 }
 
@@ -180,7 +176,7 @@ fn answer_started(slot: &Slot, source: Source) {
     if after == before {
         return;
     }
-    slot.stage_started(now_ms(), 0);
+    slot.stage_started(now_ms());
     if matches!(after, Stage::Off | Stage::Tunnel) {
         slot.clear_flag(Flags::LENS);
     }

@@ -58,7 +58,7 @@ pub fn reap_why(fd: i32, slot: &Slot, judged: u32, why: Why, facts: &Facts, kern
         note,
     } = why;
     let id = slot.identity();
-    let bytes_out = slot.bytes_out.load(std::sync::atomic::Ordering::Relaxed);
+    let bytes_out = slot.bytes_out();
     let line = |event: &str, action: &str| {
         log_line!(
             Info,

@@ -44,7 +44,7 @@ fn reap(o: &mut Observation, reason: Reason, waited_ms: u64, memory: &mut [Memor
         );
         o.done = true;
         if let Some(m) = memory.get_mut(o.fd as usize) {
-            m.done = true;
+            m.set_done();
         }
     }
 }

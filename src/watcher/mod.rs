@@ -71,9 +71,10 @@ fn run() {
     let fd_table = reach::leave_program_table();
     log_line!(
         Info,
-        "event=start version={} {} {fd_table}",
+        "event=start version={} {} {fd_table} {}",
         env!("CARGO_PKG_VERSION"),
-        policy.describe()
+        policy.describe(),
+        observe::layout()
     );
     stop::started(clock::monotonic_ms());
     let missing = crate::abi::real::missing();
@@ -125,7 +126,13 @@ fn run() {
         // Issue 12: strict deadlines on ports whose clients queue (watcher/pressure.rs). The
         // due connections are not all of them: while a port with pressure on has clients
         // waiting, every slot this tick (the full pass), reused below for the display.
-        let have_all = pressure.wants_all(now, &seen);
+        // Everything, only when someone looks (a reader of the live view, a report or the
+        // metrics file due, the operator's request) and at most once a second.
+        let second = now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS;
+        let request = publish::request_pending();
+        let display =
+            request || (second && (reports.wants_full(now) || publish::reader_attached()));
+        let have_all = pressure.wants_all(now, &seen, display);
         if have_all {
             watch.observe_all(now, &mut all);
             pressure.tick(now, &mut all, &mut watch.memory);
@@ -136,11 +143,7 @@ fn run() {
         if seen.capacity() > 4 * seen.len() + 1024 {
             seen = Vec::new(); // a burst of due connections is not kept for ever
         }
-        // Everything, only when someone looks (a reader of the live view, a report or the
-        // metrics file due, the operator's request) and at most once a second.
-        let second = now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS;
-        let request = publish::request_pending();
-        if request || (second && (reports.wants_full(now) || publish::reader_attached())) {
+        if display {
             full_at = now;
             // Display only: judging is the due pass's (and the sweep's) job.
             if !have_all {

@@ -10,7 +10,7 @@ use stallguard_policy::pressure::{Window, QUEUED_AFTER_MS};
 use stallguard_policy::{deadline, Facts, KernelTrack, Timers};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::Acquire;
 
 /// One tracked connection as of this tick.
 #[derive(Clone, Copy, Debug)]
@@ -35,16 +35,91 @@ pub struct Observation {
 }
 
 /// What the watcher remembers about a slot between looks (its own memory, never shared):
-/// 16 bytes per fd up to the high-water mark. The rare kernel-counter history lives in
+/// 8 bytes per fd up to the high-water mark. The rare kernel-counter history lives in
 /// [`Extra`], only for the connections that need it.
 #[derive(Clone, Copy, Default)]
 pub struct Memory {
-    /// The slot state this memory belongs to; a new generation resets it.
+    /// The slot state this memory belongs to (a new generation resets it), with [`DONE`]:
+    /// an observed state's phase is always TRACKED (0b01), so bit 1 is free.
     state: u32,
+    /// The low 32 bits of when it is next due (queued; 0: not queued). Queued times are at
+    /// most [`QUEUE_AHEAD_MS`] ahead, so two of them compare exactly by their low bits.
+    due: u32,
+}
+
+/// `Memory::state`'s bit for "already reaped or reported: never judged again".
+const DONE: u32 = 0b10;
+
+/// A deadline further than this is queued at this distance instead (looked at then, and
+/// queued again): 2^30 ms, 12.4 days, well within what 32-bit times compare exactly.
+const QUEUE_AHEAD_MS: u64 = 1 << 30;
+
+impl Memory {
+    fn of(state: u32) -> Memory {
+        Memory { state, due: 0 }
+    }
+
+    fn state(&self) -> u32 {
+        self.state & !DONE
+    }
+
     /// Already reaped or reported: never judged again.
-    pub done: bool,
-    /// When it is next due (queued); 0: not queued.
-    due: u64,
+    pub fn done(&self) -> bool {
+        self.state & DONE != 0
+    }
+
+    pub fn set_done(&mut self) {
+        self.state |= DONE;
+    }
+
+    /// Whether it is queued for `due` (an entry of the deadline queue).
+    fn queued_for(&self, due: u64) -> bool {
+        self.due != 0 && self.due == low(due)
+    }
+
+    /// Whether `t` (at most [`QUEUE_AHEAD_MS`] from now) comes before the time it is queued
+    /// for; true when it is not queued.
+    fn sooner(&self, t: u64) -> bool {
+        self.due == 0 || (low(t).wrapping_sub(self.due) as i32) < 0
+    }
+
+    fn queue_for(&mut self, t: u64) {
+        self.due = low(t);
+    }
+}
+
+/// The low 32 bits of a queued time, never 0 (0: not queued; one ms off once in 49.7 days
+/// only decides which of two entries is kept, never when the look happens).
+fn low(t: u64) -> u32 {
+    (t as u32).max(1)
+}
+
+/// A deadline queued: due (ms) << 20 | fd (fds are below `table::MAX_FDS` = 2^20), one word:
+/// ordered by due time. Which generation it was queued for is the fd's [`Memory`]'s.
+type QueueEntry = Reverse<u64>;
+const FD_BITS: u32 = 20;
+const _: () = assert!(table::MAX_FDS <= 1 << FD_BITS);
+
+fn entry(due: u64, fd: i32) -> QueueEntry {
+    Reverse(due << FD_BITS | fd as u64)
+}
+
+fn unpack(e: &QueueEntry) -> (u64, i32) {
+    (e.0 >> FD_BITS, (e.0 & ((1 << FD_BITS) - 1)) as i32)
+}
+
+/// The guard's memory per tracked connection, for the start line (`make bench` accounts
+/// with it): the slot (one per fd number, in the fd table), the watcher's [`Memory`] (one per
+/// fd up to the highest tracked), a deadline-queue entry (one per connection with a deadline
+/// running), an HTTP request line (one per fd of an HTTP connection, `table::lines`).
+pub fn layout() -> String {
+    format!(
+        "bytes=\"slot:{} watcher:{} queue:{} http_line:{}\"",
+        std::mem::size_of::<table::Slot>(),
+        std::mem::size_of::<Memory>(),
+        std::mem::size_of::<QueueEntry>(),
+        table::lines::CELL_BYTES
+    )
 }
 
 /// Kernel-counter memory, kept only for connections with a write pending or judged by the
@@ -68,9 +143,9 @@ pub struct Extra {
 pub struct Watch {
     pub memory: Vec<Memory>,
     extra: HashMap<i32, Extra>,
-    /// (due, fd, slot state): an entry whose fd was rescheduled or reused since is skipped
-    /// when it comes out.
-    queue: BinaryHeap<Reverse<(u64, i32, u32)>>,
+    /// An entry whose fd was rescheduled since is skipped when it comes out; one whose fd was
+    /// reused at worst makes the new connection be looked at once more.
+    queue: BinaryHeap<QueueEntry>,
     cursor: usize,
     candidates: Vec<i32>,
     /// (tracked, waiting) counted by the sweep over its current cycle, and over the last
@@ -83,7 +158,7 @@ impl Watch {
     fn fit(&mut self) -> usize {
         let high = table::high_water();
         if self.memory.len() < high {
-            // Grown by an eighth at a time, not doubled: 16 bytes per fd, not up to 32.
+            // Grown by an eighth at a time, not doubled: 8 bytes per fd, not up to 16.
             let more = (high - self.memory.len()).max(self.memory.len() / 8);
             self.memory.reserve_exact(more);
             self.memory.resize(high, Memory::default());
@@ -99,15 +174,12 @@ impl Watch {
         if phase(state) != TRACKED {
             return None;
         }
-        if mem.state != state {
-            *mem = Memory {
-                state,
-                ..Memory::default()
-            };
+        if mem.state() != state {
+            *mem = Memory::of(state);
             self.extra.remove(&fd);
         }
         let needs_extra = slot.has_flag(Flags::KERNEL_VIEW)
-            || slot.write_pending_since.load(Relaxed) != 0
+            || slot.write_pending()
             || self.extra.contains_key(&fd);
         if !needs_extra {
             return observe(fd, slot, state, mem, &mut Extra::default(), now);
@@ -148,13 +220,14 @@ impl Watch {
         let mut cand = std::mem::take(&mut self.candidates);
         cand.clear();
         table::take_attention(high, |fd| cand.push(fd));
-        while let Some(&Reverse((due, fd, state))) = self.queue.peek() {
+        while let Some(e) = self.queue.peek() {
+            let (due, fd) = unpack(e);
             if due > now {
                 break;
             }
             self.queue.pop();
             if let Some(m) = self.memory.get_mut(fd as usize) {
-                if m.state == state && m.due == due {
+                if m.queued_for(due) {
                     m.due = 0;
                     cand.push(fd);
                 }
@@ -201,7 +274,7 @@ impl Watch {
             let Some(mem) = self.memory.get_mut(o.fd as usize) else {
                 continue;
             };
-            if mem.state != o.state || mem.done || o.done || o.exempt {
+            if mem.state() != o.state || mem.done() || o.done || o.exempt {
                 continue;
             }
             let Some(timers) = o.timers else { continue };
@@ -226,10 +299,11 @@ impl Watch {
                     next = Some(next.map_or(queued, |t| t.min(queued)));
                 }
             }
-            match next {
-                Some(t) if mem.due == 0 || t < mem.due => {
-                    mem.due = t;
-                    self.queue.push(Reverse((t, o.fd, o.state)));
+            // A far deadline is looked at sooner, then queued again (see QUEUE_AHEAD_MS).
+            match next.map(|t| t.min(now + QUEUE_AHEAD_MS)) {
+                Some(t) if mem.sooner(t) => {
+                    mem.queue_for(t);
+                    self.queue.push(entry(t, o.fd));
                 }
                 _ => {}
             }
@@ -238,7 +312,7 @@ impl Watch {
 
     /// When the earliest queued deadline falls (None: nothing queued).
     pub fn next_due(&self) -> Option<u64> {
-        self.queue.peek().map(|Reverse((due, _, _))| *due)
+        self.queue.peek().map(|e| unpack(e).0)
     }
 
     /// Drops queue entries that lead nowhere any more, once they outnumber the live ones.
@@ -246,10 +320,9 @@ impl Watch {
         // At most one entry per fd leads anywhere: more than twice that are mostly stale.
         if self.queue.len() > 2 * self.memory.len() + 1024 {
             let memory = &self.memory;
-            self.queue.retain(|Reverse((due, fd, state))| {
-                memory
-                    .get(*fd as usize)
-                    .is_some_and(|m| m.due == *due && m.state == *state)
+            self.queue.retain(|e| {
+                let (due, fd) = unpack(e);
+                memory.get(fd as usize).is_some_and(|m| m.queued_for(due))
             });
         }
     }
@@ -294,7 +367,7 @@ fn observe(
     if outbound && facts.connecting_since != 0 && reach::is_established(fd, cookie()) {
         // A non-blocking connect completed (the program learns it from poll + SO_ERROR,
         // which no hook records).
-        slot.connecting_since.store(0, Relaxed);
+        slot.connected();
         facts.connecting_since = 0;
     }
     let identity = slot.identity();
@@ -311,7 +384,7 @@ fn observe(
         timers,
         kernel_view,
         outbound,
-        done: mem.done || slot.has_flag(Flags::REAPED),
+        done: mem.done() || slot.has_flag(Flags::REAPED),
         reaped: slot.has_flag(Flags::REAPED),
         exempt: slot.has_flag(Flags::EXEMPT),
         alias: slot.has_flag(Flags::ALIAS),
@@ -356,4 +429,52 @@ pub fn distinct_connections(seen: &[Observation], scratch: &mut Vec<u64>) -> (u6
         scratch.len() as u64
     };
     (distinct(&|_| true), distinct(&waiting))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watcher_memory_is_8_bytes_and_a_queue_entry_one_word() {
+        assert_eq!(std::mem::size_of::<Memory>(), 8);
+        assert_eq!(std::mem::size_of::<QueueEntry>(), 8);
+    }
+
+    #[test]
+    fn queue_entries_keep_due_order_and_fd() {
+        let fd = (table::MAX_FDS - 1) as i32;
+        assert_eq!(unpack(&entry(1 << 43, fd)), (1 << 43, fd));
+        assert!(
+            entry(10, fd) > entry(11, 0),
+            "Reverse: the earlier due comes out first"
+        );
+    }
+
+    #[test]
+    fn done_and_due_survive_their_packing() {
+        let mut m = Memory::of(0b101);
+        assert!(!m.done());
+        m.set_done();
+        assert!(m.done());
+        assert_eq!(m.state(), 0b101, "the state compares without the done bit");
+        for now in [1u64 << 20, (1 << 32) - 7, (5 << 32) + 3] {
+            let mut m = Memory::of(1);
+            assert!(m.sooner(now + 10), "not queued");
+            m.queue_for(now + 1000);
+            assert!(m.queued_for(now + 1000));
+            assert!(!m.queued_for(now + 999));
+            assert!(m.sooner(now + 999));
+            assert!(!m.sooner(now + 1001));
+            assert!(m.sooner(now + 5), "across a wrap of the low bits too");
+            // The farthest a time is ever queued (QUEUE_AHEAD_MS) still compares exactly.
+            m.queue_for(now + QUEUE_AHEAD_MS);
+            assert!(m.sooner(now + QUEUE_AHEAD_MS - 1));
+            assert!(!m.sooner(now + QUEUE_AHEAD_MS + 1));
+        }
+        // A time whose low bits are 0 is queued as 1: still queued, still found.
+        let mut m = Memory::of(1);
+        m.queue_for(7 << 32);
+        assert!(m.queued_for(7 << 32));
+    }
 }

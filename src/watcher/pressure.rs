@@ -48,19 +48,35 @@ pub struct Pressure {
     was_under: Vec<u16>,
     /// Per port: since when clients have been waiting without a break.
     waiting_since: Vec<(u16, u64)>,
+    /// The listeners were read this tick (`loads` holds their queues).
+    read: bool,
 }
 
 impl Pressure {
     /// Whether this tick's pass needs every connection (`due`: the tick's due observations).
-    /// Reads the listeners' accept queues (kept for [`Pressure::tick`] or [`Pressure::quiet`]).
-    pub fn wants_all(&mut self, now: u64, due: &[Observation]) -> bool {
+    /// Reads the listeners' accept queues (kept for [`Pressure::tick`] or [`Pressure::quiet`])
+    /// when they can matter: some connection may be on the client's turn, or `display` (this
+    /// tick publishes the live view or a report, which show the queues).
+    pub fn wants_all(&mut self, now: u64, due: &[Observation], display: bool) -> bool {
         self.loads.clear();
+        self.read = false;
         if !any_port_with_pressure() {
             self.waiting_since.clear();
             self.was_under.clear();
             return false;
         }
+        if !needs_queues(table::engaged(), !self.was_under.is_empty(), display) {
+            // No connection was ever waited on: none holds a worker on the client's turn, so
+            // no port can be under pressure whatever its queue (one listener query per tick
+            // and, with connections accepted but not read, a full pass saved).
+            self.waiting_since.clear();
+            return false;
+        }
+        self.read = true;
         self.read_listeners();
+        if !table::engaged() && self.was_under.is_empty() {
+            return false; // read for the display only
+        }
         self.loads
             .iter()
             .any(|l| l.accept_queue > 0 && pressure_on(l.port))
@@ -74,10 +90,14 @@ impl Pressure {
             })
     }
 
-    /// A tick without the full pass: no port with pressure on has clients waiting.
+    /// A tick without the full pass: no port with pressure on has clients waiting, or no
+    /// connection can hold a worker. The figures published last stay if no listener was
+    /// read this tick.
     pub fn quiet(&mut self) {
         self.waiting_since.clear();
-        self.publish();
+        if self.read {
+            self.publish();
+        }
     }
 
     /// The tick's pressure pass over `seen` (every tracked connection, in fd order, after
@@ -204,7 +224,7 @@ impl Pressure {
             }
             o.done = true;
             if let Some(m) = memory.get_mut(o.fd as usize) {
-                m.done = true;
+                m.set_done();
             }
         }
     }
@@ -241,6 +261,14 @@ impl Pressure {
     fn publish(&self) {
         stats::publish_ports(&self.loads);
     }
+}
+
+/// Whether the listeners' queues must be read this tick: pressure needs both clients waiting
+/// and connections on the client's turn, so the queues matter only while some connection
+/// may be on the client's turn (`engaged`), a port is still under pressure (its end must be
+/// seen), or the tick shows them (`display`).
+fn needs_queues(engaged: bool, under: bool, display: bool) -> bool {
+    engaged || under || display
 }
 
 /// Some port (or the default) has pressure on.
@@ -288,5 +316,30 @@ fn load_of(loads: &mut Vec<PortLoad>, port: u16) -> &mut PortLoad {
             let last = loads.len() - 1;
             &mut loads[last]
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_queues;
+
+    #[test]
+    fn queues_are_read_only_when_they_can_matter() {
+        assert!(
+            !needs_queues(false, false, false),
+            "nothing on the client's turn, no display"
+        );
+        assert!(
+            needs_queues(true, false, false),
+            "a connection may hold a worker"
+        );
+        assert!(
+            needs_queues(false, true, false),
+            "a port under pressure: its end is seen"
+        );
+        assert!(
+            needs_queues(false, false, true),
+            "the live view or a report shows them"
+        );
     }
 }

@@ -224,7 +224,7 @@ fn record(o: &Observation, now: u64) -> Record {
         peer_ip: o.identity.peer_ip,
         waiting_ms: stallguard_policy::turn_ms(f, now).unwrap_or(0),
         bytes_in: f.bytes_in,
-        bytes_out: slot.map_or(0, |s| s.bytes_out.load(Relaxed)),
+        bytes_out: slot.map_or(0, |s| s.bytes_out()),
         time_left_ms: o
             .timers
             .and_then(|t| stallguard_policy::time_left_ms(f, &t, now))
