@@ -710,7 +710,7 @@ mod tests {
         s.record_read(0x7fff_f000, false);
         s.record_read(0x7fff_f000, false);
         s.record_read(0x7fff_f000, false);
-        let f = s.facts();
+        let f = s.facts(MAX_FDS as i32 - 1);
         assert_eq!(
             f.request_bytes,
             u64::MAX,
@@ -744,9 +744,9 @@ mod tests {
         let s = fresh_slot();
         s.track(MAX_FDS as i32 - 1, &Identity::default(), 10);
         s.set_own_deadline(1_000 + 5_000, 1_000);
-        assert_eq!(s.facts().own_deadline, 6_000);
+        assert_eq!(s.facts(MAX_FDS as i32 - 1).own_deadline, 6_000);
         s.set_own_deadline(1_000 + (1 << 31), 1_000);
-        assert_eq!(s.facts().own_deadline, 0);
+        assert_eq!(s.facts(MAX_FDS as i32 - 1).own_deadline, 0);
         s.untrack();
     }
 
