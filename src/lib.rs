@@ -37,7 +37,19 @@ mod watcher;
 use runtime::{clock, config, log, pid};
 
 /// Runs when the library is loaded, before the host's main.
+/// Every allocation of this library goes through a gate that fork() waits on
+/// (`runtime::alloc`): a child never inherits an allocator lock held by our watcher.
+#[global_allocator]
+static ALLOCATOR: runtime::alloc::ForkSafe = runtime::alloc::ForkSafe;
+
 extern "C" fn init() {
+    // First of our fork handlers: its prepare runs last before fork, its child handler first
+    // after (the watcher the child handler below may start allocates).
+    abi::sys::at_fork(
+        runtime::alloc::before_fork,
+        runtime::alloc::after_fork,
+        runtime::alloc::after_fork_in_child,
+    );
     let ok = std::panic::catch_unwind(|| {
         abi::real::resolve_all();
         pid::refresh_pid();

@@ -155,6 +155,13 @@ pub fn exit_now(status: c_int) -> ! {
     unsafe { libc::_exit(status) }
 }
 
+/// Registers the three fork handlers: before fork (in the parent), after it in the parent,
+/// and in the child.
+pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: registers function pointers; no memory is handed over.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
 /// Registers a handler run in the child after fork.
 pub fn at_fork_child(child: unsafe extern "C" fn()) {
     // SAFETY: registers a function pointer; no memory is handed over.

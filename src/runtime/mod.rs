@@ -1,10 +1,11 @@
 //! What every stage shares about the running process: the coarse clock (`clock`), the policy
-//! and whether the guard is on (`config`), our pid and the SIGPIPE disposition (`pid`), and
-//! the log (`log`). Depends only on `abi` and the policy crate.
+//! and whether the guard is on (`config`), our pid and the SIGPIPE disposition (`pid`), the
+//! log (`log`), and the library's allocator, which no fork catches mid-allocation (`alloc`). Depends only on `abi` and the policy crate.
 //!
 //! Also the one upward call a lower stage needs: `track` starts the watcher when it tracks a
 //! first connection, but must not name it; `lib.rs` registers the starter here.
 
+pub mod alloc;
 pub mod clock;
 pub mod config;
 pub mod log;
