@@ -205,7 +205,7 @@ fn own_definition(at: usize, name: &'static [u8]) -> Option<usize> {
                 None => libc::dlsym(handle, name.as_ptr().cast()),
             }
         };
-        if sym.is_null() || super::real::is_ours(sym) {
+        if sym.is_null() || super::objects::is_ours(sym) {
             0
         } else {
             sym as usize
@@ -223,7 +223,7 @@ fn own_definition(at: usize, name: &'static [u8]) -> Option<usize> {
     let own = lookup(handle);
     // SAFETY: the handle dlopen just gave; the object stays mapped (its code is running). The
     // real dlclose: ours would count an unload where nothing is unloaded.
-    unsafe { super::real::dlclose(handle) };
+    unsafe { super::objects::close_own_handle(handle) };
     Some(own)
 }
 

@@ -135,7 +135,7 @@ fn symbol_of(path: &[u8; PATH_MAX], name: &'static [u8]) -> *mut c_void {
     let sym = unsafe { libc::dlsym(handle, name.as_ptr().cast()) };
     // SAFETY: the handle dlopen just gave; the object stays mapped (the program holds it).
     // The real dlclose: ours would count an unload (see `caller`) where nothing is unloaded.
-    unsafe { super::real::dlclose(handle) };
+    unsafe { super::objects::close_own_handle(handle) };
     sym
 }
 
@@ -158,7 +158,7 @@ pub fn symbol_beside(beside: usize, name: &'static [u8]) -> *mut c_void {
     let sym = unsafe { libc::dlsym(handle, name.as_ptr().cast()) };
     // SAFETY: the handle dlopen just gave; the object stays mapped (the program holds it).
     // The real dlclose: ours would count an unload (see `caller`) where nothing is unloaded.
-    unsafe { super::real::dlclose(handle) };
+    unsafe { super::objects::close_own_handle(handle) };
     match object_of(sym as usize) {
         Some((b, _)) if b == base => sym,
         _ => std::ptr::null_mut(),

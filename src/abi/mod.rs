@@ -1,13 +1,15 @@
 //! The only place that talks to libc and the kernel directly: the real functions behind the
 //! hooks (`real`), errno (`errno`), socket options and socket facts (`socket`), and the few
 //! other system calls the shim makes (`sys`), and the two OpenSSL functions it calls
-//! (`openssl`; `loaded` finds a library the program loaded privately). Everything above this folder is safe Rust over
+//! (`openssl`; `caller` finds the real function for the object that called, `loaded` a
+//! library the program loaded privately, `objects` which object an address lies in). Everything above this folder is safe Rust over
 //! these functions, except the hooks' C arguments (raw pointers the program passed us).
 
 pub mod args;
 pub mod caller;
 pub mod errno;
 mod loaded;
+mod objects;
 pub mod openssl;
 pub mod real;
 pub mod socket;

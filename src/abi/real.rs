@@ -40,21 +40,7 @@ impl Unavailable for () {
     fn unavailable() -> Self {}
 }
 
-/// Base address of the object that contains `addr` (0 if unknown).
-fn object_base(addr: *const c_void) -> usize {
-    // SAFETY: Dl_info is plain data; all-zero is a valid value.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: dladdr only reads `addr` as an address and fills `info`.
-    if unsafe { libc::dladdr(addr, &mut info) } == 0 {
-        return 0;
-    }
-    info.dli_fbase as usize
-}
-
-/// Whether `sym` lies in this library (calling it would recurse forever).
-pub(super) fn is_ours(sym: *const c_void) -> bool {
-    object_base(sym) == object_base(object_base as *const c_void)
-}
+use super::objects::is_ours;
 
 /// Resolves `name` (NUL-terminated) with RTLD_NEXT, or else (`library`: a file name prefix
 /// such as `libssl.so`) in that library if the program loaded it privately, into `slot`; 0 if

@@ -782,7 +782,7 @@ mod tests {
 
     #[test]
     fn hooked_set_is_complete() {
-        assert_eq!(HOOKED.len(), 42);
+        assert_eq!(HOOKED.len(), 43);
         for f in [
             "__read_chk",
             "__recv_chk",
@@ -794,6 +794,7 @@ mod tests {
             "SSL_read_ex",
             "SSL_write",
             "SSL_write_ex",
+            "dlclose",
         ] {
             assert!(HOOKED.contains(&f), "{f}");
         }
