@@ -17,7 +17,7 @@
 
 use crate::abi::sys;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 
 /// Allocations of this library in flight (any thread).
 static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
@@ -25,6 +25,40 @@ static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
 static FORKING: AtomicBool = AtomicBool::new(false);
 
 pub struct ForkSafe;
+
+/// The thread inside a [`Busy`] section (0: none): its allocations are already counted.
+static BUSY_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+/// The watcher's work between two sleeps, as one allocation in flight: besides its own
+/// allocations, the libc calls it makes may allocate too (`opendir`, `malloc_trim`), which
+/// no global allocator sees. So fork() waits for the watcher to be asleep, and the watcher
+/// starts no work while a fork is being prepared. One thread at a time (the watcher).
+pub struct Busy(());
+
+impl Busy {
+    pub fn new() -> Busy {
+        enter();
+        BUSY_THREAD.store(sys::thread_self() as usize, Release);
+        Busy(())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY_THREAD.store(0, Release);
+        leave();
+    }
+}
+
+/// An allocation's entry: not counted again inside the thread's own [`Busy`] section (false).
+fn enter_allocation() -> bool {
+    let busy = BUSY_THREAD.load(Acquire);
+    if busy != 0 && busy == sys::thread_self() as usize {
+        return false;
+    }
+    enter();
+    true
+}
 
 /// Enters the gate: waits while a fork is being prepared.
 fn enter() {
@@ -66,6 +100,7 @@ pub extern "C" fn after_fork() {
 
 pub extern "C" fn after_fork_in_child() {
     IN_FLIGHT.store(0, SeqCst);
+    BUSY_THREAD.store(0, SeqCst); // the watcher thread was not copied
     FORKING.store(false, SeqCst);
 }
 
@@ -74,33 +109,41 @@ pub extern "C" fn after_fork_in_child() {
 // only delays the call.
 unsafe impl GlobalAlloc for ForkSafe {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        enter();
+        let counted = enter_allocation();
         // SAFETY: the caller's contract for `alloc`, passed on.
         let p = unsafe { System.alloc(layout) };
-        leave();
+        if counted {
+            leave();
+        }
         p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        enter();
+        let counted = enter_allocation();
         // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
         let p = unsafe { System.alloc_zeroed(layout) };
-        leave();
+        if counted {
+            leave();
+        }
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        enter();
+        let counted = enter_allocation();
         // SAFETY: the caller's contract for `dealloc`, passed on.
         unsafe { System.dealloc(ptr, layout) };
-        leave();
+        if counted {
+            leave();
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        enter();
+        let counted = enter_allocation();
         // SAFETY: the caller's contract for `realloc`, passed on.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
-        leave();
+        if counted {
+            leave();
+        }
         p
     }
 }

@@ -22,7 +22,7 @@ pub use stop::at_exit as write_stop_line;
 
 use crate::abi::sys;
 use crate::runtime::log::log_line;
-use crate::runtime::{clock, config, log, pid};
+use crate::runtime::{alloc, clock, config, log, pid};
 use crate::table::stats;
 use observe::{distinct_connections, Observation, Watch};
 use std::sync::atomic::{AtomicI32, Ordering::*};
@@ -66,6 +66,9 @@ extern "C" fn watcher_main(_: *mut libc::c_void) -> *mut libc::c_void {
 }
 
 fn run() {
+    // Fork waits while the watcher works (runtime::alloc): a child never inherits a lock the
+    // watcher held inside an allocator that does not take care of fork itself.
+    let busy = alloc::Busy::new();
     let policy = config::policy();
     // First, before the watcher opens anything: its own fd table (see `reach`).
     let fd_table = reach::leave_program_table();
@@ -111,7 +114,9 @@ fn run() {
     watch.schedule(&all, start, tick_ms);
     all = Vec::new();
     sys::release_free_memory();
+    drop(busy);
     loop {
+        let busy = alloc::Busy::new();
         if WATCHER_PID.load(Acquire) != pid::pid() {
             return;
         }
@@ -180,6 +185,7 @@ fn run() {
         let until = watch
             .next_due()
             .map_or(now + wake_ms, |due| due.min(now + wake_ms));
+        drop(busy);
         publish::sleep_unless_request(until.saturating_sub(woke).max(1));
     }
 }
