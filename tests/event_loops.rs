@@ -98,7 +98,13 @@ impl Srv {
             }
             Kind::Nginx => {
                 let b = Srv::start(Kind::Asyncio, None, 0);
-                let conf = nginx_conf(port, b.port);
+                let conf = nginx_proxy_conf(&NginxProxy {
+                    dir: "nginx",
+                    port,
+                    backend: b.port,
+                    tls: None,
+                    stream_bodies: false,
+                });
                 backend = Some(Box::new(b));
                 let mut c = Command::new("/usr/sbin/nginx");
                 c.arg("-p")
@@ -180,50 +186,6 @@ impl Srv {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-/// A private nginx configuration: one worker, proxying to `backend`, its own timers far
-/// above the guard's so every cut is the guard's.
-fn nginx_conf(port: u16, backend: u16) -> PathBuf {
-    let dir = scratch("nginx");
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let d = dir.display();
-    let user = if unsafe { libc::geteuid() } == 0 {
-        "user root root;"
-    } else {
-        ""
-    };
-    let conf = format!(
-        "{user}
-worker_processes 1;
-error_log {d}/logs/error.log warn;
-pid {d}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    client_header_timeout 600s;
-    client_body_timeout 600s;
-    keepalive_timeout 600s;
-    send_timeout 600s;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://127.0.0.1:{backend};
-            proxy_http_version 1.1;
-            proxy_read_timeout 600s;
-        }}
-    }}
-}}
-"
-    );
-    let file = dir.join("nginx.conf");
-    std::fs::write(&file, conf).unwrap();
-    file
 }
 
 // ------------------------------------------------------------------ clients

@@ -452,6 +452,18 @@ fn reap_lines(log: &str) -> Vec<Event> {
     events_in(log, "reap")
 }
 
+/// The port was under pressure, and nothing was cut (`what`: the failure's headline).
+fn assert_under_pressure_and_uncut(log: &str, what: &str) {
+    assert!(
+        events_in(log, "pressure")
+            .iter()
+            .any(|e| e.get("state").map(String::as_str) == Some("on")),
+        "the pool should have been under pressure:\n{}",
+        tail(log, 20)
+    );
+    assert!(reap_lines(log).is_empty(), "{what}:\n{}", tail(log, 20));
+}
+
 #[test]
 fn legitimate_work_saturating_the_pool_is_never_cut_by_pressure() {
     let srv = start(Server::Pool, "pressure-legit", DEFAULTS);
@@ -490,19 +502,7 @@ fn legitimate_work_saturating_the_pool_is_never_cut_by_pressure() {
     for q in queued {
         q.join().unwrap().expect("a queued legitimate request");
     }
-    let log = srv.log_text();
-    assert!(
-        events_in(&log, "pressure")
-            .iter()
-            .any(|e| e.get("state").map(String::as_str) == Some("on")),
-        "the pool should have been under pressure:\n{}",
-        tail(&log, 20)
-    );
-    assert!(
-        reap_lines(&log).is_empty(),
-        "legitimate work cut:\n{}",
-        tail(&log, 20)
-    );
+    assert_under_pressure_and_uncut(&srv.log_text(), "legitimate work cut");
 }
 
 /// A keep-alive client's turn starts when its answer ends: the silence it kept through the
@@ -541,19 +541,7 @@ fn a_keep_alive_client_is_judged_from_the_end_of_its_answer() {
     for q in queued {
         q.join().unwrap().expect("a queued legitimate request");
     }
-    let log = srv.log_text();
-    assert!(
-        events_in(&log, "pressure")
-            .iter()
-            .any(|e| e.get("state").map(String::as_str) == Some("on")),
-        "the pool should have been under pressure:\n{}",
-        tail(&log, 20)
-    );
-    assert!(
-        reap_lines(&log).is_empty(),
-        "a keep-alive client cut:\n{}",
-        tail(&log, 20)
-    );
+    assert_under_pressure_and_uncut(&srv.log_text(), "a keep-alive client cut");
 }
 
 #[test]

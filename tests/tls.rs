@@ -126,7 +126,13 @@ impl Srv {
         let mut cmd = match kind {
             Kind::Nginx => {
                 let b = Srv::start(Kind::Asyncio, None, false);
-                let conf = nginx_conf(port, b.port, cert, key);
+                let conf = nginx_proxy_conf(&NginxProxy {
+                    dir: "nginx-tls",
+                    port,
+                    backend: b.port,
+                    tls: Some((cert, key)),
+                    stream_bodies: true,
+                });
                 backend = Some(Box::new(b));
                 let mut c = Command::new("/usr/sbin/nginx");
                 c.arg("-p")
@@ -267,56 +273,6 @@ struct Outcome {
     /// The answers' bodies, `|`-separated, spaces as `_` ("none": no answer).
     answers: String,
     error: String,
-}
-
-/// A private nginx configuration: one worker, TLS on `port`, proxying to `backend`, its own
-/// timers far above the guard's so every cut is the guard's.
-fn nginx_conf(port: u16, backend: u16, cert: &Path, key: &Path) -> PathBuf {
-    let dir = scratch("nginx-tls");
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let d = dir.display();
-    // SAFETY: geteuid has no preconditions.
-    let user = if unsafe { libc::geteuid() } == 0 {
-        "user root root;"
-    } else {
-        ""
-    };
-    let conf = format!(
-        "{user}
-worker_processes 1;
-error_log {d}/logs/error.log warn;
-pid {d}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    client_header_timeout 600s;
-    client_body_timeout 600s;
-    keepalive_timeout 600s;
-    send_timeout 600s;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        location / {{
-            proxy_pass http://127.0.0.1:{backend};
-            proxy_http_version 1.1;
-            proxy_read_timeout 600s;
-            proxy_request_buffering off;
-        }}
-    }}
-}}
-",
-        cert = cert.display(),
-        key = key.display()
-    );
-    let file = dir.join("nginx.conf");
-    std::fs::write(&file, conf).unwrap();
-    file
 }
 
 /// stunnel4 in the foreground, no pid file, no syslog; its own timeouts far beyond the

@@ -86,7 +86,6 @@ fn wanted(fd: Option<i32>, o: &Observation, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Identity;
 
     fn stuck_for_a_minute() -> Observation {
         let facts = stallguard_policy::Facts {
@@ -94,19 +93,7 @@ mod tests {
             first_wait_at: 1_000,
             ..Default::default()
         };
-        Observation {
-            fd: 7,
-            state: 1,
-            identity: Identity::default(),
-            facts,
-            timers: None,
-            kernel_view: false,
-            outbound: false,
-            done: false,
-            reaped: false,
-            exempt: false,
-            alias: false,
-        }
+        Observation::for_test(7, facts)
     }
 
     #[test]

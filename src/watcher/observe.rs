@@ -34,6 +34,27 @@ pub struct Observation {
     pub alias: bool,
 }
 
+#[cfg(test)]
+impl Observation {
+    /// A plain tracked connection on `fd` with `facts` (no policy, nothing flagged), for the
+    /// watcher's unit tests.
+    pub fn for_test(fd: i32, facts: stallguard_policy::Facts) -> Observation {
+        Observation {
+            fd,
+            state: 1,
+            identity: crate::table::Identity::default(),
+            facts,
+            timers: None,
+            kernel_view: false,
+            outbound: false,
+            done: false,
+            reaped: false,
+            exempt: false,
+            alias: false,
+        }
+    }
+}
+
 /// What the watcher remembers about a slot between looks (its own memory, never shared):
 /// 8 bytes per fd up to the high-water mark. The rare kernel-counter history lives in
 /// [`Extra`], only for the connections that need it.

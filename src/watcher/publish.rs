@@ -354,22 +354,9 @@ fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Identity;
 
     fn observation() -> Observation {
-        Observation {
-            fd: 5,
-            state: 1,
-            identity: Identity::default(),
-            facts: stallguard_policy::Facts::default(),
-            timers: None,
-            kernel_view: false,
-            outbound: false,
-            done: false,
-            reaped: false,
-            exempt: false,
-            alias: false,
-        }
+        Observation::for_test(5, stallguard_policy::Facts::default())
     }
 
     #[test]
