@@ -450,7 +450,8 @@ impl Slot {
             }
             let now = stamp(now_ms());
             self.last_in.store(now, Relaxed);
-            add_wrapping(&self.bytes_in, r as u64);
+            // Release, after `last_in`: whoever sees these bytes sees their time (`facts`).
+            add_wrapping_release(&self.bytes_in, r as u64);
             if self.request_start.load(Relaxed) == 0 {
                 self.request_start.store(now, Relaxed);
                 self.request_bytes.store(0, Relaxed);
@@ -508,6 +509,11 @@ impl Slot {
             polls::wait_ended(fd)
         });
         let mut waiting_since = expand(w as u32, now);
+        // Bytes before their time (Acquire, pairing with `record_read`'s Release): a read that
+        // lands while we look is seen either not at all (the wait above was real: a cut is due
+        // to the client) or with its fresh `last_in`. Never bytes with a stale time, which would
+        // judge that wait, already over, as `idle` instead of its `first_byte`.
+        let bytes_in_mod32 = self.bytes_in.load(Acquire);
         let last_in = time(&self.last_in);
         let last_out = time(&self.last_out);
         let first_wait_at = time(&self.first_wait_at);
@@ -517,7 +523,7 @@ impl Slot {
         }
         // Only its zero-ness decides (the first-byte timer): a total that wrapped to 0 after
         // bytes were read is not "nothing read".
-        let bytes_in = match self.bytes_in.load(Relaxed) {
+        let bytes_in = match bytes_in_mod32 {
             0 if last_in != 0 => 1 << 32,
             n => u64::from(n),
         };
@@ -655,6 +661,11 @@ fn add_wrapping(counter: &AtomicU32, n: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(n as u32), Relaxed);
 }
 
+/// As [`add_wrapping`], publishing the stores before it (a plain store on x86-64).
+fn add_wrapping_release(counter: &AtomicU32, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n as u32), Release);
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{init, slot, MAX_FDS};
@@ -718,6 +729,48 @@ mod tests {
         );
         assert_ne!(f.bytes_in, 0, "bytes were read");
         s.untrack();
+    }
+
+    #[test]
+    fn bytes_read_are_never_seen_without_their_time() {
+        // The hooks and the watcher race on every slot. A watcher that saw a read's bytes but
+        // not its `last_in` judged the wait the read just ended as idle since it began, and a
+        // reap landing as the first byte arrived was logged `idle`, not `first_byte`.
+        const FD: i32 = MAX_FDS as i32 - 2;
+        const ROUNDS: u32 = 20_000;
+        assert!(init());
+        let s = slot(FD).unwrap();
+        let armed = AtomicU32::new(0);
+        let done = AtomicU32::new(0);
+        let mut torn = 0u32;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for round in 1..=ROUNDS {
+                    while armed.load(Acquire) != round {
+                        std::hint::spin_loop();
+                    }
+                    s.record_read(1, false);
+                    done.store(round, Release);
+                }
+            });
+            for round in 1..=ROUNDS {
+                s.track(FD, &Identity::default(), 10);
+                s.mark_reading(|| false);
+                armed.store(round, Release);
+                loop {
+                    let f = s.facts(FD);
+                    if f.bytes_in != 0 {
+                        torn += u32::from(f.last_in == 0);
+                        break;
+                    }
+                }
+                while done.load(Acquire) != round {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        s.untrack();
+        assert_eq!(torn, 0, "rounds where bytes were seen without their time");
     }
 
     #[test]
