@@ -8,6 +8,8 @@
 #                   the command (stripped), the header, man pages, completions, contrib/
 #   make uninstall  removes exactly what `make install` put there (same PREFIX and DESTDIR)
 #   make deb        target/deb/stallguard_VERSION_ARCH.deb (dpkg-deb), from what `make` built
+#   make cross-check the library compiled (not linked, not run) for aarch64: its OpenSSL
+#                   trampolines are assembly of their own (needs `rustup target add`, network)
 
 PREFIX   ?= /usr/local
 MANDIR   ?= $(PREFIX)/share/man
@@ -16,7 +18,7 @@ CARGO    ?= cargo
 SO       := target/release/libstallguard.so
 BIN      := target/release/stallguard
 
-.PHONY: all lib completions test deps lint unit integration demo install uninstall deb clean FORCE
+.PHONY: all lib completions test deps lint unit integration demo install uninstall deb clean cross-check FORCE
 all: lib completions c-examples c-tests
 
 include c-examples/c-examples.mk
@@ -55,6 +57,14 @@ integration: all deb
 	$(CARGO) test --release -p stallguard-policy --tests
 
 test: deps lint unit integration
+
+# aarch64: compiled to an rlib (no cross linker needed) so every naked trampoline is assembled;
+# the check reads the trampolines back. Not part of `make test`: it downloads the target's std.
+CROSS := aarch64-unknown-linux-gnu
+cross-check:
+	rustup target add $(CROSS)
+	$(CARGO) rustc --release --lib --target $(CROSS) --crate-type rlib
+	@bash scripts/cross-check.sh target/$(CROSS)/release
 
 # The text demo (the guard's own log lines), then the chart: served requests and busy workers
 # over time, without and with the guard (target/demo/demo.svg; docs/demo.svg is a committed copy).
