@@ -9,6 +9,7 @@
 //! * `listeners`: the listening sockets, whose accept queues the watcher reads (pressure).
 //! * `polls`: which poll/select call last had each connection in its read set, per thread, so
 //!   that the same thread's next call without it ends the server's wait.
+//! * `per_fd`: the lazily mapped one-cell-per-fd side table `lines` and `polls` keep theirs in.
 //!
 //! The fd table is one anonymous `MAP_NORESERVE` mapping sized for `MAX_FDS` descriptors. The
 //! kernel backs a page only when a slot on it is written (accept), so resident memory follows
@@ -20,6 +21,7 @@ pub mod holders;
 pub mod lines;
 pub mod listeners;
 pub mod owners;
+mod per_fd;
 pub mod polls;
 mod slot;
 pub mod sources;

@@ -24,9 +24,9 @@
 //! connection was ever tracked); per tracked fd in a read set, one load and (when it changed)
 //! one store of its mark.
 
-use super::MAX_FDS;
+use super::per_fd::PerFd;
 use crate::abi::sys;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
 const POLLERS: usize = 1024;
 /// Records a thread may try: its own hash and the next ones.
@@ -53,7 +53,8 @@ static POLLER: [Poller; POLLERS] = [const {
     }
 }; POLLERS];
 
-static MARKS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+/// Each fd's mark (`per_fd`: mapped when the first mark is written).
+static MARKS: PerFd<AtomicU64> = PerFd::new();
 
 /// One poll/select call: the poller it counts for (1-based; 0: none, marks are `STICKY`) and
 /// the generation its marks carry.
@@ -200,36 +201,6 @@ pub fn end_call(call: Call) {
     }
 }
 
-/// The mark cell of `fd`; `create`: map the table if it is not yet.
-fn cell(fd: libc::c_int, create: bool) -> Option<&'static AtomicU64> {
-    let idx = usize::try_from(fd).ok().filter(|&i| i < MAX_FDS)?;
-    let mut base = MARKS.load(Acquire);
-    if base.is_null() {
-        if !create {
-            return None;
-        }
-        base = map()?;
-    }
-    // SAFETY: `base` maps MAX_FDS words (never unmapped) and idx < MAX_FDS; a zeroed word is
-    // a valid AtomicU64.
-    Some(unsafe { &*base.add(idx) })
-}
-
-#[cold]
-fn map() -> Option<*mut AtomicU64> {
-    let bytes = MAX_FDS * std::mem::size_of::<AtomicU64>();
-    let p = sys::map_anonymous(bytes, false)?.cast::<AtomicU64>();
-    match MARKS.compare_exchange(std::ptr::null_mut(), p, AcqRel, Acquire) {
-        Ok(_) => Some(p),
-        Err(winner) => {
-            // Another thread mapped it first: keep theirs.
-            // SAFETY: `p` is our own mapping of `bytes`, never shared.
-            unsafe { sys::unmap(p.cast(), bytes) };
-            Some(winner)
-        }
-    }
-}
-
 fn mark_ended(mark: u64) -> bool {
     unpack(mark).is_some_and(|(poller, marked)| {
         moved_past(marked, POLLER[poller - 1].generation.load(Acquire))
@@ -240,7 +211,7 @@ fn mark_ended(mark: u64) -> bool {
 /// running. Returns whether its previous poll wait had ended (then its wait starts again).
 #[inline(never)] // tracked fds only: the loop over untracked ones stays small
 pub fn mark(fd: libc::c_int, call: Call, fresh_wait: bool) -> bool {
-    let Some(cell) = cell(fd, true) else {
+    let Some(cell) = MARKS.get_or_map(fd) else {
         return false;
     };
     let old = cell.load(Relaxed);
@@ -255,7 +226,7 @@ pub fn mark(fd: libc::c_int, call: Call, fresh_wait: bool) -> bool {
 /// Whether the poll wait on `fd` has ended: the poller that last had it in its read set has
 /// made a call without it since.
 pub fn wait_ended(fd: libc::c_int) -> bool {
-    let Some(cell) = cell(fd, false) else {
+    let Some(cell) = MARKS.get(fd) else {
         return false;
     };
     let mark = cell.load(Acquire);
@@ -266,7 +237,7 @@ pub fn wait_ended(fd: libc::c_int) -> bool {
 
 /// A new connection on `fd`: no poll mark of the old one applies.
 pub fn forget(fd: libc::c_int) {
-    if let Some(cell) = cell(fd, false) {
+    if let Some(cell) = MARKS.get(fd) {
         if cell.load(Relaxed) != 0 {
             cell.store(0, Relaxed);
         }
