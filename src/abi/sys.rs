@@ -128,11 +128,30 @@ pub fn spawn_quiet_thread(main: extern "C" fn(*mut libc::c_void) -> *mut libc::c
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
         libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
         let mut tid: libc::pthread_t = 0;
-        let rc = libc::pthread_create(&mut tid, &attr, main, std::ptr::null_mut());
+        // The real function, not our hook: our own thread is not one of the program's
+        // (`route`: it cancels nobody).
+        let rc = super::real::pthread_create(&mut tid, &attr, main, std::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         rc == 0
     }
+}
+
+/// glibc's `__libc_single_threaded` (glibc 2.32 and later; None before): true until glibc
+/// creates the process's first other thread, and never true again (glibc 2.36 leaves it
+/// false even in a forked child).
+pub fn libc_single_threaded() -> Option<bool> {
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT looks in the global scope, where libc is.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
+    // SAFETY: the symbol is a `char` in libc's data, which lives as long as the process.
+    (!p.is_null()).then(|| unsafe { std::ptr::read_volatile(p.cast::<libc::c_char>()) } != 0)
+}
+
+/// How many threads this process has now (`Threads:` of /proc/self/status), if readable.
+pub fn threads_in_process() -> Option<u32> {
+    let mut buf = [0u8; 4096];
+    let n = read_small_file(c"/proc/self/status", &mut buf);
+    super::route::threads_in_status(&buf[..n])
 }
 
 /// Names the calling thread (prctl from inside: pthread_setname_np on another thread opens

@@ -10,18 +10,19 @@
 
 mod api;
 
-use crate::abi::{args, real};
+use crate::abi::{args, real, route};
 use crate::table::{self, Slot};
 use crate::track;
 use libc::{
     c_int, c_uint, c_ulong, c_void, epoll_event, fd_set, iovec, msghdr, nfds_t, off_t, pollfd,
 };
-use libc::{sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval, FILE};
+use libc::{pthread_attr_t, pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{timespec, timeval, FILE};
 
 /// One exported hook per row.
 macro_rules! exports {
     ($( $family:ident fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty
-        = $shape:ident ( $($sarg:ident),* ) { $($body:tt)* } ; )*) => {
+        = $shape:ident ( $($sarg:ident),* ) $( sys ( $($sys:tt)* ) )? { $($body:tt)* } ; )*) => {
         $( export!($shape ( $($sarg),* ) $name ( $($arg : $ty),* ) -> $ret { $($body)* }); )*
     };
 }
