@@ -53,7 +53,7 @@ extern "C" fn init() {
     let ok = std::panic::catch_unwind(|| {
         // First, before anything here can start our watcher: whether the program is
         // single-threaded, so that its cancellable calls may skip glibc's wrappers.
-        abi::route::at_start();
+        abi::route::at_start(abi::sys::single_threaded_now());
         abi::real::resolve_all();
         pid::refresh_pid();
         clock::refresh();

@@ -46,15 +46,17 @@ static FACTS: AtomicU8 = AtomicU8::new(0);
 
 /// The flag every call of a cancellable row reads: alone on its cache lines (128 bytes: the
 /// line and the one the adjacent-line prefetcher pairs with it), so that no write to other
-/// data ever evicts it from a reader's cache. Written only when the facts change.
+/// data ever takes the line away from a reader's cache. Written only when the facts change.
 #[repr(align(128))]
 struct ReadMostly(AtomicBool);
 
 static DIRECT: ReadMostly = ReadMostly(AtomicBool::new(false));
 
 /// Whether the real functions make the system call themselves: one load. Relaxed is enough:
-/// it is only ever set to true while the process has a single thread, and every thread that
-/// exists later was created after the flag was last written, which orders it.
+/// it is written by the program's only thread (or the constructor, or a fork child's handler,
+/// before our watcher exists), which then reads its own write; a thread the program creates
+/// afterwards is ordered after the write by thread creation itself. Our watcher may read a
+/// value a moment old: both ways are right for it, since nothing cancels it.
 #[inline(always)]
 pub fn direct() -> bool {
     DIRECT.0.load(Relaxed)
@@ -68,20 +70,10 @@ fn learn(fact: u8) {
         .store(direct_given(facts, syscall::AVAILABLE), Release);
 }
 
-/// The constructor, before anything in this library can start a thread: is the program
-/// single-threaded? glibc's `__libc_single_threaded` turns false at the first thread glibc
-/// creates and stays false; only when it is false (a thread was started by another library's
-/// constructor, or we were loaded late) is `/proc/self/status` asked how many are left.
-pub fn at_start() {
-    let single = match super::sys::libc_single_threaded() {
-        Some(true) => true,
-        _ => super::sys::threads_in_process() == Some(1),
-    };
-    if single {
-        learn(SINGLE);
-    } else {
-        learn(0);
-    }
+/// The constructor, before anything in this library can start a thread: whether the program
+/// has a single thread now (`sys::single_threaded_now`).
+pub fn at_start(single: bool) {
+    learn(if single { SINGLE } else { 0 });
 }
 
 /// The program is about to create a thread (the hook, before the real call).
@@ -112,13 +104,6 @@ pub fn describe() -> &'static str {
     }
 }
 
-/// The thread count of a `/proc/PID/status` text (its `Threads:` line).
-pub fn threads_in_status(status: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(status).ok()?;
-    let line = text.lines().find(|l| l.starts_with("Threads:"))?;
-    line["Threads:".len()..].trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,13 +126,5 @@ mod tests {
         assert!(direct_given(child(SINGLE | THREADS), true));
         assert!(direct_given(child(THREADS), true));
         assert!(!direct_given(child(SINGLE | THREADS | CANCEL), true));
-    }
-
-    #[test]
-    fn threads_line_of_proc_status() {
-        let status = b"Name:\tcat\nUmask:\t0022\nState:\tR (running)\nThreads:\t3\nSigQ:\t0/1\n";
-        assert_eq!(threads_in_status(status), Some(3));
-        assert_eq!(threads_in_status(b"Name:\tx\n"), None);
-        assert_eq!(threads_in_status(b"Threads:\tmany\n"), None);
     }
 }
