@@ -20,27 +20,35 @@ use libc::{c_int, c_long, ssize_t};
 pub const AVAILABLE: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
 
 /// The system call numbers of the rows, as glibc 2.36's wrappers use them (`recv` and `send`
-/// are `recvfrom` and `sendto` with no address, `accept` is `accept`).
-#[allow(non_upper_case_globals)]
-pub mod nr {
-    use libc::c_long;
+/// are `recvfrom` and `sendto` with no address, `accept` is `accept`); all `None` where the
+/// instruction is not written here.
+macro_rules! numbers {
+    ($($row:ident => $sys:ident),* ; x86_64 only: $($x:ident => $xsys:ident),*) => {
+        #[allow(non_upper_case_globals)]
+        pub mod nr {
+            use libc::c_long;
+            $(
+                #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+                pub const $row: Option<c_long> = Some(libc::$sys);
+                #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+                pub const $row: Option<c_long> = None;
+            )*
+            $(
+                #[cfg(target_arch = "x86_64")]
+                pub const $x: Option<c_long> = Some(libc::$xsys);
+                #[cfg(not(target_arch = "x86_64"))]
+                pub const $x: Option<c_long> = None;
+            )*
+        }
+    };
+}
 
-    pub const read: Option<c_long> = Some(libc::SYS_read);
-    pub const readv: Option<c_long> = Some(libc::SYS_readv);
-    pub const recvfrom: Option<c_long> = Some(libc::SYS_recvfrom);
-    pub const recvmsg: Option<c_long> = Some(libc::SYS_recvmsg);
-    pub const write: Option<c_long> = Some(libc::SYS_write);
-    pub const writev: Option<c_long> = Some(libc::SYS_writev);
-    pub const sendto: Option<c_long> = Some(libc::SYS_sendto);
-    pub const sendmsg: Option<c_long> = Some(libc::SYS_sendmsg);
-    pub const accept: Option<c_long> = Some(libc::SYS_accept);
-    pub const accept4: Option<c_long> = Some(libc::SYS_accept4);
-    pub const connect: Option<c_long> = Some(libc::SYS_connect);
-    pub const close: Option<c_long> = Some(libc::SYS_close);
-    #[cfg(target_arch = "x86_64")]
-    pub const poll: Option<c_long> = Some(libc::SYS_poll);
-    #[cfg(not(target_arch = "x86_64"))]
-    pub const poll: Option<c_long> = None;
+numbers! {
+    read => SYS_read, readv => SYS_readv, recvfrom => SYS_recvfrom, recvmsg => SYS_recvmsg,
+    write => SYS_write, writev => SYS_writev, sendto => SYS_sendto, sendmsg => SYS_sendmsg,
+    accept => SYS_accept, accept4 => SYS_accept4, connect => SYS_connect, close => SYS_close;
+    // aarch64 has no `poll`: glibc's wrapper converts the timeout for `ppoll` there.
+    x86_64 only: poll => SYS_poll
 }
 
 /// One argument as the kernel takes it: a register's worth, sign-extended from a C `int` as

@@ -17,8 +17,9 @@
  *            shim 0; under the shim 0 only if it made the system call itself;
  *   self_cancel  a forked child cancels itself, then reads: the read acts on the
  *            cancellation (the child ends, exit 0, without printing);
- *   threads  then threads are created (pthread_create): the restart probe again (now
- *            async=1 either way);
+ *   threads  then a thread is created (C11 thrd_create, which glibc does not route through
+ *            pthread_create's PLT entry): the restart probe again (now async=1 either way);
+ *            then a reader thread (pthread_create);
  *   fork_child  a child forked now (its parent has threads) repeats the read and recv
  *            probes. Without the shim glibc 2.36 keeps its multi-threaded wrappers in such a
  *            child (`__libc_single_threaded` stays false); under the shim the calls are
@@ -45,6 +46,7 @@
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <threads.h>
 #include <unistd.h>
 
 static int failures;
@@ -401,12 +403,12 @@ static void *blocked_reader(void *arg)
     return NULL;
 }
 
-static void *sleeper(void *arg)
+static int sleeper(void *arg)
 {
     (void)arg;
     for (;;)
         pause();
-    return NULL;
+    return 0;
 }
 
 static pthread_t reader;
@@ -414,21 +416,23 @@ static int reader_srv, reader_cli;
 
 static void step_threads(void)
 {
-    /* A thread that only exists and one blocked in read on a tracked socket (SIGALRM
-     * blocked in both, so the probes' handler runs on the main thread), then the probe
-     * again: now a program with threads. */
+    /* A C11 thread that only exists (SIGALRM blocked in it, so the probes' handler runs on
+     * the main thread), then the probe again: now a program with threads. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t t;
-    if (pthread_create(&t, NULL, sleeper, NULL))
-        die("pthread_create");
+    thrd_t t;
+    if (thrd_create(&t, sleeper, NULL) != thrd_success)
+        die("thrd_create");
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    step_restart("threads restart");
+    /* And a thread blocked in read on a tracked socket, to be cancelled. */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     pair(&reader_srv, &reader_cli);
     cancel_fd = reader_srv;
     if (pthread_create(&reader, NULL, blocked_reader, NULL))
         die("pthread_create");
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    step_restart("threads restart");
 }
 
 static void step_cancel(void)
