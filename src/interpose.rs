@@ -1,11 +1,15 @@
 //! The table of interposed functions: one row per libc (or OpenSSL) function the shim
 //! replaces.
 //!
-//! A row is `Family fn name(C signature) -> ret = shape(..) { hook body };`. The table is a
+//! A row is `Family fn name(C signature) -> ret = shape(..) [sys(..)] { hook body };`. The table is a
 //! macro that hands every row to a callback, so this list is written once and expanded three
 //! times:
 //! * `abi::real` makes the real-function entry of each row (eager `dlsym(RTLD_NEXT)`,
 //!   `#[cold]` first use, self-resolution check);
+//!   with a `sys(NR: args; if condition)` column (glibc's cancellable wrappers), the real
+//!   function makes system call `NR` (`abi::syscall::nr`) itself with those arguments, as
+//!   glibc's wrapper does, when `abi::route` says no thread of the program's can cancel (and
+//!   the condition holds: a `_chk` row's size check, else glibc's wrapper fails it);
 //! * `hooks` makes the exported symbol of each row, from its shape:
 //!   - `fd(FD, SLOT) { .. }`: on an fd that is not a tracked connection, a tail call to the
 //!     real function (one load and a branch); on a tracked one, the body, out of line, with
@@ -28,13 +32,13 @@ macro_rules! interposed {
         $callback! {
             // ---- accept: start tracking connections ----
             Accept fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-                = call() { args::accepting(addr, len, |a, l| real::accept(fd, a, l), |conn, peer| track::admission::admitted(fd, conn, peer)) };
+                = call() sys(accept: fd, addr, len) { args::accepting(addr, len, |a, l| real::accept(fd, a, l), |conn, peer| track::admission::admitted(fd, conn, peer)) };
             Accept fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
-                = call() { args::accepting(addr, len, |a, l| real::accept4(fd, a, l, flags), |conn, peer| track::admission::admitted(fd, conn, peer)) };
+                = call() sys(accept4: fd, addr, len, flags) { args::accepting(addr, len, |a, l| real::accept4(fd, a, l, flags), |conn, peer| track::admission::admitted(fd, conn, peer)) };
             Accept fn listen(fd: c_int, backlog: c_int) -> c_int
                 = call() { track::admission::listened(real::listen(fd, backlog), fd) };
             Connect fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
-                = call() {
+                = call() sys(connect: fd, addr, len) {
                     if !track::connect::enabled() {
                         return real::connect(fd, addr, len);
                     }
@@ -43,38 +47,38 @@ macro_rules! interposed {
 
             // ---- read: the server waits on the client ----
             Read fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, fd, 0, args::ReadBuf::Flat(buf.cast()), || real::read(fd, buf, n)) };
+                = fd(fd, slot) sys(read: fd, buf, n) { track::io::reading(slot, fd, 0, args::ReadBuf::Flat(buf.cast()), || real::read(fd, buf, n)) };
             Read fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, fd, 0, args::ReadBuf::Iov(iov, cnt), || real::readv(fd, iov, cnt)) };
+                = fd(fd, slot) sys(readv: fd, iov, cnt) { track::io::reading(slot, fd, 0, args::ReadBuf::Iov(iov, cnt), || real::readv(fd, iov, cnt)) };
             Read fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::recv(fd, buf, n, flags)) };
+                = fd(fd, slot) sys(recvfrom: fd, buf, n, flags, 0usize, 0usize) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::recv(fd, buf, n, flags)) };
             Read fn recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::recvfrom(fd, buf, n, flags, addr, len)) };
+                = fd(fd, slot) sys(recvfrom: fd, buf, n, flags, addr, len) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::recvfrom(fd, buf, n, flags, addr, len)) };
             Read fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Msg(msg), || real::recvmsg(fd, msg, flags)) };
+                = fd(fd, slot) sys(recvmsg: fd, msg, flags) { track::io::reading(slot, fd, flags, args::ReadBuf::Msg(msg), || real::recvmsg(fd, msg, flags)) };
             Read fn __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, fd, 0, args::ReadBuf::Flat(buf.cast()), || real::__read_chk(fd, buf, n, buflen)) };
+                = fd(fd, slot) sys(read: fd, buf, n; if n <= buflen) { track::io::reading(slot, fd, 0, args::ReadBuf::Flat(buf.cast()), || real::__read_chk(fd, buf, n, buflen)) };
             Read fn __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::__recv_chk(fd, buf, n, buflen, flags)) };
+                = fd(fd, slot) sys(recvfrom: fd, buf, n, flags, 0usize, 0usize; if n <= buflen) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::__recv_chk(fd, buf, n, buflen, flags)) };
             Read fn __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> ssize_t
-                = fd(fd, slot) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)) };
+                = fd(fd, slot) sys(recvfrom: fd, buf, n, flags, addr, len; if n <= buflen) { track::io::reading(slot, fd, flags, args::ReadBuf::Flat(buf.cast()), || real::__recvfrom_chk(fd, buf, n, buflen, flags, addr, len)) };
 
             // ---- write: with MSG_NOSIGNAL on a tracked socket (see track::io) ----
             Write fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t
-                = fd(fd, slot) {
+                = fd(fd, slot) sys(write: fd, buf, n) {
                     track::io::writing_plain(slot, n, || real::send(fd, buf, n, libc::MSG_NOSIGNAL), || real::write(fd, buf, n))
                 };
             Write fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t
-                = fd(fd, slot) {
+                = fd(fd, slot) sys(writev: fd, iov, cnt) {
                     let msg = args::msghdr_of(iov, cnt);
                     track::io::writing_plain(slot, args::iov_len(iov, cnt), || real::sendmsg(fd, &msg, libc::MSG_NOSIGNAL), || real::writev(fd, iov, cnt))
                 };
             Write fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::sending(slot, n, flags, |flags| real::send(fd, buf, n, flags)) };
+                = fd(fd, slot) sys(sendto: fd, buf, n, flags, 0usize, 0u32) { track::io::sending(slot, n, flags, |flags| real::send(fd, buf, n, flags)) };
             Write fn sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, len: socklen_t) -> ssize_t
-                = fd(fd, slot) { track::io::sending(slot, n, flags, |flags| real::sendto(fd, buf, n, flags, addr, len)) };
+                = fd(fd, slot) sys(sendto: fd, buf, n, flags, addr, len) { track::io::sending(slot, n, flags, |flags| real::sendto(fd, buf, n, flags, addr, len)) };
             Write fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t
-                = fd(fd, slot) { track::io::sending(slot, args::msg_len(msg), flags, |flags| real::sendmsg(fd, msg, flags)) };
+                = fd(fd, slot) sys(sendmsg: fd, msg, flags) { track::io::sending(slot, args::msg_len(msg), flags, |flags| real::sendmsg(fd, msg, flags)) };
             Write fn sendfile(out: c_int, inp: c_int, off: *mut off_t, n: size_t) -> ssize_t
                 = fd(out, slot) { track::io::without_our_sigpipe(slot, n, || real::sendfile(out, inp, off, n)) };
             Write fn sendfile64(out: c_int, inp: c_int, off: *mut i64, n: size_t) -> ssize_t
@@ -96,7 +100,7 @@ macro_rules! interposed {
 
             // ---- close: every path that ends or copies an fd (see track::alias) ----
             Close fn close(fd: c_int) -> c_int
-                = call() { track::alias::forget(fd); real::close(fd) };
+                = call() sys(close: fd) { track::alias::forget(fd); real::close(fd) };
             Close fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int
                 = call() { track::alias::closing_range(first, last, flags); track::split::closed_range(flags, real::close_range(first, last, flags)) };
             Close fn unshare(flags: c_int) -> c_int
@@ -120,11 +124,19 @@ macro_rules! interposed {
             Close fn dlclose(handle: *mut c_void) -> c_int
                 = call() { let r = real::dlclose(handle); track::tls::unloaded(); r };
 
+            // ---- threads: once the program has one, glibc's wrappers again (see abi::route) ----
+            Thread fn pthread_create(t: *mut pthread_t, attr: *const pthread_attr_t, main: extern "C" fn(*mut c_void) -> *mut c_void, arg: *mut c_void) -> c_int
+                = call() { route::thread_created(); real::pthread_create(t, attr, main, arg) };
+            Thread fn thrd_create(t: *mut c_ulong, main: *mut c_void, arg: *mut c_void) -> c_int
+                = call() { route::thread_created(); real::thrd_create(t, main, arg) };
+            Thread fn pthread_cancel(t: pthread_t) -> c_int
+                = call() { route::cancel_requested(); real::pthread_cancel(t) };
+
             // ---- poll: a tracked fd in a read set means the server waits on the client ----
             Poll fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int
-                = call() { track::wait::polling(args::pollfds(fds, n)); real::poll(fds, n, timeout) };
+                = call() sys(poll: fds, n, timeout) { track::wait::polling(args::pollfds(fds, n)); real::poll(fds, n, timeout) };
             Poll fn __poll_chk(fds: *mut pollfd, n: nfds_t, timeout: c_int, fdslen: size_t) -> c_int
-                = call() { track::wait::polling(args::pollfds(fds, n)); real::__poll_chk(fds, n, timeout, fdslen) };
+                = call() sys(poll: fds, n, timeout; if (n as usize) <= fdslen / std::mem::size_of::<pollfd>()) { track::wait::polling(args::pollfds(fds, n)); real::__poll_chk(fds, n, timeout, fdslen) };
             Poll fn ppoll(fds: *mut pollfd, n: nfds_t, ts: *const timespec, mask: *const sigset_t) -> c_int
                 = call() { track::wait::polling(args::pollfds(fds, n)); real::ppoll(fds, n, ts, mask) };
             Poll fn select(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, tv: *mut timeval) -> c_int

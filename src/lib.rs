@@ -51,6 +51,9 @@ extern "C" fn init() {
         runtime::alloc::after_fork_in_child,
     );
     let ok = std::panic::catch_unwind(|| {
+        // First, before anything here can start our watcher: whether the program is
+        // single-threaded, so that its cancellable calls may skip glibc's wrappers.
+        abi::route::at_start(abi::sys::single_threaded_now());
         abi::real::resolve_all();
         pid::refresh_pid();
         clock::refresh();
@@ -98,11 +101,14 @@ extern "C" fn before_fork() {
 }
 
 /// Runs in the child right after fork(). The parent's watcher thread and every call that was
-/// in flight in another thread do not exist here: release slots the watcher held, forget the
+/// in flight in another thread do not exist here: the program's calls go to the kernel
+/// directly again (`abi::route`), release slots the watcher held, forget the
 /// parent's in-flight waits (this process judges only what its own hooks see), and start a
 /// watcher of our own if we inherited connections (fork-per-connection servers: the parent
 /// accepts, the child serves).
 extern "C" fn after_fork_in_child() {
+    // One thread now: nobody here can cancel it (unless the program ever asked to cancel).
+    abi::route::after_fork_in_child();
     pid::refresh_pid();
     clock::refresh();
     log::reset_after_fork();

@@ -1,5 +1,6 @@
 //! The real libc functions behind every hook, one entry per row of the table in
-//! `interpose.rs` (`real::read(..)` calls the libc `read`).
+//! `interpose.rs` (`real::read(..)` calls the libc `read`; for a row with a `sys(..)` column,
+//! while `route` allows it, the same system call glibc's wrapper would make, made here).
 //!
 //! Each is resolved once, eagerly, by the library constructor with `dlsym(RTLD_NEXT)`. A
 //! pointer that resolves back into this library is refused (calling it would recurse forever).
@@ -19,7 +20,8 @@
 use libc::{
     c_int, c_uint, c_ulong, c_void, epoll_event, fd_set, iovec, msghdr, nfds_t, off_t, pollfd,
 };
-use libc::{sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval, FILE};
+use libc::{pthread_attr_t, pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{timespec, timeval, FILE};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// What a real function returns when it cannot be found: -1 with errno ENOSYS.
@@ -124,9 +126,23 @@ macro_rules! by_caller {
     ($other:ident $($rest:tt)*) => {};
 }
 
+/// For a row with a `sys(..)` column: in a process where `route` allows it (and the row's
+/// condition holds), the system call, made here and returned from the entry; else nothing.
+macro_rules! direct {
+    ($nr:ident : $($sa:expr),* $(; if $cond:expr)?) => {
+        if let Some(nr) = super::syscall::nr::$nr {
+            if super::route::direct() $(&& $cond)? {
+                // SAFETY: the program's own arguments, valid for the call its C function
+                // would make with them: the very system call glibc's wrapper makes.
+                return super::syscall::result(unsafe { super::syscall::raw_syscall!(nr; $($sa),*) });
+            }
+        }
+    };
+}
+
 macro_rules! real_entries {
     ($( $family:ident fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty
-        = $shape:ident ( $($sarg:ident),* ) { $($body:tt)* } ; )*) => {
+        = $shape:ident ( $($sarg:ident),* ) $( sys ( $($sys:tt)* ) )? { $($body:tt)* } ; )*) => {
         #[allow(non_snake_case)]
         struct Table { $( $name: AtomicUsize, )* }
 
@@ -169,6 +185,7 @@ macro_rules! real_entries {
             #[inline(always)]
             #[allow(non_snake_case, dead_code)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                $( direct!($($sys)*); )?
                 let p = TABLE.$name.load(Relaxed);
                 if p == 0 {
                     // SAFETY: the caller upholds the C function's contract.

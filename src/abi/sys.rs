@@ -128,11 +128,37 @@ pub fn spawn_quiet_thread(main: extern "C" fn(*mut libc::c_void) -> *mut libc::c
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
         libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
         let mut tid: libc::pthread_t = 0;
-        let rc = libc::pthread_create(&mut tid, &attr, main, std::ptr::null_mut());
+        // The real function, not our hook: our own thread is not one of the program's
+        // (`route`: it cancels nobody).
+        let rc = super::real::pthread_create(&mut tid, &attr, main, std::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         rc == 0
     }
+}
+
+/// Whether the process has a single thread now (the constructor asks, before our watcher
+/// exists). glibc's `__libc_single_threaded` (glibc 2.32 and later) turns false when glibc
+/// creates the process's first other thread and stays false (glibc 2.36 leaves it false even
+/// in a forked child): only then is `/proc/self/status` asked how many are left (a thread
+/// another library's constructor started and that ended, or a library loaded late).
+pub fn single_threaded_now() -> bool {
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT looks in the global scope, where libc is.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
+    // SAFETY: the symbol is a `char` in libc's data, which lives as long as the process.
+    if !p.is_null() && unsafe { std::ptr::read_volatile(p.cast::<libc::c_char>()) } != 0 {
+        return true;
+    }
+    let mut buf = [0u8; 4096];
+    let n = read_small_file(c"/proc/self/status", &mut buf);
+    threads_in_status(&buf[..n]) == Some(1)
+}
+
+/// The thread count of a `/proc/PID/status` text (its `Threads:` line).
+fn threads_in_status(status: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(status).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Threads:"))?;
+    line["Threads:".len()..].trim().parse().ok()
 }
 
 /// Names the calling thread (prctl from inside: pthread_setname_np on another thread opens
@@ -517,4 +543,25 @@ pub fn occupy_std_fds(fd: c_int) {
 pub fn thread_self() -> u64 {
     // SAFETY: pthread_self has no preconditions and cannot fail.
     unsafe { libc::pthread_self() as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_line_of_proc_status() {
+        let status = b"Name:\tcat\nUmask:\t0022\nState:\tR (running)\nThreads:\t3\nSigQ:\t0/1\n";
+        assert_eq!(threads_in_status(status), Some(3));
+        assert_eq!(threads_in_status(b"Name:\tx\n"), None);
+        assert_eq!(threads_in_status(b"Threads:\tmany\n"), None);
+    }
+
+    /// The unit-test binary has several threads (the test harness's).
+    #[test]
+    fn this_test_process_is_counted() {
+        let mut buf = [0u8; 4096];
+        let n = read_small_file(c"/proc/self/status", &mut buf);
+        assert!(threads_in_status(&buf[..n]).is_some_and(|t| t >= 1));
+    }
 }

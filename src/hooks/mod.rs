@@ -2,7 +2,10 @@
 //! the cooperation API (`api`). Hooks only record facts into the table (through `track`) and
 //! always make the real call exactly once; they take no lock, allocate nothing, never log,
 //! and leave errno as the real call set it. On an fd that is not a tracked connection an
-//! `fd(..)` hook costs one bounds check, one load and a branch before a tail call to libc.
+//! `fd(..)` hook costs one bounds check, one load and a branch before a tail call to libc, or,
+//! for a cancellable call in a program with no thread of its own (`abi::route`), one more load
+//! and branch and the system call itself, still without a stack frame (errno is set out of
+//! line).
 //! A `tls(..)` hook (OpenSSL's rows) is exported as a naked two-instruction trampoline that
 //! adds the caller's return address as one more argument, so the hook calls the real function
 //! of the caller's own OpenSSL (`abi::caller`; kept per call site: a miss takes the loader's
@@ -10,18 +13,19 @@
 
 mod api;
 
-use crate::abi::{args, real};
+use crate::abi::{args, real, route};
 use crate::table::{self, Slot};
 use crate::track;
 use libc::{
     c_int, c_uint, c_ulong, c_void, epoll_event, fd_set, iovec, msghdr, nfds_t, off_t, pollfd,
 };
-use libc::{sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval, FILE};
+use libc::{pthread_attr_t, pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{timespec, timeval, FILE};
 
 /// One exported hook per row.
 macro_rules! exports {
     ($( $family:ident fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty
-        = $shape:ident ( $($sarg:ident),* ) { $($body:tt)* } ; )*) => {
+        = $shape:ident ( $($sarg:ident),* ) $( sys ( $($sys:tt)* ) )? { $($body:tt)* } ; )*) => {
         $( export!($shape ( $($sarg),* ) $name ( $($arg : $ty),* ) -> $ret { $($body)* }); )*
     };
 }

@@ -20,7 +20,7 @@ mod report;
 mod stop;
 pub use stop::at_exit as write_stop_line;
 
-use crate::abi::sys;
+use crate::abi::{route, sys};
 use crate::runtime::log::log_line;
 use crate::runtime::{alloc, clock, config, log, pid};
 use crate::table::stats;
@@ -74,9 +74,10 @@ fn run() {
     let fd_table = reach::leave_program_table();
     log_line!(
         Info,
-        "event=start version={} {} {fd_table} {}",
+        "event=start version={} {} {fd_table} {} {}",
         env!("CARGO_PKG_VERSION"),
         policy.describe(),
+        route::describe(),
         observe::layout()
     );
     stop::started(clock::monotonic_ms());

@@ -15,7 +15,8 @@ C_TESTS_OUT    := target/c-tests
 C_TESTS_CC     ?= gcc
 # Fortify matters: it turns some calls into __*_chk variants, which the shim hooks too.
 C_TESTS_CFLAGS ?= -O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -pthread
-C_TESTS_NAMES  := fileio_check hook_check signal_stress lifecycle_check alias_check
+C_TESTS_NAMES  := fileio_check hook_check signal_stress lifecycle_check alias_check \
+                  single_thread_check
 C_TESTS        := $(addprefix $(C_TESTS_OUT)/,$(C_TESTS_NAMES))
 
 .PHONY: c-tests c-tests-clean

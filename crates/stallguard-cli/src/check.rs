@@ -782,7 +782,7 @@ mod tests {
 
     #[test]
     fn hooked_set_is_complete() {
-        assert_eq!(HOOKED.len(), 43);
+        assert_eq!(HOOKED.len(), 46);
         for f in [
             "__read_chk",
             "__recv_chk",
@@ -795,6 +795,8 @@ mod tests {
             "SSL_write",
             "SSL_write_ex",
             "dlclose",
+            "pthread_create",
+            "pthread_cancel",
         ] {
             assert!(HOOKED.contains(&f), "{f}");
         }

@@ -21,6 +21,8 @@ pub enum Family {
     Poll,
     /// OpenSSL's reads and writes: a TLS connection's plaintext, for the HTTP/1 lens.
     Tls,
+    /// Thread creation and cancellation: whether glibc's cancellable wrappers are needed.
+    Thread,
 }
 
 impl Family {
@@ -33,6 +35,7 @@ impl Family {
             Family::Close => "close",
             Family::Poll => "poll",
             Family::Tls => "tls",
+            Family::Thread => "thread",
         }
     }
 }
@@ -51,7 +54,7 @@ mod interpose;
 
 macro_rules! inventory {
     ($( $family:ident fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty
-        = $shape:ident ( $($sarg:ident),* ) { $($body:tt)* } ; )*) => {
+        = $shape:ident ( $($sarg:ident),* ) $( sys ( $($sys:tt)* ) )? { $($body:tt)* } ; )*) => {
         /// Every interposed function, in table order.
         pub const FUNCTIONS: &[Function] = &[
             $( Function { name: stringify!($name), family: Family::$family }, )*
