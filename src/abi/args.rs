@@ -104,14 +104,36 @@ pub unsafe fn msg_len(msg: *const msghdr) -> usize {
     }
 }
 
-/// The pollfd array of a poll call (None when null).
+/// The pollfd array of a poll call (None when null, or when `n` is more than the kernel
+/// takes: it fails such a call with EINVAL without reading the array, so the hook must not
+/// read it either — the program may have passed a count its array does not have).
 ///
 /// # Safety
-/// `fds` is null or points at `n` pollfds that outlive the returned slice's use.
+/// `fds` is null, or points at `n` pollfds that outlive the returned slice's use whenever
+/// `n` is within the kernel's limit.
 #[inline(always)]
 pub unsafe fn pollfds<'a>(fds: *const pollfd, n: nfds_t) -> Option<&'a [pollfd]> {
-    // SAFETY: the caller's contract.
-    (!fds.is_null()).then(|| unsafe { std::slice::from_raw_parts(fds, n as usize) })
+    if fds.is_null() || !poll_count_allowed(n) {
+        return None;
+    }
+    // SAFETY: the caller's contract, for a count the kernel accepts.
+    Some(unsafe { std::slice::from_raw_parts(fds, n as usize) })
+}
+
+/// The soft RLIMIT_NOFILE last read (0: not yet).
+static NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether poll takes `n` entries: the kernel refuses more than the soft RLIMIT_NOFILE
+/// (EINVAL). The limit is read again only when `n` is above the one last read (the program
+/// may have raised it), so a normal call costs one load and a compare.
+#[inline(always)]
+fn poll_count_allowed(n: nfds_t) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    n <= NOFILE.load(Relaxed) || {
+        let now = crate::abi::sys::nofile_limit();
+        NOFILE.store(now, Relaxed);
+        n <= now
+    }
 }
 
 /// Calls `each` with every fd below `n` set in `set` (none when null).

@@ -7,7 +7,8 @@
  *   errors   read/write/readv/writev/recv/send/recvfrom/sendto/recvmsg/sendmsg/accept/
  *            accept4/connect/close/poll on pipes and loopback sockets (the accepted ones are
  *            tracked under the shim): results and errno (EAGAIN, EBADF, ENOTSOCK, EPIPE with
- *            SIGPIPE ignored, ECONNREFUSED), and a fortified read (__read_chk);
+ *            SIGPIPE ignored, ECONNREFUSED, EINVAL for a poll count over RLIMIT_NOFILE), and a
+ *            fortified read (__read_chk);
  *   eintr    a handler without SA_RESTART interrupts a blocked read, recv, accept, poll: EINTR;
  *   restart  a handler with SA_RESTART: the blocked call goes on and returns what the
  *            handler made available (read, readv, recv, recvfrom, recvmsg, accept, write on a
@@ -42,6 +43,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -170,6 +173,18 @@ static void step_errors(void)
     show("writev", writev(srv, wv, 2));
     pf.fd = cli;
     show("poll_cli", poll(&pf, 1, 5000));
+    /* A count above RLIMIT_NOFILE: the kernel says EINVAL without reading the array, here one
+     * entry at the very end of a mapping (the shim read past it and died of SIGSEGV). */
+    struct rlimit nofile;
+    getrlimit(RLIMIT_NOFILE, &nofile);
+    char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (pages == MAP_FAILED || munmap(pages + 4096, 4096) != 0)
+        die("mmap");
+    struct pollfd *last = (struct pollfd *)(pages + 4096) - 1;
+    *last = pf;
+    show("poll_over_limit", poll(last, nofile.rlim_cur + 1, 0));
+    expect(errno == EINVAL, "EINVAL");
+    munmap(pages, 4096);
     usleep(20000); /* all eleven bytes arrived */
     struct iovec rv = {buf, 5};
     struct msghdr rm = {.msg_iov = &rv, .msg_iovlen = 1};
