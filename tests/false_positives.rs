@@ -213,3 +213,69 @@ fn start_line_states_the_effective_policy() {
     assert_eq!(s["tick"], "100ms");
     assert_eq!(s["prog"], "stallguard");
 }
+
+/// An event loop too busy to read (tests/servers/busy_loop.py): it registered every connection
+/// for reading and reads none. A client whose request, or whose FIN, waits unread in the kernel
+/// is not the one stalling: it is never reaped, nor logged as reaped. A silent client that stays
+/// is (first byte), which shows the loop's connections were judged.
+#[test]
+fn a_client_whose_bytes_or_close_the_server_has_not_read_is_not_reaped() {
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/servers/busy_loop.py");
+    let log = scratch("busy_loop.log");
+    let _ = std::fs::remove_file(&log);
+    let mut env = guarded_env(&log);
+    env.extend(TIGHT.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let srv = Proc::spawn(
+        std::path::Path::new(python),
+        &[script.to_str().unwrap(), "30"],
+        &env,
+        true,
+        &log,
+    );
+    let port_of = |s: &TcpStream| s.local_addr().unwrap().port();
+    // Sent a complete request, waits for the answer.
+    let mut asked = TcpStream::connect(srv.addr()).unwrap();
+    asked
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Closed before saying anything (its FIN is all the server has to read).
+    let left = TcpStream::connect(srv.addr()).unwrap();
+    let left_port = port_of(&left);
+    // Sent its request, then closed.
+    let mut asked_and_left = TcpStream::connect(srv.addr()).unwrap();
+    asked_and_left
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let asked_and_left_port = port_of(&asked_and_left);
+    // Silent, and stays: the client's turn.
+    let mut silent = silent_client(srv.addr());
+    std::thread::sleep(Duration::from_millis(300)); // accepted and registered
+    drop(left);
+    drop(asked_and_left);
+    assert!(
+        wait_cut(&mut silent, Duration::from_secs(10)),
+        "the silent client was not cut: the loop's connections were not judged\n{}",
+        tail(&srv.log_text(), 20)
+    );
+    // Three more seconds: every other connection is past each of its 1 s timers.
+    std::thread::sleep(Duration::from_secs(3));
+    let reaps = srv.events("reap");
+    let silent_port = port_of(&silent);
+    let ports: Vec<String> = reaps.iter().map(|r| r["peer"].clone()).collect();
+    assert_eq!(
+        reaps.len(),
+        1,
+        "only the silent client is reaped (silent :{silent_port}, left :{left_port}, asked and left :{asked_and_left_port}); reaped: {ports:?}\n{}",
+        tail(&srv.log_text(), 20)
+    );
+    assert_eq!(reaps[0]["reason"], "first_byte");
+    assert!(reaps[0]["peer"].ends_with(&format!(":{silent_port}")));
+    // The client that asked is still connected and was never cut.
+    assert!(!peer_closed(&asked), "the client that asked was cut");
+}

@@ -418,6 +418,17 @@ pub fn unread_bytes(fd: c_int) -> Option<u64> {
     queue(fd, libc::FIONREAD)
 }
 
+/// [`unread_bytes`], and whether the client's FIN is among what the program has not read
+/// (TCP `CLOSE_WAIT`; a Unix socket tells no such state: never). `None` if the fd is not a
+/// socket any more.
+pub fn unread(fd: c_int) -> Option<stallguard_policy::Unread> {
+    const TCP_CLOSE_WAIT: u8 = 8; // include/net/tcp_states.h
+    Some(stallguard_policy::Unread {
+        bytes: unread_bytes(fd)?,
+        peer_closed: tcp_info(fd).is_some_and(|i| i.tcpi_state == TCP_CLOSE_WAIT),
+    })
+}
+
 /// A queue length ioctl (FIONREAD, TIOCOUTQ) on a socket.
 fn queue(fd: c_int, request: libc::c_ulong) -> Option<u64> {
     let mut n: c_int = 0;

@@ -5,13 +5,14 @@ use super::act;
 use super::observe::{Memory, Observation};
 use super::publish;
 use super::reach;
-use stallguard_policy::{is_stuck, judge, spared_by_unread, turn_ms, Reason, Verdict};
+use stallguard_policy::{is_stuck, judge, spared_by_unread, turn_ms, Reason, Unread, Verdict};
 
 pub fn judge_and_act(now: u64, seen: &mut [Observation], memory: &mut [Memory]) {
     for o in seen.iter_mut().filter(|o| !o.done && !o.exempt) {
         let Some(timers) = o.timers else { continue };
         if let Verdict::Stalled { reason, waited_ms } = judge(&o.facts, &timers, now) {
-            // Unread bytes in the kernel: the server has the turn, whatever its calls say.
+            // Unread bytes or an unread FIN in the kernel: the server has the turn, whatever
+            // its calls say.
             if reason.is_client_turn() && spared_by_unread(reason, unread_of_ours(o)) {
                 continue;
             }
@@ -20,15 +21,15 @@ pub fn judge_and_act(now: u64, seen: &mut [Observation], memory: &mut [Memory]) 
     }
 }
 
-/// Bytes waiting unread in the receive queue of the connection `o` names, if its fd still
-/// names it: a file that took a closed connection's number has "unread" bytes too (FIONREAD
-/// counts what is left of it), and such a slot must go on to the reap's cookie check.
-fn unread_of_ours(o: &Observation) -> u64 {
+/// What waits unread in the kernel for the connection `o` names, if its fd still names it: a
+/// file that took a closed connection's number has "unread" bytes too (FIONREAD counts what
+/// is left of it), and such a slot must go on to the reap's cookie check.
+fn unread_of_ours(o: &Observation) -> Unread {
     if o.identity.cookie == 0 {
-        return 0;
+        return Unread::default();
     }
     // Through a copy checked by cookie (see `reach`).
-    reach::unread_bytes(o.fd, o.identity.cookie).unwrap_or(0)
+    reach::unread(o.fd, o.identity.cookie).unwrap_or_default()
 }
 
 fn reap(o: &mut Observation, reason: Reason, waited_ms: u64, memory: &mut [Memory]) {

@@ -288,9 +288,9 @@ pub fn tcp_bytes_acked(fd: i32, cookie: u64) -> Option<u64> {
     query(fd, cookie, socket::tcp_bytes_acked)
 }
 
-/// [`socket::unread_bytes`] of the connection on `fd`.
-pub fn unread_bytes(fd: i32, cookie: u64) -> Option<u64> {
-    query(fd, cookie, socket::unread_bytes)
+/// [`socket::unread`] of the connection on `fd`.
+pub fn unread(fd: i32, cookie: u64) -> Option<stallguard_policy::Unread> {
+    query(fd, cookie, socket::unread)
 }
 
 /// [`socket::tcp_progress`] of the connection on `fd` (pressure).

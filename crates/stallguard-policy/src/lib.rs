@@ -21,5 +21,5 @@ pub use policy::{
 pub use timers::{OutboundPolicy, RequestPolicy, Timers};
 pub use verdict::{
     client_turn_since, deadline, is_stuck, judge, spared_by_unread, time_left_ms, turn_ms, Facts,
-    Framing, Reason, Stage, Verdict, STUCK_AFTER_MS,
+    Framing, Reason, Stage, Unread, Verdict, STUCK_AFTER_MS,
 };

@@ -153,11 +153,23 @@ impl Reason {
     }
 }
 
-/// Never blame the client for bytes the server has not read: a client-turn verdict is set
-/// aside while the kernel's receive queue holds `unread` bytes (the server has the turn; it
-/// deregistered the fd, or queues the connection for a busy worker).
-pub fn spared_by_unread(reason: Reason, unread: u64) -> bool {
-    reason.is_client_turn() && unread > 0
+/// What the kernel holds that the server has not read yet, for a connection about to be cut
+/// on the client's turn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unread {
+    /// Bytes in the receive queue.
+    pub bytes: u64,
+    /// The client closed its side (a FIN the server has not read: TCP `CLOSE_WAIT`).
+    pub peer_closed: bool,
+}
+
+/// Never blame the client for what the server has not read: a client-turn verdict is set
+/// aside while the kernel's receive queue holds bytes (the server has the turn; it
+/// deregistered the fd, or queues the connection for a busy worker), or the client's FIN: a
+/// client that closed owes nothing more, and the server's next read returns end of file, so
+/// a cut would only be a reap line blaming a client that left.
+pub fn spared_by_unread(reason: Reason, unread: Unread) -> bool {
+    reason.is_client_turn() && (unread.bytes > 0 || unread.peer_closed)
 }
 
 #[cfg(test)]
@@ -166,9 +178,18 @@ mod unread_tests {
 
     #[test]
     fn unread_bytes_spare_only_client_turn_reasons() {
+        let bytes = |bytes| Unread {
+            bytes,
+            peer_closed: false,
+        };
+        let closed = Unread {
+            bytes: 0,
+            peer_closed: true,
+        };
         for r in [Reason::FirstByte, Reason::Request, Reason::Idle] {
-            assert!(spared_by_unread(r, 1), "{r:?}");
-            assert!(!spared_by_unread(r, 0), "{r:?}");
+            assert!(spared_by_unread(r, bytes(1)), "{r:?}");
+            assert!(spared_by_unread(r, closed), "{r:?}: the client left");
+            assert!(!spared_by_unread(r, Unread::default()), "{r:?}");
         }
         for r in [
             Reason::WriteStall,
@@ -177,7 +198,8 @@ mod unread_tests {
             Reason::Manual,
             Reason::Deadline,
         ] {
-            assert!(!spared_by_unread(r, 4096), "{r:?}");
+            assert!(!spared_by_unread(r, bytes(4096)), "{r:?}");
+            assert!(!spared_by_unread(r, closed), "{r:?}");
         }
     }
 }
