@@ -293,3 +293,89 @@ proptest! {
         prop_assert_eq!(line.is_empty(), want == 0);
     }
 }
+
+/// What a caller that keeps the request line elsewhere (`track::lens`, a side table) does:
+/// it passes the stored line only while `in_request_line`, a fresh one otherwise, and keeps
+/// the result if it passed the stored one or something was written into the fresh one.
+/// Checked against passing (and keeping) the stored line every time, the lens not off.
+fn lazy_line_agrees(pieces: &[&[u8]]) -> Result<(), TestCaseError> {
+    let (mut eager, mut lazy) = (Lens::new(), Lens::new());
+    let (mut eager_stored, mut lazy_stored) = (RequestLine::new(), RequestLine::new());
+    for (k, piece) in pieces.iter().enumerate() {
+        let mut line = eager_stored;
+        eager.feed_with_line(piece, &mut line);
+        if eager.stage() != Stage::Off {
+            eager_stored = line;
+        }
+        let pass_stored = lazy.in_request_line();
+        let mut line = if pass_stored {
+            lazy_stored
+        } else {
+            RequestLine::new()
+        };
+        lazy.feed_with_line(piece, &mut line);
+        if lazy.stage() != Stage::Off && (pass_stored || !line.is_empty()) {
+            lazy_stored = line;
+        }
+        prop_assert_eq!(eager, lazy);
+        if eager.stage() != Stage::Off {
+            prop_assert_eq!(
+                eager_stored,
+                lazy_stored,
+                "after piece {} of {:?}",
+                k,
+                pieces
+            );
+        }
+        if k % 3 == 2 {
+            eager.on_server_write();
+            lazy.on_server_write();
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_stored_request_line_is_needed_only_inside_one(
+        bytes in input(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        lazy_line_agrees(&split(&bytes, &cuts))?;
+    }
+
+    /// `server_write_matters` is exactly whether `on_server_write` changes the lens, at every
+    /// point of any input (after reads that found nothing, too) and for corrupt words.
+    #[test]
+    fn a_server_write_matters_exactly_when_it_changes_the_lens(
+        bytes in input(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        words in any::<[u64; 4]>(),
+    ) {
+        let check = |l: &Lens| -> Result<(), TestCaseError> {
+            let mut after = *l;
+            after.on_server_write();
+            prop_assert_eq!(after != *l, l.server_write_matters(), "{:?}", l);
+            Ok(())
+        };
+        let mut l = Lens::new();
+        for (k, piece) in split(&bytes, &cuts).iter().enumerate() {
+            l.feed(piece);
+            check(&l)?;
+            if k % 2 == 1 {
+                l.on_read_wait();
+                check(&l)?;
+            }
+            if k % 3 == 2 {
+                l.on_server_write();
+                check(&l)?;
+            }
+        }
+        check(&Lens::from_words(words))?;
+        let mut w = words;
+        w[3] = (w[3] & !0xff) | (w[3] & 0x1f); // a valid state byte, other words random
+        check(&Lens::from_words(w))?;
+    }
+}

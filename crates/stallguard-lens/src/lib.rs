@@ -343,9 +343,11 @@ fn match_run(cand: u8, pos: u16, run: &[u8], words: &[&[u8]], fold: bool) -> u8 
         if c & (1 << i) == 0 {
             continue;
         }
+        // A byte loop, not `==`: for the few bytes compared here a call to memcmp costs
+        // more than the compare.
         let same = match w.get(usize::from(pos)..).and_then(|t| t.get(..run.len())) {
             Some(t) if fold => t.eq_ignore_ascii_case(run),
-            Some(t) => t == run,
+            Some(t) => t.iter().zip(run).all(|(a, b)| a == b),
             None => false,
         };
         if !same {
@@ -597,6 +599,29 @@ impl Lens {
                 self.flags &= !(EXPECT_WAIT | IDLE);
             }
         }
+    }
+
+    /// Whether [`Lens::on_server_write`] would change this lens: the server owes an answer
+    /// (or a tunnel, or a 100-continue wait, or `Idle` ends). A caller that keeps the lens
+    /// elsewhere can skip the write's bookkeeping when it would not (the second and later
+    /// writes of an answer).
+    pub fn server_write_matters(&self) -> bool {
+        match self.state {
+            S_OFF | S_TUNNEL => false,
+            S_TUNNEL_PENDING => true,
+            s if s > S_OFF => true, // corrupt: the write turns it off
+            _ => self.flags & (UNANSWERED | EXPECT_WAIT | IDLE) != 0,
+        }
+    }
+
+    /// Whether the next bytes fed may continue the current request line (its method or
+    /// target, cut by the end of the previous read) without starting a new one: only then
+    /// does [`Lens::feed_with_line`] need the line it wrote so far. At any other point the
+    /// bytes either start a new line (which begins empty) or touch none, so a caller that
+    /// stores the line elsewhere may pass `RequestLine::new()` and keep the stored line if
+    /// nothing was written into it.
+    pub fn in_request_line(&self) -> bool {
+        matches!(self.state, S_METHOD | S_TARGET)
     }
 
     /// Optional: a read by the server found nothing (EAGAIN, or it is about to block).

@@ -48,6 +48,7 @@ impl RequestLine {
 
     /// Content length in bytes (0..=63): where the first NUL is, found eight bytes at a
     /// time (every push asks).
+    #[inline]
     pub fn len(&self) -> usize {
         let (words, _) = self.buf.as_chunks::<8>();
         for (k, w) in words.iter().enumerate() {
