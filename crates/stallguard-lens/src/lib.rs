@@ -715,12 +715,15 @@ impl Lens {
                         if self.count(n) {
                             self.cand = match_run(cand, pos, run, METHODS, false);
                             self.pos = pos + n as u16; // at most MAX_METHOD
-                            sink.push(run);
-                            if after.first() == Some(&SP) {
-                                i += 1;
-                                if self.count(1) {
-                                    self.method_done(sink);
+                                                       // With its space, in one push (the same bytes as two).
+                            let with_space = rest.get(..=n).filter(|_| after.first() == Some(&SP));
+                            match with_space {
+                                Some(both) => {
+                                    i += 1;
+                                    let on = self.count(1) && self.method_ends();
+                                    sink.push(if on { both } else { run });
                                 }
+                                None => sink.push(run),
                             }
                         }
                         continue;
@@ -1117,15 +1120,26 @@ impl Lens {
     /// was the HTTP/2 preface's.
     #[inline(always)]
     fn method_done<S: Sink>(&mut self, sink: &mut S) {
+        if self.method_ends() {
+            sink.push(b" ");
+        }
+    }
+
+    /// [`Lens::method_done`] but the push of the space: false if the lens turned off.
+    #[inline(always)]
+    fn method_ends(&mut self) -> bool {
         match match_end(self.cand, self.pos, METHODS) {
             Some(0) => self.flags |= CONNECT,
-            Some(_) => return self.turn_off(OffReason::Http2),
+            Some(_) => {
+                self.turn_off(OffReason::Http2);
+                return false;
+            }
             None => {}
         }
-        sink.push(b" ");
         self.pos = 0;
         self.cand = 0;
         self.state = S_TARGET;
+        true
     }
 
     /// The colon after a header name: its value follows.
