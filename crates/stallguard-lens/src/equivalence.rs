@@ -379,3 +379,29 @@ proptest! {
         check(&Lens::from_words(w))?;
     }
 }
+
+/// Bytes that end runs (CR, LF, SP, controls, DEL) or sit next to them (0x01, 0x21, 0x7e,
+/// 0x80, 0xff, 0x0e), among ordinary ones: what the word-at-a-time scans must not misjudge.
+fn scan_bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            6 => proptest::sample::select(b"az/.-09".to_vec()),
+            3 => proptest::sample::select(std::vec![0u8, 1, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+                0x1f, 0x20, 0x21, 0x7e, 0x7f, 0x80, 0x81, 0xfe, 0xff]),
+            1 => any::<u8>(),
+        ],
+        0..40,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+    /// The word-at-a-time scans find exactly the run the byte-by-byte table scan finds.
+    #[test]
+    fn word_scans_agree_with_the_class_table(bytes in scan_bytes(), skip in 0usize..8) {
+        let s = bytes.get(skip..).unwrap_or(&[]);
+        prop_assert_eq!(plain_run(s), run_len(s, C_PLAIN), "{:?}", s);
+        prop_assert_eq!(target_run(s), run_len(s, C_TARGET), "{:?}", s);
+    }
+}

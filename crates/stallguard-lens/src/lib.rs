@@ -1346,48 +1346,47 @@ fn run_len(s: &[u8], c: u8) -> usize {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether some byte of `x` is below `n` (`n` <= 128; exact for "some": no false answer
-/// either way). `n` = 1: some byte is zero.
+/// A high bit for each byte of `x` below `n` (`n` <= 128), exact up to and including the
+/// first such byte (the lowest): above it a borrow may mark others too, so only the lowest
+/// mark is to be trusted — which is all a scan needs.
 #[inline(always)]
-fn has_byte_below(x: u64, n: u8) -> bool {
-    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0
+fn bytes_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS
 }
 
-/// Whether some byte of `x` is `b`.
+/// As [`bytes_below`], for the bytes equal to `b`.
 #[inline(always)]
-fn has_byte(x: u64, b: u8) -> bool {
-    has_byte_below(x ^ (ONES * u64::from(b)), 1)
+fn bytes_equal(x: u64, b: u8) -> u64 {
+    bytes_below(x ^ (ONES * u64::from(b)), 1)
 }
 
-/// [`run_len`] of class `c`, eight bytes at a time while `ends(word)` says none of them can
-/// end the run (it may answer true for a word that holds no such byte: that word is then
-/// looked at byte by byte), then byte by byte.
+/// [`run_len`] of class `c`, eight bytes at a time: `ends(word)` marks (a high bit per byte,
+/// the lowest mark exact) the bytes of a little-endian word that are not of class `c`; the
+/// last few bytes (less than a word) one by one.
 #[inline(always)]
-fn run_len_words(s: &[u8], c: u8, ends: impl Fn(u64) -> bool) -> usize {
+fn run_len_words(s: &[u8], c: u8, ends: impl Fn(u64) -> u64) -> usize {
     let (words, _) = s.as_chunks::<8>();
-    let mut n = 0;
-    for w in words {
-        if ends(u64::from_le_bytes(*w)) {
-            break;
+    for (k, w) in words.iter().enumerate() {
+        let marks = ends(u64::from_le_bytes(*w));
+        if marks != 0 {
+            return k * 8 + marks.trailing_zeros() as usize / 8;
         }
-        n += 8;
     }
+    let n = words.len() * 8;
     n + s.get(n..).map_or(0, |t| run_len(t, c))
 }
 
 /// How many leading bytes of `s` are neither CR nor LF ([`C_PLAIN`]).
 #[inline(always)]
 fn plain_run(s: &[u8]) -> usize {
-    run_len_words(s, C_PLAIN, |x| has_byte(x, CR) || has_byte(x, LF))
+    run_len_words(s, C_PLAIN, |x| bytes_equal(x, CR) | bytes_equal(x, LF))
 }
 
 /// How many leading bytes of `s` may be in a request target ([`C_TARGET`]: above 0x20, not
 /// DEL).
 #[inline(always)]
 fn target_run(s: &[u8]) -> usize {
-    run_len_words(s, C_TARGET, |x| {
-        has_byte_below(x, 0x21) || has_byte(x, 0x7f)
-    })
+    run_len_words(s, C_TARGET, |x| bytes_below(x, 0x21) | bytes_equal(x, 0x7f))
 }
 
 /// `HTTP/1.0` or `HTTP/1.1` and a line end (CRLF or a bare LF) at the start of `s`: whether
