@@ -120,7 +120,7 @@ fn listener_facts(listener: libc::c_int) -> Option<Listener> {
 
 /// The kernel backstops a newly tracked TCP connection still needs, given what it inherits
 /// from its listener (`from`, when known: an option the listener has, every connection has).
-/// None is set at accept: the watcher sets them at its first look (`Flags::BACKSTOPS_DUE`),
+/// Neither is set at accept: the watcher sets them at its first look (`Flags::BACKSTOPS_DUE`),
 /// off the program's path, so a connection that ends within a tick (one request per
 /// connection) costs no syscall for them; a write stalled long enough for TCP_USER_TIMEOUT
 /// (twice the write-stall timer) to matter has long been looked at.
