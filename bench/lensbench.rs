@@ -7,7 +7,8 @@
 //! Inclusive Ir of `run` / (requests) is the cost per request: one `feed_with_line` of the
 //! whole request (as one read returns it), then the server's answer (`on_server_write`),
 //! plus the slot's word loads and stores the hooks do around them. `--split 16` feeds the
-//! request in 16-byte reads instead (a slow client).
+//! request in 16-byte reads instead (a slow client); `--small`: the 47-byte GET a load
+//! generator sends instead.
 
 use stallguard_lens::{Lens, RequestLine};
 use std::hint::black_box;
@@ -25,6 +26,11 @@ Connection: keep-alive\r\nCookie: s="
     r.extend_from_slice(b"\r\n\r\n");
     assert_eq!(r.len(), 1024);
     r
+}
+
+/// What wrk and most load generators send: a request line and a Host header (47 bytes).
+fn small_request() -> Vec<u8> {
+    b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n".to_vec()
 }
 
 #[inline(never)]
@@ -50,7 +56,11 @@ fn main() {
         Some(i) => args[i + 1].parse().unwrap(),
         None => 1024,
     };
-    let req = request();
+    let req = if args.iter().any(|a| a == "--small") {
+        small_request()
+    } else {
+        request()
+    };
     let mut words = [0u64; 4];
     let mut line = [0u64; 8];
     let done = run(&mut words, &mut line, &req, n, split);

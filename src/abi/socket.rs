@@ -241,15 +241,16 @@ pub fn unix_identity(fd: c_int) -> Identity {
 /// Kernel backstops for a tracked connection, each only where the socket still has the
 /// kernel's default (a value the program — or its listener, which accepted sockets inherit
 /// from — chose wins; and a program's own later setsockopt simply replaces ours):
-/// [`apply_user_timeout`] at accept, [`apply_keepalive`] by the watcher at its first look.
+/// [`apply_user_timeout_if_unset`] and [`apply_keepalive`], by the watcher at its first look.
 ///
 /// TCP_USER_TIMEOUT = twice the write-stall timer: ends a write stalled on a zero window,
 /// and a dead peer holding unacknowledged data, instead of the kernel's 13-30 minutes. Twice,
 /// so it stays a backstop: the watcher (timer + one tick) always acts first and logs why;
-/// equal timers would let the kernel abort the connection silently a few ms earlier. The
-/// caller knows the socket has no TCP_USER_TIMEOUT of its own (one setsockopt).
-pub fn apply_user_timeout(fd: c_int, write_stall_ms: u64) {
-    if write_stall_ms > 0 {
+/// equal timers would let the kernel abort the connection silently a few ms earlier. Set by
+/// the watcher at its first look, only if the socket has none (inherited from its listener,
+/// or the program's own): one getsockopt, and one setsockopt when unset.
+pub fn apply_user_timeout_if_unset(fd: c_int, write_stall_ms: u64) {
+    if write_stall_ms > 0 && sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) == Some(0) {
         let ms = write_stall_ms.saturating_mul(2).min(i32::MAX as u64) as libc::c_uint;
         setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &ms);
     }

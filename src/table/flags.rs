@@ -38,6 +38,12 @@ impl Flags {
     /// program, never the raw reads, and only SSL_write starts an answer
     /// (`stallguard_lens::tls`).
     pub const TLS: Flags = Flags(2048);
+    /// The TCP_USER_TIMEOUT backstop is still to be set (by the watcher, at its first look).
+    pub const USER_TIMEOUT_DUE: Flags = Flags(4096);
+    /// Not a flag: none.
+    pub const NONE: Flags = Flags(0);
+    /// Not a flag: the backstops the watcher sets at its first look, any of them due.
+    pub const BACKSTOPS_DUE: Flags = Flags(Flags::KEEPALIVE_DUE.0 | Flags::USER_TIMEOUT_DUE.0);
     /// Not a flag: the top two bits hold the connection's address family (`slot.rs`), set
     /// with the identity; no flag may use them.
     pub const FAMILY_MASK: Flags = Flags(0b11 << 30);
@@ -73,7 +79,7 @@ impl BitOr for Flags {
 }
 
 /// Every flag, for the check below.
-const ALL: [Flags; 12] = [
+const ALL: [Flags; 13] = [
     Flags::REAPED,
     Flags::EPOLL_IN,
     Flags::INHERITED,
@@ -86,6 +92,7 @@ const ALL: [Flags; 12] = [
     Flags::KEEPALIVE_DUE,
     Flags::LISTENER,
     Flags::TLS,
+    Flags::USER_TIMEOUT_DUE,
 ];
 
 // Each flag is one bit of its own.

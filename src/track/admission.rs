@@ -47,9 +47,10 @@ pub fn decide(id: &Identity) -> Admission {
 /// complete): tracks it if it is a connection we guard. False if it was refused (and
 /// closed): the hook then waits for the next one.
 ///
-/// Syscalls per tracked connection: SO_COOKIE, and TCP_USER_TIMEOUT when its listener has
-/// none. The peer address comes from accept itself, the port, family and inherited options
-/// from the listener (read once per listener); keepalive is set later by the watcher.
+/// Syscalls per tracked connection: SO_COOKIE (the watcher checks every copy it takes of
+/// the connection against it, so it must be read here, while the number surely names this
+/// socket). The peer address comes from accept itself, the port, family and inherited options
+/// from the listener (read once per listener); the backstops are set later by the watcher.
 pub fn admitted(
     listener: libc::c_int,
     fd: libc::c_int,
@@ -117,24 +118,36 @@ fn listener_facts(listener: libc::c_int) -> Option<Listener> {
     Some(l)
 }
 
-/// Sets the kernel backstops the policy asks for on a newly tracked connection: those it
-/// does not inherit from its listener (`from`, when known). Keepalive is left to the
-/// watcher's first look (`Flags::KEEPALIVE_DUE`).
+/// The kernel backstops a newly tracked TCP connection still needs, given what it inherits
+/// from its listener (`from`, when known: an option the listener has, every connection has).
+/// Neither is set at accept: the watcher sets them at its first look (`Flags::BACKSTOPS_DUE`),
+/// off the program's path, so a connection that ends within a tick (one request per
+/// connection) costs no syscall for them; a write stalled long enough for TCP_USER_TIMEOUT
+/// (twice the write-stall timer) to matter has long been looked at.
+pub fn backstops_due(from: Option<&Listener>) -> Flags {
+    let mut due = Flags::NONE;
+    if !from.is_some_and(|l| l.user_timeout) {
+        due = due | Flags::USER_TIMEOUT_DUE;
+    }
+    if !from.is_some_and(|l| l.keepalive) {
+        due = due | Flags::KEEPALIVE_DUE;
+    }
+    due
+}
+
+/// Marks the kernel backstops the policy asks for on a newly tracked connection (those it
+/// does not inherit from its listener, `from`) for the watcher's first look, and sets the
+/// socket timeouts (STALLGUARD_SOCKET_TIMEOUTS, which bound the program's own blocking calls:
+/// they cannot wait).
 pub fn arm_backstops(fd: i32, slot: &Slot, id: &Identity, from: Option<&Listener>) {
     let policy = config::policy();
     let Some(timers) = policy.timers_for_port(id.local_port) else {
         return;
     };
     if policy.backstops && id.family != libc::AF_UNIX as u16 {
-        let inherited = match from {
-            Some(l) => l.user_timeout,
-            None => socket::sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) != Some(0),
-        };
-        if !inherited {
-            socket::apply_user_timeout(fd, timers.write_stall_ms);
-        }
-        if !from.is_some_and(|l| l.keepalive) {
-            slot.set_flag(Flags::KEEPALIVE_DUE);
+        let due = backstops_due(from);
+        if due != Flags::NONE {
+            slot.set_flag(due);
         }
     }
     if policy.socket_timeouts {
@@ -144,6 +157,21 @@ pub fn arm_backstops(fd: i32, slot: &Slot, id: &Identity, from: Option<&Listener
             timers.write_stall_ms,
             from.map(|l| [l.rcvtimeo, l.sndtimeo]),
         );
+    }
+}
+
+/// The watcher's first look at a connection with backstops due (`Flags::BACKSTOPS_DUE`),
+/// through `sock`, a copy of it (`watcher::reach`): sets each, only where the socket still
+/// has the kernel's default — a value its listener passed on, or the program set since
+/// accept, wins (the program's own later setsockopt replaces ours, as it always did).
+pub fn set_due_backstops(sock: libc::c_int, slot: &Slot, id: &Identity) {
+    if slot.has_flag(Flags::USER_TIMEOUT_DUE) {
+        if let Some(timers) = config::policy().timers_for_port(id.local_port) {
+            socket::apply_user_timeout_if_unset(sock, timers.write_stall_ms);
+        }
+    }
+    if slot.has_flag(Flags::KEEPALIVE_DUE) {
+        socket::apply_keepalive(sock);
     }
 }
 
@@ -179,5 +207,38 @@ fn arm_listener(fd: i32) {
             let secs = policy.timers.first_byte_ms.div_ceil(1000).clamp(1, 3600) as i32;
             socket::set_defer_accept(fd, secs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backstops_due_are_those_the_listener_does_not_pass_on() {
+        let plain = Listener {
+            tcp: true,
+            ..Listener::default()
+        };
+        let with = |user_timeout, keepalive| Listener {
+            user_timeout,
+            keepalive,
+            ..plain
+        };
+        assert_eq!(
+            backstops_due(None),
+            Flags::BACKSTOPS_DUE,
+            "unknown: the first look asks"
+        );
+        assert_eq!(backstops_due(Some(&plain)), Flags::BACKSTOPS_DUE);
+        assert_eq!(
+            backstops_due(Some(&with(true, false))),
+            Flags::KEEPALIVE_DUE
+        );
+        assert_eq!(
+            backstops_due(Some(&with(false, true))),
+            Flags::USER_TIMEOUT_DUE
+        );
+        assert_eq!(backstops_due(Some(&with(true, true))), Flags::NONE);
     }
 }

@@ -111,12 +111,16 @@ unsafe fn feed_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize, source: Sour
         Route::Feed if source == Source::TlsLayer && !is_tls => slot.set_flag(Flags::TLS),
         Route::Feed => {}
     }
-    // A fresh lens starts a fresh line (the side table may hold the fd's previous
-    // connection's), and a connection that turns out not to be HTTP never touches it.
-    let mut line = if fresh {
-        RequestLine::new()
-    } else {
+    // The side table is read only when these bytes may continue the stored request line
+    // (a read that ended inside its method or target); any other read starts a new line or
+    // writes none (`Lens::in_request_line`). A fresh lens starts a fresh line (the table may
+    // hold the fd's previous connection's), and a connection that turns out not to be HTTP
+    // never touches it.
+    let continues = !fresh && lens.in_request_line();
+    let mut line = if continues {
         lines::load(fd)
+    } else {
+        RequestLine::new()
     };
     let mut completed = 0u32;
     // SAFETY: the caller's contract.
@@ -130,7 +134,8 @@ unsafe fn feed_read(fd: c_int, slot: &Slot, buf: ReadBuf, r: usize, source: Sour
     slot.set_lens_state(&lens);
     if after == Stage::Off {
         slot.clear_flag(Flags::LENS);
-    } else {
+    } else if fresh || continues || !line.is_empty() {
+        // Written only when it changed: a read of headers or a body leaves it as it was.
         lines::store(fd, &line);
     }
     if after == before && completed == 0 {
@@ -169,10 +174,13 @@ fn answer_started(slot: &Slot, source: Source) {
         slot.set_flag(Flags::TLS);
     }
     let mut lens = slot.lens_state();
+    if !lens.server_write_matters() {
+        return; // a later write of the same answer: nothing to record
+    }
     let before = lens.stage();
     lens.on_server_write();
     let after = lens.stage();
-    slot.set_lens_state(&lens); // even on the same stage: the lens's own flags may change
+    slot.set_lens_state(&lens); // even on the same stage: the lens's own flags changed
     if after == before {
         return;
     }

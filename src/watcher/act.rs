@@ -112,16 +112,19 @@ pub fn reap_why(fd: i32, slot: &Slot, judged: u32, why: Why, facts: &Facts, kern
     }
 }
 
-/// Sets the keepalive backstop on a connection seen for the first time (`Flags::
-/// KEEPALIVE_DUE`), holding it like a reap (through a descriptor that names exactly this
-/// connection, see `reach`). Connections that end within a tick never pay for it.
-pub fn arm_keepalive(fd: i32, slot: &Slot, judged: u32) {
+/// Sets the kernel backstops (keepalive, TCP_USER_TIMEOUT) on a connection seen for the first
+/// time (`Flags::BACKSTOPS_DUE`), holding it like a reap (through a descriptor that names
+/// exactly this connection, see `reach`). Connections that end within a tick never pay for
+/// them.
+pub fn arm_backstops(fd: i32, slot: &Slot, judged: u32) {
     if !slot.begin_act(judged) {
         return;
     }
     let id = slot.identity();
-    let done = reach::with_connection(fd, id.cookie, socket::apply_keepalive);
-    slot.clear_flag(Flags::KEEPALIVE_DUE);
+    let done = reach::with_connection(fd, id.cookie, |sock| {
+        crate::track::admission::set_due_backstops(sock, slot, &id)
+    });
+    slot.clear_flag(Flags::BACKSTOPS_DUE);
     slot.end_act(judged);
     match done {
         Reached::Yes(()) => {}

@@ -358,8 +358,8 @@ fn observe(
     now: u64,
 ) -> Option<Observation> {
     let policy = config::policy();
-    if slot.has_flag(Flags::KEEPALIVE_DUE) {
-        super::act::arm_keepalive(fd, slot, state);
+    if slot.has_flag(Flags::BACKSTOPS_DUE) {
+        super::act::arm_backstops(fd, slot, state);
     }
     // Only for the kernel queries (rare: they take a copy of the socket, see `reach`).
     let cookie = || slot.identity().cookie;

@@ -333,6 +333,70 @@ fn match_end(cand: u8, len: u16, words: &[&[u8]]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// [`match_step`] over a whole run of bytes at positions `pos..`: keeps the candidates
+/// whose bytes there are `run` (ASCII case folded when `fold`; the words are lowercase). One
+/// slice compare per live candidate instead of a pass over every candidate per byte.
+#[inline]
+fn match_run(cand: u8, pos: u16, run: &[u8], words: &[&[u8]], fold: bool) -> u8 {
+    let mut c = cand;
+    for (i, w) in words.iter().enumerate() {
+        if c & (1 << i) == 0 {
+            continue;
+        }
+        // A byte loop, not `==`: for the few bytes compared here a call to memcmp costs
+        // more than the compare.
+        let same = match w.get(usize::from(pos)..).and_then(|t| t.get(..run.len())) {
+            Some(t) if fold => t.eq_ignore_ascii_case(run),
+            Some(t) => t.iter().zip(run).all(|(a, b)| a == b),
+            None => false,
+        };
+        if !same {
+            c &= !(1 << i);
+        }
+    }
+    c
+}
+
+/// The index in [`NAMES`] of the name of each length (`u8::MAX`: none). The names' lengths
+/// differ (checked here, at compile time), so a name's length picks its only candidate.
+const NAME_BY_LEN: [u8; 32] = {
+    let mut t = [u8::MAX; 32];
+    let mut i = 0;
+    while i < NAMES.len() {
+        let len = NAMES[i].len();
+        assert!(
+            len < 32 && t[len] == u8::MAX,
+            "header names of distinct lengths"
+        );
+        t[len] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The header id of a name whose first `pos` bytes left the candidates `cand` and whose
+/// remaining bytes are `run` (the whole rest of the name: a colon follows): what
+/// [`match_end`] would say after [`match_step`] over every byte of `run`. Its length picks
+/// the one name it can be, and one case-insensitive compare decides (most names, `Host`
+/// among them, have no known name's length and cost no compare).
+#[inline]
+fn name_id(cand: u8, pos: u16, run: &[u8]) -> u8 {
+    let len = usize::from(pos) + run.len();
+    let i = match NAME_BY_LEN.get(len) {
+        Some(&i) if cand & 1u8.checked_shl(u32::from(i)).unwrap_or(0) != 0 => i,
+        _ => return H_OTHER,
+    };
+    let same = NAMES
+        .get(usize::from(i))
+        .and_then(|w| w.get(usize::from(pos)..))
+        .is_some_and(|rest| rest.eq_ignore_ascii_case(run));
+    if same {
+        i + 1
+    } else {
+        H_OTHER
+    }
+}
+
 fn value_words(id: u8) -> &'static [&'static [u8]] {
     match id {
         H_TE => KW_TE,
@@ -537,6 +601,29 @@ impl Lens {
         }
     }
 
+    /// Whether [`Lens::on_server_write`] would change this lens: the server owes an answer
+    /// (or a tunnel, or a 100-continue wait, or `Idle` ends). A caller that keeps the lens
+    /// elsewhere can skip the write's bookkeeping when it would not (the second and later
+    /// writes of an answer).
+    pub fn server_write_matters(&self) -> bool {
+        match self.state {
+            S_OFF | S_TUNNEL => false,
+            S_TUNNEL_PENDING => true,
+            s if s > S_OFF => true, // corrupt: the write turns it off
+            _ => self.flags & (UNANSWERED | EXPECT_WAIT | IDLE) != 0,
+        }
+    }
+
+    /// Whether the next bytes fed may continue the current request line (its method or
+    /// target, cut by the end of the previous read) without starting a new one: only then
+    /// does [`Lens::feed_with_line`] need the line it wrote so far. At any other point the
+    /// bytes either start a new line (which begins empty) or touch none, so a caller that
+    /// stores the line elsewhere may pass `RequestLine::new()` and keep the stored line if
+    /// nothing was written into it.
+    pub fn in_request_line(&self) -> bool {
+        matches!(self.state, S_METHOD | S_TARGET)
+    }
+
     /// Optional: a read by the server found nothing (EAGAIN, or it is about to block).
     /// Between requests after an answer, this marks the connection `Idle` (for display; the
     /// watcher treats `Response` and `Idle` alike).
@@ -576,12 +663,16 @@ impl Lens {
         true
     }
 
+    /// The bytes through the machine: [`Lens::step`] byte by byte, except where a fast path
+    /// takes a whole run of bytes at once. Each fast path leaves exactly the state (and
+    /// pushes exactly the request-line bytes) `step` would have over the same bytes, at any
+    /// split point (`equivalence` tests it against `step` alone); where a run is cut by the
+    /// end of a read, or anything unusual follows it, it leaves the bytes to `step`.
     fn run<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) -> u32 {
         let mut done = 0u32;
         let mut i = 0usize;
         while let Some(rest) = bytes.get(i..) {
             let Some(&b) = rest.first() else { break };
-            // Fast paths: each does exactly what `step` would do byte by byte.
             match self.state {
                 S_OFF | S_TUNNEL | S_TUNNEL_PENDING => break,
                 S_BODY_CL | S_CHUNK_DATA if self.remaining > 0 => {
@@ -600,29 +691,166 @@ impl Lens {
                     }
                     continue;
                 }
+                // A request's method (or the rest of it, after a split) and the space after
+                // it: one compare per candidate (CONNECT, PRI) and one push, not a pass over
+                // both and a push per byte. Only while the whole run stays within MAX_METHOD
+                // (beyond, `step` turns the lens off).
+                S_START | S_METHOD if self.state == S_METHOD || is_tchar(b) => {
+                    let fresh = self.state == S_START;
+                    let pos = if fresh { 0 } else { self.pos };
+                    let n = run_len(rest, C_TCHAR);
+                    if n > 1 && usize::from(pos) + n <= usize::from(MAX_METHOD) {
+                        let (run, after) = rest.split_at(n);
+                        i += n;
+                        let cand = if fresh {
+                            // `step` sets the section to 1 at the first byte, then counts
+                            // the others: 0, then all of them.
+                            self.begin_request();
+                            self.section = 0;
+                            sink.start();
+                            all_bits(METHODS)
+                        } else {
+                            self.cand
+                        };
+                        if self.count(n) {
+                            self.cand = match_run(cand, pos, run, METHODS, false);
+                            self.pos = pos + n as u16; // at most MAX_METHOD
+                                                       // With its space, in one push (the same bytes as two).
+                            let with_space = rest.get(..=n).filter(|_| after.first() == Some(&SP));
+                            match with_space {
+                                Some(both) => {
+                                    i += 1;
+                                    let on = self.count(1) && self.method_ends();
+                                    sink.push(if on { both } else { run });
+                                }
+                                None => sink.push(run),
+                            }
+                        }
+                        continue;
+                    }
+                }
+                // The target, and the space after it.
                 S_TARGET => {
-                    let n = run_len(rest, C_TARGET);
+                    let n = target_run(rest);
                     if n > 1 {
-                        let (run, _) = rest.split_at(n);
+                        let (run, after) = rest.split_at(n);
                         sink.push(run);
-                        self.pos = self
-                            .pos
-                            .saturating_add(u16::try_from(n).unwrap_or(u16::MAX));
+                        self.pos = self.pos.saturating_add(clamp_u16(n));
+                        i += n;
+                        if self.count(n) && after.first() == Some(&SP) {
+                            i += 1;
+                            if self.count(1) {
+                                self.pos = 0;
+                                self.state = S_VERSION;
+                            }
+                        }
+                        continue;
+                    }
+                }
+                // `HTTP/1.1` and its line end, whole: the request line is valid.
+                S_VERSION if self.pos == 0 => {
+                    if let Some((http10, n)) = version_line(rest) {
+                        i += n;
+                        if self.count(n) {
+                            if http10 {
+                                self.flags |= HTTP10;
+                            }
+                            self.flags |= CONFIRMED;
+                            self.state = S_HLINE;
+                        }
+                        continue;
+                    }
+                }
+                // The blank line that ends the header section.
+                S_HLINE if b == CR && rest.get(1) == Some(&LF) => {
+                    i += 2;
+                    if self.count(2) {
+                        done = done.saturating_add(self.headers_done());
+                    }
+                    continue;
+                }
+                // A header name (or its rest, after a split): with the colon in this read,
+                // the name is recognised by its length and one case-insensitive compare;
+                // cut by the end of the read, the candidates are narrowed in one pass.
+                S_HLINE | S_HNAME if self.state == S_HNAME || is_tchar(b) => {
+                    let (cand, pos) = if self.state == S_HNAME {
+                        (self.cand, self.pos)
+                    } else {
+                        (all_bits(NAMES), 0)
+                    };
+                    let n = run_len(rest, C_TCHAR);
+                    let (run, after) = rest.split_at(n);
+                    match after.first() {
+                        Some(&b':') => {
+                            i += n + 1;
+                            if self.count(n + 1) {
+                                self.name_done(name_id(cand, pos, run));
+                            }
+                            continue;
+                        }
+                        None if n > 1 => {
+                            i += n;
+                            if self.count(n) {
+                                self.cand = match_run(cand, pos, run, NAMES, true);
+                                self.pos = pos.saturating_add(clamp_u16(n));
+                                self.state = S_HNAME;
+                            }
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+                // The value of a header the lens ignores, with its line end when this read
+                // holds it (`value_end` does nothing for such a header).
+                S_HVALUE if self.hdr & 7 == H_OTHER => {
+                    let n = plain_run(rest);
+                    let end = match rest.split_at(n).1 {
+                        [CR, LF, ..] => 2,
+                        [LF, ..] => 1,
+                        _ => 0,
+                    };
+                    if end > 0 {
+                        i += n + end;
+                        if self.count(n + end) {
+                            self.hdr = 0;
+                            self.cand = 0;
+                            self.pos = 0;
+                            self.state = S_HLINE;
+                        }
+                        continue;
+                    }
+                    if n > 1 {
                         i += n;
                         self.count(n);
                         continue;
                     }
                 }
-                S_HVALUE if self.hdr & 7 == H_OTHER => {
-                    let n = run_len(rest, C_PLAIN);
+                // A token of a list header's value (`Connection: keep-alive`), in one pass.
+                S_HVALUE
+                    if matches!(self.hdr & 7, H_TE | H_EXPECT | H_UPGRADE | H_CONNECTION)
+                        && (self.hdr >> 4 == 1 || (self.hdr >> 4 == 0 && is_tchar(b))) =>
+                {
+                    let n = run_len(rest, C_TCHAR);
                     if n > 1 {
+                        let id = self.hdr & 7;
+                        let words = value_words(id);
+                        let (cand, pos) = if self.hdr >> 4 == 0 {
+                            (all_bits(words), 0)
+                        } else {
+                            (self.cand, self.pos)
+                        };
+                        let (run, _) = rest.split_at(n);
                         i += n;
-                        self.count(n);
+                        if self.count(n) {
+                            self.cand = match_run(cand, pos, run, words, true);
+                            self.pos = pos.saturating_add(clamp_u16(n));
+                            self.hdr = id | 1 << 4;
+                        }
                         continue;
                     }
                 }
                 S_CHUNK_EXT | S_TRAILER => {
-                    let n = run_len(rest, C_PLAIN);
+                    let n = plain_run(rest);
                     if n > 1 {
                         self.flags &= !EXPECT_WAIT;
                         i += n;
@@ -633,6 +861,20 @@ impl Lens {
                 _ => {}
             }
             i += 1;
+            done = done.saturating_add(self.step(b, sink));
+        }
+        done
+    }
+
+    /// [`Lens::run`] without its fast paths: every byte through [`Lens::step`]. The
+    /// reference the fast paths are tested against.
+    #[cfg(test)]
+    fn run_stepwise<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) -> u32 {
+        let mut done = 0u32;
+        for &b in bytes {
+            if matches!(self.state, S_OFF | S_TUNNEL | S_TUNNEL_PENDING) {
+                break;
+            }
             done = done.saturating_add(self.step(b, sink));
         }
         done
@@ -655,15 +897,10 @@ impl Lens {
                         self.turn_off(OffReason::TooLarge);
                     }
                 } else if is_tchar(b) {
-                    // A new request: connection-wide facts stay, the rest is reset.
-                    self.flags &= CONFIRMED | UNANSWERED;
-                    self.remaining = 0;
-                    self.acc = 0;
-                    self.hdr = 0;
+                    self.begin_request();
                     self.section = 1;
                     self.pos = 1;
                     self.cand = match_step(all_bits(METHODS), 0, b, METHODS);
-                    self.state = S_METHOD;
                     sink.start();
                     sink.push(&[b]);
                 } else {
@@ -680,18 +917,7 @@ impl Lens {
                     self.pos += 1;
                     sink.push(&[b]);
                 } else if b == SP {
-                    match match_end(self.cand, self.pos, METHODS) {
-                        Some(0) => self.flags |= CONNECT,
-                        Some(_) => {
-                            self.turn_off(OffReason::Http2);
-                            return 0;
-                        }
-                        None => {}
-                    }
-                    sink.push(b" ");
-                    self.pos = 0;
-                    self.cand = 0;
-                    self.state = S_TARGET;
+                    self.method_done(sink);
                 } else {
                     self.turn_off(self.line_reason());
                 }
@@ -757,14 +983,7 @@ impl Lens {
                         Some(i) => i as u8 + 1,
                         None => H_OTHER,
                     };
-                    if id == H_TE {
-                        self.flags |= TE_SEEN;
-                    }
-                    self.hdr = id;
-                    self.cand = all_bits(value_words(id));
-                    self.pos = 0;
-                    self.acc = 0;
-                    self.state = S_HVALUE;
+                    self.name_done(id);
                 } else {
                     self.turn_off(OffReason::BadHeader);
                 }
@@ -884,6 +1103,56 @@ impl Lens {
             _ => self.turn_off(OffReason::Corrupt),
         }
         0
+    }
+
+    /// A token byte where a request may start: a new request (connection-wide facts stay,
+    /// the rest is reset), in its method.
+    #[inline(always)]
+    fn begin_request(&mut self) {
+        self.flags &= CONFIRMED | UNANSWERED;
+        self.remaining = 0;
+        self.acc = 0;
+        self.hdr = 0;
+        self.state = S_METHOD;
+    }
+
+    /// The space after the method (counted already): the target follows, unless the method
+    /// was the HTTP/2 preface's.
+    #[inline(always)]
+    fn method_done<S: Sink>(&mut self, sink: &mut S) {
+        if self.method_ends() {
+            sink.push(b" ");
+        }
+    }
+
+    /// [`Lens::method_done`] but the push of the space: false if the lens turned off.
+    #[inline(always)]
+    fn method_ends(&mut self) -> bool {
+        match match_end(self.cand, self.pos, METHODS) {
+            Some(0) => self.flags |= CONNECT,
+            Some(_) => {
+                self.turn_off(OffReason::Http2);
+                return false;
+            }
+            None => {}
+        }
+        self.pos = 0;
+        self.cand = 0;
+        self.state = S_TARGET;
+        true
+    }
+
+    /// The colon after a header name: its value follows.
+    #[inline(always)]
+    fn name_done(&mut self, id: u8) {
+        if id == H_TE {
+            self.flags |= TE_SEEN;
+        }
+        self.hdr = id;
+        self.cand = all_bits(value_words(id));
+        self.pos = 0;
+        self.acc = 0;
+        self.state = S_HVALUE;
     }
 
     /// A byte of a known header's value (not CR, not LF).
@@ -1074,6 +1343,75 @@ fn run_len(s: &[u8], c: u8) -> usize {
     s.iter().position(|&b| class(b) & c == 0).unwrap_or(s.len())
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// A high bit for each byte of `x` below `n` (`n` <= 128), exact up to and including the
+/// first such byte (the lowest): above it a borrow may mark others too, so only the lowest
+/// mark is to be trusted — which is all a scan needs.
+#[inline(always)]
+fn bytes_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS
+}
+
+/// As [`bytes_below`], for the bytes equal to `b`.
+#[inline(always)]
+fn bytes_equal(x: u64, b: u8) -> u64 {
+    bytes_below(x ^ (ONES * u64::from(b)), 1)
+}
+
+/// [`run_len`] of class `c`, eight bytes at a time: `ends(word)` marks (a high bit per byte,
+/// the lowest mark exact) the bytes of a little-endian word that are not of class `c`; the
+/// last few bytes (less than a word) one by one.
+#[inline(always)]
+fn run_len_words(s: &[u8], c: u8, ends: impl Fn(u64) -> u64) -> usize {
+    let (words, _) = s.as_chunks::<8>();
+    for (k, w) in words.iter().enumerate() {
+        let marks = ends(u64::from_le_bytes(*w));
+        if marks != 0 {
+            return k * 8 + marks.trailing_zeros() as usize / 8;
+        }
+    }
+    let n = words.len() * 8;
+    n + s.get(n..).map_or(0, |t| run_len(t, c))
+}
+
+/// How many leading bytes of `s` are neither CR nor LF ([`C_PLAIN`]).
+#[inline(always)]
+fn plain_run(s: &[u8]) -> usize {
+    run_len_words(s, C_PLAIN, |x| bytes_equal(x, CR) | bytes_equal(x, LF))
+}
+
+/// How many leading bytes of `s` may be in a request target ([`C_TARGET`]: above 0x20, not
+/// DEL).
+#[inline(always)]
+fn target_run(s: &[u8]) -> usize {
+    run_len_words(s, C_TARGET, |x| bytes_below(x, 0x21) | bytes_equal(x, 0x7f))
+}
+
+/// `HTTP/1.0` or `HTTP/1.1` and a line end (CRLF or a bare LF) at the start of `s`: whether
+/// it is 1.0, and its length.
+#[inline(always)]
+fn version_line(s: &[u8]) -> Option<(bool, usize)> {
+    let (http10, end) = match s {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', v @ (b'0' | b'1'), end @ ..] => {
+            (*v == b'0', end)
+        }
+        _ => return None,
+    };
+    match end {
+        [CR, LF, ..] => Some((http10, 10)),
+        [LF, ..] => Some((http10, 9)),
+        _ => None,
+    }
+}
+
+/// A byte count as a position, saturating like the positions `step` advances.
+#[inline(always)]
+fn clamp_u16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
 #[inline(always)]
 fn hex(b: u8) -> Option<u64> {
     match b {
@@ -1084,5 +1422,7 @@ fn hex(b: u8) -> Option<u64> {
     }
 }
 
+#[cfg(test)]
+mod equivalence;
 #[cfg(test)]
 mod tests;
