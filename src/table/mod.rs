@@ -116,6 +116,8 @@ pub fn call_attention(fd: libc::c_int) {
     if fd < MAX_FDS {
         ATTENTION[fd / 64].fetch_or(1 << (fd % 64), Release);
         ATTENTION_ANY.store(true, Release);
+        // A dozing watcher looks now (a program's deadline may be near).
+        crate::runtime::clock::wake_watcher();
     }
 }
 

@@ -282,6 +282,39 @@ pub fn sleep_unless_request(ms: u64) {
     sys::wait_on_shared_word(word, expected, ms);
 }
 
+/// Set once `futex_waitv` (Linux 5.16) is found missing: with a live view the watcher then
+/// never dozes, since a doze must wake for a reap request too.
+static NO_WAITV: AtomicBool = AtomicBool::new(false);
+
+/// Whether the watcher may doze (`sleep`).
+pub fn can_doze() -> bool {
+    !NO_WAITV.load(Relaxed)
+}
+
+/// Dozes up to `ms` while the watcher's doze word holds `expected` (`clock::stop_publishing`),
+/// waking early when a hook needs it (`clock::wake_watcher`) or when `stallguard` posts a
+/// reap request or opens the live view (FUTEX_WAKE on the low word of the mailbox's `head`).
+pub fn doze(expected: u32, ms: u64, tick_ms: u64) {
+    let word = clock::doze_word();
+    let Some(h) = segment() else {
+        return sys::wait_private(word, expected, ms);
+    };
+    let head = (&h.mailbox.head as *const AtomicU64).cast::<u32>();
+    let head_expected = h.mailbox.head.load(Acquire) as u32;
+    if request_pending() {
+        return sys::sleep_ms(ms.min(10));
+    }
+    match sys::wait_either(word, expected, head, head_expected, ms) {
+        Ok(()) | Err(libc::EAGAIN) => {}
+        Err(_) => {
+            // No futex_waitv: a tick-long sleep this time (the first hook that needs the
+            // clock publishes it meanwhile), and no doze from now on.
+            NO_WAITV.store(true, Relaxed);
+            sleep_unless_request(ms.min(tick_ms));
+        }
+    }
+}
+
 /// Whether the mailbox holds a request the watcher has not taken yet.
 pub fn request_pending() -> bool {
     segment().is_some_and(|h| h.mailbox.head.load(Acquire) != h.mailbox.tail.load(Acquire))

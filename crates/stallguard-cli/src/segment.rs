@@ -107,7 +107,11 @@ impl Segment {
             ptr: map(&file, write).map_err(io_error)?,
             owner_uid: meta.uid(),
         };
-        header_problem(seg.header(), pid).map_or(Ok(seg), |why| Err(invalid(why)))
+        if let Some(why) = header_problem(seg.header(), pid) {
+            return Err(invalid(why));
+        }
+        wake_watcher(seg.header());
+        Ok(seg)
     }
 
     pub fn header(&self) -> &Header {
@@ -140,6 +144,22 @@ fn mark_reader(file: &File) {
     ];
     // SAFETY: a valid open fd and an array of two timespecs.
     unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) };
+}
+
+/// Wakes the process's watcher if it dozes (an idle watcher sleeps up to a second, or ten
+/// in a forked connection process): it sees the reader (`mark_reader`) and refreshes the
+/// records at once, then every tick while the reader stays. It sleeps on the low word of the
+/// mailbox's `head`, as for a reap request.
+pub fn wake_watcher(h: &Header) {
+    // SAFETY: the address is inside the live shared mapping; FUTEX_WAKE only uses it as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            (&h.mailbox.head as *const std::sync::atomic::AtomicU64).cast::<u32>(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+        )
+    };
 }
 
 /// Opens a segment file without following symlinks; errors say which case it was.
