@@ -47,7 +47,15 @@ fn not_fresh() -> u64 {
     if !EXACT.load(Relaxed) {
         publish(now);
     }
-    now
+    exact_stamp(now)
+}
+
+/// A hook's stamp from the exact clock read at `now`: one ms later. Both it and the
+/// watcher's `now` are whole ms rounded up, so an event and a judgement 999.x ms apart can
+/// differ by 1000; the extra ms keeps a 1 s timer from being judged run out 999.x ms after
+/// the event (measured: a silent client cut 999 ms after its connect).
+fn exact_stamp(now: u64) -> u64 {
+    now + 1
 }
 
 /// Publishes the end of the tick starting at `now` (a hook's refresh); the watcher is woken
@@ -82,14 +90,14 @@ pub fn set_tick_ms(tick: u64) {
 }
 
 /// Reads CLOCK_MONOTONIC (vDSO, async-signal-safe), publishes the end of the tick starting
-/// now, and returns the exact time. For the hooks (accept, connect, fork): a doze this ends
+/// now, and returns the exact time as a hook stamps it ([`exact_stamp`]). For the hooks (accept, connect, fork): a doze this ends
 /// wakes the watcher.
 pub fn refresh() -> u64 {
     let now = monotonic_ms();
     if !EXACT.load(Relaxed) {
         publish(now);
     }
-    now
+    exact_stamp(now)
 }
 
 /// The watcher's refresh at the start of a tick: the exact time, and whether the clock was
