@@ -196,7 +196,11 @@ fn an_idle_watcher_dozes_and_still_cuts_on_time() {
         let started = Instant::now();
         let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(s.read(&mut [0u8; 8]).unwrap(), 0, "expected the guard's EOF");
+        assert_eq!(
+            s.read(&mut [0u8; 8]).unwrap(),
+            0,
+            "expected the guard's EOF"
+        );
         latencies.push(started.elapsed().as_millis() as u64);
     }
     eprintln!("{slept} wake-ups in 3 idle seconds; reap latency after a doze: {latencies:?} ms");

@@ -68,7 +68,7 @@ fn publish(now: u64) {
 
 /// Wakes the watcher if it dozes (one relaxed load when it does not). Async-signal-safe.
 pub fn wake_watcher() {
-    if DOZING.load(Acquire) != 0 && DOZING.swap(0, AcqRel) != 0 {
+    if DOZING.load(SeqCst) != 0 && DOZING.swap(0, AcqRel) != 0 {
         crate::abi::sys::wake_private(&DOZING);
     }
 }

@@ -95,10 +95,13 @@ fn run() {
     // A forked connection process (its hooks read the exact clock) sleeps longer: nothing
     // there needs a tick but its deadlines, and a process per connection multiplies every
     // wake-up (`sleep`).
+    // With STALLGUARD_PER_SOURCE the places of processes that died are given back by a
+    // watcher's sweep every quarter second (a fork-per-connection parent sweeps for its own
+    // children): such a watcher dozes no longer.
     let cap = if clock::is_exact() {
         LAZY_WAKE_MS
     } else {
-        DOZE_MS
+        crate::table::holders::sweep_period_ms().map_or(DOZE_MS, |ms| ms.min(DOZE_MS))
     };
     let longest = sleep::longest_sleep(cap, shortest, tick_ms);
     let cycle_ms = sleep::sweep_cycle_ms(shortest, longest, tick_ms);
@@ -217,7 +220,14 @@ fn run() {
                 clock::stop_publishing(false);
                 publish::sleep_unless_request(ms);
             }
-            sleep::Mode::Doze => publish::doze(clock::stop_publishing(true), ms, tick_ms),
+            sleep::Mode::Doze => {
+                let expected = clock::stop_publishing(true);
+                // A slot that asked for attention during this tick (before the doze word
+                // was set, so it woke nobody) is looked at first.
+                if !crate::table::attention_pending() {
+                    publish::doze(expected, ms, tick_ms);
+                }
+            }
         }
     }
 }

@@ -475,11 +475,18 @@ mod tests {
                 t += step;
             }
             assert!(read >= high, "{step} ms steps read {read} of {high}");
-            assert!(read <= high + high / 10 + cycle as usize / step as usize, "not much more");
+            assert!(
+                read <= high + high / 10 + cycle as usize / step as usize,
+                "not much more"
+            );
         }
         assert_eq!(sweep_share(high, 0, cycle), 1, "at least one");
         assert_eq!(sweep_share(high, u64::MAX, cycle), high, "at most all");
-        assert_eq!(sweep_share(0, 100, cycle), 1, "no slot: the caller reads none");
+        assert_eq!(
+            sweep_share(0, 100, cycle),
+            1,
+            "no slot: the caller reads none"
+        );
     }
 
     #[test]
