@@ -130,6 +130,9 @@ fn run() {
         clock::awake();
         pid::refresh_sigpipe_disposition();
         log::maintain(now);
+        if !clock::is_exact() {
+            publish::clean_up(now); // a forked connection process leaves it to its parent
+        }
         reach::tick();
         // What is due: deadlines that came, new connections, the sweep's share.
         watch.observe_due(now, cycle_ms, &mut seen);
