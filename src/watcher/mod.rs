@@ -112,6 +112,9 @@ fn run() {
     let mut reports = report::Reports::default();
     let mut pressure = pressure::Pressure::default();
     let mut full_at = 0;
+    // Until when the last doze was planned (0: the last sleep was no doze): woken before it,
+    // someone wants the watcher, maybe a reader opening the live view.
+    let mut dozed_until = 0;
     // At start, every slot once (a forked child's inherited connections asked for no
     // attention in this process): judged and queued for their deadlines.
     let (start, _) = clock::watcher_refresh();
@@ -145,9 +148,12 @@ fn run() {
         // metrics file due, the operator's request) and at most once a second.
         let second = now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS;
         let request = publish::request_pending();
-        // Whether a reader looks: one stat a second at most, also used before a doze.
-        let reader = second && publish::reader_attached();
-        let display = request || (second && (reports.wants_full(now) || reader));
+        // Whether a reader looks: one stat a second at most, or after a doze cut short
+        // (`stallguard` wakes the watcher when it opens the live view: it gets fresh records
+        // at once); also used before a doze.
+        let woken = now < dozed_until;
+        let reader = (second || woken) && publish::reader_attached();
+        let display = request || (second && reports.wants_full(now)) || reader;
         let have_all = pressure.wants_all(now, &seen, display);
         if have_all {
             watch.observe_all(now, &mut all);
@@ -210,13 +216,16 @@ fn run() {
         let (mut until, mut mode) = sleep::plan(&situation);
         // Asked only before a doze (one stat, unless asked above): the reader's command
         // also wakes a doze.
-        if mode == sleep::Mode::Doze && (reader || (!second && publish::reader_attached())) {
+        if mode == sleep::Mode::Doze
+            && (reader || (!second && !woken && publish::reader_attached()))
+        {
             situation.may_doze = false;
             (until, mode) = sleep::plan(&situation);
         }
         let woke = clock::monotonic_ms();
         let ms = until.saturating_sub(woke).max(1);
         drop(busy);
+        dozed_until = 0;
         match mode {
             sleep::Mode::Tick => publish::sleep_unless_request(ms),
             sleep::Mode::Probe => {
@@ -224,6 +233,7 @@ fn run() {
                 publish::sleep_unless_request(ms);
             }
             sleep::Mode::Doze => {
+                dozed_until = until;
                 let expected = clock::stop_publishing(true);
                 // A slot that asked for attention during this tick (before the doze word
                 // was set, so it woke nobody) is looked at first.

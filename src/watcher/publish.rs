@@ -160,17 +160,21 @@ fn segment() -> Option<&'static Header> {
 pub fn tick(now: u64, seen: &[Observation]) {
     let Some(h) = segment() else { return };
     counters(h);
-    if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
+    if now.saturating_sub(RECORDS_AT.load(Relaxed))
+        >= RECORDS_EVERY_MS.max(config::policy().tick_ms)
     {
-        return;
+        records(h, now, seen);
     }
-    records(h, now, seen);
+    // Last: `stallguard`, having woken a dozing watcher, waits for this to change and then
+    // reads the records too.
+    h.updated_unix_ms.store(unix_ms(), Release);
 }
 
 /// Publishes the counters only (a tick without a full pass).
 pub fn tick_counters() {
     if let Some(h) = segment() {
         counters(h);
+        h.updated_unix_ms.store(unix_ms(), Release);
     }
 }
 
@@ -186,7 +190,6 @@ fn counters(h: &Header) {
     for (cell, port) in h.ports.iter().zip(&c.ports) {
         cell.store(port);
     }
-    h.updated_unix_ms.store(unix_ms(), Relaxed);
 }
 
 fn records(h: &Header, now: u64, seen: &[Observation]) {
@@ -426,7 +429,10 @@ mod tests {
     #[test]
     fn stale_segments_are_looked_for_at_start_then_once_a_minute() {
         assert!(clean_due(0, 5), "never yet: at once");
-        assert!(!clean_due(1_000, 1_000 + CLEAN_EVERY_MS - 1), "lately (or by the parent)");
+        assert!(
+            !clean_due(1_000, 1_000 + CLEAN_EVERY_MS - 1),
+            "lately (or by the parent)"
+        );
         assert!(clean_due(1_000, 1_000 + CLEAN_EVERY_MS));
     }
 

@@ -111,6 +111,7 @@ impl Segment {
             return Err(invalid(why));
         }
         wake_watcher(seg.header());
+        wait_fresh(seg.header(), pid);
         Ok(seg)
     }
 
@@ -160,6 +161,21 @@ pub fn wake_watcher(h: &Header) {
             i32::MAX,
         )
     };
+}
+
+/// After [`wake_watcher`]: a dozing watcher last published up to seconds ago; give it a moment
+/// (at most 300 ms) to publish again, so what is read is fresh and not shown as a stalled
+/// watcher. Not for a process that is gone, nor when the publish is recent anyway.
+fn wait_fresh(h: &Header, pid: u32) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let before = h.updated_unix_ms.load(Relaxed);
+    if now_unix_ms().saturating_sub(before) < 1000 || !Path::new(&format!("/proc/{pid}")).exists() {
+        return;
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    while h.updated_unix_ms.load(Relaxed) == before && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Opens a segment file without following symlinks; errors say which case it was.
