@@ -172,4 +172,28 @@ mod tests {
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(20_779), (2026, 11, 22));
     }
+
+    /// The doze protocol (the clock is process-wide, and other tests' slots read it too, so
+    /// only what holds whoever reads it first is asserted): while the watcher does not
+    /// publish, the first reader gets the exact clock, publishes the end of a tick and wakes
+    /// a dozing watcher; a stamp is never earlier than the event, at most a tick later.
+    #[test]
+    fn a_hook_ends_a_doze_with_a_fresh_clock_and_a_wake_up() {
+        set_tick_ms(100);
+        let (now, _) = watcher_refresh();
+        assert!(now_ms() >= now + 100, "published: the end of the tick");
+        assert_eq!(stop_publishing(true), 1, "the doze word to wait on");
+        let before = monotonic_ms();
+        let stamp = now_ms(); // a hook, the clock not fresh (or just published again)
+        assert!(stamp > before, "never earlier than the event");
+        assert!(stamp <= monotonic_ms() + 100 + 1, "at most a tick later");
+        assert_eq!(doze_word().load(SeqCst), 0, "the watcher was woken");
+        assert_ne!(NOW_MS.load(SeqCst), 0, "published again");
+        let (_, quiet) = watcher_refresh();
+        assert!(!quiet, "the clock was taken: no doze yet");
+        stop_publishing(false); // a probe: nobody to wake
+        assert_eq!(doze_word().load(SeqCst), 0);
+        assert!(now_ms() > before);
+        awake();
+    }
 }
