@@ -1356,9 +1356,12 @@ def markdown(info, hooks, ir, e2e, counts, watcher, budget_rows, quick, accept=N
         L.append("Watcher CPU: /proc/PID/task/TID/schedstat of the thread named `stallguard` over "
                  "the interval, as a share of one core of wall-clock time; µs per wake-up: its "
                  "voluntary context switches (one sleep per wake-up; it sleeps until the earliest "
-                 "deadline, at most a tick). Timers: the defaults but first-byte and idle 1 h, so "
-                 "nothing fires during the run (the 20 s request timer sets the sweep period). "
-                 "With 1 connection the figure is the fixed cost of the wake-ups on this VM.")
+                 "deadline, at most a tick while anything needs it every tick — the epoll rows "
+                 "with pressure on: the listener's queue — else it dozes, at most 1 s). Timers: "
+                 "the defaults but first-byte and idle 1 h, so nothing fires during the run (the "
+                 "20 s request timer sets the sweep period). With 1 connection the figure is the "
+                 "fixed cost of a wake-up on this VM (a bare thread sleeping 100 ms in a loop "
+                 "costs the same 40-50 µs per wake-up here).")
         L.append("")
     if accept:
         L.append("**Extra syscalls per accepted connection** (pool_server, one request per "
@@ -1481,6 +1484,10 @@ def main():
     ap.add_argument("--command", default=" ".join(shlex.quote(a) for a in sys.argv))
     ap.add_argument("--parts", default="hooks,callgrind,e2e,counts,watcher,accept,forks",
                     help="comma-separated subset of hooks,callgrind,e2e,counts,watcher,accept,forks")
+    ap.add_argument("--watcher-sizes", default=None,
+                    help="comma-separated idle connection counts for the watcher part, each "
+                         "optionally +epoll and/or +nopressure; 'big' is the largest the "
+                         "RLIMIT_NOFILE allows (e.g. 1,10000,big)")
     ap.add_argument("--servers", default=None,
                     help="comma-separated subset of civetweb,nginx,apache2,apache2-ka-off (e2e, counts)")
     ap.add_argument("--out", default=None, help="output basename (default latest / quick)")
@@ -1519,6 +1526,11 @@ def main():
     }
     if args.servers:
         cfg["servers"] = args.servers.split(",")
+    if args.watcher_sizes:
+        cfg["watcher_sizes"] = [
+            (big_idle_size() if w.split("+")[0] == "big" else int(w.split("+")[0]),
+             "+epoll" in w, "+nopressure" not in w)
+            for w in args.watcher_sizes.split(",")]
     E2E_CFG_DESC = (f"{cfg['wrk_connections']} connections, {cfg['wrk_seconds']} s runs, "
                     f"{cfg['e2e_rounds']} rounds, {cfg['file_bytes']}-byte file")
     parts = set(args.parts.split(","))

@@ -117,3 +117,42 @@ fn the_metrics_textfile_is_rewritten_with_the_counters() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Issue 13: a forked connection process's watcher dozes (with nothing due it wakes every
+/// 10 s), and `stallguard top` wakes it when it opens the live view: what it shows was
+/// published a moment ago, not seconds ago (nor shown as a stalled watcher).
+#[test]
+fn a_reader_wakes_a_dozing_watcher_and_sees_fresh_figures() {
+    use stallguard_testkit::cli::{stallguard, text};
+    let vars = [("STALLGUARD_FIRST_BYTE", "60s"), ("STALLGUARD_IDLE", "60s")];
+    let srv = Proc::start("forking_server", &["--max", "4"], Some(&vars));
+    let _client = TcpStream::connect(srv.addr()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let child = loop {
+        if let Some(&c) = children_of(srv.pid()).first() {
+            if watcher_threads(c) == 1 {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "no child with a watcher");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_secs(2)); // past its first looks at the connection
+    let before = watcher_sleeps(child).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = watcher_sleeps(child).unwrap() - before;
+    assert!(woke <= 1, "{woke} wake-ups in 2 s: not dozing");
+    let out = stallguard(&["top", "--once", "--json", &child.to_string()]);
+    let json = text(&out.stdout);
+    let field = |name: &str| -> u64 {
+        let at = json.find(&format!("\"{name}\":")).expect(name) + name.len() + 3;
+        let digits: String = json[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    let ago = field("time_unix_ms").saturating_sub(field("updated_unix_ms"));
+    assert!(ago < 1000, "published {ago} ms before it was read: {json}");
+    assert!(json.contains("\"tracked\":1"), "{json}");
+}

@@ -175,6 +175,41 @@ mod epoll {
     }
 }
 
+/// Issue 13: with nothing due and nobody looking, the watcher dozes (here half the 1 s
+/// first-byte timer at a time, instead of ten wake-ups a second), and a client that arrives
+/// while it dozes is still cut no earlier than its timer and at most a tick after: the
+/// accept wakes it.
+#[test]
+fn an_idle_watcher_dozes_and_still_cuts_on_time() {
+    use std::io::Read;
+    let srv = Proc::start("pool_server", &["--threads", "4"], Some(FAST));
+    request(srv.addr(), "/", Duration::from_secs(3)).expect("served");
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = watcher_sleeps(srv.pid()).expect("a watcher thread");
+    std::thread::sleep(Duration::from_secs(3));
+    let slept = watcher_sleeps(srv.pid()).unwrap() - before;
+    // Ticking: 30. Dozing: 6, a few more for scheduling noise.
+    assert!(slept <= 12, "{slept} wake-ups in 3 s of idleness");
+    let mut latencies = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1200)); // a doze or two: nothing is due
+        let started = Instant::now();
+        let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            s.read(&mut [0u8; 8]).unwrap(),
+            0,
+            "expected the guard's EOF"
+        );
+        latencies.push(started.elapsed().as_millis() as u64);
+    }
+    eprintln!("{slept} wake-ups in 3 idle seconds; reap latency after a doze: {latencies:?} ms");
+    for ms in latencies {
+        assert!(ms >= 1000, "cut before its timer ran out: {ms} ms");
+        assert!(ms <= 1000 + 100 + 400, "cut too late: {ms} ms");
+    }
+}
+
 /// Seen from the client: a silent connection is cut no earlier than FIRST_BYTE after it was
 /// picked up, and within one tick (plus scheduling noise) after that.
 #[test]

@@ -97,6 +97,107 @@ pub fn wait_on_shared_word(word: *const u32, expected: u32, ms: u64) {
     };
 }
 
+/// Wakes every thread of this process waiting on `word` with [`wait_private`] or
+/// [`wait_either`]. Async-signal-safe (one raw syscall), and errno is left as it was: the
+/// hooks call it.
+pub fn wake_private(word: &std::sync::atomic::AtomicU32) {
+    let _errno = crate::abi::errno::ErrnoGuard::new();
+    // SAFETY: `word` is a live atomic of this process; FUTEX_WAKE only uses its address as a
+    // key and touches no memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        )
+    };
+}
+
+/// Sleeps up to `ms` while `word` (a word of this process) holds `expected`; returns at once
+/// if it does not, and early when [`wake_private`] is called on it.
+pub fn wait_private(word: &std::sync::atomic::AtomicU32, expected: u32, ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: `word` is a live atomic of this process; the kernel only reads it; `ts` is a
+    // valid relative timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+/// `struct futex_waitv` (linux/futex.h), for `futex_waitv(2)`.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+const FUTEX2_SIZE_U32: u32 = 0x02;
+const FUTEX2_PRIVATE: u32 = 128;
+
+/// Sleeps up to `ms` while both `own` (a word of this process) holds `own_expected` and
+/// `shared` (a word of a shared mapping) holds `shared_expected`, waking early when either
+/// is woken (futex_waitv, Linux 5.16). `Err(errno)`: not slept (ENOSYS on older kernels,
+/// EAGAIN when a word had already changed).
+pub fn wait_either(
+    own: &std::sync::atomic::AtomicU32,
+    own_expected: u32,
+    shared: *const u32,
+    shared_expected: u32,
+    ms: u64,
+) -> Result<(), c_int> {
+    let waiters = [
+        FutexWaitv {
+            val: u64::from(own_expected),
+            uaddr: own.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE,
+            reserved: 0,
+        },
+        FutexWaitv {
+            val: u64::from(shared_expected),
+            uaddr: shared as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        },
+    ];
+    // futex_waitv takes an absolute timeout on the given clock.
+    let (secs, nanos) = monotonic();
+    let until = secs * 1_000_000_000 + nanos + ms * 1_000_000;
+    let ts = libc::timespec {
+        tv_sec: (until / 1_000_000_000) as libc::time_t,
+        tv_nsec: (until % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: two valid waiters on live words (`own` ours, `shared` the caller's live shared
+    // mapping), which the kernel only reads; `ts` is a valid absolute timeout.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0 as libc::c_uint,
+            &ts as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r >= 0 {
+        return Ok(());
+    }
+    match crate::abi::errno::errno() {
+        libc::ETIMEDOUT | libc::EINTR => Ok(()),
+        e => Err(e),
+    }
+}
+
 /// Sleeps `ms` milliseconds on the monotonic clock.
 pub fn sleep_ms(ms: u64) {
     let ts = libc::timespec {

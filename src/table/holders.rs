@@ -90,6 +90,12 @@ pub fn init() -> bool {
     }
 }
 
+/// How often some watcher must sweep (None: STALLGUARD_PER_SOURCE is off): a place held by a
+/// process that died is given back within it, so a watcher that would sleep longer does not.
+pub fn sweep_period_ms() -> Option<u64> {
+    shared().map(|_| SWEEP_EVERY_MS)
+}
+
 fn shared() -> Option<&'static Shared> {
     let p = SHARED.load(Acquire);
     // SAFETY: a non-null SHARED is a live shared mapping of one zero-initialised `Shared`

@@ -126,8 +126,17 @@ pub fn call_attention(fd: libc::c_int) {
     let fd = fd as u32 as usize;
     if fd < MAX_FDS {
         ATTENTION[fd / 64].fetch_or(1 << (fd % 64), Release);
-        ATTENTION_ANY.store(true, Release);
+        // SeqCst, as the watcher's doze word and its look at this flag (`attention_pending`):
+        // either this wakes a doze, or the watcher sees the flag before it dozes.
+        ATTENTION_ANY.store(true, SeqCst);
+        // A dozing watcher looks now (a program's deadline may be near).
+        crate::runtime::clock::wake_watcher();
     }
+}
+
+/// Whether some slot asked for attention since the watcher last took the requests.
+pub fn attention_pending() -> bool {
+    ATTENTION_ANY.load(SeqCst)
 }
 
 /// The watcher: calls `each` with every fd that asked for attention since the last call

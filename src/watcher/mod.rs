@@ -17,6 +17,7 @@ mod pressure;
 pub mod publish;
 mod reach;
 mod report;
+mod sleep;
 mod stop;
 pub use stop::at_exit as write_stop_line;
 
@@ -91,15 +92,20 @@ fn run() {
     }
     publish::open();
     let tick_ms = policy.tick_ms.max(1);
-    let sweep_ms = sweep_period_ms(policy, tick_ms);
-    // With the exact clock (a forked connection process) nothing needs a wake-up every
-    // tick: deadlines are exact, the sweep's period is kept, a reap request wakes the
-    // watcher at once, and readers see records a few seconds old at most.
-    let wake_ms = if clock::is_exact() {
-        tick_ms.max(LAZY_WAKE_MS.min(sweep_ms))
+    let shortest = shortest_timer_ms(policy);
+    // A forked connection process (its hooks read the exact clock) sleeps longer: nothing
+    // there needs a tick but its deadlines, and a process per connection multiplies every
+    // wake-up (`sleep`).
+    // With STALLGUARD_PER_SOURCE the places of processes that died are given back by a
+    // watcher's sweep every quarter second (a fork-per-connection parent sweeps for its own
+    // children): such a watcher dozes no longer.
+    let cap = if clock::is_exact() {
+        LAZY_WAKE_MS
     } else {
-        tick_ms
+        crate::table::holders::sweep_period_ms().map_or(DOZE_MS, |ms| ms.min(DOZE_MS))
     };
+    let longest = sleep::longest_sleep(cap, shortest, tick_ms);
+    let cycle_ms = sleep::sweep_cycle_ms(shortest, longest, tick_ms);
     let mut watch = Watch::default();
     let mut seen: Vec<Observation> = Vec::new();
     let mut all: Vec<Observation> = Vec::new();
@@ -107,9 +113,12 @@ fn run() {
     let mut reports = report::Reports::default();
     let mut pressure = pressure::Pressure::default();
     let mut full_at = 0;
+    // Until when the last doze was planned (0: the last sleep was no doze): woken before it,
+    // someone wants the watcher, maybe a reader opening the live view.
+    let mut dozed_until = 0;
     // At start, every slot once (a forked child's inherited connections asked for no
     // attention in this process): judged and queued for their deadlines.
-    let start = clock::refresh();
+    let (start, _) = clock::watcher_refresh();
     watch.observe_all(start, &mut all);
     judge::judge_and_act(start, &mut all, &mut watch.memory);
     watch.schedule(&all, start, tick_ms);
@@ -121,12 +130,16 @@ fn run() {
         if WATCHER_PID.load(Acquire) != pid::pid() {
             return;
         }
-        let now = clock::refresh();
+        let (now, quiet) = clock::watcher_refresh();
+        clock::awake();
         pid::refresh_sigpipe_disposition();
         log::maintain(now);
+        if !clock::is_exact() {
+            publish::clean_up(now); // a forked connection process leaves it to its parent
+        }
         reach::tick();
         // What is due: deadlines that came, new connections, the sweep's share.
-        watch.observe_due(now, sweep_ms, wake_ms, &mut seen);
+        watch.observe_due(now, cycle_ms, &mut seen);
         judge::judge_and_act(now, &mut seen, &mut watch.memory);
         watch.schedule(&seen, now, tick_ms);
         // Issue 12: strict deadlines on ports whose clients queue (watcher/pressure.rs). The
@@ -136,8 +149,12 @@ fn run() {
         // metrics file due, the operator's request) and at most once a second.
         let second = now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS;
         let request = publish::request_pending();
-        let display =
-            request || (second && (reports.wants_full(now) || publish::reader_attached()));
+        // Whether a reader looks: one stat a second at most, or after a doze cut short
+        // (`stallguard` wakes the watcher when it opens the live view: it gets fresh records
+        // at once); also used before a doze.
+        let woken = now < dozed_until;
+        let reader = (second || woken) && publish::reader_attached();
+        let display = request || (second && reports.wants_full(now)) || reader;
         let have_all = pressure.wants_all(now, &seen, display);
         if have_all {
             watch.observe_all(now, &mut all);
@@ -180,27 +197,70 @@ fn run() {
                 sys::release_free_memory();
             }
         }
-        // Sleep until the earliest deadline, at most one tick (reap requests, `top`, and
-        // the coarse clock the hooks read are refreshed at least once a tick).
+        // Sleep until the earliest deadline: at most one tick while anything needs the
+        // watcher every tick (the hooks' coarse clock, reap requests, `top`, pressure), else
+        // dozing until something wakes it (`sleep`).
+        // A forked connection process keeps its lazy pace whatever pressure wants (as
+        // before: its parent accepts, and a process per connection multiplies wake-ups).
+        let pressure_ticks = pressure.needs_ticks() && !clock::is_exact();
+        let mut situation = sleep::Situation {
+            now,
+            next_due: watch.next_due(),
+            tick: tick_ms,
+            longest,
+            may_doze: !display
+                && !pressure_ticks
+                && !publish::request_pending()
+                && publish::can_doze(),
+            quiet,
+        };
+        let (mut until, mut mode) = sleep::plan(&situation);
+        // Asked only before a doze (one stat, unless asked above): the reader's command
+        // also wakes a doze.
+        if mode == sleep::Mode::Doze
+            && (reader || (!second && !woken && publish::reader_attached()))
+        {
+            situation.may_doze = false;
+            (until, mode) = sleep::plan(&situation);
+        }
         let woke = clock::monotonic_ms();
-        let until = watch
-            .next_due()
-            .map_or(now + wake_ms, |due| due.min(now + wake_ms));
+        let ms = until.saturating_sub(woke).max(1);
         drop(busy);
-        publish::sleep_unless_request(until.saturating_sub(woke).max(1));
+        dozed_until = 0;
+        match mode {
+            sleep::Mode::Tick => publish::sleep_unless_request(ms),
+            sleep::Mode::Probe => {
+                clock::stop_publishing(false);
+                publish::sleep_unless_request(ms);
+            }
+            sleep::Mode::Doze => {
+                dozed_until = until;
+                let expected = clock::stop_publishing(true);
+                // A slot that asked for attention during this tick (before the doze word
+                // was set, so it woke nobody) is looked at first.
+                if !crate::table::attention_pending() {
+                    publish::doze(expected, ms, tick_ms);
+                }
+            }
+        }
     }
 }
 
-/// Longest sleep of a watcher whose hooks read the exact clock.
-const LAZY_WAKE_MS: u64 = 5000;
+/// Longest sleep of a watcher whose hooks read the exact clock (a forked connection
+/// process): a wake-up per 10 s (200 such processes: 0.1 % of a core here).
+const LAZY_WAKE_MS: u64 = 10_000;
+
+/// Longest doze of any other watcher: once a second it looks at its log file (rotation),
+/// the SIGPIPE disposition and the metrics file, as before.
+const DOZE_MS: u64 = 1000;
 
 /// The full pass (every slot) runs at most this often.
 const FULL_PASS_EVERY_MS: u64 = 1000;
 
-/// How often the bounded sweep re-reads every slot: a tick less than the shortest timer of
-/// the policy, so a client's turn that began after the watcher last looked (the hooks only
-/// record it) is found before that timer can run out; never shorter than a tick.
-fn sweep_period_ms(policy: &stallguard_policy::Policy, tick_ms: u64) -> u64 {
+/// The shortest timer of the policy (ms; `u64::MAX`: none): a client's turn that began
+/// after the watcher last looked (the hooks only record it) must be found within it (the
+/// sweep's cycle and the longest sleep share it, `sleep`).
+fn shortest_timer_ms(policy: &stallguard_policy::Policy) -> u64 {
     let mut shortest = u64::MAX;
     let mut consider = |t: &stallguard_policy::Timers| {
         for ms in [
@@ -226,5 +286,5 @@ fn sweep_period_ms(policy: &stallguard_policy::Policy, tick_ms: u64) -> u64 {
     if let Some(o) = policy.outbound {
         consider(&o.timers());
     }
-    shortest.saturating_sub(tick_ms).max(tick_ms)
+    shortest
 }

@@ -173,6 +173,20 @@ pub struct Watch {
     /// complete one: the counters when no full pass runs.
     sweep_count: (u64, u64),
     pub swept: Option<(u64, u64)>,
+    /// When the sweep last advanced (its share is the time since, see [`sweep_share`]).
+    swept_at: u64,
+}
+
+/// How many slots of `high` the sweep re-reads after `elapsed` ms, to go round them all once
+/// per `cycle_ms`: at least one, at most all (the first call, with nothing swept before,
+/// reads them all). Counted from the time slept, not per wake-up, so a watcher that sleeps
+/// long reads more per wake-up and one woken often reads fewer: a slot is re-read at most
+/// `cycle_ms` plus the longest sleep after it was last read.
+pub fn sweep_share(high: usize, elapsed: u64, cycle_ms: u64) -> usize {
+    (high as u64)
+        .saturating_mul(elapsed)
+        .div_ceil(cycle_ms.max(1))
+        .clamp(1, high.max(1) as u64) as usize
 }
 
 impl Watch {
@@ -226,16 +240,10 @@ impl Watch {
     }
 
     /// The connections due this tick: new or flagged ones (`table::take_attention`), those
-    /// whose deadline came, and the bounded sweep's share (every slot is re-read at least
-    /// every `sweep_ms`, so a client's turn that started unseen is found before its timer
-    /// can run out; `wake_ms`: the longest sleep between two calls).
-    pub fn observe_due(
-        &mut self,
-        now: u64,
-        sweep_ms: u64,
-        wake_ms: u64,
-        out: &mut Vec<Observation>,
-    ) {
+    /// whose deadline came, and the bounded sweep's share: the slots the time since the last
+    /// call is worth at one cycle per `cycle_ms` ([`sweep_share`]), so a client's turn that
+    /// started unseen is found before its timer can run out, however long the watcher slept.
+    pub fn observe_due(&mut self, now: u64, cycle_ms: u64, out: &mut Vec<Observation>) {
         out.clear();
         let high = self.fit();
         let mut cand = std::mem::take(&mut self.candidates);
@@ -255,10 +263,9 @@ impl Watch {
             }
         }
         let (mut start, mut share, mut wrapped) = (0, 0, false);
+        let elapsed = now.saturating_sub(std::mem::replace(&mut self.swept_at, now));
         if high > 0 {
-            share = (high as u64 * wake_ms)
-                .div_ceil(sweep_ms.max(1))
-                .clamp(1, high as u64) as usize;
+            share = sweep_share(high, elapsed, cycle_ms);
             start = (self.cursor + 1) % high;
             for _ in 0..share {
                 self.cursor = if self.cursor + 1 >= high {
@@ -455,6 +462,32 @@ pub fn distinct_connections(seen: &[Observation], scratch: &mut Vec<u64>) -> (u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_goes_round_once_a_cycle_whatever_the_wake_ups() {
+        let (high, cycle) = (10_000, 19_000);
+        // Ticks of 100 ms, or dozes of a second: one cycle's worth of time reads every slot.
+        for step in [100, 1000, 7] {
+            let mut read = 0;
+            let mut t = 0;
+            while t < cycle {
+                read += sweep_share(high, step, cycle);
+                t += step;
+            }
+            assert!(read >= high, "{step} ms steps read {read} of {high}");
+            assert!(
+                read <= high + high / 10 + cycle as usize / step as usize,
+                "not much more"
+            );
+        }
+        assert_eq!(sweep_share(high, 0, cycle), 1, "at least one");
+        assert_eq!(sweep_share(high, u64::MAX, cycle), high, "at most all");
+        assert_eq!(
+            sweep_share(0, 100, cycle),
+            1,
+            "no slot: the caller reads none"
+        );
+    }
 
     #[test]
     fn watcher_memory_is_8_bytes_and_a_queue_entry_one_word() {

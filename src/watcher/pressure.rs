@@ -90,6 +90,15 @@ impl Pressure {
             })
     }
 
+    /// Whether the pass must run every tick: a port has pressure on and some connection
+    /// may hold a worker on the client's turn (or a port is still under pressure), so
+    /// clients queueing in an accept queue, which only reading it shows, are seen within a
+    /// tick. Otherwise the watcher may sleep longer (`sleep`): no port can come under
+    /// pressure, and a connection queued inside is queued for the moment it counts.
+    pub fn needs_ticks(&self) -> bool {
+        any_port_with_pressure() && (table::engaged() || !self.was_under.is_empty())
+    }
+
     /// A tick without the full pass: no port with pressure on has clients waiting, or no
     /// connection can hold a worker. The figures published last stay if no listener was
     /// read this tick.

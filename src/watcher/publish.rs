@@ -30,7 +30,7 @@ pub fn open() {
     if OWNER.load(Acquire) == pid && !SEGMENT.load(Acquire).is_null() {
         return;
     }
-    remove_stale_segments();
+    clean_up(clock::monotonic_ms());
     let Ok(path) = std::ffi::CString::new(stallguard_shm::path_for(pid as u32)) else {
         return;
     };
@@ -85,8 +85,32 @@ fn fill(h: &mut Header, pid: i32) {
     h.policy[..n].copy_from_slice(&text.as_bytes()[..n]);
 }
 
+/// When this process (or the process it was forked from) last removed stale segments
+/// (monotonic ms; 0: never). Inherited over fork on purpose: a forked connection process
+/// whose parent scanned lately does not scan again (a fork-per-connection server with 200
+/// children paid 200 `kill(pid, 0)` per child start, one per live child's segment).
+static CLEANED_AT: AtomicU64 = AtomicU64::new(0);
+/// How often a long-running watcher removes stale segments again (the segments of its
+/// killed children, which do not scan, go within it).
+const CLEAN_EVERY_MS: u64 = 60_000;
+
+/// Whether stale segments are to be removed now, last removed at `last` (0: never).
+fn clean_due(last: u64, now: u64) -> bool {
+    last == 0 || now.saturating_sub(last) >= CLEAN_EVERY_MS
+}
+
+/// Removes stale segments at a watcher's start, and then once a minute (`now`: monotonic ms),
+/// unless it was done lately here or in the process this one was forked from.
+pub fn clean_up(now: u64) {
+    if clean_due(CLEANED_AT.load(Relaxed), now) {
+        CLEANED_AT.store(now, Relaxed);
+        remove_stale_segments();
+    }
+}
+
 /// Segments of processes that died without running atexit (killed by a signal) are removed
-/// by the next watcher that starts (only ours: other users' files are not ours to delete).
+/// by the next watcher that starts, and by a running one within a minute (only ours: other
+/// users' files are not ours to delete).
 fn remove_stale_segments() {
     let Ok(dir) = std::fs::read_dir("/dev/shm") else {
         return;
@@ -136,17 +160,21 @@ fn segment() -> Option<&'static Header> {
 pub fn tick(now: u64, seen: &[Observation]) {
     let Some(h) = segment() else { return };
     counters(h);
-    if now.saturating_sub(RECORDS_AT.load(Relaxed)) < RECORDS_EVERY_MS.max(config::policy().tick_ms)
+    if now.saturating_sub(RECORDS_AT.load(Relaxed))
+        >= RECORDS_EVERY_MS.max(config::policy().tick_ms)
     {
-        return;
+        records(h, now, seen);
     }
-    records(h, now, seen);
+    // Last: `stallguard`, having woken a dozing watcher, waits for this to change and then
+    // reads the records too.
+    h.updated_unix_ms.store(unix_ms(), Release);
 }
 
 /// Publishes the counters only (a tick without a full pass).
 pub fn tick_counters() {
     if let Some(h) = segment() {
         counters(h);
+        h.updated_unix_ms.store(unix_ms(), Release);
     }
 }
 
@@ -162,7 +190,6 @@ fn counters(h: &Header) {
     for (cell, port) in h.ports.iter().zip(&c.ports) {
         cell.store(port);
     }
-    h.updated_unix_ms.store(unix_ms(), Relaxed);
 }
 
 fn records(h: &Header, now: u64, seen: &[Observation]) {
@@ -282,6 +309,46 @@ pub fn sleep_unless_request(ms: u64) {
     sys::wait_on_shared_word(word, expected, ms);
 }
 
+/// Set once `futex_waitv` (Linux 5.16) is found missing, or a seccomp filter applies (it may
+/// not know that call): with a live view the watcher then never dozes, since a doze must
+/// wake for a reap request too.
+static NO_WAITV: AtomicBool = AtomicBool::new(false);
+
+/// Whether the watcher may doze (`sleep`).
+pub fn can_doze() -> bool {
+    !NO_WAITV.load(Relaxed)
+}
+
+/// Dozes up to `ms` while the watcher's doze word holds `expected` (`clock::stop_publishing`),
+/// waking early when a hook needs it (`clock::wake_watcher`) or when `stallguard` posts a
+/// reap request or opens the live view (FUTEX_WAKE on the low word of the mailbox's `head`).
+pub fn doze(expected: u32, ms: u64, tick_ms: u64) {
+    let word = clock::doze_word();
+    let Some(h) = segment() else {
+        return sys::wait_private(word, expected, ms);
+    };
+    let head = (&h.mailbox.head as *const AtomicU64).cast::<u32>();
+    let head_expected = h.mailbox.head.load(Acquire) as u32;
+    if request_pending() {
+        return sys::sleep_ms(ms.min(10));
+    }
+    if sys::seccomp_filtered() {
+        // futex_waitv is newer than most filters: a filter that does not know it may kill
+        // the process. Tick as before, for good (a filter is never removed).
+        NO_WAITV.store(true, Relaxed);
+        return sleep_unless_request(ms.min(tick_ms));
+    }
+    match sys::wait_either(word, expected, head, head_expected, ms) {
+        Ok(()) | Err(libc::EAGAIN) => {}
+        Err(_) => {
+            // No futex_waitv: a tick-long sleep this time (the first hook that needs the
+            // clock publishes it meanwhile), and no doze from now on.
+            NO_WAITV.store(true, Relaxed);
+            sleep_unless_request(ms.min(tick_ms));
+        }
+    }
+}
+
 /// Whether the mailbox holds a request the watcher has not taken yet.
 pub fn request_pending() -> bool {
     segment().is_some_and(|h| h.mailbox.head.load(Acquire) != h.mailbox.tail.load(Acquire))
@@ -357,6 +424,16 @@ mod tests {
 
     fn observation() -> Observation {
         Observation::for_test(5, stallguard_policy::Facts::default())
+    }
+
+    #[test]
+    fn stale_segments_are_looked_for_at_start_then_once_a_minute() {
+        assert!(clean_due(0, 5), "never yet: at once");
+        assert!(
+            !clean_due(1_000, 1_000 + CLEAN_EVERY_MS - 1),
+            "lately (or by the parent)"
+        );
+        assert!(clean_due(1_000, 1_000 + CLEAN_EVERY_MS));
     }
 
     #[test]

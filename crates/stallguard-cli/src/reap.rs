@@ -99,20 +99,6 @@ pub fn why_none(records: &[Record], min_wait_ms: u64) -> String {
 /// Posts one request and waits for its answer (None: no answer in time). Requests queue in
 /// the segment's mailbox ring, so concurrent commands (and the many requests of one
 /// `--stuck`) each get their own answer.
-/// Wakes the watcher if it sleeps on the low word of the mailbox's `head` (a forked
-/// connection process's watcher sleeps up to seconds between wake-ups).
-fn wake_watcher(mailbox: &stallguard_shm::Mailbox) {
-    // SAFETY: the address is inside the live shared mapping; FUTEX_WAKE only uses it as a key.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            (&mailbox.head as *const std::sync::atomic::AtomicU64).cast::<u32>(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-        )
-    };
-}
-
 fn ask(seg: &Segment, kind: u32, fd: i32) -> Option<u32> {
     let mailbox = &seg.header().mailbox;
     let deadline = Instant::now() + ANSWER_WITHIN;
@@ -126,7 +112,8 @@ fn ask(seg: &Segment, kind: u32, fd: i32) -> Option<u32> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    wake_watcher(mailbox);
+    // A dozing watcher sleeps on the mailbox's word: woken, it takes the request at once.
+    crate::segment::wake_watcher(seg.header());
     // The watcher carries a request out only within REQUEST_EXPIRES_MS of its posting: the
     // answer of any request carried out comes before this deadline.
     let deadline = deadline.max(Instant::now() + ANSWER_WITHIN);

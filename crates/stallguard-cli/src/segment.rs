@@ -107,7 +107,12 @@ impl Segment {
             ptr: map(&file, write).map_err(io_error)?,
             owner_uid: meta.uid(),
         };
-        header_problem(seg.header(), pid).map_or(Ok(seg), |why| Err(invalid(why)))
+        if let Some(why) = header_problem(seg.header(), pid) {
+            return Err(invalid(why));
+        }
+        wake_watcher(seg.header());
+        wait_fresh(seg.header(), pid);
+        Ok(seg)
     }
 
     pub fn header(&self) -> &Header {
@@ -140,6 +145,37 @@ fn mark_reader(file: &File) {
     ];
     // SAFETY: a valid open fd and an array of two timespecs.
     unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) };
+}
+
+/// Wakes the process's watcher if it dozes (an idle watcher sleeps up to a second, or ten
+/// in a forked connection process): it sees the reader (`mark_reader`) and refreshes the
+/// records at once, then every tick while the reader stays. It sleeps on the low word of the
+/// mailbox's `head`, as for a reap request.
+pub fn wake_watcher(h: &Header) {
+    // SAFETY: the address is inside the live shared mapping; FUTEX_WAKE only uses it as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            (&h.mailbox.head as *const std::sync::atomic::AtomicU64).cast::<u32>(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+        )
+    };
+}
+
+/// After [`wake_watcher`]: a dozing watcher last published up to seconds ago; give it a moment
+/// (at most 300 ms) to publish again, so what is read is fresh and not shown as a stalled
+/// watcher. Not for a process that is gone, nor when the publish is recent anyway.
+fn wait_fresh(h: &Header, pid: u32) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let before = h.updated_unix_ms.load(Relaxed);
+    if now_unix_ms().saturating_sub(before) < 1000 || !Path::new(&format!("/proc/{pid}")).exists() {
+        return;
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    while h.updated_unix_ms.load(Relaxed) == before && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Opens a segment file without following symlinks; errors say which case it was.

@@ -35,6 +35,20 @@ pub fn watcher_threads(pid: u32) -> usize {
         .count()
 }
 
+/// How often the watcher of `pid` has gone to sleep so far (the voluntary context switches of
+/// its thread, named `stallguard`): its wake-ups, which are what an idle watcher costs.
+pub fn watcher_sleeps(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let task = dir.filter_map(|e| e.ok()).find(|e| {
+        std::fs::read_to_string(e.path().join("comm")).is_ok_and(|n| n.trim() == "stallguard")
+    })?;
+    let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// `/proc/PID/stat` after the command name: state, ppid, … (the name may hold spaces and
 /// parentheses, so split after the last ')').
 fn stat_fields(pid: u32) -> Option<(String, Vec<String>)> {
