@@ -126,7 +126,8 @@ extern "C" fn after_fork_in_child() {
     }
     if inherited > 0 && config::enabled() {
         // A forked connection process (fork-per-connection, CGI-style children): its
-        // watcher wakes only when something is due (at most once a second), and the hooks
+        // watcher wakes only when something is due (dozing up to 10 s, at most half the shortest
+        // timer: `watcher::sleep`), and the hooks
         // read the exact clock instead of a coarse one refreshed every tick.
         clock::set_exact();
         watcher::ensure_running();
