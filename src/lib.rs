@@ -56,6 +56,7 @@ extern "C" fn init() {
         abi::route::at_start(abi::sys::single_threaded_now());
         abi::real::resolve_all();
         pid::refresh_pid();
+        abi::args::refresh_poll_limit();
         clock::refresh();
         if !config::load() {
             return;

@@ -120,20 +120,26 @@ pub unsafe fn pollfds<'a>(fds: *const pollfd, n: nfds_t) -> Option<&'a [pollfd]>
     Some(unsafe { std::slice::from_raw_parts(fds, n as usize) })
 }
 
-/// The soft RLIMIT_NOFILE last read (0: not yet).
+/// The soft RLIMIT_NOFILE as last read (0: not yet): by the constructor, then by the watcher
+/// once a second (`refresh_poll_limit`). Never read on the program's own path: a system call
+/// there could be one a seccomp filter forbids.
 static NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Whether poll takes `n` entries: the kernel refuses more than the soft RLIMIT_NOFILE
-/// (EINVAL). The limit is read again only when `n` is above the one last read (the program
-/// may have raised it), so a normal call costs one load and a compare.
+/// (EINVAL). A count above the limit last read is not read: if the program raised its limit
+/// within the last second, that call's read set is not marked (its waits are seen from its
+/// next call on), which can only delay a cut, never hasten one.
 #[inline(always)]
 fn poll_count_allowed(n: nfds_t) -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
-    n <= NOFILE.load(Relaxed) || {
-        let now = crate::abi::sys::nofile_limit();
-        NOFILE.store(now, Relaxed);
-        n <= now
-    }
+    n <= NOFILE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Reads the soft RLIMIT_NOFILE again (the constructor, and the watcher once a second).
+pub fn refresh_poll_limit() {
+    NOFILE.store(
+        crate::abi::sys::nofile_limit(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 /// Calls `each` with every fd below `n` set in `set` (none when null).

@@ -148,6 +148,9 @@ fn run() {
         // Everything, only when someone looks (a reader of the live view, a report or the
         // metrics file due, the operator's request) and at most once a second.
         let second = now.saturating_sub(full_at) >= FULL_PASS_EVERY_MS;
+        if second {
+            crate::abi::args::refresh_poll_limit(); // the program may have changed it
+        }
         let request = publish::request_pending();
         // Whether a reader looks: one stat a second at most, or after a doze cut short
         // (`stallguard` wakes the watcher when it opens the live view: it gets fresh records
