@@ -160,21 +160,6 @@ pub fn arm_backstops(fd: i32, slot: &Slot, id: &Identity, from: Option<&Listener
     }
 }
 
-/// The watcher's first look at a connection with backstops due (`Flags::BACKSTOPS_DUE`),
-/// through `sock`, a copy of it (`watcher::reach`): sets each, only where the socket still
-/// has the kernel's default — a value its listener passed on, or the program set since
-/// accept, wins (the program's own later setsockopt replaces ours, as it always did).
-pub fn set_due_backstops(sock: libc::c_int, slot: &Slot, id: &Identity) {
-    if slot.has_flag(Flags::USER_TIMEOUT_DUE) {
-        if let Some(timers) = config::policy().timers_for_port(id.local_port) {
-            socket::apply_user_timeout_if_unset(sock, timers.write_stall_ms);
-        }
-    }
-    if slot.has_flag(Flags::KEEPALIVE_DUE) {
-        socket::apply_keepalive(sock);
-    }
-}
-
 /// After listen returned `r`: the listener is remembered (its accept queue tells the watcher
 /// when clients wait for a worker: pressure), and STALLGUARD_DEFER_ACCEPT ports get
 /// TCP_DEFER_ACCEPT (the one option ever set on a listener, and only when the operator names

@@ -121,14 +121,27 @@ pub fn arm_backstops(fd: i32, slot: &Slot, judged: u32) {
         return;
     }
     let id = slot.identity();
-    let done = reach::with_connection(fd, id.cookie, |sock| {
-        crate::track::admission::set_due_backstops(sock, slot, &id)
-    });
+    let done = reach::with_connection(fd, id.cookie, |sock| set_due_backstops(sock, slot, &id));
     slot.clear_flag(Flags::BACKSTOPS_DUE);
     slot.end_act(judged);
     match done {
         Reached::Yes(()) => {}
         Reached::Gone | Reached::Unreachable => not_reached(fd, slot, &done),
+    }
+}
+
+/// The watcher's first look at a connection with backstops due (`Flags::BACKSTOPS_DUE`),
+/// through `sock`, a copy of it (`watcher::reach`): sets each, only where the socket still
+/// has the kernel's default — a value its listener passed on, or the program set since
+/// accept, wins (the program's own later setsockopt replaces ours, as it always did).
+fn set_due_backstops(sock: libc::c_int, slot: &Slot, id: &Identity) {
+    if slot.has_flag(Flags::USER_TIMEOUT_DUE) {
+        if let Some(timers) = config::policy().timers_for_port(id.local_port) {
+            socket::apply_user_timeout_if_unset(sock, timers.write_stall_ms);
+        }
+    }
+    if slot.has_flag(Flags::KEEPALIVE_DUE) {
+        socket::apply_keepalive(sock);
     }
 }
 
