@@ -19,7 +19,7 @@ use crate::track;
 use libc::{
     c_int, c_uint, c_ulong, c_void, epoll_event, fd_set, iovec, msghdr, nfds_t, off_t, pollfd,
 };
-use libc::{pthread_attr_t, pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
 use libc::{timespec, timeval, FILE};
 
 /// One exported hook per row.
