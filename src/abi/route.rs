@@ -27,7 +27,9 @@
 //!   `thread_local` and key destructors (`:492`); by the main thread in `pthread_exit`
 //!   (`sysdeps/nptl/libc_start_call_main.h:68`);
 //! * set to 1 in a fork child (`sysdeps/nptl/fork.h:41`, `fork_system_setup_after_fork`),
-//!   which `posix/fork.c:85` runs before any `pthread_atfork` child handler (`:109`).
+//!   which `posix/fork.c:85` runs before any `pthread_atfork` child handler (`:109`) when the
+//!   parent had threads (else it is 1 already); `_Fork` and `vfork` leave the parent's count,
+//!   ours included, which errs toward glibc's wrappers.
 //!
 //! The calls are direct while `count - ours <= 1` (`direct`), `ours` being our own live
 //! threads (the watcher). Every race errs toward glibc's wrapper:
@@ -119,44 +121,55 @@ static FACTS: AtomicU8 = AtomicU8::new(0);
 /// our watcher starts or ends, and around a fork.
 #[repr(align(128))]
 struct ReadMostly {
-    /// glibc's `__nptl_nthreads` while the facts allow the direct way; null otherwise.
+    /// glibc's `__nptl_nthreads` while the facts allow the direct way; `NEVER` otherwise
+    /// (so the call reads a count either way, with no extra test).
     count: AtomicPtr<u32>,
     /// Our live threads (+ `HOLD` during a fork).
     ours: AtomicU32,
 }
 
+/// A count no process reaches: `alone_given(NEVER, ours)` is false for every `ours` (at most
+/// a few threads, plus `HOLD`).
+static NEVER: u32 = u32::MAX;
+
+fn never() -> *mut u32 {
+    std::ptr::addr_of!(NEVER).cast_mut()
+}
+
 static ROUTE: ReadMostly = ReadMostly {
-    count: AtomicPtr::new(std::ptr::null_mut()),
+    count: AtomicPtr::new(std::ptr::addr_of!(NEVER).cast_mut()),
     ours: AtomicU32::new(0),
 };
 
-/// glibc's count, found once by `find_count` (null: not found).
+/// glibc's count, found once by `find_count` (null: not found, then `NEVER`).
 static GLIBC_COUNT: AtomicPtr<u32> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Whether the real functions make the system call themselves: three relaxed loads and a
-/// compare. Relaxed is enough for every race (see the module header: each stale value means
-/// glibc's wrapper); the count is glibc's plain `unsigned int`, written with atomic
-/// instructions by glibc and read here with a plain aligned load.
+/// Whether the real functions make the system call themselves: the count's address, the
+/// count, ours, a subtraction and a compare. Relaxed is enough for every race (see the module
+/// header: each stale value means glibc's wrapper); the count is glibc's plain `unsigned
+/// int`, written with atomic instructions by glibc and read here with a plain aligned load.
 #[inline(always)]
 pub fn direct() -> bool {
-    let count = ROUTE.count.load(Relaxed);
-    if count.is_null() {
-        return false;
-    }
-    // SAFETY: non-null only as glibc's `__nptl_nthreads`, an aligned `unsigned int` in libc's
-    // data, which lives as long as the process; a volatile read, since glibc changes it
-    // behind the compiler's back.
-    let n = unsafe { std::ptr::read_volatile(count) };
-    alone_given(n, ROUTE.ours.load(Relaxed))
+    alone_given(count_now(), ROUTE.ours.load(Relaxed))
+}
+
+/// The count the decision reads: glibc's, or `NEVER`.
+#[inline(always)]
+fn count_now() -> u32 {
+    // SAFETY: the pointer is `NEVER` (immutable, static) or glibc's `__nptl_nthreads`, an
+    // aligned `unsigned int` in libc's data, which lives as long as the process; a volatile
+    // read, since glibc changes it behind the compiler's back.
+    unsafe { std::ptr::read_volatile(ROUTE.count.load(Relaxed)) }
 }
 
 /// Records `fact` and decides again.
 fn learn(fact: u8) {
     let facts = FACTS.fetch_or(fact, AcqRel) | fact;
-    let count = if direct_given(facts, syscall::AVAILABLE) {
-        GLIBC_COUNT.load(Relaxed)
+    let glibc = GLIBC_COUNT.load(Relaxed);
+    let count = if direct_given(facts, syscall::AVAILABLE) && !glibc.is_null() {
+        glibc
     } else {
-        std::ptr::null_mut()
+        never()
     };
     ROUTE.count.store(count, Release);
 }
@@ -231,13 +244,7 @@ pub fn describe() -> &'static str {
     if facts & OFF != 0 {
         return "syscalls=off";
     }
-    let count = ROUTE.count.load(Relaxed);
-    // SAFETY: as in `direct`.
-    let alone = !count.is_null()
-        && alone_given(
-            unsafe { std::ptr::read_volatile(count) },
-            ROUTE.ours.load(Relaxed).max(1),
-        );
+    let alone = alone_given(count_now(), ROUTE.ours.load(Relaxed).max(1));
     if alone {
         "syscalls=direct"
     } else {
@@ -276,6 +283,13 @@ mod tests {
         assert!(!alone_given(3, 0));
         // The main thread ended (pthread_exit): the one thread left is alone.
         assert!(alone_given(2, 1));
+    }
+
+    #[test]
+    fn never_is_never_alone() {
+        for ours in [0, 1, 2, HOLD, HOLD + 1] {
+            assert!(!alone_given(NEVER, ours), "{ours}");
+        }
     }
 
     #[test]
