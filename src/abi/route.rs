@@ -18,7 +18,8 @@
 //! Hooks on `pthread_create` cannot see every thread: glibc starts threads for itself through
 //! its internal `__pthread_create` (`timer_create`/`mq_notify` with `SIGEV_THREAD`, POSIX AIO,
 //! `getaddrinfo_a`), an `RTLD_DEEPBIND` plugin binds to libc's `pthread_create` first, and a
-//! fork child handler registered before ours may start one before our handler runs. All of
+//! fork child handler registered before ours may start one before our handler runs (so
+//! `pthread_create` and `thrd_create` are not hooked at all). All of
 //! them go through `__pthread_create_2_1`, which keeps `__nptl_nthreads` (glibc 2.36, a
 //! `GLIBC_PRIVATE` symbol libthread_db reads, `nptl/Versions:388`):
 //! * raised before the clone (`nptl/pthread_create.c:762`: "We must do it before creating the
@@ -34,7 +35,11 @@
 //! The calls are direct while `count - ours <= 1` (`direct`), `ours` being our own live
 //! threads (the watcher). Every race errs toward glibc's wrapper:
 //! * a new thread is counted before it exists, by the thread creating it; while the count
-//!   says the caller is alone, only the caller can create one, and it reads its own write;
+//!   says the caller is alone, only the caller can create one, and it reads its own write.
+//!   A stale value is no danger either: all changes are read-modify-writes of one location,
+//!   so every value read is the true total at some point of its history, never older than
+//!   the caller's own last change; a total of one (plus ours) at a point means any thread
+//!   alive later was created after it, by the caller;
 //! * an ending thread leaves the count only after its last user code: a stale (higher) count
 //!   means glibc's wrapper, never the other way;
 //! * ours: +1 only after the real `pthread_create` returned 0 (glibc counted the thread
