@@ -283,3 +283,35 @@ fn direct_system_calls_can_be_turned_off() {
         .collect();
     assert_eq!(starts, ["off", "off", "off"], "{log}");
 }
+
+/// Which object made a plain single-threaded program's `read` system call (a seccomp filter
+/// traps it; the SIGSYS handler's `si_call_addr`, named by dladdr): the guard itself when it
+/// runs; glibc, as without the library, when the guard started UNGUARDED (a bad value with
+/// `STALLGUARD_ON_ERROR=warn`: a guard that does not run changes nothing) and with
+/// `STALLGUARD_DIRECT_SYSCALLS=off`. Before: the direct way was chosen before the
+/// configuration was read, and stayed on when it was refused.
+#[test]
+fn the_guard_makes_system_calls_itself_only_when_it_runs_and_may() {
+    let site = |env: &[(&str, &str)], guarded: bool| {
+        let log = scratch("syscall_site.log");
+        let mut cmd = Command::new(harness("syscall_site"));
+        if guarded {
+            guard(&mut cmd, &log, env);
+        } else {
+            scrub_env(&mut cmd);
+        }
+        let out = run_within(&mut cmd, Duration::from_secs(20));
+        assert!(out.status.success(), "{env:?}: {out:?}");
+        text(&out.stdout)
+    };
+    let from = |who: &str| format!("syscall_site: read from {who}\n");
+    assert_eq!(site(&[], false), from("libc"));
+    assert_eq!(site(&[], true), from("guard"));
+    let unguarded = [
+        ("STALLGUARD_IDLE", "bogus"),
+        ("STALLGUARD_ON_ERROR", "warn"),
+    ];
+    assert_eq!(site(&unguarded, true), from("libc"), "running UNGUARDED");
+    let off = [("STALLGUARD_DIRECT_SYSCALLS", "off")];
+    assert_eq!(site(&off, true), from("libc"), "switched off");
+}

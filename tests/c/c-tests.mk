@@ -16,7 +16,8 @@ C_TESTS_CC     ?= gcc
 # Fortify matters: it turns some calls into __*_chk variants, which the shim hooks too.
 C_TESTS_CFLAGS ?= -O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -pthread
 C_TESTS_NAMES  := fileio_check hook_check signal_stress lifecycle_check alias_check \
-                  single_thread_check unseen_cancel redirect_main atfork_restart_main
+                  single_thread_check unseen_cancel redirect_main atfork_restart_main \
+                  syscall_site
 # Shared objects the harnesses load: a plugin dlopen'ed with RTLD_DEEPBIND, a second
 # preloaded interposer, a library linked in (DT_NEEDED) with a fork child handler.
 C_TESTS_LIBS   := libdeepbind_plugin.so libredirect_plugin.so libatfork_restart.so
