@@ -124,11 +124,8 @@ macro_rules! interposed {
             Close fn dlclose(handle: *mut c_void) -> c_int
                 = call() { let r = real::dlclose(handle); track::tls::unloaded(); r };
 
-            // ---- threads: once the program has one, glibc's wrappers again (see abi::route) ----
-            Thread fn pthread_create(t: *mut pthread_t, attr: *const pthread_attr_t, main: extern "C" fn(*mut c_void) -> *mut c_void, arg: *mut c_void) -> c_int
-                = call() { route::thread_created(); real::pthread_create(t, attr, main, arg) };
-            Thread fn thrd_create(t: *mut c_ulong, main: *mut c_void, arg: *mut c_void) -> c_int
-                = call() { route::thread_created(); real::thrd_create(t, main, arg) };
+            // ---- threads: once the program asks for a cancel, glibc's wrappers again (see
+            // abi::route; threads themselves are counted by glibc, not hooked) ----
             Thread fn pthread_cancel(t: pthread_t) -> c_int
                 = call() { route::cancel_requested(); real::pthread_cancel(t) };
 

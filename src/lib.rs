@@ -52,8 +52,10 @@ extern "C" fn init() {
     );
     let ok = std::panic::catch_unwind(|| {
         // First, before anything here can start our watcher: whether the program is
-        // single-threaded, so that its cancellable calls may skip glibc's wrappers.
-        abi::route::at_start(abi::sys::single_threaded_now());
+        // single-threaded, so that its cancellable calls may skip glibc's wrappers (acted on
+        // only once the guard is on, below), and where glibc counts its threads.
+        let single = abi::sys::single_threaded_now();
+        abi::route::find_count();
         abi::real::resolve_all();
         pid::refresh_pid();
         abi::args::refresh_poll_limit();
@@ -74,10 +76,17 @@ extern "C" fn init() {
             }
         }
         runtime::set_watcher_starter(watcher::ensure_running);
-        abi::sys::at_fork_child(after_fork_in_child);
+        abi::sys::at_fork(before_fork_route, after_fork_in_parent, after_fork_in_child);
         pid::refresh_sigpipe_disposition();
         config::enable();
         track::adopt::adopt_stdio();
+        // Last, once the guard is on (a guard running UNGUARDED changes nothing): the
+        // cancellable calls may go to the kernel directly (`abi::route`).
+        abi::route::at_start(
+            single,
+            abi::real::sys_rows_in_libc(),
+            config::policy().direct_syscalls,
+        );
     });
     if ok.is_err() {
         log::to_stderr("stallguard: internal error during start: running UNGUARDED");
@@ -101,6 +110,17 @@ extern "C" fn before_fork() {
     table::holders::before_fork();
 }
 
+/// Runs in the parent right before fork(): glibc's wrappers until the handlers after it
+/// (`abi::route`: the child must not go direct on the parent's count of our threads).
+extern "C" fn before_fork_route() {
+    abi::route::before_fork();
+}
+
+/// Runs in the parent right after fork().
+extern "C" fn after_fork_in_parent() {
+    abi::route::after_fork_in_parent();
+}
+
 /// Runs in the child right after fork(). The parent's watcher thread and every call that was
 /// in flight in another thread do not exist here: the program's calls go to the kernel
 /// directly again (`abi::route`), release slots the watcher held, forget the
@@ -108,7 +128,9 @@ extern "C" fn before_fork() {
 /// watcher of our own if we inherited connections (fork-per-connection servers: the parent
 /// accepts, the child serves).
 extern "C" fn after_fork_in_child() {
-    // One thread now: nobody here can cancel it (unless the program ever asked to cancel).
+    // One thread copied, none of ours: direct again while glibc's count says it is alone
+    // (a child handler before this one may have started a thread), unless the program ever
+    // asked to cancel.
     abi::route::after_fork_in_child();
     pid::refresh_pid();
     clock::refresh();

@@ -74,6 +74,7 @@ fn every_bad_value_is_refused_with_a_clear_line_and_status_2() {
             "cannot open",
         ),
         ("STALLGUARD_ON_ERROR", "ignore", "exit or warn"),
+        ("STALLGUARD_DIRECT_SYSCALLS", "on", "auto or off"),
     ];
     for (var, value, accepted) in cases {
         let out = run_with(&[(var, value)]);
@@ -170,6 +171,7 @@ fn valid_values_in_every_documented_form_are_accepted() {
         ("STALLGUARD_EXEMPT", "10.0.0.0/8,::1"),
         ("STALLGUARD_PER_SOURCE", "50"),
         ("STALLGUARD_ADOPT", "off"),
+        ("STALLGUARD_DIRECT_SYSCALLS", "off"),
     ]);
     assert!(
         out.status.success() && out.stderr.is_empty(),

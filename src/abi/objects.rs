@@ -6,7 +6,7 @@ use libc::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Base address of the object that contains `addr` (0 if unknown).
-fn object_base(addr: *const c_void) -> usize {
+pub(super) fn object_base(addr: *const c_void) -> usize {
     // SAFETY: Dl_info is plain data; all-zero is a valid value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads `addr` as an address and fills `info`.

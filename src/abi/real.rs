@@ -20,7 +20,7 @@
 use libc::{
     c_int, c_uint, c_ulong, c_void, epoll_event, fd_set, iovec, msghdr, nfds_t, off_t, pollfd,
 };
-use libc::{pthread_attr_t, pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
 use libc::{timespec, timeval, FILE};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -151,6 +151,21 @@ macro_rules! real_entries {
         /// Resolves every real function; called once by the constructor.
         pub fn resolve_all() {
             $( resolve(concat!(stringify!($name), "\0").as_bytes(), &TABLE.$name, library_of!($family)); )*
+        }
+
+        /// Whether every row with a `sys(..)` column resolved into libc, the object that
+        /// defines `__errno_location` (`route::next_is_libc`): another interposer's function
+        /// there (a proxy's `connect`, a user-space stack's `read`) is what the program's
+        /// call must reach, and the system call would skip it. After `resolve_all`.
+        pub fn sys_rows_in_libc() -> bool {
+            let base = |address: usize| match super::objects::object_base(address as *const c_void) {
+                0 => None,
+                b => Some(b),
+            };
+            let libc_base = base(libc::__errno_location as *const () as usize);
+            let rows = [ $( $( { let _ = stringify!($($sys)*); TABLE.$name.load(Relaxed) }, )? )* ];
+            let rows = rows.map(|address| (address, base(address)));
+            super::route::next_is_libc(libc_base, &rows)
         }
 
         /// Names of the functions that could not be resolved (for the debug start line);

@@ -229,9 +229,7 @@ pub fn spawn_quiet_thread(main: extern "C" fn(*mut libc::c_void) -> *mut libc::c
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
         libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
         let mut tid: libc::pthread_t = 0;
-        // The real function, not our hook: our own thread is not one of the program's
-        // (`route`: it cancels nobody).
-        let rc = super::real::pthread_create(&mut tid, &attr, main, std::ptr::null_mut());
+        let rc = libc::pthread_create(&mut tid, &attr, main, std::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         rc == 0
@@ -287,12 +285,6 @@ pub fn exit_now(status: c_int) -> ! {
 pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
     // SAFETY: registers function pointers; no memory is handed over.
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-}
-
-/// Registers a handler run in the child after fork.
-pub fn at_fork_child(child: unsafe extern "C" fn()) {
-    // SAFETY: registers a function pointer; no memory is handed over.
-    unsafe { libc::pthread_atfork(None, None, Some(child)) };
 }
 
 /// Registers a handler run in the parent right before fork.

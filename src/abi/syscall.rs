@@ -17,7 +17,12 @@ use super::errno::set_errno;
 use libc::{c_int, c_long, ssize_t};
 
 /// Whether this architecture has the instruction here (elsewhere every call goes to glibc).
-pub const AVAILABLE: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+/// 64-bit only: x32 (`x86_64` with 32-bit pointers) numbers its calls apart and passes
+/// 64-bit arguments its own way.
+pub const AVAILABLE: bool = cfg!(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_pointer_width = "64"
+));
 
 /// The system call numbers of the rows, as glibc 2.36's wrappers use them (`recv` and `send`
 /// are `recvfrom` and `sendto` with no address, `accept` is `accept`); all `None` where the
@@ -28,15 +33,15 @@ macro_rules! numbers {
         pub mod nr {
             use libc::c_long;
             $(
-                #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+                #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_pointer_width = "64"))]
                 pub const $row: Option<c_long> = Some(libc::$sys);
-                #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+                #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_pointer_width = "64")))]
                 pub const $row: Option<c_long> = None;
             )*
             $(
-                #[cfg(target_arch = "x86_64")]
+                #[cfg(all(target_arch = "x86_64", target_pointer_width = "64"))]
                 pub const $x: Option<c_long> = Some(libc::$xsys);
-                #[cfg(not(target_arch = "x86_64"))]
+                #[cfg(not(all(target_arch = "x86_64", target_pointer_width = "64")))]
                 pub const $x: Option<c_long> = None;
             )*
         }

@@ -3,9 +3,9 @@
 //! always make the real call exactly once; they take no lock, allocate nothing, never log,
 //! and leave errno as the real call set it. On an fd that is not a tracked connection an
 //! `fd(..)` hook costs one bounds check, one load and a branch before a tail call to libc, or,
-//! for a cancellable call in a program with no thread of its own (`abi::route`), one more load
-//! and branch and the system call itself, still without a stack frame (errno is set out of
-//! line).
+//! for a cancellable call while the calling thread is the program's only one (`abi::route`:
+//! three loads, a subtraction and a branch) the system call itself, still without a stack
+//! frame (errno is set out of line).
 //! A `tls(..)` hook (OpenSSL's rows) is exported as a naked two-instruction trampoline that
 //! adds the caller's return address as one more argument, so the hook calls the real function
 //! of the caller's own OpenSSL (`abi::caller`; kept per call site: a miss takes the loader's
@@ -19,7 +19,7 @@ use crate::track;
 use libc::{
     c_int, c_uint, c_ulong, c_void, epoll_event, fd_set, iovec, msghdr, nfds_t, off_t, pollfd,
 };
-use libc::{pthread_attr_t, pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{pthread_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t};
 use libc::{timespec, timeval, FILE};
 
 /// One exported hook per row.

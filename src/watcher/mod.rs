@@ -43,7 +43,10 @@ pub fn ensure_running() {
     {
         return;
     }
-    if !sys::spawn_quiet_thread(watcher_main) {
+    if sys::spawn_quiet_thread(watcher_main) {
+        // Counted as ours only once glibc counted it (`route`: meanwhile glibc's wrappers).
+        route::our_thread_started();
+    } else {
         WATCHER_PID.store(0, Release);
     }
 }
@@ -63,6 +66,8 @@ extern "C" fn watcher_main(_: *mut libc::c_void) -> *mut libc::c_void {
             "event=watcher_failed msg=\"internal error: this process is no longer guarded\""
         );
     }
+    // Counted out before glibc counts the thread out, after our last code (`route`).
+    route::our_thread_ending();
     std::ptr::null_mut()
 }
 

@@ -16,8 +16,12 @@ C_TESTS_CC     ?= gcc
 # Fortify matters: it turns some calls into __*_chk variants, which the shim hooks too.
 C_TESTS_CFLAGS ?= -O2 -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror -pthread
 C_TESTS_NAMES  := fileio_check hook_check signal_stress lifecycle_check alias_check \
-                  single_thread_check
-C_TESTS        := $(addprefix $(C_TESTS_OUT)/,$(C_TESTS_NAMES))
+                  single_thread_check unseen_cancel redirect_main atfork_restart_main \
+                  syscall_site
+# Shared objects the harnesses load: a plugin dlopen'ed with RTLD_DEEPBIND, a second
+# preloaded interposer, a library linked in (DT_NEEDED) with a fork child handler.
+C_TESTS_LIBS   := libdeepbind_plugin.so libredirect_plugin.so libatfork_restart.so
+C_TESTS        := $(addprefix $(C_TESTS_OUT)/,$(C_TESTS_NAMES) $(C_TESTS_LIBS))
 
 .PHONY: c-tests c-tests-clean
 c-tests: $(C_TESTS)
@@ -26,6 +30,17 @@ c-tests: $(C_TESTS)
 $(C_TESTS_OUT)/%: $(C_TESTS_SRC)/%.c $(C_TESTS_SRC)/harness.h $(lastword $(MAKEFILE_LIST)) \
                   | $(C_TESTS_OUT)
 	$(C_TESTS_CC) $(C_TESTS_CFLAGS) -o $@ $<
+
+# Each shared object is one file.
+$(C_TESTS_OUT)/lib%.so: $(C_TESTS_SRC)/%.c $(lastword $(MAKEFILE_LIST)) | $(C_TESTS_OUT)
+	$(C_TESTS_CC) $(C_TESTS_CFLAGS) -shared -fPIC -o $@ $<
+
+# Linked with its library (needed although no symbol of it is used: its constructor is the
+# point), found beside it at run time.
+$(C_TESTS_OUT)/atfork_restart_main: $(C_TESTS_SRC)/atfork_restart_main.c $(C_TESTS_SRC)/harness.h \
+                  $(C_TESTS_OUT)/libatfork_restart.so $(lastword $(MAKEFILE_LIST)) | $(C_TESTS_OUT)
+	$(C_TESTS_CC) $(C_TESTS_CFLAGS) -o $@ $< -L$(C_TESTS_OUT) -Wl,--no-as-needed \
+		-latfork_restart -Wl,--as-needed -Wl,-rpath,'$$ORIGIN'
 
 $(C_TESTS_OUT):
 	mkdir -p $@

@@ -21,7 +21,7 @@ pub enum Family {
     Poll,
     /// OpenSSL's reads and writes: a TLS connection's plaintext, for the HTTP/1 lens.
     Tls,
-    /// Thread creation and cancellation: whether glibc's cancellable wrappers are needed.
+    /// Thread cancellation: a program that asks for one keeps glibc's cancellable wrappers.
     Thread,
 }
 

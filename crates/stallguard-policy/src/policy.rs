@@ -73,6 +73,10 @@ pub struct Policy {
     /// Under pressure, how far back a connection on the client's turn must show progress at
     /// its minimum rate (`STALLGUARD_PRESSURE_GRACE`).
     pub pressure_grace_ms: u64,
+    /// Whether the cancellable calls of a program with no thread of its own may be made as
+    /// system calls by the guard (`STALLGUARD_DIRECT_SYSCALLS=auto`), or always go through
+    /// glibc's wrappers (`off`: for tools that watch system calls only inside libc).
+    pub direct_syscalls: bool,
 }
 
 impl Default for Policy {
@@ -96,6 +100,7 @@ impl Default for Policy {
             report_ms: 60_000,
             metrics_file: None,
             pressure_grace_ms: 2_000,
+            direct_syscalls: true,
         }
     }
 }
@@ -223,6 +228,7 @@ impl Variable {
 }
 
 const SWITCH: &str = "on or off";
+const AUTO_OFF: &str = "auto or off";
 const GRACE_ACCEPTS: &str = "a duration from 500ms to 1h, such as 2s";
 const ACTION_ACCEPTS: &str = "shutdown, rst or log";
 const TICK_ACCEPTS: &str = "a duration from 10ms to 10s, such as 100ms";
@@ -287,6 +293,8 @@ pub const VARIABLES: &[Variable] = &[
         |p, v| store(&mut p.report_ms, duration(v))),
     Variable::new("STALLGUARD_METRICS_FILE", METRICS_FILE_ACCEPTS, None,
         |p, v| store(&mut p.metrics_file, file_path(v))),
+    Variable::new("STALLGUARD_DIRECT_SYSCALLS", AUTO_OFF, Some("auto"),
+        |p, v| store(&mut p.direct_syscalls, one_of(v, &[("auto", true), ("off", false)]))),
 ];
 
 /// The row for `name`, if it is a policy variable.
@@ -611,7 +619,9 @@ mod tests {
             ("STALLGUARD_OUTBOUND", "connect=5s,idle=30s"),
             ("STALLGUARD_PRESSURE", "off"),
             ("STALLGUARD_PRESSURE_GRACE", "1500ms"),
+            ("STALLGUARD_DIRECT_SYSCALLS", "off"),
         ]);
+        assert!(!p.direct_syscalls);
         assert!(!p.timers.pressure);
         assert_eq!(p.pressure_grace_ms, 1500);
         assert_eq!(e, vec![]);
@@ -671,6 +681,7 @@ mod tests {
             ("STALLGUARD_OUTBOUND", "timeout=5s"),
             ("STALLGUARD_OUTBOUND", "connect=off"),
             ("STALLGUARD_PRESSURE", "auto"),
+            ("STALLGUARD_DIRECT_SYSCALLS", "on"),
             ("STALLGUARD_PRESSURE_GRACE", "100ms"),
             ("STALLGUARD_WRITE_STALL", "60s,minrate=x"),
         ] {
