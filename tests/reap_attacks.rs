@@ -181,7 +181,6 @@ mod epoll {
 /// accept wakes it.
 #[test]
 fn an_idle_watcher_dozes_and_still_cuts_on_time() {
-    use std::io::Read;
     let srv = Proc::start("pool_server", &["--threads", "4"], Some(FAST));
     request(srv.addr(), "/", Duration::from_secs(3)).expect("served");
     std::thread::sleep(Duration::from_millis(1500));
@@ -193,18 +192,30 @@ fn an_idle_watcher_dozes_and_still_cuts_on_time() {
     let mut latencies = Vec::new();
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(1200)); // a doze or two: nothing is due
-        let started = Instant::now();
-        let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(
-            s.read(&mut [0u8; 8]).unwrap(),
-            0,
-            "expected the guard's EOF"
-        );
-        latencies.push(started.elapsed().as_millis() as u64);
+        latencies.push(silent_client_cut_after_ms(&srv));
     }
     eprintln!("{slept} wake-ups in 3 idle seconds; reap latency after a doze: {latencies:?} ms");
-    for ms in latencies {
+    assert_first_byte_timer_plus_a_tick(&latencies);
+}
+
+/// A silent client's connect-to-EOF time in ms, as the client sees it (FAST: FIRST_BYTE=1s).
+fn silent_client_cut_after_ms(srv: &Proc) -> u64 {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(
+        s.read(&mut [0u8; 8]).unwrap(),
+        0,
+        "expected the guard's EOF"
+    );
+    started.elapsed().as_millis() as u64
+}
+
+/// Each cut came no earlier than the 1 s first-byte timer, and within a tick (100 ms) plus
+/// scheduling noise after it.
+fn assert_first_byte_timer_plus_a_tick(latencies: &[u64]) {
+    for &ms in latencies {
         assert!(ms >= 1000, "cut before its timer ran out: {ms} ms");
         assert!(ms <= 1000 + 100 + 400, "cut too late: {ms} ms");
     }
@@ -214,23 +225,8 @@ fn an_idle_watcher_dozes_and_still_cuts_on_time() {
 /// picked up, and within one tick (plus scheduling noise) after that.
 #[test]
 fn reap_latency_is_the_timer_plus_at_most_a_tick() {
-    use std::io::Read;
     let srv = Proc::start("pool_server", &["--threads", "4"], Some(FAST));
-    let mut latencies = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let mut s = std::net::TcpStream::connect(srv.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(
-            s.read(&mut [0u8; 8]).unwrap(),
-            0,
-            "expected the guard's EOF"
-        );
-        latencies.push(started.elapsed().as_millis() as u64);
-    }
+    let latencies: Vec<u64> = (0..5).map(|_| silent_client_cut_after_ms(&srv)).collect();
     eprintln!("client-side reap latency for FIRST_BYTE=1s, TICK=100ms: {latencies:?} ms");
-    for ms in latencies {
-        assert!(ms >= 1000, "cut before its timer ran out: {ms} ms");
-        assert!(ms <= 1000 + 100 + 400, "cut too late: {ms} ms");
-    }
+    assert_first_byte_timer_plus_a_tick(&latencies);
 }

@@ -80,17 +80,26 @@ pub fn realtime() -> (i64, i64) {
 /// `word` from `expected` and wakes it (FUTEX_WAKE on the same shared mapping). Returns at
 /// once if the word no longer holds `expected`.
 pub fn wait_on_shared_word(word: *const u32, expected: u32, ms: u64) {
+    // SAFETY: `word` points into a live shared mapping (the caller's contract).
+    unsafe { futex_wait(word, libc::FUTEX_WAIT, expected, ms) };
+}
+
+/// FUTEX_WAIT (`op`: shared, or with FUTEX_PRIVATE_FLAG) on `word` while it holds
+/// `expected`, for at most `ms`.
+///
+/// # Safety
+/// `word` points at a live, aligned 32-bit word (the kernel only reads it).
+unsafe fn futex_wait(word: *const u32, op: libc::c_int, expected: u32, ms: u64) {
     let ts = libc::timespec {
         tv_sec: (ms / 1000) as libc::time_t,
         tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
     };
-    // SAFETY: `word` points into a live shared mapping (the caller's contract); the kernel
-    // only reads it; `ts` is a valid relative timeout.
+    // SAFETY: the caller's contract for `word`; `ts` is a valid relative timeout.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word,
-            libc::FUTEX_WAIT,
+            op,
             expected,
             &ts as *const libc::timespec,
         )
@@ -117,19 +126,13 @@ pub fn wake_private(word: &std::sync::atomic::AtomicU32) {
 /// Sleeps up to `ms` while `word` (a word of this process) holds `expected`; returns at once
 /// if it does not, and early when [`wake_private`] is called on it.
 pub fn wait_private(word: &std::sync::atomic::AtomicU32, expected: u32, ms: u64) {
-    let ts = libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-    };
-    // SAFETY: `word` is a live atomic of this process; the kernel only reads it; `ts` is a
-    // valid relative timeout.
+    // SAFETY: `word` is a live atomic of this process.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
+        futex_wait(
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
             expected,
-            &ts as *const libc::timespec,
+            ms,
         )
     };
 }
