@@ -13,8 +13,9 @@ the order reversed every other round) and reporting medians with their ranges, b
   e2e       wrk against civetweb and nginx: direct, guarded (LD_PRELOAD into the server) and
             with HAProxy in front (timeouts configured, the usual alternative defence);
             apache2 prefork (8 children, private configuration) with KeepAlive On and Off,
-            direct and guarded: req/s, p50/p99 latency, server CPU per request from
-            /proc/PID/stat (apache: the master and its children).
+            direct and guarded, a fresh pair of apache2 servers every round (one instance's
+            memory layout biases it by several %): req/s, p50/p99 latency, server CPU per
+            request from /proc/PID/stat (apache: the master and its children).
   watcher   bench/idlebench.c: CPU share of the thread named "stallguard" with 1k, 10k and
             100k idle tracked connections (or as many as the hard RLIMIT_NOFILE allows; the
             client uses 16 source addresses 127.0.0.2-17), and the resident memory the guard
@@ -690,7 +691,23 @@ def run_e2e(cfg, so, work):
             if plain.guard_active():
                 raise RuntimeError(f"{kind}: a stallguard thread in the unguarded server")
             runs = {m: [] for m in modes}
-            for order in round_orders(modes, cfg["e2e_rounds"]):
+            earlier_reaps = 0  # of the guarded instances replaced below
+            for i, order in enumerate(round_orders(modes, cfg["e2e_rounds"])):
+                if i > 0 and kind in APACHE_KINDS:
+                    # Fresh servers every round: two identical prefork instances differ by 4-6 %
+                    # in CPU per request for as long as they run (where their 8 children's
+                    # memory lands), more than the 1 % budget; new instances each round make
+                    # that a spread across rounds instead of a bias of one instance.
+                    earlier_reaps += guarded.reaps()
+                    plain.stop()
+                    guarded.stop()
+                    plain = Server(kind, f"{kind}-direct-{i}", work, docroot)
+                    guarded = Server(kind, f"{kind}-guarded-{i}", work, docroot, so=so)
+                    target = {"direct": (plain, None), "guarded": (guarded, None)}
+                    for m in modes:
+                        wrk(target[m][0].port, 1, cfg["wrk_connections"])
+                    if not guarded.guard_active():
+                        raise RuntimeError(f"{kind}: no stallguard thread in the guarded server")
                 # One quiet moment per round: the modes of a round run back to back.
                 waited = wait_quiet(cfg["quiet_wait"])
                 for m in order:
@@ -734,7 +751,7 @@ def run_e2e(cfg, so, work):
                 summary[m]["rps_ratio"] = {"median": med(tr), "range": rng(tr)}
                 summary[m]["cpu_ratio"] = {"median": med(cr), "range": rng(cr)}
                 summary[m]["sched_ratio"] = {"median": med(sr), "range": rng(sr)}
-            summary["guarded"]["reaps"] = guarded.reaps()
+            summary["guarded"]["reaps"] = guarded.reaps() + earlier_reaps
             results[kind] = summary
         finally:
             if proxy:
